@@ -1,0 +1,5 @@
+import sys
+
+from prodcat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``prodcat`` CLI, one module each (see ``prodcat.cli``)."""

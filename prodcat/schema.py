@@ -1,0 +1,42 @@
+"""Arrow schemas of the data contracts in DESIGN.md (product table, predictions, rejects)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SPLITS = ("train", "val", "test")
+
+PRODUCT_SCHEMA = pa.schema([
+    pa.field("product_id", pa.string(), nullable=False),      # "<platform>:<source id>", unique
+    pa.field("platform", pa.string(), nullable=False),
+    pa.field("title", pa.string(), nullable=False),           # cleaned, capped
+    pa.field("description", pa.string()),                     # cleaned plain text, nullable
+    pa.field("title_raw", pa.string()),                       # as exported (never silently dropped)
+    pa.field("description_raw", pa.string()),
+    pa.field("image_uri", pa.string()),                       # absolute path or s3:// URI, nullable
+    pa.field("has_image", pa.bool_(), nullable=False),        # False: text-only product
+    pa.field("brand", pa.string()),
+    pa.field("source_category", pa.string(), nullable=False), # the platform's own " > " path
+    pa.field("category_id", pa.int64()),                      # unified taxonomy node, nullable
+    pa.field("category_path", pa.string()),
+    pa.field("split", pa.string(), nullable=False),           # train / val / test
+])
+
+REJECT_SCHEMA = pa.schema([
+    pa.field("platform", pa.string(), nullable=False),
+    pa.field("source_id", pa.string()),                       # null when the row could not be parsed
+    pa.field("location", pa.string()),                        # file:line or row number
+    pa.field("reason", pa.string(), nullable=False),          # machine-readable reason code
+    pa.field("detail", pa.string()),                          # human-readable explanation
+    pa.field("raw", pa.string()),                             # the raw record, capped at 2,000 chars
+])
+
+PREDICTION_SCHEMA = pa.schema([
+    pa.field("product_id", pa.string(), nullable=False),
+    pa.field("category_id", pa.int64()),
+    pa.field("category_path", pa.string()),
+    pa.field("level_confidence", pa.list_(pa.float32())),     # probability in [0, 1] per level
+    pa.field("stage", pa.string()),                           # "text" / "multimodal"
+    pa.field("model_version", pa.string()),
+    pa.field("error", pa.string()),                           # null when fine
+])
