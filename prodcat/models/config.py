@@ -1,0 +1,82 @@
+"""``ModelConfig``: fusion, masking and head hyper-parameters of the hierarchical classifier.
+
+A Tune search space overrides these fields by name (``model.fusion``, ``model.masking``, ...).
+Fusion and masking names are checked against their registries (``prodcat.models.fusion.fusions``,
+``prodcat.models.masking.masking_modes``); an unknown name lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prodcat.config import StrictModel
+from prodcat.models.fusion import fusions
+from prodcat.models.masking import masking_modes
+
+
+class ModelConfig(StrictModel):
+    """Hyper-parameters of :class:`prodcat.models.HierarchicalClassifier`."""
+
+    fusion: str = Field(
+        "late", description="fusion module: early | late | attention | average | concat")
+    late_policy: Literal["mlp", "mean", "max"] = Field(
+        "mlp", description="how late fusion combines per-modality logits (ignored by other fusions)")
+    modalities: list[str] = Field(
+        default_factory=lambda: ["text", "image"],
+        description="feature names fed to the model (embedding store columns emb_<name>)")
+    hidden_dim: int = Field(256, gt=0, description="H: width of projections, fusion MLPs and heads")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout probability in [0, 1)")
+    num_attention_heads: int = Field(
+        4, gt=0, description="heads of the attention fusion; must divide hidden_dim")
+    masking: str = Field("hard", description="dynamic masking mode: none | hard | soft")
+    teacher_forcing: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="probability (per product) of masking by the true parent during training")
+    level_weights: list[float] | None = Field(
+        None, description="loss weight per level (length L, >= 0, not all 0); None = all 1")
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, value: str) -> str:
+        if value not in fusions:
+            raise ValueError(f"unknown fusion {value!r}; choose one of: {', '.join(fusions.names())}")
+        return value
+
+    @field_validator("masking")
+    @classmethod
+    def _known_masking(cls, value: str) -> str:
+        if value not in masking_modes:
+            raise ValueError(f"unknown masking mode {value!r}; choose one of: "
+                             f"{', '.join(masking_modes.names())}")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("modalities is empty; name at least one feature, e.g. ['text']")
+        if len(set(value)) != len(value) or any(not v.strip() for v in value):
+            raise ValueError(f"modalities must be distinct non-empty names, got {value}")
+        return value
+
+    @field_validator("level_weights")
+    @classmethod
+    def _weights(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (any(w < 0 for w in value) or not any(w > 0 for w in value)):
+            raise ValueError(f"level_weights must be >= 0 with at least one > 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "ModelConfig":
+        if self.fusion == "attention" and self.hidden_dim % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_dim={self.hidden_dim} is not divisible by num_attention_heads="
+                f"{self.num_attention_heads}; pick e.g. num_attention_heads="
+                f"{_largest_divisor(self.hidden_dim, self.num_attention_heads)}")
+        return self
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, at_most + 1) if n % d == 0)

@@ -1,0 +1,131 @@
+"""Hierarchical metrics against hand-computed examples (toy taxonomy, see prodcat.synthetic).
+
+Toy nodes: 1 Apparel, 2 Home, 3 Shoes, 4 Shirts, 5 Kitchen, 6 Decor, 7 Boots, 8 Sandals, 9 Mugs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prodcat.metrics import (evaluate_predictions, hierarchical_prf, level_metrics, nodes_of,
+                             path_consistency, valid_paths)
+from prodcat.synthetic import toy_taxonomy
+from prodcat.taxonomy import Taxonomy
+
+pytestmark = pytest.mark.unit
+
+TOY = toy_taxonomy()
+# true / predicted nodes:      Boots vs Sandals, Shirts exact, Mugs vs Decor, Boots vs nothing
+TRUE = np.array([7, 4, 9, 7])
+PRED = np.array([8, 4, 6, 0])
+
+
+def test_toy_node_layout():
+    assert [TOY.path(n).split(" > ")[-1] for n in range(1, 10)] == [
+        "Apparel", "Home", "Shoes", "Shirts", "Kitchen", "Decor", "Boots", "Sandals", "Mugs"]
+
+
+def test_hierarchical_prf_hand_computed():
+    # |A(t) & A(p)| = 2 + 2 + 1 + 0 = 5; sum |A(p)| = 3 + 2 + 2 + 0 = 7; sum |A(t)| = 3 + 2 + 3 + 3 = 11
+    out = hierarchical_prf(TOY, TRUE, PRED)
+    assert out["hP"] == pytest.approx(5 / 7)
+    assert out["hR"] == pytest.approx(5 / 11)
+    assert out["hF"] == pytest.approx(5 / 9)  # 2 * (5/7) * (5/11) / (5/7 + 5/11)
+
+
+def test_hierarchical_prf_perfect_and_empty():
+    assert hierarchical_prf(TOY, TRUE, TRUE) == {"hP": 1.0, "hR": 1.0, "hF": 1.0}
+    assert hierarchical_prf(TOY, [], []) == {"hP": 0.0, "hR": 0.0, "hF": 0.0}
+    assert hierarchical_prf(TOY, [7], [0]) == {"hP": 0.0, "hR": 0.0, "hF": 0.0}
+
+
+def test_level_metrics_hand_computed():
+    out = level_metrics(TOY, TRUE, PRED)
+    # level 0: true [A, A, H, A], pred [A, A, H, none]; F1(A) = 0.8 (P 1, R 2/3), F1(H) = 1
+    assert out["level0_accuracy"] == pytest.approx(3 / 4)
+    assert out["level0_macro_f1"] == pytest.approx(0.9)
+    # level 1: true [Shoes, Shirts, Kitchen, Shoes], pred [Shoes, Shirts, Decor, none]
+    # F1: Shoes 2/3, Shirts 1, Kitchen 0, Decor 0 -> 5/12
+    assert out["level1_accuracy"] == pytest.approx(1 / 2)
+    assert out["level1_macro_f1"] == pytest.approx(5 / 12)
+    # level 2: only Boots, Mugs, Boots reach it; predictions Sandals, none (Decor ends), none
+    assert out["level2_support"] == 3
+    assert out["level2_accuracy"] == 0.0
+    assert out["level2_macro_f1"] == 0.0
+
+
+def _virtual_taxonomy() -> Taxonomy:
+    """Apparel > Shoes (a label and a parent) > Boots, Apparel > Shirts: nodes 1 Apparel, 2 Shoes,
+    3 Shirts, 4 Boots, 5 virtual Shoes."""
+    tax = TOY.induced([2, 3, 5])
+    assert tax.virtual.tolist() == [False] * 5 + [True] and tax.label_node(2) == 5
+    return tax
+
+
+def test_virtual_node_counts_as_its_parent():
+    tax = _virtual_taxonomy()
+    true, pred = np.array([5, 5, 4, 5]), np.array([2, 4, 5, 5])
+    # A(5) = A(2) = {Apparel, Shoes}: intersections 2, 2, 2, 2; |A(p)| 2, 3, 2, 2; |A(t)| 2, 2, 3, 2
+    out = evaluate_predictions(tax, true, pred)
+    assert out["hP"] == pytest.approx(8 / 9)
+    assert out["hR"] == pytest.approx(8 / 9)
+    assert out["accuracy"] == pytest.approx(2 / 4)  # 5 vs 2 and 5 vs 5 are exact
+    assert out["level1_accuracy"] == 1.0
+    assert out["level2_support"] == 1 and out["level2_accuracy"] == 0.0
+
+
+def test_path_consistency_hand_computed():
+    rows = np.array([
+        [0, 0, 0],     # Apparel > Shoes > Boots: valid
+        [0, 1, -1],    # Apparel > Shirts (a leaf): valid
+        [0, 1, 0],     # continues after a leaf: invalid
+        [0, 0, -1],    # stops at Shoes, not a leaf: invalid
+        [1, 0, 0],     # Shoes is not a child of Home: invalid
+        [1, 3, -1],    # Home > Decor: valid
+        [-1, -1, -1],  # nothing: invalid
+    ])
+    assert valid_paths(TOY, rows).tolist() == [TOY.is_valid_path(r) for r in rows.tolist()]
+    assert path_consistency(TOY, rows) == pytest.approx(3 / 7)
+    assert path_consistency(TOY, np.zeros((0, 3), np.int64)) == 0.0
+
+
+@st.composite
+def tree_and_rows(draw):
+    n = draw(st.integers(2, 12))
+    parent = [-1] + [draw(st.integers(0, i - 1)) for i in range(1, n)]
+    tax = Taxonomy(np.arange(n), tuple(map(str, range(n))), np.array(parent), np.zeros(n, bool))
+    rows = draw(st.lists(st.lists(st.integers(-1, 4), min_size=tax.num_levels,
+                                  max_size=tax.num_levels), min_size=1, max_size=8))
+    return tax, np.array(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree_and_rows())
+def test_valid_paths_agrees_with_taxonomy(case):
+    tax, rows = case
+    assert valid_paths(tax, rows).tolist() == [tax.is_valid_path(r) for r in rows.tolist()]
+
+
+def test_evaluate_predictions_keys():
+    classes = np.stack([TOY.targets(n) for n in PRED])  # node 0 -> all -1: invalid
+    out = evaluate_predictions(TOY, TRUE, PRED, classes)
+    assert out["n"] == 4 and out["accuracy"] == pytest.approx(1 / 4)
+    assert out["path_consistency"] == pytest.approx(3 / 4)  # Sandals, Shirts, Decor are leaves
+    assert {"hP", "hR", "hF", "level0_accuracy", "level2_macro_f1"} <= set(out)
+
+
+def test_nodes_of_inverts_targets():
+    nodes = np.arange(len(TOY))
+    assert nodes_of(TOY, np.stack([TOY.targets(n) for n in nodes])).tolist() == nodes.tolist()
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="equal length"):
+        hierarchical_prf(TOY, [1, 2], [1])
+    with pytest.raises(ValueError, match="taxonomy nodes"):
+        level_metrics(TOY, [10], [1])
+    with pytest.raises(ValueError, match="level_classes"):
+        path_consistency(TOY, [[0, 0]])
