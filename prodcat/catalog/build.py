@@ -214,15 +214,24 @@ def summary_markdown(summary: dict) -> str:
     """The build summary as a Markdown report a person can read."""
     lines = ["# Catalogue build", "",
              f"{summary['products']:,} products accepted, {summary['rejects']:,} rejected, "
-             f"in {summary['seconds']} s. Splits: {summary['splits']}.", "",
+             f"in {summary['seconds']} s. Splits: {summary['splits']}.", ""]
+    if summary["protocol"].get("sample_per_category"):
+        lines += [f"Stratified sample: at most {summary['protocol']['sample_per_category']} products "
+                  "per (platform, Google category), chosen by a hash of product_id; the 'sampled' "
+                  "column counts what was kept.", ""]
+    lines += [
              "| platform | read | accepted | rejected (by reason) | source categories (mapped / excluded) "
              "| Google categories | without image | seconds |", "|---|---|---|---|---|---|---|---|"]
+    sampled = any("sampled" in s for s in summary["platforms"].values())
+    if sampled:
+        lines[-2] += " sampled |"
+        lines[-1] += "---|"
     for name, s in summary["platforms"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["rejected_by_reason"].items())) or "-"
         lines.append(f"| {name} | {s['read']:,} | {s['accepted']:,} | {s['rejected']:,} ({reasons}) | "
                      f"{s['source_categories']} ({s['source_categories_mapped']} / "
                      f"{s['source_categories_excluded']}) | {s['google_categories_used']} | "
-                     f"{s['without_image']:,} | {s['seconds']} |")
+                     f"{s['without_image']:,} | {s['seconds']} |" + (f" {s['sampled']:,} |" if sampled else ""))
     tax = summary["taxonomy"]
     lines += ["", f"## Unified taxonomy ({tax['version']})", "",
               f"{tax['nodes']} nodes ({tax['virtual_leaves']} virtual leaves), {tax['leaves']} leaves, "
