@@ -42,7 +42,9 @@ class PipelineConfig(StrictModel):
     train: str = Field("configs/train.default.yaml", description="TrainConfig YAML (best known)")
     evaluate: str = Field("configs/evaluate.default.yaml", description="EvaluateConfig YAML")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
-    cascade_goal: str = Field("hf_within=0.5", description="how tau is chosen (prodcat cascade fit)")
+    cascade_goal: str = Field(
+        "max_escalation=1.0", description="how tau is chosen (prodcat cascade fit): best validation "
+        "hF at any escalation rate; hf_within=0.5 picks the cheapest within 0.5 hF points of multimodal")
     demo_products: int = Field(6, ge=1, description="real test products sent to the service")
     stages: list[str] = Field(default_factory=lambda: list(STAGES), description="stages to run")
 
