@@ -51,6 +51,17 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
     node[last] = value
 
 
+def flatten_dotted(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``, so :func:`load_config` reports errors by dotted field."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def read_mapping(path: str | Path) -> dict:
     """Read a YAML or JSON file (local path or ``s3://`` URI) into a dict."""
     from prodcat.storage import read_text

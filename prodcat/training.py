@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from prodcat import storage
-from prodcat.config import StrictModel, load_config
+from prodcat.config import StrictModel, flatten_dotted, load_config
 from prodcat.features import NODE, PRESENT_PREFIX, TARGETS, TENSOR_PREFIX, FeatureTable, load_feature_table
 from prodcat.models import ModelConfig
 
@@ -103,17 +103,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     data = config.model_dump(mode="json")
     for key, value in overrides.items():
         set_dotted(data, key, value)
-    return load_config(TrainConfig, None, {k: v for k, v in _flatten(data).items()})
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return load_config(TrainConfig, None, flatten_dotted(data))
 
 
 @dataclass
@@ -479,44 +469,21 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
     return res
 
 
-def fit_temperature(logits: list[np.ndarray], targets: np.ndarray,
-                    grid: np.ndarray | None = None) -> float:
-    """The temperature T > 0 minimising the mean per-level NLL of softmax(logits / T).
-
-    Args:
-        logits: per level ``[B, C_l]`` (masked entries may be very negative or -inf).
-        targets: ``[B, L]`` class per level, -1 where the path is shallower (ignored).
-    """
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 61)) if grid is None else grid
-    best, best_nll = 1.0, np.inf
-    for t in grid:
-        nll, count = 0.0, 0
-        for level, z in enumerate(logits):
-            keep = targets[:, level] >= 0
-            if not keep.any():
-                continue
-            z = np.nan_to_num(z[keep].astype(np.float64) / t, neginf=-1e9, posinf=1e9)
-            z -= z.max(axis=1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-            picked = logp[np.arange(len(z)), targets[keep, level]]
-            picked = picked[picked > -1e6]  # a true class masked out says nothing about T
-            nll, count = nll - picked.sum(), count + len(picked)
-        if count and nll / count < best_nll:
-            best, best_nll = float(t), nll / count
-    return best
-
 
 def calibrate(checkpoint_uri: str, val: FeatureTable, threshold: float) -> float:
     """Fit the temperature on ``val`` and write ``calibration.json``; returns the temperature."""
     import torch
 
+    from prodcat.cascade import fit_temperature
     from prodcat.checkpoint import load_checkpoint, write_calibration
 
     loaded = load_checkpoint(checkpoint_uri)
     feats, present, targets = val.arrays()
     with torch.no_grad():
         x = {f: torch.as_tensor(v) * torch.as_tensor(present[f])[:, None] for f, v in feats.items()}
-        logits = loaded.model(x, {f: torch.as_tensor(v) for f, v in present.items()})
+        # teacher-forced masking: the true class is never masked out by a wrong predicted parent
+        logits = loaded.model(x, {f: torch.as_tensor(v) for f, v in present.items()},
+                              torch.as_tensor(targets), teacher_forcing=True)
     temperature = fit_temperature([z.float().numpy() for z in logits], targets) if len(targets) else 1.0
     write_calibration(checkpoint_uri, temperature, threshold)
     return temperature

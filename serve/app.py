@@ -350,10 +350,10 @@ def build_app(args: dict | None = None):
         FileNotFoundError: when the cascade or a checkpoint is missing.
         ValueError: when the two checkpoints use different taxonomies.
     """
-    from prodcat.config import load_config
+    from prodcat.config import flatten_dotted, load_config
     from prodcat.stage import load_taxonomy_of, resolve_cascade
 
-    cfg = load_config(AppArgs, None, _flatten(args or {}))
+    cfg = load_config(AppArgs, None, flatten_dotted(args or {}))
     spec = resolve_cascade(*(_locate(p) for p in (cfg.cascade, cfg.text_model, cfg.multimodal_model)),
                            cfg.threshold)
     load_taxonomy_of(spec.text_model, spec.multimodal_model)  # fail at build time, not per request
@@ -391,12 +391,3 @@ def _locate(path: str | None) -> str | None:
     return path
 
 
-def _flatten(data: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` so ``load_config`` reports errors by dotted field."""
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

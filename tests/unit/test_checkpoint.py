@@ -18,7 +18,7 @@ from prodcat.config import ConfigError, load_config
 from prodcat.features import FeatureTable, join_features, synthetic_store
 from prodcat.models import HierarchicalClassifier, ModelConfig
 from prodcat.synthetic import synthetic_products, toy_taxonomy
-from prodcat.training import TrainConfig, apply_overrides, fit_temperature
+from prodcat.training import TrainConfig, apply_overrides
 
 pytestmark = pytest.mark.unit
 
@@ -201,13 +201,3 @@ def test_train_config_overrides_by_dotted_name():
     with pytest.raises(ConfigError, match="unknown fusion"):
         load_config(TrainConfig, None, ["model.fusion=nope"])
 
-
-def test_fit_temperature_recovers_the_scale():
-    rng = np.random.default_rng(0)
-    true_logits = rng.normal(scale=2.0, size=(4000, 6))
-    probs = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
-    targets = np.array([rng.choice(6, p=p) for p in probs])[:, None]
-    assert abs(fit_temperature([3.0 * true_logits], targets) - 3.0) < 0.3
-    masked = 3.0 * true_logits
-    masked[:, 5] = -np.inf  # masked classes never break the fit
-    assert np.isfinite(fit_temperature([masked], targets))

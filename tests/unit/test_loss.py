@@ -12,14 +12,6 @@ from prodcat.models import hierarchical_loss
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: one intra-op thread is ~40x faster than two; seeded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 INF = float("inf")
 
