@@ -70,7 +70,9 @@ class Pipeline:
         self.config = config
         self.out = Path(config.output)
         self.log = log
-        self.timings: dict[str, float] = {}
+        previous = self.out / "pipeline.json"  # a partial rerun keeps the other stages' timings
+        self.timings: dict[str, float] = (json.loads(previous.read_text()).get("stage_seconds", {})
+                                          if previous.exists() else {})
 
     def path(self, *parts: str) -> str:
         return str(self.out.joinpath(*parts))
@@ -102,7 +104,8 @@ class Pipeline:
 
     def _write_state(self, wall: float) -> None:
         state = {"config": self.config.model_dump(), "stage_seconds": self.timings,
-                 "wall_seconds": round(wall, 1)}
+                 "last_invocation_seconds": round(wall, 1),
+                 "total_stage_seconds": round(sum(self.timings.values()), 1)}
         Path(self.path("pipeline.json")).write_text(json.dumps(state, indent=2))
 
     # ------------------------------------------------------------------ stages
