@@ -27,6 +27,10 @@ def _include(path: Path, folder: str) -> list[str]:
     return [text.strip()]
 
 
+def _round(value, digits: int = 3):
+    return round(value, digits) if isinstance(value, float) else value
+
+
 def _latest_embed_summary(out: Path) -> dict | None:
     files = sorted(glob.glob(str(out / "embeddings" / "summary-*.json")))
     return _json(Path(files[-1])) if files else None
@@ -54,7 +58,7 @@ def _throughput(out: Path) -> list[str]:
                            if v is not None)
         lines.append(f"| bulk scoring ({score.get('mode')}) | {score.get('rows', 0):,} rows, "
                      f"{score.get('products_per_s')} products/s overall ({stages}); escalation rate "
-                     f"{score.get('escalation_rate')} at tau {score.get('threshold')} |")
+                     f"{score.get('escalation_rate')} at tau {_round(score.get('threshold'))} |")
     demo = _json(out / "serve_demo.json")
     if demo:
         ms = sorted(r["single_request_ms"] for r in demo["rows"])
