@@ -12,8 +12,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
                object_store_memory: int | None = None) -> None:
     """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local one.
 
-    A local instance gets ``include_dashboard=False`` and, unless given, an object store of
-    min(2 GiB, 20% of memory) so several pipelines fit on a small machine. A no-op when Ray is
+    A local instance gets ``include_dashboard=False`` and, unless given, a 2 GiB object store
+    so several pipelines fit on a small machine. A no-op when Ray is
     already initialised (tests start one per session).
     """
     import ray

@@ -39,7 +39,7 @@ def serve_demo(cascade_uri: str, products: list[dict], log: Callable[[str], None
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(app, name="prodcat", route_prefix="/")
-        _wait_healthy(url, timeout_s)
+        wait_healthy(url, timeout_s)
         log(f"[serve] service up at {url}; sending {len(products)} real products")
         with httpx.Client(base_url=url, timeout=120) as client:
             t0 = time.perf_counter()
@@ -69,7 +69,12 @@ def serve_demo(cascade_uri: str, products: list[dict], log: Callable[[str], None
         log("[serve] service stopped")
 
 
-def _wait_healthy(url: str, timeout_s: float) -> None:
+def wait_healthy(url: str, timeout_s: float) -> None:
+    """Poll ``<url>/healthz`` every 0.5 s until it answers 200.
+
+    Raises:
+        TimeoutError: when it does not within ``timeout_s`` seconds.
+    """
     import httpx
 
     deadline = time.monotonic() + timeout_s

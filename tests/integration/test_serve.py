@@ -7,22 +7,18 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import io
-import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
+from prodcat.servedemo import free_port, wait_healthy
+
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png(size=(32, 32), colour=(200, 30, 30)) -> bytes:
@@ -122,20 +118,14 @@ def service(ray_session, cascade):
 
     from serve.app import build_app
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # a tight ingress (2 in flight, 2 queued) so that overload is easy to provoke; the other
     # tests send one request at a time
     tight = _args(cascade, ingress={"max_ongoing_requests": 2, "max_queued_requests": 2})
     serve.run(build_app(tight), name="prodcat", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    for _ in range(60):
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
+    wait_healthy(url, timeout_s=60)
     yield url
     serve.shutdown()
 
@@ -233,7 +223,7 @@ def test_per_product_errors(service, cascade):
 
 def test_image_urls_and_ssrf_guard(service, cascade, image_server):
     name = Path(cascade["products"]["image_uri"].to_pylist()[0]).name
-    closed = _free_port()
+    closed = free_port()
     cases = [
         ({"title": "red boots", "image_url": f"{image_server}/{name}"}, 200, None),
         ({"title": "red boots", "image_url": f"{image_server}/missing.png"}, 422, "url_http_status"),
