@@ -18,12 +18,13 @@ def _json(path: Path) -> dict | None:
 
 
 def _include(path: Path, folder: str) -> list[str]:
-    """A stage's own Markdown report, headings pushed one level down, relative links re-rooted."""
+    """A stage's own Markdown report, headings pushed two levels down (so they nest under the
+    section's ``##``), relative links re-rooted to ``folder``."""
     if not path.exists():
         return [f"_(not produced: {folder}/{path.name} is missing — did the stage run?)_"]
     text = path.read_text()
     text = re.sub(r"\]\((?!https?:|/|#)([^)]+)\)", lambda m: f"]({folder}/{m.group(1)})", text)
-    text = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
+    text = re.sub(r"^(#+) ", lambda m: "##" + m.group(1) + " ", text, flags=re.M)
     return [text.strip()]
 
 
@@ -58,12 +59,114 @@ def _throughput(out: Path) -> list[str]:
                            if v is not None)
         lines.append(f"| bulk scoring ({score.get('mode')}) | {score.get('rows', 0):,} rows, "
                      f"{score.get('products_per_s')} products/s overall ({stages}); escalation rate "
-                     f"{score.get('escalation_rate')} at tau {_round(score.get('threshold'))} |")
+                     f"{score.get('escalation_rate')} at tau {_round(score.get('threshold'))}"
+                     + ("; vectors reused from the embedding store" if score.get("features_from") else "")
+                     + " |")
     demo = _json(out / "serve_demo.json")
     if demo:
         ms = sorted(r["single_request_ms"] for r in demo["rows"])
         lines.append(f"| service (single-product requests) | median {ms[len(ms) // 2]} ms, max {ms[-1]} ms "
                      f"over {len(ms)} requests |")
+    return lines
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "n/a"
+
+
+def _headline(out: Path, seconds: dict[str, float]) -> list[str]:
+    """The few figures a reader wants first, each read from a stage's output file."""
+    lines = []
+    build = _json(out / "catalog" / "build_summary.json")
+    if build:
+        platforms = build["platforms"].values()
+        read = sum(p["read"] for p in platforms)
+        accepted = sum(p.get("accepted", 0) for p in platforms)
+        kept = (f"{accepted:,} accepted, {build['rejects']:,} rejected (each with a reason in "
+                "`catalog/rejects.parquet`)")
+        if any("sampled" in p for p in platforms):
+            kept += f"; the stratified sample keeps {build['products']:,} of the accepted"
+        lines.append(f"- **Products:** {read:,} records read from {len(build['platforms'])} platforms "
+                     f"→ {kept}; taxonomy of {build['taxonomy']['nodes']} nodes over "
+                     f"{len(build['taxonomy']['nodes_per_level'])} levels.")
+    total = sum(seconds.values())
+    if total:
+        lines.append(f"- **Wall time of the stages:** {total:,.0f} s ({total / 60:.1f} min).")
+    results = (_json(out / "eval" / "results.json") or {}).get("results", [])
+    by_fold: dict[str, list[dict]] = {}
+    for r in results:
+        by_fold.setdefault(r["fold"], []).append(r)
+    for fold, rows in by_fold.items():
+        best = max(rows, key=lambda r: r["hF"])
+        tfidf = next((r for r in rows if r.get("kind") != "grid"), None)
+        neural = max((r for r in rows if r.get("kind") == "grid"), key=lambda r: r["hF"], default=None)
+        text = f"- **hF, {fold}** (test, n = {best['n']:,.0f}): best {best['model']} {best['hF']:.3f}"
+        if neural is not None and neural is not best:
+            text += f"; best neural {neural['model']} {neural['hF']:.3f}"
+        if tfidf is not None and tfidf is not best:
+            text += f"; TF-IDF baseline {tfidf['hF']:.3f}"
+        lines.append(text + ".")
+    cascade = _json(out / "cascade" / "cascade.json")
+    if cascade and "test" in cascade.get("validation", {}):
+        v = cascade["validation"]
+        ends = v.get("endpoints", {}).get("test", {})
+        lines.append(f"- **Cascade (test split):** hF {100 * v['test']['hF']:.2f} at "
+                     f"{_pct(v['test']['escalation_rate'])} escalation (tau {cascade['threshold']:.3f}); "
+                     f"text-only {100 * ends.get('text_only_hF', float('nan')):.2f}, multimodal-only "
+                     f"{100 * ends.get('multimodal_only_hF', float('nan')):.2f}.")
+    score = _json(out / "predictions" / "_summary.json")
+    evaluation = _json(out / "predictions" / "_evaluation.json")
+    if score:
+        text = (f"- **Bulk scoring:** {score.get('rows', 0):,} rows in, {_prediction_rows(out):,} rows "
+                f"out, {score.get('errors_this_run', 0):,} with an error; escalation rate "
+                f"{_pct(score.get('escalation_rate'))}")
+        if evaluation:
+            text += f"; test-split hF {evaluation['hF']:.4f} over {evaluation['products']:,} products"
+        lines.append(text + ".")
+    demo = _json(out / "serve_demo.json")
+    if demo:
+        right = sum(r["predicted_path"] == r["true_path"] for r in demo["rows"])
+        lines.append(f"- **Service:** {right} of {len(demo['rows'])} real test products categorized "
+                     "exactly right over HTTP (the table at the end shows each).")
+    return lines or ["_(no stage output yet)_"]
+
+
+def _prediction_rows(out: Path) -> int:
+    """Rows in the local prediction Parquet files (0 when there are none)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows
+               for f in glob.glob(str(out / "predictions" / "part-*.parquet")))
+
+
+def _score_section(out: Path) -> list[str]:
+    score = _json(out / "predictions" / "_summary.json")
+    if not score:
+        return ["_(bulk scoring did not run)_"]
+    answered = score.get("answered_by", {})
+    rows = [("input", f"`{score.get('input')}`" + (f" through adapters {', '.join(score['adapters'])}"
+                                                   if score.get("adapters") else "")),
+            ("rows in / rows out", f"{score.get('rows', 0):,} / {_prediction_rows(out):,}"),
+            ("rows with an error", f"{score.get('errors_this_run', 0):,}"),
+            ("answered by the text stage / multimodal stage",
+             f"{answered.get('text', 0):,} / {answered.get('multimodal', 0):,}"),
+            ("escalation rate (tau)", f"{_pct(score.get('escalation_rate'))} "
+                                      f"({_round(score.get('threshold'))})"),
+            ("wall time", f"{score.get('wall_s')} s ({score.get('products_per_s')} products/s)"),
+            ("features", f"text and image vectors reused from `{score['features_from']}` (only the "
+                         "heads ran); from raw products each row is also decoded and encoded"
+             if score.get("features_from") else "computed from the raw products (decode + encoders)")]
+    lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    evaluation = _json(out / "predictions" / "_evaluation.json")
+    if evaluation:
+        lines += ["", f"Against the true categories of the {evaluation['split']} split "
+                  f"({evaluation['products']:,} products): hF {evaluation['hF']:.4f} (hP "
+                  f"{evaluation['hP']:.4f}, hR {evaluation['hR']:.4f}); the text stage answered "
+                  f"{evaluation['text_products']:,} of them at hF {evaluation['text_hF']:.4f}, the "
+                  f"multimodal stage the {evaluation['multimodal_products']:,} uncertain ones at hF "
+                  f"{evaluation['multimodal_hF']:.4f}."]
+    lines += ["", "Machine-readable: `predictions/_summary.json`, `predictions/_evaluation.json`; "
+              "the predictions themselves: `predictions/part-*.parquet`."]
     return lines
 
 
@@ -94,16 +197,15 @@ def write_report(out: Path, timings: dict[str, float], config: dict) -> Path:
     lines = ["# prodcat main job report", "",
              f"Run folder `{out}`; size: {size}. Stage wall times (s): "
              + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
-             "## Throughput of each stage", ""] + _throughput(out)
+             "## Headline figures", ""] + _headline(out, seconds)
+    lines += ["", "## Throughput of each stage", ""] + _throughput(out)
     lines += ["", "## Data and unified taxonomy", ""] + _include(out / "catalog" / "build_summary.md", "catalog")
     lines += ["", "## Evaluation: per-level metrics, leave-one-platform-out, baselines", ""]
     lines += _include(out / "eval" / "report.md", "eval")
     lines += ["", "## Two-stage cascade: hF against escalation rate", ""]
     lines += _include(out / "cascade" / "cascade_report.md", "cascade")
     lines += ["", "## Bulk scoring", ""]
-    score = _json(out / "predictions" / "_summary.json")
-    lines += (["```json", json.dumps(score, indent=2), "```"] if score
-              else ["_(bulk scoring did not run)_"])
+    lines += _score_section(out)
     lines += ["", "## The service, answering real products over HTTP", ""] + _serve_section(out)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,83 @@
+"""The main job's report is built from the stages' output files: headline figures, nested stage
+reports with re-rooted links, the bulk-scoring table, and plain notes for missing stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prodcat.mainreport import write_report
+
+
+def _write(path: Path, content) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+def _result(fold: str, model: str, kind: str, hf: float, n: int = 10) -> dict:
+    return {"fold": fold, "model": model, "kind": kind, "hF": hf, "n": float(n)}
+
+
+def _run_folder(out: Path) -> None:
+    _write(out / "catalog" / "build_summary.json", {
+        "platforms": {"a": {"read": 7, "accepted": 6}, "b": {"read": 5, "accepted": 4}}, "products": 10, "rejects": 2,
+        "seconds": 1.5, "taxonomy": {"nodes": 9, "nodes_per_level": [2, 3, 4]}})
+    _write(out / "catalog" / "build_summary.md", "# Catalogue build\n\n## Unified taxonomy\n")
+    _write(out / "eval" / "results.json", {"results": [
+        _result("in_platform", "late/hard/text", "grid", 0.91),
+        _result("in_platform", "tfidf-linear", "baseline", 0.95),
+        _result("lopo_a", "late/hard/image", "grid", 0.72, n=4),
+        _result("lopo_a", "tfidf-linear", "baseline", 0.61, n=4)]})
+    _write(out / "eval" / "report.md", "# Evaluation\n\n![hf](hf_by_model.png)\n")
+    _write(out / "cascade" / "cascade.json", {"threshold": 0.8, "validation": {
+        "test": {"hF": 0.9, "escalation_rate": 0.25},
+        "endpoints": {"test": {"text_only_hF": 0.88, "multimodal_only_hF": 0.89}}}})
+    _write(out / "predictions" / "_summary.json", {
+        "input": "in.parquet", "rows": 3, "errors_this_run": 1, "escalation_rate": 1 / 3,
+        "threshold": 0.8, "answered_by": {"text": 2, "multimodal": 1}, "wall_s": 2.0,
+        "products_per_s": 1.5, "mode": "cascade"})
+    _write(out / "predictions" / "_evaluation.json", {
+        "split": "test", "products": 2, "hF": 0.75, "hP": 0.7, "hR": 0.8, "text_products": 1,
+        "text_hF": 1.0, "multimodal_products": 1, "multimodal_hF": 0.5})
+    pq.write_table(pa.table({"product_id": ["x", "y"]}), out / "predictions" / "part-1.parquet")
+    pq.write_table(pa.table({"product_id": ["z"]}), out / "predictions" / "part-2.parquet")
+    _write(out / "serve_demo.json", {"url": "http://127.0.0.1:1", "batch_status": 200, "batch_ms": 9.0,
+                                     "rows": [{"title": "t", "has_image": True, "true_path": "A > B",
+                                               "predicted_path": "A > B", "stage": "text",
+                                               "confidence": 0.9, "single_request_ms": 5.0},
+                                              {"title": "u", "has_image": False, "true_path": "A > C",
+                                               "predicted_path": "A > B", "stage": "multimodal",
+                                               "confidence": None, "single_request_ms": 7.0}]})
+
+
+def test_report_headline_and_sections_come_from_stage_outputs(tmp_path):
+    _run_folder(tmp_path)
+    md = write_report(tmp_path, {"catalog": 60.0, "embed": 30.0}, {"full": True}).read_text()
+    assert "12 records read from 2 platforms → 10 accepted, 2 rejected" in md
+    assert "1.5 min" in md
+    assert "**hF, in_platform** (test, n = 10): best tfidf-linear 0.950; best neural late/hard/text 0.910" in md
+    # where a neural model wins, the baseline is named after it
+    assert "**hF, lopo_a** (test, n = 4): best late/hard/image 0.720; TF-IDF baseline 0.610" in md
+    assert "hF 90.00 at 25.0 % escalation (tau 0.800)" in md
+    assert "3 rows in, 3 rows out, 1 with an error" in md
+    assert "| rows in / rows out | 3 / 3 |" in md
+    assert "1 of 2 real test products categorized exactly right" in md
+    # stage reports nest under the section headings, and their links point into their folders
+    assert "\n### Evaluation\n" in md and "\n#### Unified taxonomy\n" in md
+    assert "![hf](eval/hf_by_model.png)" in md
+
+
+def test_report_says_plainly_which_stages_did_not_run(tmp_path):
+    _write(tmp_path / "catalog" / "build_summary.json", {
+        "platforms": {"a": {"read": 9, "accepted": 8, "sampled": 3}}, "products": 3, "rejects": 0, "seconds": 0.1,
+        "taxonomy": {"nodes": 2, "nodes_per_level": [2]}})
+    md = write_report(tmp_path, {"catalog": 1.0}, {"full": False, "sample_per_category": 5}).read_text()
+    assert "at most 5 products per (platform, Google category)" in md
+    assert "9 records read from 1 platforms → 8 accepted, 0 rejected" in md
+    assert "the stratified sample keeps 3 of the accepted" in md
+    assert "eval/report.md is missing" in md
+    assert "_(bulk scoring did not run)_" in md
+    assert "_(the service stage did not run)_" in md
