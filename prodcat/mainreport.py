@@ -74,8 +74,9 @@ def _pct(value) -> str:
     return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "n/a"
 
 
-def _headline(out: Path, seconds: dict[str, float]) -> list[str]:
-    """The few figures a reader wants first, each read from a stage's output file."""
+def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) -> list[str]:
+    """The few figures a reader wants first, each read from a stage's output file;
+    ``predicted`` is :func:`_prediction_counts`."""
     lines = []
     build = _json(out / "catalog" / "build_summary.json")
     if build:
@@ -86,7 +87,8 @@ def _headline(out: Path, seconds: dict[str, float]) -> list[str]:
                 "`catalog/rejects.parquet`)")
         if any("sampled" in p for p in platforms):
             kept += f"; the stratified sample keeps {build['products']:,} of the accepted"
-        lines.append(f"- **Products:** {read:,} records read from {len(build['platforms'])} platforms "
+        n = len(build["platforms"])
+        lines.append(f"- **Products:** {read:,} records read from {n} platform{'s' * (n != 1)} "
                      f"→ {kept}; taxonomy of {build['taxonomy']['nodes']} nodes over "
                      f"{len(build['taxonomy']['nodes_per_level'])} levels.")
     total = sum(seconds.values())
@@ -98,13 +100,13 @@ def _headline(out: Path, seconds: dict[str, float]) -> list[str]:
         by_fold.setdefault(r["fold"], []).append(r)
     for fold, rows in by_fold.items():
         best = max(rows, key=lambda r: r["hF"])
-        tfidf = next((r for r in rows if r.get("kind") != "grid"), None)
+        baseline = max((r for r in rows if r.get("kind") == "baseline"), key=lambda r: r["hF"], default=None)
         neural = max((r for r in rows if r.get("kind") == "grid"), key=lambda r: r["hF"], default=None)
         text = f"- **hF, {fold}** (test, n = {best['n']:,.0f}): best {best['model']} {best['hF']:.3f}"
         if neural is not None and neural is not best:
             text += f"; best neural {neural['model']} {neural['hF']:.3f}"
-        if tfidf is not None and tfidf is not best:
-            text += f"; TF-IDF baseline {tfidf['hF']:.3f}"
+        if baseline is not None and baseline is not best:
+            text += f"; baseline {baseline['model']} {baseline['hF']:.3f}"
         lines.append(text + ".")
     cascade = _json(out / "cascade" / "cascade.json")
     if cascade and "test" in cascade.get("validation", {}):
@@ -117,8 +119,8 @@ def _headline(out: Path, seconds: dict[str, float]) -> list[str]:
     score = _json(out / "predictions" / "_summary.json")
     evaluation = _json(out / "predictions" / "_evaluation.json")
     if score:
-        text = (f"- **Bulk scoring:** {score.get('rows', 0):,} rows in, {_prediction_rows(out):,} rows "
-                f"out, {score.get('errors_this_run', 0):,} with an error; escalation rate "
+        text = (f"- **Bulk scoring:** {score.get('rows', 0):,} rows in, {predicted[0]:,} rows "
+                f"out, {predicted[1]:,} with an error; escalation rate "
                 f"{_pct(score.get('escalation_rate'))}")
         if evaluation:
             text += f"; test-split hF {evaluation['hF']:.4f} over {evaluation['products']:,} products"
@@ -131,23 +133,28 @@ def _headline(out: Path, seconds: dict[str, float]) -> list[str]:
     return lines or ["_(no stage output yet)_"]
 
 
-def _prediction_rows(out: Path) -> int:
-    """Rows in the local prediction Parquet files (0 when there are none)."""
+def _prediction_counts(out: Path) -> tuple[int, int]:
+    """(rows, rows with an error) over the run's prediction Parquet files, read from the files
+    themselves rather than a run summary, so rows written by earlier, resumed runs count too."""
     import pyarrow.parquet as pq
 
-    return sum(pq.read_metadata(f).num_rows
-               for f in glob.glob(str(out / "predictions" / "part-*.parquet")))
+    rows = errors = 0
+    for f in glob.glob(str(out / "predictions" / "part-*.parquet")):
+        error = pq.read_table(f, columns=["error"]).column("error")
+        rows += len(error)
+        errors += len(error) - error.null_count
+    return rows, errors
 
 
-def _score_section(out: Path) -> list[str]:
+def _score_section(out: Path, predicted: tuple[int, int]) -> list[str]:
     score = _json(out / "predictions" / "_summary.json")
     if not score:
         return ["_(bulk scoring did not run)_"]
     answered = score.get("answered_by", {})
     rows = [("input", f"`{score.get('input')}`" + (f" through adapters {', '.join(score['adapters'])}"
                                                    if score.get("adapters") else "")),
-            ("rows in / rows out", f"{score.get('rows', 0):,} / {_prediction_rows(out):,}"),
-            ("rows with an error", f"{score.get('errors_this_run', 0):,}"),
+            ("rows in / rows out", f"{score.get('rows', 0):,} / {predicted[0]:,}"),
+            ("rows with an error (reason in the `error` column)", f"{predicted[1]:,}"),
             ("answered by the text stage / multimodal stage",
              f"{answered.get('text', 0):,} / {answered.get('multimodal', 0):,}"),
             ("escalation rate (tau)", f"{_pct(score.get('escalation_rate'))} "
@@ -191,13 +198,14 @@ def write_report(out: Path, timings: dict[str, float], config: dict) -> Path:
     out = Path(out)
     state = _json(out / "pipeline.json") or {}
     seconds = {**state.get("stage_seconds", {}), **timings}
+    predicted = _prediction_counts(out)
     size = "all products" if config.get("full") else (
         f"stratified sample: at most {config.get('sample_per_category')} products per (platform, "
         "Google category), chosen by a hash of product_id")
     lines = ["# prodcat main job report", "",
              f"Run folder `{out}`; size: {size}. Stage wall times (s): "
              + ", ".join(f"{k} {v}" for k, v in seconds.items()) + ".", "",
-             "## Headline figures", ""] + _headline(out, seconds)
+             "## Headline figures", ""] + _headline(out, seconds, predicted)
     lines += ["", "## Throughput of each stage", ""] + _throughput(out)
     lines += ["", "## Data and unified taxonomy", ""] + _include(out / "catalog" / "build_summary.md", "catalog")
     lines += ["", "## Evaluation: per-level metrics, leave-one-platform-out, baselines", ""]
@@ -205,7 +213,7 @@ def write_report(out: Path, timings: dict[str, float], config: dict) -> Path:
     lines += ["", "## Two-stage cascade: hF against escalation rate", ""]
     lines += _include(out / "cascade" / "cascade_report.md", "cascade")
     lines += ["", "## Bulk scoring", ""]
-    lines += _score_section(out)
+    lines += _score_section(out, predicted)
     lines += ["", "## The service, answering real products over HTTP", ""] + _serve_section(out)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -36,14 +36,17 @@ def _run_folder(out: Path) -> None:
         "test": {"hF": 0.9, "escalation_rate": 0.25},
         "endpoints": {"test": {"text_only_hF": 0.88, "multimodal_only_hF": 0.89}}}})
     _write(out / "predictions" / "_summary.json", {
-        "input": "in.parquet", "rows": 3, "errors_this_run": 1, "escalation_rate": 1 / 3,
+        "input": "in.parquet", "rows": 3, "errors_this_run": 0, "escalation_rate": 1 / 3,
         "threshold": 0.8, "answered_by": {"text": 2, "multimodal": 1}, "wall_s": 2.0,
         "products_per_s": 1.5, "mode": "cascade"})
     _write(out / "predictions" / "_evaluation.json", {
         "split": "test", "products": 2, "hF": 0.75, "hP": 0.7, "hR": 0.8, "text_products": 1,
         "text_hF": 1.0, "multimodal_products": 1, "multimodal_hF": 0.5})
-    pq.write_table(pa.table({"product_id": ["x", "y"]}), out / "predictions" / "part-1.parquet")
-    pq.write_table(pa.table({"product_id": ["z"]}), out / "predictions" / "part-2.parquet")
+    # rows and errors are counted from the prediction files, not taken from the run summary
+    pq.write_table(pa.table({"product_id": ["x", "y"], "error": [None, "bad_image: truncated"]}),
+                   out / "predictions" / "part-1.parquet")
+    pq.write_table(pa.table({"product_id": ["z"], "error": pa.array([None], pa.string())}),
+                   out / "predictions" / "part-2.parquet")
     _write(out / "serve_demo.json", {"url": "http://127.0.0.1:1", "batch_status": 200, "batch_ms": 9.0,
                                      "rows": [{"title": "t", "has_image": True, "true_path": "A > B",
                                                "predicted_path": "A > B", "stage": "text",
@@ -60,7 +63,7 @@ def test_report_headline_and_sections_come_from_stage_outputs(tmp_path):
     assert "1.5 min" in md
     assert "**hF, in_platform** (test, n = 10): best tfidf-linear 0.950; best neural late/hard/text 0.910" in md
     # where a neural model wins, the baseline is named after it
-    assert "**hF, lopo_a** (test, n = 4): best late/hard/image 0.720; TF-IDF baseline 0.610" in md
+    assert "**hF, lopo_a** (test, n = 4): best late/hard/image 0.720; baseline tfidf-linear 0.610" in md
     assert "hF 90.00 at 25.0 % escalation (tau 0.800)" in md
     assert "3 rows in, 3 rows out, 1 with an error" in md
     assert "| rows in / rows out | 3 / 3 |" in md
@@ -76,7 +79,7 @@ def test_report_says_plainly_which_stages_did_not_run(tmp_path):
         "taxonomy": {"nodes": 2, "nodes_per_level": [2]}})
     md = write_report(tmp_path, {"catalog": 1.0}, {"full": False, "sample_per_category": 5}).read_text()
     assert "at most 5 products per (platform, Google category)" in md
-    assert "9 records read from 1 platforms → 8 accepted, 0 rejected" in md
+    assert "9 records read from 1 platform → 8 accepted, 0 rejected" in md
     assert "the stratified sample keeps 3 of the accepted" in md
     assert "eval/report.md is missing" in md
     assert "_(bulk scoring did not run)_" in md
