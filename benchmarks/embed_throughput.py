@@ -1,7 +1,7 @@
 """Products/s of the Ray Data embedding pipeline against a plain single-process PyTorch loop.
 
 Both sides use the same encoders (the offline config: MiniLM text, EfficientNet-Lite0 image),
-the same batch sizes, the same image decoding code (prodcat.imaging) and the same total number
+the same batch sizes, the same image decoding code (prodcat.embed.imaging) and the same total number
 of torch threads (``--threads``): the plain loop runs everything in one process with that many
 threads; the pipeline runs one text and one image actor with one thread each (and decoding in
 Ray tasks). Both timings include loading the models; Ray is started before either is timed.
@@ -31,7 +31,7 @@ def sample_products(uri: str, n: int, seed: int):
     """``n`` products drawn at random (fixed seed) from the product table."""
     import numpy as np
 
-    from prodcat import storage
+    from prodcat.core import storage
 
     table = storage.read_table(uri)
     rows = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=min(n, table.num_rows),
@@ -43,8 +43,8 @@ def plain_loop(products, config, threads: int) -> dict:
     """One process, no Ray: per encoder, its batches in turn (decoding images inline)."""
     import torch
 
-    from prodcat.embedding import decode_images
-    from prodcat.encoders import build_encoder
+    from prodcat.embed.encoders import build_encoder
+    from prodcat.embed.extractor import decode_images
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -70,8 +70,8 @@ def plain_loop(products, config, threads: int) -> dict:
 
 def pipeline(products, config, workdir: Path, tag: str) -> dict:
     """The Ray Data pipeline (run_embedding) into a fresh store; wall time includes start-up."""
-    from prodcat import storage
-    from prodcat.embedding import run_embedding
+    from prodcat.core import storage
+    from prodcat.embed.pipeline import run_embedding
 
     table_uri = str(workdir / f"products-{tag}.parquet")
     storage.write_table(products, table_uri)
@@ -86,8 +86,8 @@ def pipeline(products, config, workdir: Path, tag: str) -> dict:
 
 def benchmark_config(path: str, threads: int, text_tokens: int | None):
     """The offline config with one 1-thread actor per encoder (``threads`` = 2 in total)."""
-    from prodcat.config import load_config
-    from prodcat.embedding import EmbedConfig
+    from prodcat.core.config import load_config
+    from prodcat.embed.pipeline import EmbedConfig
 
     overrides = {}
     for name in ("text", "image"):
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(REPO / "benchmarks/embed_throughput.json"))
     args = parser.parse_args(argv)
 
-    from prodcat.runtime import ensure_ray
+    from prodcat.core.runtime import ensure_ray
 
     config = benchmark_config(args.config, args.threads, args.text_tokens)
     products = sample_products(args.products, args.n, args.seed)

@@ -74,7 +74,7 @@ def load_products(products_uri: str, split: str, n: int, seed: int) -> list[dict
     """``n`` labelled products of ``split`` (seeded sample) as API items with base64 images."""
     import pyarrow.compute as pc
 
-    from prodcat import storage
+    from prodcat.core import storage
 
     table = storage.read_table(products_uri, columns=["product_id", "title", "description",
                                                       "image_uri", "category_id", "split"])
@@ -125,10 +125,10 @@ def run_mode(url: str, mode: str, items: list[dict], batch: int, concurrency: in
 
 
 def score_modes(results: list[dict], items: list[dict], taxonomy_uri: str) -> None:
-    """Add hF (``prodcat.metrics.hierarchical_prf``) of each mode's answers on the same products."""
-    from prodcat import storage
-    from prodcat.metrics import hierarchical_prf
-    from prodcat.taxonomy import Taxonomy
+    """Add hF (``prodcat.core.metrics.hierarchical_prf``) of each mode's answers on the same products."""
+    from prodcat.core import storage
+    from prodcat.core.metrics import hierarchical_prf
+    from prodcat.core.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.from_json(storage.read_text(taxonomy_uri))
     true = np.array([taxonomy.node(p["_label"]) for p in items])

@@ -71,6 +71,6 @@ def ray_session(s3_server):
 @pytest.fixture(scope="session")
 def shared():
     """The shared folder (real catalogues, taxonomy, models); skips nothing: missing is an error."""
-    from prodcat.paths import shared_dir
+    from prodcat.core.paths import shared_dir
 
     return shared_dir()

@@ -24,11 +24,12 @@ from typing import Any, Callable, Iterator, Literal
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from prodcat import storage
 from prodcat.catalog.text import clean_text
-from prodcat.config import StrictModel, load_config
-from prodcat.registry import Registry
-from prodcat.taxonomy import SEPARATOR
+from prodcat.core import storage
+from prodcat.core.config import StrictModel, load_config
+from prodcat.core.paths import catalogs_dir
+from prodcat.core.registry import Registry
+from prodcat.core.taxonomy import SEPARATOR
 
 PLATFORMS_DIR = Path(__file__).parent / "platforms"
 RAW_CAP = 2000  # characters of a raw record kept in the rejects file
@@ -75,7 +76,6 @@ class AdapterConfig(StrictModel):
     def export_uri(self) -> str:
         """The export's location with ``{catalogs}`` resolved through the shared-folder resolver."""
         if "{catalogs}" in self.path:
-            from prodcat.paths import catalogs_dir
 
             return self.path.replace("{catalogs}", str(catalogs_dir()))
         return self.path

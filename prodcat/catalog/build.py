@@ -1,7 +1,7 @@
 """``prodcat catalog build``: platform exports → product table, rejects, taxonomy, summary.
 
 Output folder (local or ``s3://``):
-- ``products.parquet``: the product table (DESIGN.md contract; schema ``prodcat.schema``), with the
+- ``products.parquet``: the product table (DESIGN.md contract; schema ``prodcat.core.schema``), with the
   split protocol and leave-one-platform-out folds in the Parquet metadata (key ``prodcat``).
 - ``rejects.parquet``: every record that was read and not accepted, with a reason.
 - ``taxonomy.json``: the unified taxonomy actually used (Google sub-tree, truncated).
@@ -14,19 +14,20 @@ import hashlib
 import json
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 from pydantic import Field
 
-from prodcat import storage
 from prodcat.catalog.adapter import AdapterConfig, Reject, builtin_platforms, load_adapter, read_products
 from prodcat.catalog.mapping import CategoryMapping
 from prodcat.catalog.split import leave_one_platform_out, split_of
-from prodcat.config import StrictModel
-from prodcat.schema import PRODUCT_SCHEMA, REJECT_SCHEMA
-from prodcat.taxonomy import Taxonomy, load_google_taxonomy
+from prodcat.core import storage
+from prodcat.core.config import StrictModel
+from prodcat.core.console import say
+from prodcat.core.schema import PRODUCT_SCHEMA, REJECT_SCHEMA
+from prodcat.core.taxonomy import Taxonomy, load_google_taxonomy
 
 
 class BuildConfig(StrictModel):
@@ -156,7 +157,7 @@ def _taxonomy_summary(taxonomy: Taxonomy, rows: list[dict]) -> dict:
     }
 
 
-def build_catalog(config: BuildConfig, progress=print) -> dict:
+def build_catalog(config: BuildConfig, progress: Callable[[str], None] = say) -> dict:
     """Run the build; returns the summary dict (also written as JSON and Markdown).
 
     Raises:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prodcat.config import read_mapping
-from prodcat.taxonomy import SEPARATOR, Taxonomy
+from prodcat.core.config import read_mapping
+from prodcat.core.taxonomy import SEPARATOR, Taxonomy
 
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from prodcat.schema import SPLITS
+from prodcat.core.schema import SPLITS
 
 
 def split_of(product_id: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),

@@ -1,24 +1,25 @@
-"""Fusion models, hierarchical heads with dynamic masking, and the hierarchical loss.
+"""Stage 3, the model: fusion of modalities, per-level heads, dynamic masking, checkpoints.
 
-Example (B products, features ``[B, D_f]``, presence flags ``bool [B]``, targets ``[B, L]``)::
-
-    from prodcat.models import HierarchicalClassifier, ModelConfig, hierarchical_loss
-
-    config = ModelConfig(fusion="late", late_policy="mlp", masking="hard", modalities=["text", "image"])
-    model = HierarchicalClassifier(config, taxonomy, input_dims={"text": 384, "image": 1280})
-    logits = model.train()(features, present, targets)          # L x [B, C_l], teacher forcing
-    terms = hierarchical_loss(logits, targets, model.level_weights)  # level<l>_loss ..., loss
-    terms["loss"].backward()
-    pred = model.eval().predict(features, present)              # classes, confidence, node
-
-Importing registers the built-in fusions and masking modes in their registries; nothing else.
+``config.py`` (:class:`ModelConfig`, importable without torch), ``registry.py`` (the ``fusions``
+and ``masking_modes`` registries), ``fusion.py`` (early, late, attention, average, concat),
+``masking.py`` (none, hard, soft: every prediction a valid path), ``classifier.py``
+(:class:`HierarchicalClassifier`), ``loss.py`` (per-level cross-entropy as named terms),
+``calibration.py`` (temperature scaling, ECE; numpy) and ``checkpoint.py`` (a folder of
+safetensors + JSON, never pickle; :func:`load_checkpoint` → :class:`LoadedModel`). Trained by
+:mod:`prodcat.train`.
 """
 
-from prodcat.models.classifier import HierarchicalClassifier, Prediction
-from prodcat.models.config import ModelConfig
-from prodcat.models.fusion import fusions
-from prodcat.models.loss import hierarchical_loss
-from prodcat.models.masking import HierarchicalMasker, MaskingMode, masking_modes
+import lazy_loader as _lazy
 
-__all__ = ["HierarchicalClassifier", "HierarchicalMasker", "MaskingMode", "ModelConfig",
-           "Prediction", "fusions", "hierarchical_loss", "masking_modes"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "config": ["ModelConfig"],
+        "registry": ["fusions", "masking_modes"],
+        "classifier": ["HierarchicalClassifier", "Prediction"],
+        "masking": ["HierarchicalMasker", "MaskingMode"],
+        "loss": ["hierarchical_loss"],
+        "checkpoint": ["save_checkpoint", "load_checkpoint", "LoadedModel"],
+        "calibration": ["fit_temperature", "expected_calibration_error"],
+    },
+)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.config import ModelConfig
-from prodcat.models.fusion import fusions
 from prodcat.models.masking import HierarchicalMasker
-from prodcat.taxonomy import Taxonomy
+from prodcat.models.registry import fusions
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """``ModelConfig``: fusion, masking and head hyper-parameters of the hierarchical classifier.
 
 A Tune search space overrides these fields by name (``model.fusion``, ``model.masking``, ...).
-Fusion and masking names are checked against their registries (``prodcat.models.fusion.fusions``,
-``prodcat.models.masking.masking_modes``); an unknown name lists the valid ones.
+Fusion and masking names are checked against their registries (``prodcat.models.registry``:
+``fusions``, ``masking_modes``; no torch is imported); an unknown name lists the valid ones.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from prodcat.config import StrictModel
-from prodcat.models.fusion import fusions
-from prodcat.models.masking import masking_modes
+from prodcat.core.config import StrictModel
+from prodcat.models.registry import fusions, masking_modes
 
 
 class ModelConfig(StrictModel):

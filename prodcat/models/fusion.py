@@ -1,6 +1,6 @@
 """Fusion modules: from per-modality features to per-level (unmasked) logits.
 
-Every fusion in the registry ``fusions`` is an ``nn.Module`` built as
+Every fusion in the registry ``prodcat.models.registry.fusions`` is an ``nn.Module`` built as
 ``cls(config, input_dims, level_sizes)`` and called as ``module(features, present)`` with
 ``features[f]: [B, D_f]`` and ``present[f]: bool [B]``; it returns L logits ``[B, C_l]``. A missing
 modality (``present`` False) is masked, never dropped: its (possibly NaN) features are not read.
@@ -27,13 +27,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from prodcat.registry import Registry
-
 if TYPE_CHECKING:
     from prodcat.models.config import ModelConfig
-
-fusions: Registry[type[nn.Module]] = Registry("fusion")
-
 
 def masked_features(features: dict[str, Tensor], present: dict[str, Tensor],
                     names: list[str]) -> list[Tensor]:
@@ -77,7 +72,6 @@ class _Fusion(nn.Module):
         self.dropout = config.dropout
 
 
-@fusions.register("early")
 class EarlyFusion(_Fusion):
     """Project each modality, concatenate ``[B, M*H]``, MLP to ``[B, H]``, level heads."""
 
@@ -97,7 +91,6 @@ class EarlyFusion(_Fusion):
         return self.heads(self.body(torch.cat(parts, dim=1)))  # [B, M*H] -> [B, H]
 
 
-@fusions.register("concat")
 class ConcatFusion(_Fusion):
     """Tashu et al.'s concatenation: raw features (zero where absent) and presence flags
     ``[B, sum D_f + M]``, MLP to ``[B, H]``, level heads."""
@@ -114,7 +107,6 @@ class ConcatFusion(_Fusion):
         return self.heads(self.body(torch.cat(xs + [flags], dim=1)))
 
 
-@fusions.register("average")
 class AverageFusion(_Fusion):
     """Tashu et al.'s average: linear projections to ``[B, H]`` averaged over the present
     modalities (0 when none), MLP, level heads."""
@@ -152,7 +144,6 @@ class AttentionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-@fusions.register("attention")
 class AttentionFusion(_Fusion):
     """Modality tokens ``[B, M, H]`` plus a pooling token through self-attention; the pooling
     token (never masked, so a product with no modality stays finite) feeds the level heads."""
@@ -177,7 +168,6 @@ class AttentionFusion(_Fusion):
         return self.heads(self.norm(self.block(x, padding)[:, 0]))  # [B, H]
 
 
-@fusions.register("late")
 class LateFusion(_Fusion):
     """One MLP and level heads per modality; per level, their logits ``[B, M, C_l]`` are fused by
     ``config.late_policy`` (``mean``, ``max`` or ``mlp``) over the present modalities."""

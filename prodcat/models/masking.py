@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from prodcat.registry import Registry
-from prodcat.taxonomy import Taxonomy
+from prodcat.core.taxonomy import Taxonomy
+from prodcat.models.registry import masking_modes
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,12 @@ class MaskingMode:
     restrict_decoding: bool
 
 
-masking_modes: Registry[MaskingMode] = Registry("masking mode")
-
-masking_modes.register("none")(MaskingMode(lambda logits, allowed, parent_logp: logits, False))
-masking_modes.register("hard")(MaskingMode(
-    lambda logits, allowed, parent_logp: logits.masked_fill(~allowed, float("-inf")), True))
-masking_modes.register("soft")(MaskingMode(
-    lambda logits, allowed, parent_logp: logits + parent_logp, True))
+#: ``none``: logits untouched; decoding takes each level's own argmax
+NO_MASKING = MaskingMode(lambda logits, allowed, parent_logp: logits, False)
+#: ``hard``: ``-inf`` outside the chosen parent's children
+HARD_MASKING = MaskingMode(lambda logits, allowed, parent_logp: logits.masked_fill(~allowed, float("-inf")), True)
+#: ``soft``: add the parent's log-probability; decoding restricted to the parent's children
+SOFT_MASKING = MaskingMode(lambda logits, allowed, parent_logp: logits + parent_logp, True)
 
 
 class HierarchicalMasker(nn.Module):

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from prodcat import storage
 from prodcat.catalog.adapter import load_adapter
 from prodcat.catalog.build import BuildConfig, build_catalog, read_protocol
-from prodcat.taxonomy import Taxonomy
-from tests.helpers_catalog import slice_export
+from prodcat.core import storage
+from prodcat.core.taxonomy import Taxonomy
+from tests.fixtures.catalog import slice_export
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prodcat import storage
-from prodcat.embedding import (EmbedConfig, StoreMismatch, feature_matrix, prepare_store,
-                               read_store, run_embedding, to_store_table, write_part)
-from prodcat.encoders import ImageEncoderConfig, TextEncoderConfig, build_encoder
-from tests.helpers_models import build_tiny_roberta, build_tiny_vit
+from prodcat.core import storage
+from prodcat.embed.encoders import ImageEncoderConfig, TextEncoderConfig, build_encoder
+from prodcat.embed.pipeline import EmbedConfig, run_embedding
+from prodcat.embed.store import (
+    StoreMismatch,
+    feature_matrix,
+    prepare_store,
+    read_store,
+    to_store_table,
+    write_part,
+)
+from tests.fixtures.models import build_tiny_roberta, build_tiny_vit
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +78,7 @@ def _bad_image_products(tmp_path) -> tuple[pa.Table, dict]:
     """Synthetic products plus one per bad-image case; returns the table and expected statuses."""
     from PIL import Image
 
-    from prodcat.synthetic import synthetic_products
+    from tests.fixtures.synthetic import synthetic_products
     from tests.unit.test_imaging import _encoded, _png_with_header_size
 
     table, _ = synthetic_products(28, image_dir=tmp_path / "img")
@@ -110,7 +117,7 @@ def _config_yaml(tmp_path, tiny, text_key: str = "text") -> str:
 @pytest.mark.filterwarnings("ignore:skipping unreadable store part")
 def test_pipeline_bad_images_and_resume(ray_session, tiny, tmp_path, s3_bucket):
     from prodcat.cli import main
-    from prodcat.config import load_config
+    from prodcat.core.config import load_config
 
     products, expected = _bad_image_products(tmp_path)
     products_uri = f"{s3_bucket}/catalog/products.parquet"        # the table is read from S3

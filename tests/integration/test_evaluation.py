@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from prodcat import storage
 from prodcat.cli import main
-from prodcat.config import load_config
-from prodcat.evaluation import EvaluateConfig, evaluate, grid_cells
-from prodcat.features import write_synthetic_store
-from prodcat.synthetic import synthetic_products
+from prodcat.core import storage
+from prodcat.core.config import load_config
+from prodcat.evaluate.folds import grid_cells
+from prodcat.evaluate.grid import EvaluateConfig, evaluate
+from tests.fixtures.store import write_synthetic_store
+from tests.fixtures.synthetic import synthetic_products
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +82,10 @@ def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys)
             "--set", "grid.modalities={image: [image]}", "--set", "baselines=[]"]
     assert main(args + [a for o in _overrides(root, tmp_path / "x") if not o.startswith(
         ("output=", "grid.modalities")) for a in ("--set", o)]) == 0
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["results"] == 1 and printed["best"]["in_platform"]["model"] == "early/hard/image"
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("[evaluate] best in in_platform: early/hard/image hF ")
+    results = json.loads((tmp_path / "cli" / "results.json").read_text())["results"]
+    assert len(results) == 1 and results[0]["model"] == "early/hard/image"
     assert (tmp_path / "cli" / "report.md").exists()
     # merging two evaluation folders (e.g. in-platform and LOPO run apart) into one report
     assert main(["evaluate", "--merge", str(tmp_path / "cli"), str(tmp_path / "cli"),

@@ -10,17 +10,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prodcat import storage
-from prodcat.schema import PREDICTION_SCHEMA
-from prodcat.scoring import (ScoreConfig, done_rows, evaluate_predictions, list_parts,
-                             read_input, read_predictions, score)
+from prodcat.cascade.bulk import ScoreConfig, evaluate_prediction_table, score
+from prodcat.cascade.inputs import read_input
+from prodcat.cascade.parts import done_rows, list_parts, read_predictions
+from prodcat.core import storage
+from prodcat.core.schema import PREDICTION_SCHEMA
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cascade(tmp_path_factory):
-    from tests.helpers_cascade import build_tiny_cascade
+    from tests.fixtures.cascade import build_tiny_cascade
 
     return build_tiny_cascade(tmp_path_factory.mktemp("cascade"))
 
@@ -102,7 +103,7 @@ def test_rerun_after_interruption_scores_only_missing_rows(ray_session, cascade,
     other = config.model_copy(update={"threshold": 0.0})
     with pytest.raises(ValueError, match="another job"):
         score(other)
-    quality = evaluate_predictions(table, products, cascade["taxonomy"], split=None)
+    quality = evaluate_prediction_table(table, products, cascade["taxonomy"], split=None)
     assert quality["products"] == products.num_rows and 0.0 <= quality["hF"] <= 1.0
 
 
@@ -146,8 +147,8 @@ def test_read_input_generic_adapter(cascade, tmp_path):
 
 def test_cascade_fit_writes_spec_report_and_curve(cascade, tmp_path):
     """`prodcat cascade fit` on the tiny cascade's catalogue and store (no Ray needed)."""
+    from prodcat.cascade.spec import read_cascade
     from prodcat.cli import main
-    from prodcat.stage import read_cascade
 
     out = tmp_path / "fit"
     assert main(["cascade", "fit", "--text-model", cascade["text_model"],
@@ -170,9 +171,9 @@ def test_cascade_fit_writes_spec_report_and_curve(cascade, tmp_path):
 def test_stored_vectors_give_the_same_predictions_as_raw_inputs(cascade):
     """Reusing embedding-store vectors (fingerprints match) is exact, and rows the store lacks
     are encoded from their raw inputs."""
-    from prodcat.embedding import read_store
-    from prodcat.scoring import attach_store, checkpoint_fingerprints
-    from prodcat.stage import StageRunner
+    from prodcat.cascade.bulk import attach_store, checkpoint_fingerprints
+    from prodcat.cascade.stage import StageRunner
+    from prodcat.embed.store import read_store
 
     products = cascade["products"].slice(0, 24)
     batch = products.select(["product_id", "title", "description", "image_uri"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from prodcat.servedemo import free_port, wait_healthy
+from prodcat.pipeline.demo import free_port, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def _png(size=(32, 32), colour=(200, 30, 30)) -> bytes:
 
 @pytest.fixture(scope="module")
 def cascade(tmp_path_factory):
-    from tests.helpers_cascade import build_tiny_cascade
+    from tests.fixtures.cascade import build_tiny_cascade
 
     return build_tiny_cascade(tmp_path_factory.mktemp("cascade"))
 
@@ -98,14 +98,14 @@ def test_serve_config_yaml_is_a_valid_deploy_config():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from prodcat.paths import REPO_ROOT
-    from serve.app import build_app
-    from serve.schemas import AppArgs
+    from prodcat.core.paths import REPO_ROOT
+    from prodcat.serve.app import build_app
+    from prodcat.serve.schemas import AppArgs
 
     config = yaml.safe_load((REPO_ROOT / "serve/config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     app = schema.applications[0]
-    assert app.import_path == "serve.app:build_app" and callable(build_app)
+    assert app.import_path == "prodcat.serve.app:build_app" and callable(build_app)
     args = AppArgs.model_validate(app.args)
     assert args.ingress.max_queued_requests > 0 and args.multimodal_stage.num_gpus == 0
     assert args.text_stage.num_cpus + args.multimodal_stage.num_cpus + args.ingress.num_cpus < 1
@@ -116,7 +116,7 @@ def test_serve_config_yaml_is_a_valid_deploy_config():
 def service(ray_session, cascade):
     from ray import serve
 
-    from serve.app import build_app
+    from prodcat.serve.app import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -271,7 +271,7 @@ def test_local_testing_mode(cascade):
     """The same application with no cluster: deployments run in this process."""
     from ray import serve
 
-    from serve.app import build_app
+    from prodcat.serve.app import build_app
 
     handle = serve.run(build_app(_args(cascade)), name="local", _local_testing_mode=True)
     result = handle.categorize.remote({"products": _products(cascade, 4)}).result()

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodcat import storage
-from prodcat.checkpoint import load_checkpoint
 from prodcat.cli import main
-from prodcat.config import load_config
-from prodcat.features import write_synthetic_store
-from prodcat.synthetic import synthetic_products
-from prodcat.training import TrainConfig, train
+from prodcat.core import storage
+from prodcat.core.config import load_config
+from prodcat.models.checkpoint import load_checkpoint
+from prodcat.train.config import TrainConfig
+from prodcat.train.trainer import train
+from tests.fixtures.store import write_synthetic_store
+from tests.fixtures.synthetic import synthetic_products
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +77,13 @@ def test_checkpoints_fail_resume_on_s3_and_match_an_uninterrupted_run(
 
     # the CLI with the same output and name resumes the finished run for one more epoch
     args = ["train", "--output", out, "--set", "optim.epochs=3", "--set", "scaling.num_workers=1"]
+    capsys.readouterr()
     assert main(args + [a for o in synthetic_data for a in ("--set", o)]) == 0
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["checkpoint"] == f"{out}/model" and printed["epochs"] == 3
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert sum("[train] epoch " in line for line in printed) == 1    # one line per new epoch
+    assert printed[-1].startswith("[train] best epoch") and printed[-1].endswith(f"{out}/model")
     summary = json.loads(storage.read_text(f"{out}/train_result.json"))
+    assert summary["checkpoint"] == f"{out}/model" and len(summary["history"]) == 3
     assert summary["resumed_after"] == [0, 1]  # then the rerun resumed after epoch 1
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
 
@@ -87,7 +91,7 @@ def test_checkpoints_fail_resume_on_s3_and_match_an_uninterrupted_run(
 def _real_store_rows() -> int:
     if not (REAL / "embeddings" / "manifest.json").exists():
         return 0
-    from prodcat.embedding import read_store
+    from prodcat.embed.store import read_store
 
     return read_store(str(REAL / "embeddings"), ["product_id"])[0].num_rows
 

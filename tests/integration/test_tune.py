@@ -13,15 +13,15 @@ import pytest
 import yaml
 from ray import tune as ray_tune
 
-from prodcat import storage
-from prodcat.config import ConfigError, load_config
-from prodcat.features import write_synthetic_store
-from prodcat.synthetic import synthetic_products
-from prodcat.training import TrainConfig, apply_overrides
-from tune.cli import main
-from tune.results import FILES
-from tune.space import SearchSpace
-from tune.sweep import SweepExists, build_spec, load_spec, run_sweep
+from prodcat.core import storage
+from prodcat.core.config import ConfigError, load_config
+from prodcat.train.config import TrainConfig, apply_overrides
+from prodcat.tune.cli import main
+from prodcat.tune.results import FILES
+from prodcat.tune.space import SearchSpace
+from prodcat.tune.sweep import SweepExists, build_spec, load_spec, run_sweep
+from tests.fixtures.store import write_synthetic_store
+from tests.fixtures.synthetic import synthetic_products
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "tune" / "spaces" / "smoke.yaml")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from prodcat.catalog.adapter import AdapterConfig, Reject, load_adapter, read_products
-from tests.helpers_catalog import slice_export
+from tests.fixtures.catalog import slice_export
 
 pytestmark = pytest.mark.unit
 

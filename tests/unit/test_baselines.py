@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prodcat.baselines import TfidfBaseline, TfidfConfig, node_classes, product_texts
-from prodcat.metrics import path_consistency
-from prodcat.report import per_category_f1, results_markdown, write_report
-from prodcat.synthetic import synthetic_products, toy_taxonomy
+from prodcat.core.metrics import path_consistency
+from prodcat.evaluate.baselines import TfidfBaseline, TfidfConfig, node_classes, product_texts
+from prodcat.evaluate.report import per_category_f1, results_markdown, write_report
+from tests.fixtures.synthetic import synthetic_products, toy_taxonomy
 
 pytestmark = pytest.mark.unit
 

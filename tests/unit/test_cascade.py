@@ -7,11 +7,23 @@ import math
 import numpy as np
 import pytest
 
-from prodcat.cascade import (ESCALATE_ALL, CascadeGoal, CascadeSpec, calibrated_confidence,
-                             cascade_curve, choose_threshold, combine_confidence,
-                             expected_calibration_error, fit_temperature, hierarchical_scores,
-                             path_overlap, route, temperature_nll)
-from prodcat.synthetic import toy_taxonomy
+from prodcat.cascade.policy import (
+    ESCALATE_ALL,
+    CascadeGoal,
+    cascade_curve,
+    choose_threshold,
+    combine_confidence,
+    route,
+)
+from prodcat.cascade.spec import CascadeSpec
+from prodcat.core.metrics import hierarchical_counts, prf_from_counts
+from prodcat.models.calibration import (
+    calibrated_confidence,
+    expected_calibration_error,
+    fit_temperature,
+    temperature_nll,
+)
+from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
 
@@ -89,21 +101,26 @@ def test_combine_confidence_modes():
         combine_confidence(conf, "mean")
 
 
-# ---------------------------------------------------------------------- hierarchical overlap
-def test_path_overlap_and_scores():
+# ---------------------------------------------------------------------- hierarchical counts
+def test_counts_per_product_sum_to_the_micro_scores():
     tax = toy_taxonomy()   # 3 = Apparel > Shoes > Boots, 4 = ... > Sandals, 5 = Apparel > Shirts
-    ov = path_overlap(tax, [3, 4, 5, None, 8], [3, 3, 3, 3, None])
-    assert ov.tolist() == [[3, 3, 3], [2, 3, 3], [1, 2, 3], [0, 0, 3], [0, 0, 0]]
-    s = hierarchical_scores(ov)
+    true = [tax.label_node(3)] * 4
+    pred = [tax.label_node(3), tax.label_node(4), tax.label_node(5), 0]   # 0: nothing predicted
+    counts = hierarchical_counts(tax, true, pred)
+    assert counts.tolist() == [[3, 3, 3], [2, 3, 3], [1, 2, 3], [0, 0, 3]]
+    s = prf_from_counts(*counts.sum(axis=0))
     assert s["hP"] == pytest.approx(6 / 8) and s["hR"] == pytest.approx(6 / 12)
     assert s["hF"] == pytest.approx(2 * 0.75 * 0.5 / 1.25)
-    assert path_overlap(tax, [999], [3]).tolist() == [[0, 0, 3]]      # unknown id = nothing
+
+
+def _scores(counts) -> dict:
+    return prf_from_counts(*np.asarray(counts).sum(axis=0))
 
 
 # ---------------------------------------------------------------------- curve and threshold
 def _brute_force_hf(conf, text_ov, mm_ov, threshold):
     esc = route(conf, threshold)
-    return hierarchical_scores(np.where(esc[:, None], mm_ov, text_ov))["hF"], esc.mean()
+    return _scores(np.where(esc[:, None], mm_ov, text_ov))["hF"], esc.mean()
 
 
 def test_curve_matches_the_routing_rule_at_every_threshold():
@@ -111,7 +128,6 @@ def test_curve_matches_the_routing_rule_at_every_threshold():
     n = 300
     conf = rng.choice([0.2, 0.4, 0.4, 0.6, 0.8, 0.95], n).astype(float)   # ties on purpose
     conf[:5] = np.nan
-    true = rng.integers(2, 4, n)
     text_ov = np.stack([rng.integers(0, 3, n), np.full(n, 3), np.full(n, 3)], 1)
     mm_ov = np.stack([rng.integers(1, 4, n), np.full(n, 3), np.full(n, 3)], 1)
     curve = cascade_curve(conf, text_ov, mm_ov, text_ms=1.0, multimodal_ms=10.0)
@@ -122,7 +138,7 @@ def test_curve_matches_the_routing_rule_at_every_threshold():
         assert curve.hf[k] == pytest.approx(hf) and curve.escalation_rate[k] == pytest.approx(rate)
         assert curve.cost_ms[k] == pytest.approx(1.0 + 10.0 * rate)
     assert curve.text_only_hf == pytest.approx(_brute_force_hf(conf, text_ov, mm_ov, 0.0)[0])
-    assert curve.multimodal_only_hf == pytest.approx(hierarchical_scores(mm_ov)["hF"])
+    assert curve.multimodal_only_hf == pytest.approx(_scores(mm_ov)["hF"])
     assert curve.at(0.5)["escalation_rate"] == pytest.approx(route(conf, 0.5).mean())
     assert len(curve.to_dict(max_points=3)["hF"]) == 3
     with pytest.raises(ValueError):

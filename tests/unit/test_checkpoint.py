@@ -10,15 +10,24 @@ import pyarrow as pa
 import pytest
 import torch
 
-from prodcat import storage
-from prodcat.checkpoint import (CALIBRATION, CONFIG, METRICS, TAXONOMY, WEIGHTS, load_checkpoint,
-                                load_optimizer_state, save_checkpoint, weights_version,
-                                write_calibration)
-from prodcat.config import ConfigError, load_config
-from prodcat.features import FeatureTable, join_features, synthetic_store
-from prodcat.models import HierarchicalClassifier, ModelConfig
-from prodcat.synthetic import synthetic_products, toy_taxonomy
-from prodcat.training import TrainConfig, apply_overrides
+from prodcat.core.config import ConfigError, load_config
+from prodcat.models import HierarchicalClassifier
+from prodcat.models.checkpoint import (
+    CALIBRATION,
+    CONFIG,
+    METRICS,
+    TAXONOMY,
+    WEIGHTS,
+    load_checkpoint,
+    load_optimizer_state,
+    save_checkpoint,
+    weights_version,
+    write_calibration,
+)
+from prodcat.train.config import TrainConfig, apply_overrides
+from prodcat.train.features import FeatureTable, join_features
+from tests.fixtures.store import synthetic_store
+from tests.fixtures.synthetic import synthetic_products, toy_taxonomy
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +50,8 @@ def _batch(n: int = 9, seed: int = 1):
 
 
 def _save(uri: str, model, config, **kwargs) -> str:
-    return save_checkpoint(uri, model=model, config=config, taxonomy=toy_taxonomy(), input_dims=DIMS,
+    return save_checkpoint(uri, model=model, model_config=config.model,
+                           train_config=config.model_dump(mode="json"), taxonomy=toy_taxonomy(), input_dims=DIMS,
                            encoders={"text": {"fingerprint": {"key": "abc"}}}, **kwargs)
 
 
@@ -63,7 +73,7 @@ def test_round_trip_predicts_the_same(tmp_path, fusion):
     assert out["category_path"].tolist() == [taxonomy.path(int(n)) for n in out["node"]]
     assert loaded.version == weights_version((tmp_path / "ckpt" / WEIGHTS).read_bytes())
     assert loaded.metrics == {"val_hF": 0.5}
-    assert loaded.config.model.fusion == fusion
+    assert loaded.model_config.fusion == fusion
     assert loaded.encoders["text"]["fingerprint"]["key"] == "abc"
     assert loaded.taxonomy.to_json() == taxonomy.to_json()
 

@@ -7,12 +7,18 @@ import hashlib
 import numpy as np
 import pytest
 
-from prodcat.encoders import (ImageEncoderConfig, JointEncoderConfig, TextEncoderConfig,
-                              build_encoder, encoder_class, list_encoders, resolve_weights,
-                              weights_sha256)
-from prodcat.encoders.base import IMAGE_STATUS, pixel_column
-from tests.helpers_models import (build_tiny_clip, build_tiny_efficientnet, build_tiny_roberta,
-                                  build_tiny_vit)
+from prodcat.embed.encoders import (
+    ImageEncoderConfig,
+    JointEncoderConfig,
+    TextEncoderConfig,
+    build_encoder,
+    encoder_class,
+    list_encoders,
+    resolve_weights,
+    weights_sha256,
+)
+from prodcat.embed.encoders.base import IMAGE_STATUS, pixel_column
+from tests.fixtures.models import build_tiny_clip, build_tiny_efficientnet, build_tiny_roberta, build_tiny_vit
 
 pytestmark = pytest.mark.unit
 
@@ -125,9 +131,9 @@ def test_resolve_weights(tiny, shared):
 
 def test_offline_defaults_load_from_shared(shared):
     """The offline config's real weights: MiniLM 384-d and EfficientNet-Lite0 1280-d."""
-    from prodcat.config import load_config
-    from prodcat.embedding import EmbedConfig
-    from prodcat.paths import REPO_ROOT
+    from prodcat.core.config import load_config
+    from prodcat.core.paths import REPO_ROOT
+    from prodcat.embed.pipeline import EmbedConfig
 
     config = load_config(EmbedConfig, REPO_ROOT / "configs/encoders.offline.yaml")
     text = build_encoder(config.encoders["text"])
@@ -143,7 +149,7 @@ def test_feature_extractor_without_ray(tiny, tmp_path):
     """The Serve path: raw columns in (URIs or bytes), emb_/status_ out, no Ray."""
     from PIL import Image
 
-    from prodcat.embedding import FeatureExtractor
+    from prodcat.embed.extractor import FeatureExtractor
 
     Image.new("RGB", (60, 80), (200, 10, 10)).save(tmp_path / "a.jpg")
     extractor = FeatureExtractor({"text": _config("text", tiny["text"]),
@@ -163,7 +169,7 @@ def test_feature_extractor_without_ray(tiny, tmp_path):
 
 
 def test_embed_config_rejects_feature_collisions(tiny):
-    from prodcat.embedding import EmbedConfig
+    from prodcat.embed.pipeline import EmbedConfig
 
     with pytest.raises(ValueError, match="feature_prefix"):
         EmbedConfig(encoders={"a": _config("text", tiny["text"]),

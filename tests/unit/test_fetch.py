@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from prodcat.fetch import FetchConfig, FetchError, check_address, checked_target, fetch_url
+from prodcat.serve.fetch import FetchConfig, FetchError, check_address, checked_target, fetch_url
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,16 @@ import zlib
 import numpy as np
 import pytest
 
-from prodcat.imaging import (REASONS, ImageDecodeError, ImageLimits, decode_batch, decode_image,
-                             load_image, load_pixels, to_square)
+from prodcat.embed.imaging import (
+    REASONS,
+    ImageDecodeError,
+    ImageLimits,
+    decode_batch,
+    decode_image,
+    load_image,
+    load_pixels,
+    to_square,
+)
 
 pytestmark = pytest.mark.unit
 

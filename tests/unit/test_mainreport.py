@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prodcat.mainreport import write_report
+from prodcat.pipeline.report import write_report
 
 
 def _write(path: Path, content) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from prodcat.catalog.adapter import Reject, builtin_platforms, load_adapter, read_products
 from prodcat.catalog.mapping import CategoryMapping
-from prodcat.taxonomy import load_google_taxonomy
+from prodcat.core.taxonomy import load_google_taxonomy
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prodcat.core.taxonomy import Taxonomy
 from prodcat.models import HierarchicalClassifier, HierarchicalMasker, ModelConfig, masking_modes
-from prodcat.synthetic import toy_taxonomy
-from prodcat.taxonomy import Taxonomy
+from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Hierarchical metrics against hand-computed examples (toy taxonomy, see prodcat.synthetic).
+"""Hierarchical metrics against hand-computed examples (toy taxonomy, see tests.fixtures.synthetic).
 
 Toy nodes: 1 Apparel, 2 Home, 3 Shoes, 4 Shirts, 5 Kitchen, 6 Decor, 7 Boots, 8 Sandals, 9 Mugs.
 """
@@ -10,10 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prodcat.metrics import (evaluate_predictions, hierarchical_prf, level_metrics, nodes_of,
-                             path_consistency, valid_paths)
-from prodcat.synthetic import toy_taxonomy
-from prodcat.taxonomy import Taxonomy
+from prodcat.core.metrics import (
+    hierarchical_metrics,
+    hierarchical_prf,
+    level_metrics,
+    nodes_of,
+    path_consistency,
+    valid_paths,
+)
+from prodcat.core.taxonomy import Taxonomy
+from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +75,7 @@ def test_virtual_node_counts_as_its_parent():
     tax = _virtual_taxonomy()
     true, pred = np.array([5, 5, 4, 5]), np.array([2, 4, 5, 5])
     # A(5) = A(2) = {Apparel, Shoes}: intersections 2, 2, 2, 2; |A(p)| 2, 3, 2, 2; |A(t)| 2, 2, 3, 2
-    out = evaluate_predictions(tax, true, pred)
+    out = hierarchical_metrics(tax, true, pred)
     assert out["hP"] == pytest.approx(8 / 9)
     assert out["hR"] == pytest.approx(8 / 9)
     assert out["accuracy"] == pytest.approx(2 / 4)  # 5 vs 2 and 5 vs 5 are exact
@@ -109,9 +115,9 @@ def test_valid_paths_agrees_with_taxonomy(case):
     assert valid_paths(tax, rows).tolist() == [tax.is_valid_path(r) for r in rows.tolist()]
 
 
-def test_evaluate_predictions_keys():
+def test_hierarchical_metrics_keys():
     classes = np.stack([TOY.targets(n) for n in PRED])  # node 0 -> all -1: invalid
-    out = evaluate_predictions(TOY, TRUE, PRED, classes)
+    out = hierarchical_metrics(TOY, TRUE, PRED, classes)
     assert out["n"] == 4 and out["accuracy"] == pytest.approx(1 / 4)
     assert out["path_consistency"] == pytest.approx(3 / 4)  # Sandals, Shirts, Decor are leaves
     assert {"hP", "hR", "hF", "level0_accuracy", "level2_macro_f1"} <= set(out)

@@ -9,10 +9,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from prodcat.config import ConfigError, load_config
-from prodcat.models import (HierarchicalClassifier, ModelConfig, Prediction, fusions,
-                            hierarchical_loss, masking_modes)
-from prodcat.synthetic import toy_taxonomy
+from prodcat.core.config import ConfigError, load_config
+from prodcat.models import (
+    HierarchicalClassifier,
+    ModelConfig,
+    Prediction,
+    fusions,
+    hierarchical_loss,
+    masking_modes,
+)
+from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from prodcat.synthetic import toy_taxonomy
-from prodcat.taxonomy import Taxonomy
+from prodcat.core.taxonomy import Taxonomy
+from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
 
@@ -95,7 +95,7 @@ def test_unknown_ids_and_paths_raise_key_error():
 
 
 def test_google_taxonomy_parses(shared):
-    from prodcat.taxonomy import load_google_taxonomy
+    from prodcat.core.taxonomy import load_google_taxonomy
 
     tx = load_google_taxonomy()
     assert tx.version == "google-2021-09-21"

@@ -24,7 +24,7 @@ def test_clean_text_caps_length_at_a_word():
 
 
 def test_resolver_env_var_and_clear_error(tmp_path, monkeypatch):
-    from prodcat import paths
+    from prodcat.core import paths
 
     monkeypatch.setenv(paths.ENV_VAR, str(tmp_path))
     assert paths.shared_dir() == tmp_path

@@ -1,0 +1,27 @@
+"""Stage 5b, the two-stage cascade: a light text stage, then the multimodal stage for the rest.
+
+``policy.py`` is the pure routing rule and the hF-against-escalation curve (numpy only),
+``spec.py`` the deployed cascade (``cascade.json``: two checkpoints, temperatures, τ),
+``stage.py`` one stage on raw products (:class:`StageRunner`: encoders + checkpoint; the same
+object in Serve replicas and bulk-scoring actors), ``fit.py`` fits temperatures and τ on
+validation and reports the trade-off (``prodcat cascade fit``), and bulk scoring as a Ray Data job
+(``prodcat score``) is ``inputs.py`` (any table, CSV, JSON Lines or raw export → rows, none
+dropped), ``bulk.py`` (the actor pools and the job) and ``parts.py`` (resumable prediction
+parts). Served over HTTP by :mod:`prodcat.serve`.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "policy": ["route", "combine_confidence", "cascade_curve", "choose_threshold", "CascadeGoal", "CascadeCurve", "ESCALATE_ALL"],
+        "spec": ["CascadeSpec", "read_cascade", "write_cascade", "resolve_cascade"],
+        "config": ["ScoreConfig", "CascadeFitConfig"],
+        "stage": ["StageRunner"],
+        "fit": ["fit_cascade"],
+        "bulk": ["score", "evaluate_prediction_table"],
+        "parts": ["read_predictions"],
+        "inputs": ["read_input"],
+    },
+)

@@ -1,0 +1,229 @@
+"""One cascade stage on raw products, and the cascade spec (which checkpoints, temperatures, tau).
+
+Letters: B products in a batch, D_f dimension of feature f, L taxonomy levels.
+
+:class:`StageRunner` is one stage: a checkpoint plus the encoders it was trained on; raw products in
+(title, description, image file or bytes), predictions out. The same object runs in Serve replicas
+(``prodcat/serve/app.py``), in the Ray Data actors of bulk scoring (:mod:`prodcat.cascade.bulk`) and when
+``prodcat cascade fit`` times the stages: one code path for online and offline inference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from prodcat.cascade.policy import combine_confidence
+from prodcat.core.runtime import torch_device
+from prodcat.core.taxonomy import Taxonomy
+from prodcat.embed.encoders import EncoderConfig
+from prodcat.embed.extractor import FeatureExtractor, decode_images
+from prodcat.embed.imaging import ImageLimits
+from prodcat.models.checkpoint import load_checkpoint
+
+
+# ---------------------------------------------------------------------- one stage
+class StageRunner:
+    """One cascade stage: a checkpoint and the encoders it was trained on (no Ray needed).
+
+    Args:
+        checkpoint: checkpoint folder (local or ``s3://``).
+        stage: ``"text"`` or ``"multimodal"`` (recorded in each prediction).
+        temperature: softmax temperature (> 0); None = the checkpoint's calibrated one.
+        device: ``auto``, ``cpu`` or ``cuda`` (encoders and head).
+        confidence_mode: how per-level confidences combine (:func:`prodcat.cascade.combine_confidence`).
+        num_threads: torch intra-op threads for this process.
+        image_limits: :class:`prodcat.embed.imaging.ImageLimits` fields.
+
+    Raises:
+        ValueError: when the checkpoint records no encoder configs (it cannot encode raw products).
+        prodcat.embed.store.StoreMismatch: when an encoder's weights differ from the training ones.
+    """
+
+    def __init__(self, checkpoint: str, stage: str, temperature: float | None = None,
+                 device: str = "auto", confidence_mode: str = "path", num_threads: int | None = None,
+                 image_limits: dict | None = None, cache_dir: str | None = None) -> None:
+
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        self.stage, self.confidence_mode = stage, confidence_mode
+        self.device = torch_device(device)
+        self.model = load_checkpoint(checkpoint, device=self.device)
+        self.taxonomy = self.model.taxonomy
+        self.temperature = float(temperature or self.model.calibration.get("temperature", 1.0))
+        configs, expected = encoder_configs(self.model.encoders, checkpoint, self.device)
+        self.extractor = FeatureExtractor(configs, image_limits=ImageLimits(**(image_limits or {})),
+                                          cache_dir=cache_dir, expected=expected)
+        self.fingerprints = {f: info["fingerprint"]["key"] for f, info in self.model.encoders.items()}
+        self._levels = _level_table(self.taxonomy)
+
+    def info(self) -> dict:
+        """Checkpoint, version, temperature and per feature its encoder and fingerprint."""
+        return {"stage": self.stage, "checkpoint": self.model.uri, "version": self.model.version,
+                "temperature": self.temperature, "device": self.device,
+                "features": {f: {"encoder": info.get("encoder"), "family": info.get("family"),
+                                 "fingerprint": info["fingerprint"]["key"],
+                                 "weights_sha256": info["fingerprint"].get("weights_sha256"),
+                                 "architecture": info["fingerprint"].get("architecture")}
+                             for f, info in self.model.encoders.items()},
+                "metrics": {k: v for k, v in self.model.metrics.items()
+                            if isinstance(v, (int, float)) and k.startswith("val_")}}
+
+    # -- features ------------------------------------------------------------------------------
+    def features(self, batch: Mapping) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """``({f: float32 [B, D_f]}, {f: status [B]})`` for this model's features.
+
+        Vectors already in the batch (columns ``emb_<f>``, ``status_<f>``, ``fp_<f>``: from stage 1
+        or an embedding store) are reused row by row where ``fp_<f>`` equals this stage's
+        fingerprint (a recorded failure, null vector with its status, counts as done); each
+        encoder runs only on the rows still missing one of its features.
+        """
+
+        n = len(batch["title"])
+        feats = {f: np.zeros((n, d), np.float32) for f, d in self.model.input_dims.items()}
+        status = {f: np.full(n, None, object) for f in self.model.features}
+        have = {f: self._reuse(batch, f, n, feats[f], status[f]) for f in self.model.features}
+        work = {k: list(batch[k]) for k in ("title", "description", "image_uri", "image_bytes")
+                if k in batch}
+        work["product_id"] = list(batch.get("product_id", [str(i) for i in range(n)]))
+        work.setdefault("description", [None] * n)
+        for enc in self.extractor.encoders.values():
+            mine = [f for f in enc.features if f in have]
+            rows = np.flatnonzero(~np.all([have[f] for f in mine], axis=0)) if mine else np.zeros(0, int)
+            if not len(rows):
+                continue
+            sub = {k: [v[i] for i in rows] for k, v in work.items()}
+            if enc.image_size:
+                sub.update(decode_images(sub, [enc.image_size], self.extractor.image_limits))
+            out = enc.encode(sub)
+            for f in mine:
+                feats[f][rows] = np.asarray(out[f"emb_{f}"], np.float32)
+                status[f][rows] = np.asarray(out[f"status_{f}"], object)
+        return feats, status
+
+    def _reuse(self, batch: Mapping, f: str, n: int, into: np.ndarray, status: np.ndarray) -> np.ndarray:
+        """Copy reusable vectors of feature ``f`` into ``into``/``status``; ``[B]`` bool done."""
+        done = np.zeros(n, bool)
+        if f"fp_{f}" not in batch or f"status_{f}" not in batch:
+            return done
+        mine = self.fingerprints.get(f)
+        vectors = list(batch.get(f"emb_{f}", [None] * n))
+        for i, (fp, st) in enumerate(zip(batch[f"fp_{f}"], batch[f"status_{f}"])):
+            if fp != mine or st is None:
+                continue
+            if vectors[i] is not None:
+                into[i] = np.asarray(vectors[i], np.float32)
+            elif st == "ok":
+                continue                     # "ok" without a vector: encode it again
+            status[i] = str(st)
+            done[i] = True
+        return done
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict_batch(self, batch: Mapping, keep_features: Sequence[str] = ()) -> dict[str, list]:
+        """Predict B raw products.
+
+        Args:
+            batch: equal-length columns ``title`` (non-empty), ``description`` (or None),
+                optional ``image_uri`` or ``image_bytes``, optional reusable ``emb_/status_/fp_``.
+            keep_features: features whose vectors to return (``emb_<f>``, ``status_<f>``,
+                ``fp_<f>``) for a later stage to reuse.
+
+        Returns:
+            Columns of length B: ``category_id`` (int), ``category_path`` (str), ``path`` (per real
+            level ``{"level", "id", "name", "confidence"}``), ``level_confidence`` (list of
+            probabilities in [0, 1], one per real level), ``confidence`` (combined, in [0, 1]),
+            ``stage``, ``model_version``, ``image_status`` (None when the stage reads no image).
+        """
+        feats, status = self.features(batch)
+        present = {f: status[f] == "ok" for f in feats}
+        pred = self.model.predict(feats, present, temperature=self.temperature)
+        classes, conf = pred["classes"], pred["level_confidence"]       # [B, L], [B, L]
+        level_conf = np.where(classes >= 0, conf, np.nan)
+        combined = combine_confidence(level_conf, self.confidence_mode)  # [B]
+        paths = [self._path(int(node), row) for node, row in zip(pred["node"], level_conf)]
+        image_features = [f for f, info in self.model.encoders.items() if info.get("modality") == "image"]
+        out = {"category_id": [int(c) for c in pred["category_id"]],
+               "category_path": [str(p) for p in pred["category_path"]],
+               "path": paths,
+               "level_confidence": [[lv["confidence"] for lv in p] for p in paths],
+               "confidence": [float(c) for c in combined],
+               "stage": [self.stage] * len(combined),
+               "model_version": [self.model.version] * len(combined),
+               "image_status": (list(status[image_features[0]]) if image_features
+                                else [None] * len(combined))}
+        for f in keep_features:
+            if f in feats:
+                out[f"emb_{f}"] = list(feats[f])
+                out[f"status_{f}"] = list(status[f])
+                out[f"fp_{f}"] = [self.fingerprints[f]] * len(combined)
+        return out
+
+    def _path(self, node: int, level_conf: np.ndarray) -> list[dict]:
+        """Real levels of ``node``'s path; a virtual leaf's confidence (stopping at its parent)
+        multiplies into its parent's level, so the product of the levels is the path's."""
+        levels = []
+        for level, n in enumerate(self.taxonomy.path_nodes(node)):
+            c = float(level_conf[level]) if level < len(level_conf) and not math.isnan(level_conf[level]) else 1.0
+            if self._levels["virtual"][n] and levels:
+                levels[-1]["confidence"] *= c
+                continue
+            levels.append({"level": len(levels), "id": int(self._levels["ids"][n]),
+                           "name": self._levels["names"][n], "confidence": c})
+        for lv in levels:
+            lv["confidence"] = round(float(lv["confidence"]), 6)
+        return levels
+
+    def predict_items(self, items: list[dict]) -> list[dict]:
+        """Serve's form: product dicts (``title``, ``description``, ``image_bytes``, optional
+        ``features`` ``{f: {"vector", "status", "fingerprint"}}``) → one result dict each, with
+        ``features`` holding this stage's text vectors for reuse."""
+        batch: dict = {k: [it.get(k) for it in items]
+                       for k in ("product_id", "title", "description", "image_bytes")}
+        for f in self.model.features:
+            given = [(it.get("features") or {}).get(f) for it in items]
+            if all(g is not None for g in given):
+                batch[f"emb_{f}"] = [g["vector"] for g in given]
+                batch[f"status_{f}"] = [g["status"] for g in given]
+                batch[f"fp_{f}"] = [g["fingerprint"] for g in given]
+        keep = [f for f, info in self.model.encoders.items() if info.get("modality") == "text"]
+        cols = self.predict_batch(batch, keep_features=keep)
+        results = []
+        for i in range(len(items)):
+            row = {k: cols[k][i] for k in ("category_id", "category_path", "path", "confidence",
+                                           "stage", "model_version", "image_status")}
+            row["features"] = {f: {"vector": np.asarray(cols[f"emb_{f}"][i], np.float32),
+                                   "status": cols[f"status_{f}"][i], "fingerprint": cols[f"fp_{f}"][i]}
+                               for f in keep}
+            results.append(row)
+        return results
+
+
+def encoder_configs(encoders: dict, checkpoint: str, device: str) -> tuple[dict, dict]:
+    """``({encoder name: EncoderConfig}, {encoder name: fingerprint key})`` from a checkpoint's
+    per-feature encoder records, with ``device`` set.
+
+    Raises:
+        ValueError: when a feature has no encoder config recorded.
+    """
+    from pydantic import TypeAdapter
+
+    adapter = TypeAdapter(EncoderConfig)
+    configs, expected = {}, {}
+    for feature, info in encoders.items():
+        if not info.get("config") or not info.get("encoder"):
+            raise ValueError(f"{checkpoint}: feature {feature!r} records no encoder config, so raw "
+                             "products cannot be encoded; train on a store made by `prodcat embed`")
+        name = info["encoder"]
+        cfg = dict(info["config"], device=device)
+        configs[name] = adapter.validate_python(cfg)
+        expected[name] = info["fingerprint"]["key"]
+    return configs, expected
+
+
+def _level_table(taxonomy: Taxonomy) -> dict:
+    return {"ids": taxonomy.ids, "names": taxonomy.names, "virtual": taxonomy.virtual}

@@ -1,0 +1,63 @@
+"""The ``prodcat`` command: one subcommand per module of this package, in pipeline order.
+
+    prodcat catalog build   → product table          prodcat cascade fit → cascade.json + report
+    prodcat embed           → embedding store        prodcat score       → predictions (Ray Data)
+    prodcat train           → checkpoint             prodcat serve       → HTTP service (Ray Serve)
+    prodcat evaluate        → evaluation report      prodcat tune        → Ray Tune sweep
+    prodcat pipeline        → all of it on the real catalogues, with one report
+
+Each module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; stage
+modules are imported inside ``run`` so ``prodcat --help`` stays fast. Every subcommand takes
+``--verbose`` (Ray's own log lines on the terminal; see :mod:`prodcat.core.console`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+import prodcat
+from prodcat.core import console, storage
+
+#: subcommands in the order a product flows through them (``--help`` lists them so)
+ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "pipeline")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand module of ``prodcat.cli``."""
+    parser = argparse.ArgumentParser(
+        prog="prodcat", description="Multimodal hierarchical product categorization on Ray "
+        "(Gross et al., arXiv 2508.20013). Run 'prodcat <command> --help' for each command.")
+    parser.add_argument("--version", action="version", version=f"prodcat {prodcat.__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="show Ray's own log lines and worker output on the terminal "
+                        "(otherwise they go to the run folder's logs/ and Ray's session folder)")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    found = {m.name for m in pkgutil.iter_modules(__path__)}
+    for name in [n for n in ORDER if n in found] + sorted(found - set(ORDER)):
+        module = importlib.import_module(f"{__name__}.{name}")
+        command = sub.add_parser(name.replace("_", "-"), help=module.HELP, parents=[common],
+                                 description=module.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.configure(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``main(["catalog", "build", "--help"])`` works from tests too."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        console.set_verbose(True)
+    output = getattr(args, "output", None)
+    if output and not storage.is_remote(output) and not os.environ.get(console.LOG_DIR_ENV):
+        console.set_log_dir(os.path.join(output, "logs"))
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Embed products with text, image and joint encoders (Ray Data actor pools) into the store.
+
+  prodcat embed --config configs/encoders.offline.yaml \\
+      --products runs/main/catalog/products.parquet --output runs/main/embeddings
+  prodcat embed --config configs/encoders.production.yaml --products s3://b/cat --output s3://b/emb
+  prodcat embed ... --set encoders.image.image_size=128 --set encoders.text.pool_size=2
+  prodcat embed ... --limit 2000         # embed at most 2,000 new products, resume later
+  prodcat embed --show --output runs/main/embeddings   # describe an existing store
+
+A rerun skips products already in the store with the same encoder fingerprints; a store made
+with other weights is refused (use a new --output or --overwrite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from prodcat.core.config import load_config
+from prodcat.core.paths import REPO_ROOT
+
+HELP = "embed products (text, image, joint encoders) into the embedding store, resumably"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="EmbedConfig YAML (default configs/encoders.offline.yaml "
+                        "of this checkout)")
+    parser.add_argument("--products", help="product table (Parquet file or folder, local or s3://)")
+    parser.add_argument("--output", help="embedding store folder (local or s3://)")
+    parser.add_argument("--limit", type=int, help="embed at most N new products this run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a store made with other encoders instead of refusing")
+    parser.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
+    parser.add_argument("--show", action="store_true",
+                        help="print the manifest and row counts of the store at --output, then exit")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any EmbedConfig field, e.g. --set encoders.text.batch_size=128")
+
+
+def run(args: argparse.Namespace) -> int:
+    # lazy: stage modules load torch and Ray; importing them here keeps 'prodcat --help' fast
+    from prodcat.embed.pipeline import EmbedConfig, run_embedding
+    from prodcat.embed.store import read_store
+
+    if args.show:
+        table, manifest = read_store(args.output, columns=["product_id"])
+        print(json.dumps({"rows": table.num_rows, "features": {
+            f: {"dim": d["dim"], "fingerprint": d["fingerprint"]["key"], "encoder": d["encoder"]}
+            for f, d in manifest["features"].items()}}, indent=2))
+        return 0
+    overrides = list(args.set)
+    for field in ("products", "output", "limit"):
+        value = getattr(args, field)
+        if value is not None:
+            overrides.append(f"{field}={value}")
+    config = load_config(EmbedConfig, args.config or _default_config(), overrides)
+    if args.progress:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = True
+    run_embedding(config, overwrite=args.overwrite)
+    return 0
+
+
+def _default_config() -> str:
+
+    path = REPO_ROOT / "configs" / "encoders.offline.yaml"
+    if not path.is_file():
+        raise SystemExit("no --config given and configs/encoders.offline.yaml not found")
+    return str(path)

@@ -1,1 +1,0 @@
-"""Subcommands of the ``prodcat`` CLI, one module each (see ``prodcat.cli``)."""

@@ -1,0 +1,88 @@
+"""Encoder configs: one pydantic model per family, told apart by ``family``.
+
+A config says where the weights come from (``weights``), what is fed to the model and how the
+vectors are pooled, and how the encoder runs (device, precision, batch and actor pool sizes).
+Fields that change the vectors (weights, pooling, token limit, text fields, input size,
+normalisation) go into the encoder's fingerprint; fields that only change speed do not.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator
+
+from prodcat.core.config import StrictModel
+
+
+class EncoderBase(StrictModel):
+    """Fields every encoder family shares."""
+
+    weights: str = Field(description="hub repo id (e.g. FacebookAI/roberta-base, hf-hub:org/name), "
+                         "local folder, s3:// URI, or shared:<path under ../shared>")
+    normalize: bool = Field(True, description="L2-normalise each output vector")
+    feature_prefix: str = Field("", description="prefix for this encoder's feature names, to run "
+                                "two encoders of one family side by side")
+    device: str = Field("auto", description="auto (cuda when visible), cpu, cuda or cuda:N")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="autocast dtype on a GPU; on the CPU everything runs in float32")
+    batch_size: int = Field(64, gt=0, description="products per forward pass (and Ray Data batch)")
+    pool_size: int = Field(1, gt=0, description="actors in this encoder's Ray Data actor pool")
+    num_cpus: float = Field(1.0, ge=0, description="logical CPUs Ray reserves per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per actor (fractions share one)")
+    num_threads: int | None = Field(None, gt=0, description="torch threads per actor; "
+                                    "default max(1, round(num_cpus))")
+
+    def feature_names(self) -> dict[str, str]:
+        """Feature name → modality (``text`` / ``image``) of the vectors this encoder makes."""
+        raise NotImplementedError
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("weights must name a hub model, a local folder, an s3:// URI or "
+                             "shared:<path>")
+        return value
+
+
+class TextEncoderConfig(EncoderBase):
+    """A Hugging Face ``AutoModel`` text encoder (RoBERTa, XLM-R, BERT, MiniLM, ...)."""
+
+    family: Literal["text"] = "text"
+    pooling: Literal["mean", "cls"] = Field("mean", description="mean over tokens or the first token")
+    text_fields: Literal["combined", "separate", "title"] = Field(
+        "combined", description="combined: one 'text' vector of title + description; separate: "
+        "'title' and 'description' vectors; title: one 'title' vector")
+    max_tokens: int = Field(128, gt=1, description="token limit per text (truncation)")
+
+    def feature_names(self) -> dict[str, str]:
+        names = {"combined": ["text"], "separate": ["title", "description"], "title": ["title"]}
+        return {f"{self.feature_prefix}{n}": "text" for n in names[self.text_fields]}
+
+
+class ImageEncoderConfig(EncoderBase):
+    """A timm image encoder (ViT, EfficientNet, ConvNeXt, ...); pooled features, no classifier."""
+
+    family: Literal["image"] = "image"
+    image_size: int | None = Field(None, gt=0, description="square input size in px; default "
+                                   "the model's pretrained input size")
+
+    def feature_names(self) -> dict[str, str]:
+        return {f"{self.feature_prefix}image": "image"}
+
+
+class JointEncoderConfig(EncoderBase):
+    """An OpenCLIP model: its image and text towers give 'clip_image' and 'clip_text'."""
+
+    family: Literal["joint"] = "joint"
+    architecture: str | None = Field(None, description="OpenCLIP model name (e.g. ViT-B-32) when "
+                                     "weights is a bare checkpoint file; folders carry their config")
+    max_tokens: int | None = Field(None, gt=1, description="text context length; default the model's")
+
+    def feature_names(self) -> dict[str, str]:
+        return {f"{self.feature_prefix}clip_image": "image", f"{self.feature_prefix}clip_text": "text"}
+
+
+EncoderConfig = Annotated[Union[TextEncoderConfig, ImageEncoderConfig, JointEncoderConfig],
+                          Field(discriminator="family")]

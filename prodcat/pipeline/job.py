@@ -1,0 +1,203 @@
+"""The main job: every stage, in order, into one run folder, with a report a person can read.
+
+catalog build → embed → train (text-only stage-1 model and multimodal stage-2 model) → evaluate
+(in-platform and leave-one-platform-out) → cascade fit → bulk scoring → the cascade service started,
+a handful of real products categorized over HTTP, the service stopped → ``report.md``.
+
+Each stage runs the same entry point as its ``prodcat`` subcommand (the ``command`` callable,
+``prodcat.cli.main(argv)`` when started by ``prodcat pipeline``) on one local Ray instance, so the
+pipeline is exactly what a user would type, in order, and prints each command line. Figures
+in the report are read back from the files the stages write; nothing is computed twice.
+
+Run folder (``--output``, default ``runs/sample``; ``--full`` defaults to ``runs/full``):
+``catalog/``, ``embeddings/``, ``train/text``, ``train/multimodal``, ``eval/``, ``cascade/``,
+``predictions/``, ``serve_demo.json``, ``pipeline.json`` (stage timings), ``report.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from pydantic import Field
+
+from prodcat.core import storage
+from prodcat.core.config import StrictModel
+from prodcat.core.console import say
+from prodcat.core.paths import REPO_ROOT
+from prodcat.core.runtime import ensure_ray
+from prodcat.pipeline.demo import serve_demo
+from prodcat.pipeline.report import write_report
+
+STAGES = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "report")
+
+
+class PipelineConfig(StrictModel):
+    """Settings of the main job."""
+
+    output: str = Field("runs/sample", description="run folder (local path); --full uses runs/full")
+    full: bool = Field(False, description="all products instead of the stratified sample")
+    sample_per_category: int = Field(
+        25, ge=1, description="default size: at most this many products per (platform, Google "
+        "category), chosen by a hash of product_id, so every category stays represented")
+    encoders: str = Field("configs/encoders.offline.yaml", description="EmbedConfig YAML")
+    train: str = Field("configs/train.default.yaml", description="TrainConfig YAML (best known)")
+    evaluate: str = Field("configs/evaluate.default.yaml", description="EvaluateConfig YAML")
+    max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
+    cascade_goal: str = Field(
+        "max_escalation=1.0", description="how tau is chosen (prodcat cascade fit): best validation "
+        "hF at any escalation rate; hf_within=0.5 picks the cheapest within 0.5 hF points of multimodal")
+    demo_products: int = Field(6, ge=1, description="real test products sent to the service")
+    stages: list[str] = Field(default_factory=lambda: list(STAGES), description="stages to run")
+
+
+def _repo_path(path: str) -> str:
+    """Config files named relative to the repository work from any working directory."""
+    return path if Path(path).exists() else str(REPO_ROOT / path)
+
+
+class Pipeline:
+    """Runs the stages of :class:`PipelineConfig` and records each one's wall time.
+
+    Args:
+        command: runs one ``prodcat`` command line (``argv`` without ``prodcat``) and returns its
+            exit code: ``prodcat.cli.main``.
+        log: where the job's own lines go.
+    """
+
+    def __init__(self, config: PipelineConfig, command: Callable[[list[str]], int],
+                 log: Callable[[str], None] = say) -> None:
+        self.config = config
+        self.command = command
+        self.out = Path(config.output)
+        self.log = log
+        previous = self.out / "pipeline.json"  # a partial rerun keeps the other stages' timings
+        self.timings: dict[str, float] = (json.loads(previous.read_text()).get("stage_seconds", {})
+                                          if previous.exists() else {})
+
+    def path(self, *parts: str) -> str:
+        return str(self.out.joinpath(*parts))
+
+    def _cli(self, argv: list[str]) -> None:
+        """Run one ``prodcat`` command line, printed first.
+
+        Raises:
+            RuntimeError: when it exits with a non-zero code.
+        """
+        self.log("$ prodcat " + " ".join(argv))
+        code = self.command(argv)
+        if code:
+            raise RuntimeError(f"prodcat {argv[0]} exited with {code}")
+
+    def run(self) -> dict:
+        """Run every configured stage; returns ``pipeline.json``'s content.
+
+        Raises:
+            ValueError: for an unknown stage name.
+        """
+        unknown = set(self.config.stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        ensure_ray()
+        start = time.perf_counter()
+        for stage in STAGES:
+            if stage not in self.config.stages:
+                continue
+            self.log(f"\n=== [{stage}] ===")
+            t0 = time.perf_counter()
+            getattr(self, f"stage_{stage}")()
+            self.timings[stage] = round(time.perf_counter() - t0, 1)
+            self._write_state(time.perf_counter() - start)
+        self.log(f"\nmain job done in {time.perf_counter() - start:.0f} s → {self.path('report.md')}")
+        return json.loads(Path(self.path("pipeline.json")).read_text())
+
+    def _write_state(self, wall: float) -> None:
+        state = {"config": self.config.model_dump(), "stage_seconds": self.timings,
+                 "last_invocation_seconds": round(wall, 1),
+                 "total_stage_seconds": round(sum(self.timings.values()), 1)}
+        Path(self.path("pipeline.json")).write_text(json.dumps(state, indent=2))
+
+    # ------------------------------------------------------------------ stages
+    def stage_catalog(self) -> None:
+        argv = ["catalog", "build", "--output", self.path("catalog")]
+        if not self.config.full:
+            argv += ["--sample-per-category", str(self.config.sample_per_category)]
+        self._cli(argv)
+
+    def stage_embed(self) -> None:
+        self._cli(["embed", "--config", _repo_path(self.config.encoders),
+              "--products", self.path("catalog", "products.parquet"),
+              "--output", self.path("embeddings")])
+
+    def _train_argv(self, name: str, modalities: list[str]) -> list[str]:
+        argv = ["train", "--config", _repo_path(self.config.train),
+                "--products", self.path("catalog", "products.parquet"),
+                "--embeddings", self.path("embeddings"), "--output", self.path("train", name),
+                "--set", f"model.modalities={json.dumps(modalities)}", "--set", f"name={name}"]
+        if self.config.max_epochs:
+            argv += ["--set", f"optim.epochs={self.config.max_epochs}"]
+        return argv
+
+    def stage_train(self) -> None:
+        self._cli(self._train_argv("text", ["text"]))
+        self._cli(self._train_argv("multimodal", ["text", "image"]))
+
+    def stage_evaluate(self) -> None:
+        argv = ["evaluate", "--config", _repo_path(self.config.evaluate),
+                "--products", self.path("catalog", "products.parquet"),
+                "--embeddings", self.path("embeddings"), "--output", self.path("eval")]
+        if self.config.max_epochs:
+            argv += ["--set", f"train.optim.epochs={self.config.max_epochs}"]
+        self._cli(argv)
+
+    def stage_cascade(self) -> None:
+        self._cli(["cascade", "fit", "--text-model", self.path("train", "text", "model"),
+              "--multimodal-model", self.path("train", "multimodal", "model"),
+              "--products", self.path("catalog", "products.parquet"),
+              "--embeddings", self.path("embeddings"), "--goal", self.config.cascade_goal,
+              "--output", self.path("cascade")])
+
+    def stage_score(self) -> None:
+        self._cli(["score", "--model", self.path("cascade"),
+              "--input", self.path("catalog", "products.parquet"),
+              "--features-from", self.path("embeddings"), "--output", self.path("predictions"),
+              "--evaluate", self.path("catalog", "products.parquet")])
+
+    def stage_serve(self) -> None:
+
+        products = demo_products(self.path("catalog", "products.parquet"), self.config.demo_products)
+        result = serve_demo(self.path("cascade"), products, log=self.log)
+        Path(self.path("serve_demo.json")).write_text(json.dumps(result, indent=2))
+
+    def stage_report(self) -> None:
+
+        write_report(self.out, self.timings, self.config.model_dump())
+
+
+def demo_products(products_uri: str, n: int) -> list[dict]:
+    """``n`` real test-split products, one per platform in turn, as API requests (image inline
+    as base64 when the product has one) plus their true category for the report."""
+    table = storage.read_table(products_uri)
+    rows = [r for r in table.to_pylist() if r["split"] == "test"]
+    by_platform: dict[str, list[dict]] = {}
+    for row in rows:
+        by_platform.setdefault(row["platform"], []).append(row)
+    picked: list[dict] = []
+    while len(picked) < n and any(by_platform.values()):
+        for platform in sorted(by_platform):
+            if by_platform[platform] and len(picked) < n:
+                picked.append(by_platform[platform].pop(0))
+    out = []
+    for row in picked:
+        request = {"id": row["product_id"], "title": row["title"]}
+        if row["description"]:
+            request["description"] = row["description"]
+        if row["image_uri"]:
+            request["image_base64"] = base64.b64encode(storage.read_bytes(row["image_uri"])).decode()
+        out.append({"request": request, "true_path": row["category_path"]})
+    return out

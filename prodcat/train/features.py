@@ -1,0 +1,211 @@
+"""Training features: the embedding store joined to the product table, ready for Ray Data.
+
+The embedding store (``docs/contracts.md``) holds ``emb_<f>`` (fixed_size_list<float32> [D_f], null
+when the modality failed or is absent) and ``status_<f>`` per feature ``f``. The product table holds
+labels, splits and platforms. Because the features are precomputed, the join is a pyarrow ``take``
+by ``product_id`` done once on the driver; the result goes into Ray Data as fixed-size arrays.
+
+Letters: B products, D_f dimension of feature f, L taxonomy levels.
+
+Columns of a feature table (:func:`join_features`):
+``product_id``, ``platform``, ``split``, ``category_id`` (int64), ``node`` (int64, the label leaf),
+``targets`` (fixed_size_list<int64> [L], -1 padded), per feature ``x_<f>`` (fixed_size_list<float32>
+[D_f], zeros when missing) and ``present_<f>`` (bool, False when missing: zero vector, masked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prodcat.core import storage
+from prodcat.core.taxonomy import Taxonomy
+from prodcat.embed.store import read_manifest
+from prodcat.embed.store import read_store as _read_store
+
+TARGETS = "targets"
+NODE = "node"
+TENSOR_PREFIX = "x_"
+PRESENT_PREFIX = "present_"
+META_COLUMNS = ("product_id", "platform", "split", "category_id", "node")
+
+
+def read_store(uri: str, columns: list[str] | None = None) -> tuple[pa.Table, dict]:
+    """The embedding store at ``uri`` and its manifest (``prodcat.embed.store.read_store``).
+
+    Raises:
+        FileNotFoundError: when there is no store at ``uri``.
+    """
+
+    return _read_store(uri, columns)
+
+
+def store_features(store: pa.Table) -> dict[str, int]:
+    """``{feature: D_f}`` for every ``emb_<f>`` column of a store."""
+    dims = {}
+    for f in store.schema:
+        if f.name.startswith("emb_") and pa.types.is_fixed_size_list(f.type):
+            dims[f.name[len("emb_"):]] = f.type.list_size
+    return dims
+
+
+def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
+    """``[B, D]`` array → fixed_size_list [D] column."""
+    values = np.ascontiguousarray(values)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def _dense(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A nullable fixed_size_list column → ``([B, D] float32 with zeros for nulls, [B] present)``."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
+    out = np.zeros((len(column), dim), np.float32)
+    if present.any():
+        flat = column.filter(pa.array(present)).flatten().to_numpy(zero_copy_only=False)
+        out[present] = flat.astype(np.float32, copy=False).reshape(-1, dim)
+    out[~np.isfinite(out).all(axis=1)] = 0.0  # a NaN vector is treated as missing below
+    return out, present & np.isfinite(out).all(axis=1)
+
+
+def join_features(products: pa.Table, store: pa.Table, features: list[str],
+                  taxonomy: Taxonomy) -> pa.Table:
+    """Inner-join labelled products to their store rows; see the module docstring for columns.
+
+    Products without a store row (a partial store) or without a label are left out; a product
+    whose feature is null or whose status is not ``ok`` gets a zero vector and ``present=False``.
+
+    Raises:
+        KeyError: when a requested feature is not in the store (the message lists the ones it has).
+    """
+    dims = store_features(store)
+    missing = [f for f in features if f not in dims]
+    if missing:
+        raise KeyError(f"features {missing} are not in the embedding store; it has {sorted(dims)}")
+    labelled = products.filter(pc.is_valid(products["category_id"]))
+    index = pc.index_in(labelled["product_id"], value_set=store["product_id"])
+    keep = pc.is_valid(index)
+    labelled, index = labelled.filter(keep), index.filter(keep)
+    rows = store.take(index)
+    cids = labelled["category_id"].to_numpy()
+    node_of = {int(c): taxonomy.label_node(int(c)) for c in np.unique(cids)}
+    nodes = np.asarray([node_of[int(c)] for c in cids], np.int64)
+    targets = np.stack([taxonomy.targets(n) for n in nodes]) if len(nodes) else np.zeros(
+        (0, taxonomy.num_levels), np.int64)
+    columns = {"product_id": labelled["product_id"], "platform": labelled["platform"],
+               "split": labelled["split"], "category_id": labelled["category_id"],
+               "node": pa.array(nodes), TARGETS: fixed_list(targets)}
+    for f in features:
+        x, present = _dense(rows[f"emb_{f}"], dims[f])
+        status = f"status_{f}"
+        if status in rows.column_names:
+            ok = np.asarray(pc.fill_null(pc.equal(rows[status], "ok"), False).to_numpy(
+                zero_copy_only=False), bool)
+            present &= ok
+        x[~present] = 0.0
+        columns[TENSOR_PREFIX + f] = fixed_list(x)
+        columns[PRESENT_PREFIX + f] = pa.array(present)
+    return pa.table(columns)
+
+
+@dataclass
+class FeatureTable:
+    """A joined feature table plus what it was built from.
+
+    Attributes:
+        table: columns as in the module docstring.
+        features: the feature names used (store columns ``emb_<f>``).
+        dims: ``{f: D_f}``.
+        manifest: the store manifest (encoder configs and fingerprints per feature).
+        taxonomy: the taxonomy the targets index into.
+    """
+
+    table: pa.Table
+    features: list[str]
+    dims: dict[str, int]
+    taxonomy: Taxonomy
+    manifest: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def where(self, mask: np.ndarray | pa.Array) -> "FeatureTable":
+        """The rows where ``mask`` ([B] bool) is True."""
+        return FeatureTable(self.table.filter(pa.array(np.asarray(mask, bool))), self.features,
+                            self.dims, self.taxonomy, self.manifest)
+
+    def rows(self, splits: list[str] | None = None, platforms: list[str] | None = None) -> "FeatureTable":
+        """The rows in ``splits`` and ``platforms`` (None: all)."""
+        mask = np.ones(len(self), bool)
+        if splits is not None:
+            mask &= np.isin(self.column("split"), splits)
+        if platforms is not None:
+            mask &= np.isin(self.column("platform"), platforms)
+        return self.where(mask)
+
+    def with_features(self, features: list[str]) -> "FeatureTable":
+        """The same rows with only ``features`` (a subset of :attr:`features`)."""
+        unknown = [f for f in features if f not in self.features]
+        if unknown:
+            raise KeyError(f"features {unknown} not loaded; loaded: {self.features}")
+        drop = [c for f in self.features if f not in features
+                for c in (TENSOR_PREFIX + f, PRESENT_PREFIX + f)]
+        return FeatureTable(self.table.drop_columns(drop), list(features),
+                            {f: self.dims[f] for f in features}, self.taxonomy, self.manifest)
+
+    def column(self, name: str) -> np.ndarray:
+        """A scalar column as numpy."""
+        return self.table[name].to_numpy(zero_copy_only=False)
+
+    def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+        """``(features {f: [B, D_f] float32}, present {f: [B] bool}, targets [B, L] int64)``."""
+        feats = {f: _dense(self.table[TENSOR_PREFIX + f], self.dims[f])[0] for f in self.features}
+        present = {f: self.column(PRESENT_PREFIX + f).astype(bool) for f in self.features}
+        targets = _dense_int(self.table[TARGETS], self.taxonomy.num_levels)
+        return feats, present, targets
+
+    def tensor_table(self) -> pa.Table:
+        """Only the numeric columns a training loop needs (for ``ray.data.from_arrow``)."""
+        cols = [NODE, TARGETS] + [p + f for f in self.features for p in (TENSOR_PREFIX, PRESENT_PREFIX)]
+        return self.table.select(cols)
+
+
+def _dense_int(column: pa.ChunkedArray, width: int) -> np.ndarray:
+    column = column.combine_chunks()
+    return column.flatten().to_numpy().astype(np.int64).reshape(-1, width)
+
+
+def load_taxonomy(products_uri: str, taxonomy_uri: str | None = None) -> Taxonomy:
+    """The taxonomy at ``taxonomy_uri`` or ``taxonomy.json`` beside the product table."""
+    if taxonomy_uri is None:
+        base = products_uri.rsplit("/", 1)[0] if "/" in products_uri else "."
+        taxonomy_uri = storage.join(base, "taxonomy.json")
+    return Taxonomy.from_json(storage.read_text(taxonomy_uri))
+
+
+def load_feature_table(products_uri: str, embeddings_uri: str, features: list[str],
+                       taxonomy_uri: str | None = None) -> FeatureTable:
+    """Read the product table, its taxonomy and the embedding store, and join them.
+
+    Raises:
+        FileNotFoundError: when an input is missing; KeyError: for a feature not in the store.
+    """
+    taxonomy = load_taxonomy(products_uri, taxonomy_uri)
+    products = storage.read_table(products_uri, columns=[
+        "product_id", "platform", "split", "category_id"])
+
+    manifest = read_manifest(embeddings_uri) or {}
+    have = set((manifest.get("features") or {}))
+    missing = [f for f in features if f not in have]
+    if missing:
+        raise KeyError(f"features {missing} are not in the embedding store {embeddings_uri}; "
+                       f"it has {sorted(have)}")
+    store, manifest = read_store(embeddings_uri, ["product_id"] + [
+        c for f in features for c in (f"emb_{f}", f"status_{f}")])
+    table = join_features(products, store, features, taxonomy)
+    dims = {f: store.schema.field(f"emb_{f}").type.list_size for f in features}
+    return FeatureTable(table, list(features), dims, taxonomy, manifest)
+
+

@@ -1,0 +1,286 @@
+"""Training: a Ray Train ``TorchTrainer`` over the embedding store, read through Ray Data.
+
+``train(config)`` joins the store to the product table (:mod:`prodcat.train.features`), hands the train and
+validation rows to Ray Data, and runs :func:`train_loop_per_worker` on ``scaling.num_workers``
+workers. Each epoch the loop reports ``val_hF`` (and the other metrics below) with a checkpoint in
+the contract's format (:mod:`prodcat.models.checkpoint`, safetensors + JSON) plus the optimizer and loop
+state, so a failed worker group restarts from the last epoch (``FailureConfig``) and a new
+``train()`` with the same ``output`` and ``name`` resumes the run. Early stopping watches
+``val_hF``; the best checkpoint is copied to ``<output>/model`` and its softmax temperature is fit
+on the validation split (``calibration.json``).
+
+Reported metrics per epoch: ``epoch``, ``train_loss``, ``train_level<l>_loss``, ``val_loss``,
+``val_hF``, ``val_hP``, ``val_hR``, ``val_accuracy``, ``val_level<l>_macro_f1``, ``val_path_consistency``,
+``epoch_seconds`` (training pass, s), ``val_seconds`` (s), ``peak_rss_mb`` (worker's max RSS, MiB),
+``best_val_hF``, ``best_epoch``.
+
+Ray Tune reuses the loop through :func:`train` (or :func:`build_trainer`) inside a Tune function,
+passing ``callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]`` and a per-trial
+``output``; a search space overrides config fields by dotted name (:func:`apply_overrides`).
+
+Letters: B batch, D_f dimension of feature f, L levels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from prodcat.core import storage
+from prodcat.core.console import say
+from prodcat.core.runtime import ensure_ray
+from prodcat.models.calibration import fit_temperature
+from prodcat.models.checkpoint import TRAIN_STATE, copy_checkpoint, load_checkpoint, write_calibration
+from prodcat.train.config import TrainConfig
+from prodcat.train.features import (
+    FeatureTable,
+    load_feature_table,
+)
+from prodcat.train.loop import train_loop_per_worker
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        checkpoint: ``<output>/model``, the best epoch's checkpoint (calibrated).
+        metrics: the best epoch's reported metrics.
+        history: reported metrics of every epoch, in order.
+        seconds_per_epoch: mean training-pass time per epoch (s, validation excluded).
+        peak_memory_mb: the largest worker max-RSS reported (MiB).
+        temperature: the fitted softmax temperature.
+        wall_seconds: the whole call, data loading and calibration included (s).
+        resumed_after: epochs after which the loop restarted from a checkpoint (a worker-group
+            restart under ``FailureConfig``, or a rerun with the same output and name).
+    """
+
+    checkpoint: str
+    metrics: dict
+    history: list[dict]
+    seconds_per_epoch: float
+    peak_memory_mb: float
+    temperature: float
+    wall_seconds: float
+    run_path: str = ""
+    resumed_after: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------- driver side
+def load_training_data(config: TrainConfig, table: FeatureTable | None = None) -> FeatureTable:
+    """The joined feature table for ``config`` (``table`` reused when given: only its rows on
+    ``data.platforms`` and the features in ``model.modalities`` are kept)."""
+    if table is None:
+        table = load_feature_table(config.data.products, config.data.embeddings,
+                                   config.model.modalities, config.data.taxonomy)
+    table = table.with_features(config.model.modalities)
+    return table.rows(platforms=config.data.platforms)
+
+
+def select_train_rows(table: FeatureTable, config: TrainConfig) -> FeatureTable:
+    rows = table.rows(splits=[config.data.train_split])
+    cap = config.data.max_train_products
+    if cap and len(rows) > cap:
+        keep = np.zeros(len(rows), bool)
+        keep[np.random.default_rng(config.optim.seed).permutation(len(rows))[:cap]] = True
+        rows = rows.where(keep)
+    if not len(rows):
+        raise ValueError(f"no training rows (split {config.data.train_split!r}, platforms "
+                         f"{config.data.platforms}); check the config")
+    return rows
+
+
+def loop_config_for(config: TrainConfig, table: FeatureTable, local_dir: str | None = None) -> dict:
+    """The ``train_loop_config`` dict :func:`train_loop_per_worker` expects."""
+    encoders = (table.manifest.get("features") or {}) if isinstance(table.manifest, dict) else {}
+    return {"config": config.model_dump(mode="json"), "taxonomy": table.taxonomy.to_json(),
+            "input_dims": dict(table.dims), "local_dir": local_dir,
+            "encoders": {f: encoders[f] for f in table.features if f in encoders}}
+
+
+def _storage(config: TrainConfig) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray's RunConfig."""
+    if storage.is_remote(config.output):
+        return config.output[len("s3://"):].rstrip("/") + "/ray", storage.s3_filesystem()
+    return os.path.abspath(os.path.join(config.output, "ray")), None
+
+
+def build_trainer(config: TrainConfig, table: FeatureTable | None = None, callbacks: list | None = None,
+                  progress_queue=None):
+    """The ``TorchTrainer`` for ``config`` (call ``.fit()``); ``callbacks`` go to ``RunConfig``
+    (e.g. Tune's ``TuneReportCallback``); each epoch's headline figures are put on
+    ``progress_queue`` (a ``ray.util.queue.Queue``) when given."""
+    import ray
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    table = load_training_data(config, table)
+    train_rows, val_rows = select_train_rows(table, config), table.rows(splits=[config.data.val_split])
+    datasets = {"train": ray.data.from_arrow(train_rows.tensor_table()),
+                "val": ray.data.from_arrow(val_rows.tensor_table())}
+    local_dir = None
+    if config.scaling.num_workers == 0:
+        if storage.is_remote(config.output):
+            raise ValueError("scaling.num_workers=0 (local mode) needs a local output folder")
+        local_dir = os.path.abspath(os.path.join(config.output, "checkpoints"))
+        os.makedirs(local_dir, exist_ok=True)
+    storage_path, filesystem = _storage(config)
+    run_config = ray.train.RunConfig(
+        name=config.name, storage_path=storage_path, storage_filesystem=filesystem,
+        failure_config=ray.train.FailureConfig(max_failures=config.scaling.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=config.keep_checkpoints, checkpoint_score_attribute="val_hF",
+            checkpoint_score_order="max"),
+        callbacks=callbacks or None)
+    return TorchTrainer(
+        train_loop_per_worker, train_loop_config={**loop_config_for(config, table, local_dir),
+                           "progress": progress_queue},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.scaling.num_workers, use_gpu=config.scaling.use_gpu,
+            resources_per_worker={"CPU": config.scaling.cpus_per_worker}),
+        run_config=run_config, datasets=datasets,
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)))
+
+
+def _best_checkpoint_uri(result, config: TrainConfig) -> tuple[str, dict]:
+    """``(uri, loop state)`` of the best epoch, from a finished Ray Train ``Result``."""
+
+    if result.checkpoint is None:
+        raise RuntimeError("training reported no checkpoint")
+    last = result.checkpoint.path
+    if config.scaling.num_workers == 0:
+        state = json.loads(storage.read_text(os.path.join(last, TRAIN_STATE)))
+        return os.path.join(os.path.dirname(last), f"epoch_{state['best_epoch']:04d}"), state
+    base = f"s3://{last}" if storage.is_remote(config.output) else last
+    state = json.loads(storage.read_text(storage.join(base, TRAIN_STATE)))
+    best = result.get_best_checkpoint(metric="val_hF", mode="max") or result.checkpoint
+    path = best.path
+    return (f"s3://{path}" if storage.is_remote(config.output) else path), state
+
+
+def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: list | None = None,
+          progress: Callable[[str], None] | None = say) -> TrainResult:
+    """Run (or resume) a training run; returns the best checkpoint and the figures.
+
+    Args:
+        table: a preloaded feature table with at least ``model.modalities`` (saves re-reading the
+            store when many runs share it, e.g. the evaluation grid or a Tune sweep).
+        callbacks: Ray Train ``UserCallback`` s (Tune: ``TuneReportCallback()``).
+        progress: where one line per epoch and the closing line go (None: silent).
+
+    Raises:
+        ray.train.TrainingFailedError: when workers fail more than ``scaling.max_failures`` times.
+        ValueError: on empty training or validation rows.
+    """
+
+    ensure_ray()
+    start = time.perf_counter()
+    table = load_training_data(config, table)
+    with EpochLines(config, progress) as queue:
+        result = build_trainer(config, table, callbacks, progress_queue=queue).fit()
+    best_uri, state = _best_checkpoint_uri(result, config)
+    export = storage.join(config.output, "model")
+
+    copy_checkpoint(best_uri, export)
+    temperature = calibrate(export, table.rows(splits=[config.data.val_split]), config.threshold)
+    history = state["history"]
+    best = next(h for h in history if h["epoch"] == state["best_epoch"])
+    seconds = float(np.mean([h["epoch_seconds"] for h in history])) if history else float("nan")
+    res = TrainResult(checkpoint=export, metrics=best, history=history, seconds_per_epoch=seconds,
+                      peak_memory_mb=max((h["peak_rss_mb"] for h in history), default=0.0),
+                      temperature=temperature, wall_seconds=time.perf_counter() - start,
+                      run_path=str(result.path or ""),
+                      resumed_after=list(state.get("resumed_after", [])))
+    storage.write_text(storage.join(config.output, "train_result.json"), json.dumps(
+        res.__dict__, indent=2, default=float))
+    if progress:
+        progress(f"{run_prefix(config)} best epoch {state['best_epoch'] + 1}: val hF "
+                 f"{best['val_hF']:.4f} ({len(history)} epochs, {seconds:.2f} s/epoch, peak "
+                 f"{res.peak_memory_mb:.0f} MiB, temperature {temperature:.3f}) → {export}")
+    return res
+
+
+def run_prefix(config: TrainConfig) -> str:
+    """``[train]``, or ``[train <name>]`` for a named run (e.g. the main job's ``text``)."""
+    return "[train]" if config.name == "train" else f"[train {config.name}]"
+
+
+class EpochLines:
+    """One terminal line per epoch while ``TorchTrainer.fit()`` runs: the workers put each epoch's
+    figures on a ``ray.util.queue.Queue`` (an actor with 0 CPUs, so it works across nodes) and a
+    driver thread prints them. A context manager yielding the queue (None when ``log`` is None).
+    """
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None] | None) -> None:
+        self.config, self.log = config, log
+        self.queue = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        if self.log is None:
+            return None
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+        return self.queue
+
+    def __exit__(self, *exc) -> None:
+        if self.queue is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._print_pending()
+        self.queue.shutdown()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            self._print_pending(timeout=0.5)
+
+    def _print_pending(self, timeout: float | None = None) -> None:
+        from ray.util.queue import Empty
+
+        try:
+            while True:
+                item = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
+                self.log(self.line(item))
+        except Empty:
+            return
+
+    def line(self, m: dict) -> str:
+        """``[train text] epoch 3/20: loss 0.412, val hF 0.9134 (best 0.9134 at 3), 2.7 s``."""
+        def num(key: str, digits: int) -> str:
+            value = m.get(key)
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        return (f"{run_prefix(self.config)} epoch {m['epoch'] + 1}/{self.config.optim.epochs}: "
+                f"loss {num('train_loss', 3)}, val loss {num('val_loss', 3)}, val hF "
+                f"{num('val_hF', 4)} (best {num('best_val_hF', 4)} at {m['best_epoch'] + 1}), "
+                f"valid paths {100 * (m.get('val_path_consistency') or 0):.1f} %, "
+                f"{num('epoch_seconds', 1)} s")
+
+
+def calibrate(checkpoint_uri: str, val: FeatureTable, threshold: float) -> float:
+    """Fit the temperature on ``val`` and write ``calibration.json``; returns the temperature."""
+    import torch
+
+    loaded = load_checkpoint(checkpoint_uri)
+    feats, present, targets = val.arrays()
+    with torch.no_grad():
+        x = {f: torch.as_tensor(v) * torch.as_tensor(present[f])[:, None] for f, v in feats.items()}
+        # teacher-forced masking: the true class is never masked out by a wrong predicted parent
+        logits = loaded.model(x, {f: torch.as_tensor(v) for f, v in present.items()},
+                              torch.as_tensor(targets), teacher_forcing=True)
+    temperature = fit_temperature([z.float().numpy() for z in logits], targets) if len(targets) else 1.0
+    write_calibration(checkpoint_uri, temperature, threshold)
+    return temperature

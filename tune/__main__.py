@@ -1,8 +1,0 @@
-"""``python -m tune``: see :mod:`tune.cli`."""
-
-import sys
-
-from tune.cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())
