@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prodcat.cascade.config import ScoreConfig
 from prodcat.cascade.inputs import INPUT_COLUMNS, input_fingerprint, read_input
@@ -33,9 +34,10 @@ from prodcat.cascade.spec import CascadeSpec, resolve_cascade
 from prodcat.cascade.stage import StageRunner
 from prodcat.core import storage
 from prodcat.core.console import Progress, say
-from prodcat.core.metrics import hierarchical_prf
+from prodcat.core.metrics import hierarchical_counts, hierarchical_prf
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.taxonomy import Taxonomy
+from prodcat.core.uncertainty import hf_interval
 from prodcat.embed.store import read_store
 from prodcat.models.checkpoint import CONFIG, WEIGHTS, read_json, weights_version
 
@@ -44,7 +46,7 @@ from prodcat.models.checkpoint import CONFIG, WEIGHTS, read_json, weights_versio
 class StageActor:
     """Ray Data callable class: one :class:`StageRunner` per actor, pyarrow batches in and out.
 
-    Adds ``category_id``, ``category_path``, ``level_confidence``, ``confidence``, ``stage``,
+    Adds ``category_id``, ``category_path``, ``level_ids``, ``valid_path``, ``level_confidence``, ``confidence``, ``stage``,
     ``model_version``; with ``threshold`` (stage 1 of a cascade) also ``_escalate`` and the
     reusable feature vectors of the escalated rows (``emb_/status_/fp_<f>``).
     """
@@ -67,6 +69,8 @@ class StageActor:
         result = batch.drop_columns(reuse)
         result = result.append_column("category_id", pa.array(out["category_id"], pa.int64()))
         result = result.append_column("category_path", pa.array(out["category_path"], pa.string()))
+        result = result.append_column("level_ids", pa.array(out["level_ids"], pa.list_(pa.int64())))
+        result = result.append_column("valid_path", pa.array(out["valid_path"], pa.bool_()))
         result = result.append_column("level_confidence", pa.array(out["level_confidence"],
                                                                     pa.list_(pa.float32())))
         result = result.append_column("confidence", pa.array(out["confidence"], pa.float64()))
@@ -290,30 +294,47 @@ def _finish(config, job, table, done, writer, seconds, text_rows, escalated, sta
     return summary
 
 
+def output_classes(taxonomy: Taxonomy, level_ids: list) -> np.ndarray:
+    """Per-level classes ``[B, L]`` (-1 padded) of the paths predictions output (``level_ids``: per
+    row the category id output at each level, or None for a row with an error; an id outside the
+    taxonomy counts as no output)."""
+    classes = np.full((len(level_ids), taxonomy.num_levels), -1, np.int64)
+    for i, ids in enumerate(level_ids):
+        for cid in ids or ():
+            if cid in taxonomy:
+                node = taxonomy.node(int(cid))
+                classes[i, len(taxonomy.path_nodes(node)) - 1] = taxonomy.class_index[node]
+    return classes
+
+
 def evaluate_prediction_table(predictions: pa.Table, products: pa.Table, taxonomy: Taxonomy,
                               split: str | None = "test") -> dict:
-    """hP/hR/hF (``prodcat.core.metrics.hierarchical_prf``) of predictions against a product table's
-    labels, on ``split`` (None: all labelled rows), overall and per answering stage."""
-    import pyarrow.compute as pc
-
-    labels = products.select(["product_id", "category_id", "split"])
+    """hP/hR/hF (the one hF, :func:`prodcat.core.metrics.hierarchical_prf`, on the path each
+    prediction output) against a product table's labels, on ``split`` (None: all labelled rows),
+    overall and per answering stage; with the share of valid output paths."""
+    labels = products.select([c for c in ("product_id", "category_id", "split", "group_id")
+                              if c in products.column_names])
     if split:
         labels = labels.filter(pc.equal(labels["split"], split))
     labels = labels.filter(pc.is_valid(labels["category_id"]))
     index = pc.index_in(labels["product_id"], value_set=predictions["product_id"])
     labels, index = labels.filter(pc.is_valid(index)), index.filter(pc.is_valid(index))
     pred = predictions.take(index)
-
-    def node(cid) -> int:
-        return taxonomy.node(int(cid)) if cid is not None and cid in taxonomy else 0
-
-    true_nodes = np.asarray([node(c) for c in labels["category_id"].to_pylist()], np.int64)
-    pred_nodes = np.asarray([node(c) for c in pred["category_id"].to_pylist()], np.int64)
+    true_nodes = np.asarray([taxonomy.label_node(int(c)) if c in taxonomy else 0
+                             for c in labels["category_id"].to_pylist()], np.int64)
+    classes = output_classes(taxonomy, pred["level_ids"].to_pylist())
     stages = np.asarray([s or "error" for s in pred["stage"].to_pylist()], object)
+    valid = pred["valid_path"].to_numpy(zero_copy_only=False)
     out = {"split": split, "products": int(len(true_nodes)),
-           **hierarchical_prf(taxonomy, true_nodes, pred_nodes)}
+           **hierarchical_prf(taxonomy, true_nodes, classes),
+           "valid_paths": float(np.mean(valid == True)) if len(valid) else 0.0}  # noqa: E712 (nulls)
+    groups = (labels["group_id"].to_numpy(zero_copy_only=False) if "group_id" in labels.column_names
+              else labels["product_id"].to_numpy(zero_copy_only=False))
+    if len(true_nodes):
+        ci = hf_interval(hierarchical_counts(taxonomy, true_nodes, classes), groups)
+        out["hF_ci"] = [ci.low, ci.high]
     for stage in sorted(set(stages)):
         sel = stages == stage
         out[f"{stage}_products"] = int(sel.sum())
-        out[f"{stage}_hF"] = hierarchical_prf(taxonomy, true_nodes[sel], pred_nodes[sel])["hF"]
+        out[f"{stage}_hF"] = hierarchical_prf(taxonomy, true_nodes[sel], classes[sel])["hF"]
     return out

@@ -58,7 +58,8 @@ class CascadeFitConfig(StrictModel):
     output: str = Field("runs/main/cascade", description="folder for cascade.json and the report")
     goal: CascadeGoal = Field(default_factory=CascadeGoal, description="what tau is chosen for")
     confidence_mode: str = Field("path", description="path, min or leaf (prodcat.cascade)")
-    val_split: str = Field("val", description="split tau and temperatures are fitted on")
+    calib_split: str = Field("calib", description="split temperatures and tau are fitted on (held "
+                             "out from training and early stopping)")
     test_split: str = Field("test", description="split the chosen tau is reported on")
     cost_sample: int = Field(256, ge=0, description="raw products timed per stage (0: skip)")
     cost_batch_size: int = Field(64, gt=0, description="batch size when timing the stages")

@@ -1,16 +1,20 @@
-"""Fitting the cascade on the validation split: temperatures, tau, the cost/accuracy curve, a report.
+"""Fitting the cascade on the calibration split: temperatures, tau, the cost/accuracy curve, a report.
 
 ``fit_cascade`` loads the two checkpoints and the embedding store (the vectors both were trained
-on), then on the validation split:
+on), then on the calibration split (``calib``: products neither training nor early stopping saw):
 
-1. fits each model's softmax temperature (teacher-forced logits, :func:`prodcat.models.calibration.fit_temperature` in :mod:`prodcat.models.calibration`);
+1. fits each model's softmax temperature on the serving path (:mod:`prodcat.train.calibration`:
+   the logits masked by the model's own predicted parents, the path confidence against
+   exact-path correctness), with the expected calibration error before and after and a
+   reliability diagram per stage;
 2. predicts with both models and computes the stage-1 calibrated confidence of every product;
 3. builds the hF-vs-escalation curve and picks tau for the stated :class:`CascadeGoal`;
 4. measures each stage's cost per product (ms) on raw products (encoders + head, this machine);
-5. reports the same curve on the test split, and the test point that tau lands on.
+5. reports the same curve on the test split, and the test point that tau lands on with a 95 %
+   bootstrap interval over near-duplicate groups.
 
 Outputs in ``output``: ``cascade.json`` (what serving and bulk scoring load), ``cascade_report.json``,
-``cascade_report.md`` and ``cascade_curve.png``.
+``cascade_report.md``, ``cascade_curve.png`` and ``reliability.png``.
 
 Letters: B products, L levels.
 """
@@ -30,17 +34,20 @@ from prodcat.cascade.policy import (
     cascade_curve,
     choose_threshold,
     combine_confidence,
+    route,
 )
 from prodcat.cascade.spec import CascadeSpec, load_taxonomy_of, write_cascade
 from prodcat.cascade.stage import StageRunner
 from prodcat.core import storage
 from prodcat.core.console import say
-from prodcat.core.metrics import hierarchical_counts, real_paths
-from prodcat.core.report import figure, save_png
+from prodcat.core.metrics import hierarchical_counts
+from prodcat.core.report import figure, markdown_table, save_png
+from prodcat.core.uncertainty import hf_interval
 from prodcat.embed.store import StoreMismatch
-from prodcat.models.calibration import expected_calibration_error, fit_temperature
 from prodcat.models.checkpoint import load_checkpoint
+from prodcat.train.calibration import calibrate
 from prodcat.train.features import load_feature_table
+from prodcat.train.lexical import model_inputs
 
 
 def _check_store(loaded, manifest: dict, store: str) -> None:
@@ -55,31 +62,10 @@ def _check_store(loaded, manifest: dict, store: str) -> None:
 
 
 def _predict(loaded, table, temperature: float, mode: str):
-    """``(confidence [B], predicted nodes [B])`` of one model on a feature table."""
-    feats, present, _ = table.with_features(loaded.features).arrays()
-    pred = loaded.predict(feats, present, temperature=temperature)
+    """``(confidence [B], output classes [B, L])`` of one model on a feature table."""
+    pred = loaded.predict(*model_inputs(loaded, table), temperature=temperature)
     level_conf = np.where(pred["classes"] >= 0, pred["level_confidence"], np.nan)
-    return combine_confidence(level_conf, mode), pred["node"]
-
-
-def _fit_temperature(loaded, table) -> tuple[float, float, float]:
-    """``(T, ECE before, ECE after)`` on ``table`` (teacher-forced logits; ECE of the top path
-    confidence against exact-path correctness)."""
-    import torch
-
-    feats, present, targets = table.with_features(loaded.features).arrays()
-    x = {f: torch.as_tensor(v) for f, v in feats.items()}
-    p = {f: torch.as_tensor(v) for f, v in present.items()}
-    with torch.no_grad():
-        logits = loaded.model(x, p, torch.as_tensor(targets), teacher_forcing=True)
-    t = fit_temperature([z.float().numpy() for z in logits], targets)
-    true = real_paths(loaded.taxonomy)[table.column("node")]
-    eces = []
-    for temp in (1.0, t):
-        conf, nodes = _predict(loaded, table, temp, "path")
-        exact = (real_paths(loaded.taxonomy)[nodes] == true).all(axis=1)
-        eces.append(expected_calibration_error(conf, exact))
-    return t, eces[0], eces[1]
+    return combine_confidence(level_conf, mode), pred["classes"]
 
 
 def measure_stage_costs(text_model: str, multimodal_model: str, products_uri: str, split: str,
@@ -128,9 +114,9 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
     Raises:
         FileNotFoundError: a missing checkpoint, product table or store.
         prodcat.embed.store.StoreMismatch: a store made with other encoders than a checkpoint's.
+        prodcat.catalog.build.SplitVersionError: a product table with the old splits.
         ValueError: checkpoints on different taxonomies, or an empty split.
     """
-
     taxonomy = load_taxonomy_of(config.text_model, config.multimodal_model)
     text, mm = load_checkpoint(config.text_model), load_checkpoint(config.multimodal_model)
     features = sorted(set(text.features) | set(mm.features))
@@ -140,38 +126,45 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
                          "taxonomy.json; fit the cascade on the product table they were trained on")
     for loaded in (text, mm):
         _check_store(loaded, table.manifest, config.embeddings)
-    splits = {name: table.rows(splits=[name]) for name in (config.val_split, config.test_split)}
+    splits = {name: table.rows(splits=[name]) for name in (config.calib_split, config.test_split)}
     if any(len(t) == 0 for t in splits.values()):
         raise ValueError(f"empty split in {config.products}: {({k: len(v) for k, v in splits.items()})}")
-    val = splits[config.val_split]
-    t_text, ece_text_before, ece_text_after = _fit_temperature(text, val)
-    t_mm, ece_mm_before, ece_mm_after = _fit_temperature(mm, val)
-    log(f"[cascade] temperatures text {t_text:.3f} (ECE {ece_text_before:.3f} → {ece_text_after:.3f}), "
-        f"multimodal {t_mm:.3f} (ECE {ece_mm_before:.3f} → {ece_mm_after:.3f})")
+    calibration = {"text": calibrate(text, splits[config.calib_split]),
+                   "multimodal": calibrate(mm, splits[config.calib_split])}
+    t_text, t_mm = calibration["text"].temperature, calibration["multimodal"].temperature
+    log("[cascade] temperatures on the calibration split (serving logits): " + "; ".join(
+        f"{name} {c.temperature:.3f} (ECE {c.ece_before:.3f} → {c.ece_after:.3f})"
+        for name, c in calibration.items()))
     costs = {"text": float("nan"), "multimodal_after_text": float("nan"), "multimodal": float("nan")}
     if config.cost_sample:
         costs = measure_stage_costs(config.text_model, config.multimodal_model, config.products,
-                                    config.val_split, config.cost_sample, config.cost_batch_size,
+                                    config.calib_split, config.cost_sample, config.cost_batch_size,
                                     config.torch_threads)
         log(f"[cascade] ms per product: text {costs['text']:.2f}, multimodal after text "
             f"{costs['multimodal_after_text']:.2f}, multimodal alone {costs['multimodal']:.2f}")
-    curves = {}
+    curves, counts = {}, {}
     for name, rows in splits.items():
-        conf, text_nodes = _predict(text, rows, t_text, config.confidence_mode)
-        _, mm_nodes = _predict(mm, rows, t_mm, config.confidence_mode)
+        conf, text_classes = _predict(text, rows, t_text, config.confidence_mode)
+        _, mm_classes = _predict(mm, rows, t_mm, config.confidence_mode)
         true = rows.column("node")
-        curves[name] = cascade_curve(conf, hierarchical_counts(taxonomy, true, text_nodes),
-                                     hierarchical_counts(taxonomy, true, mm_nodes),
-                                     costs["text"], costs["multimodal_after_text"])
-    threshold, k = choose_threshold(curves[config.val_split], config.goal)
-    val_point = curves[config.val_split].at(threshold)
+        counts[name] = (conf, hierarchical_counts(taxonomy, true, text_classes),
+                        hierarchical_counts(taxonomy, true, mm_classes))
+        curves[name] = cascade_curve(*counts[name], costs["text"], costs["multimodal_after_text"])
+    threshold, k = choose_threshold(curves[config.calib_split], config.goal)
+    calib_point = curves[config.calib_split].at(threshold)
     test_point = curves[config.test_split].at(threshold)
-    log(f"[cascade] tau={threshold:.4f} ({config.goal.describe()}): val {_describe(val_point)}; "
-        f"test {_describe(test_point)}")
+    conf, text_counts, mm_counts = counts[config.test_split]
+    escalated = route(conf, threshold)
+    ci = hf_interval(np.where(escalated[:, None], mm_counts, text_counts),
+                     splits[config.test_split].column("group_id"))
+    test_point["hF_ci"] = [ci.low, ci.high]
+    log(f"[cascade] tau={threshold:.4f} ({config.goal.describe()}): calibration split "
+        f"{_describe(calib_point)}; test {_describe(test_point)} [95 % CI {100 * ci.low:.2f}, "
+        f"{100 * ci.high:.2f}]")
     validation = {"temperature": {"text": t_text, "multimodal": t_mm},
-                  "ece": {"text": [ece_text_before, ece_text_after],
-                          "multimodal": [ece_mm_before, ece_mm_after]},
-                  "val": val_point, "test": test_point,
+                  "ece": {name: [c.ece_before, c.ece_after] for name, c in calibration.items()},
+                  "calibration": {name: c.to_dict() for name, c in calibration.items()},
+                  "fitted_on": config.calib_split, "calib": calib_point, "test": test_point,
                   "endpoints": {name: {"text_only_hF": c.text_only_hf,
                                        "multimodal_only_hF": c.multimodal_only_hf}
                                 for name, c in curves.items()},
@@ -185,6 +178,7 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
               "curves": {name: c.to_dict() for name, c in curves.items()}}
     storage.write_text(storage.join(config.output, "cascade_report.json"), json.dumps(report, indent=2))
     plot_curves(curves, threshold, storage.join(config.output, "cascade_curve.png"), costs["multimodal"])
+    plot_reliability(calibration, storage.join(config.output, "reliability.png"))
     storage.write_text(storage.join(config.output, "cascade_report.md"),
                        report_markdown(spec, curves, config, text.version, mm.version))
     return report
@@ -221,41 +215,70 @@ def plot_curves(curves: dict[str, CascadeCurve], threshold: float, uri: str,
     save_png(fig, uri, dpi=120)
 
 
+def plot_reliability(calibration: dict, uri: str) -> None:
+    """PNG: one reliability diagram per stage (accuracy against mean confidence per bin, before and
+    after temperature scaling; the diagonal is perfect calibration)."""
+    fig, axes = figure(1, len(calibration), figsize=(5.2 * len(calibration), 4.4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], calibration.items()):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for label, data, style in (("T = 1", c.reliability_before, "o--"),
+                                   (f"T = {c.temperature:.2f}", c.reliability_after, "s-")):
+            ax.plot(data["confidence"], data["accuracy"], style, label=label)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="path confidence (bin mean)",
+               ylabel="exact-path accuracy", title=f"{name} stage: ECE {c.ece_before:.3f} → "
+               f"{c.ece_after:.3f} ({c.products} products)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save_png(fig, uri)
+
+
 def report_markdown(spec: CascadeSpec, curves: dict[str, CascadeCurve], config: CascadeFitConfig,
                     text_version: str, mm_version: str) -> str:
-    """The cascade report: goal, tau, temperatures, and a table of points on the test curve."""
+    """The cascade report: goal, tau, calibration (ECE before and after, reliability diagrams),
+    the chosen point on the calibration and test splits, and points of the test curve."""
     v = spec.validation
+    cal = v["calibration"]
     lines = [
         "# Cascade report", "",
         f"- text model `{config.text_model}` ({text_version}), multimodal model "
         f"`{config.multimodal_model}` ({mm_version})",
-        f"- goal: {config.goal.describe()} on the `{config.val_split}` split → "
-        f"**tau = {spec.threshold:.4f}** ({spec.confidence_mode} confidence)",
-        f"- temperatures: text {spec.text_temperature:.3f}, multimodal {spec.multimodal_temperature:.3f}"
-        f" (ECE text {v['ece']['text'][0]:.3f} → {v['ece']['text'][1]:.3f}, multimodal "
-        f"{v['ece']['multimodal'][0]:.3f} → {v['ece']['multimodal'][1]:.3f})",
+        f"- goal: {config.goal.describe()} on the `{config.calib_split}` split (products neither "
+        f"training nor early stopping saw) → **tau = {spec.threshold:.4f}** ({spec.confidence_mode} "
+        "confidence)",
         f"- cost per product on this machine ({config.cost_sample} raw products, image decoding + "
         f"encoders + head): text stage {v['cost_ms']['text']} ms; multimodal stage after the text "
         f"stage (reusing its text vectors) {v['cost_ms']['multimodal_after_text']} ms; multimodal "
         f"alone {v['cost_ms']['multimodal']} ms. Cascade cost = text + escalation x multimodal "
         "after text.", "",
-        "| split | escalation | hF | hP | hR | cascade ms/product | text-only hF | multimodal-only hF |",
-        "|---|---|---|---|---|---|---|---|"]
-    for name in (config.val_split, config.test_split):
-        p, c = v["val" if name == config.val_split else "test"], curves[name]
+        "## Calibration (serving path)", "",
+        "Each stage's temperature is fitted on the logits the service computes (masked by the "
+        "model's own predicted parents), so that the path confidence the cascade routes on matches "
+        "how often the output path is exactly right. ECE: expected calibration error (15 bins).", "",
+        markdown_table(["stage", "temperature", "ECE at T = 1", "ECE after", "products",
+                        "exact-path accuracy"],
+                       [[name, c["temperature"], c["ece_before"], c["ece_after"], c["products"],
+                         c["accuracy"]] for name, c in cal.items()]),
+        "", "![reliability diagrams](reliability.png)", "",
+        "## The chosen threshold", ""]
+    rows = []
+    for name, key in ((config.calib_split, "calib"), (config.test_split, "test")):
+        p, c = v[key], curves[name]
+        ci = p.get("hF_ci")
+        hf = f"{100 * p['hF']:.2f}" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
         cost = f"{p['cost_ms']:.2f}" if math.isfinite(p["cost_ms"]) else "n/a"
-        lines.append(f"| {name} | {p['escalation_rate']:.1%} | {100 * p['hF']:.2f} | "
-                     f"{100 * p['hP']:.2f} | {100 * p['hR']:.2f} | {cost} | "
-                     f"{100 * c.text_only_hf:.2f} | {100 * c.multimodal_only_hf:.2f} |")
+        rows.append([name, f"{p['escalation_rate']:.1%}", hf, f"{100 * p['hP']:.2f}",
+                     f"{100 * p['hR']:.2f}", cost, f"{100 * c.text_only_hf:.2f}",
+                     f"{100 * c.multimodal_only_hf:.2f}"])
+    lines.append(markdown_table(["split", "escalation", "hF [95 % CI]", "hP", "hR",
+                                 "cascade ms/product", "text-only hF", "multimodal-only hF"], rows))
     test = curves[config.test_split]
-    lines += ["", f"Points of the `{config.test_split}` curve (tau → escalation, hF, cost):", "",
-              "| tau | escalation | hF | ms/product |", "|---|---|---|---|"]
+    points = []
     for rate in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
-        k = int(np.searchsorted(test.escalation_rate, rate - 1e-12))
-        k = min(k, len(test.threshold) - 1)
-        cost = f"{test.cost_ms[k]:.2f}" if np.isfinite(test.cost_ms[k]) else "n/a"
-        tau = "inf" if np.isinf(test.threshold[k]) else f"{test.threshold[k]:.4f}"
-        lines.append(f"| {tau} | {test.escalation_rate[k]:.1%} | {100 * test.hf[k]:.2f} | {cost} |")
-    lines += ["", "![hF vs escalation](cascade_curve.png)", ""]
+        k = min(int(np.searchsorted(test.escalation_rate, rate - 1e-12)), len(test.threshold) - 1)
+        points.append(["inf" if np.isinf(test.threshold[k]) else f"{test.threshold[k]:.4f}",
+                       f"{test.escalation_rate[k]:.1%}", f"{100 * test.hf[k]:.2f}",
+                       f"{test.cost_ms[k]:.2f}" if np.isfinite(test.cost_ms[k]) else "n/a"])
+    lines += ["", f"Points of the `{config.test_split}` curve (tau → escalation, hF, cost):", "",
+              markdown_table(["tau", "escalation", "hF", "ms/product"], points),
+              "", "![hF vs escalation](cascade_curve.png)", ""]
     return "\n".join(lines)
-

@@ -106,6 +106,8 @@ def prediction_table(batch: pa.Table) -> pa.Table:
     return pa.table({"_row": batch["_row"], "product_id": batch["product_id"],
                      "category_id": col("category_id", pa.int64()),
                      "category_path": col("category_path", pa.string()),
+                     "level_ids": col("level_ids", pa.list_(pa.int64())),
+                     "valid_path": col("valid_path", pa.bool_()),
                      "level_confidence": col("level_confidence", pa.list_(pa.float32())),
                      "stage": col("stage", pa.string()),
                      "model_version": col("model_version", pa.string()),

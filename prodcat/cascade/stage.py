@@ -16,12 +16,15 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from prodcat.cascade.policy import combine_confidence
+from prodcat.core.metrics import valid_paths
 from prodcat.core.runtime import torch_device
-from prodcat.core.taxonomy import Taxonomy
+from prodcat.core.taxonomy import SEPARATOR, Taxonomy
 from prodcat.embed.encoders import EncoderConfig
 from prodcat.embed.extractor import FeatureExtractor, decode_images
 from prodcat.embed.imaging import ImageLimits
 from prodcat.models.checkpoint import load_checkpoint
+from prodcat.models.lexical import FEATURE as LEXICAL
+from prodcat.models.lexical import product_text
 
 
 # ---------------------------------------------------------------------- one stage
@@ -103,6 +106,10 @@ class StageRunner:
             for f in mine:
                 feats[f][rows] = np.asarray(out[f"emb_{f}"], np.float32)
                 status[f][rows] = np.asarray(out[f"status_{f}"], object)
+        if LEXICAL in feats:  # the checkpoint's own TF-IDF + linear model reads the text
+            texts = [product_text(t, d) for t, d in zip(work["title"], work["description"])]
+            feats[LEXICAL][:] = self.model.lexical.scores(texts)
+            status[LEXICAL][:] = "ok"
         return feats, status
 
     def _reuse(self, batch: Mapping, f: str, n: int, into: np.ndarray, status: np.ndarray) -> np.ndarray:
@@ -134,9 +141,12 @@ class StageRunner:
                 ``fp_<f>``) for a later stage to reuse.
 
         Returns:
-            Columns of length B: ``category_id`` (int), ``category_path`` (str), ``path`` (per real
-            level ``{"level", "id", "name", "confidence"}``), ``level_confidence`` (list of
-            probabilities in [0, 1], one per real level), ``confidence`` (combined, in [0, 1]),
+            Columns of length B: ``path`` (the path the model output, level by level:
+            ``{"level", "id", "name", "confidence"}`` per real level; with masking always a valid
+            taxonomy path, without it possibly not), ``category_id`` (int, the deepest output
+            node), ``category_path`` (str, the output path's names), ``level_ids`` (the category
+            id output at each level), ``level_confidence`` (list of probabilities in [0, 1], one
+            per real level), ``valid_path`` (bool), ``confidence`` (combined, in [0, 1]),
             ``stage``, ``model_version``, ``image_status`` (None when the stage reads no image).
         """
         feats, status = self.features(batch)
@@ -145,12 +155,15 @@ class StageRunner:
         classes, conf = pred["classes"], pred["level_confidence"]       # [B, L], [B, L]
         level_conf = np.where(classes >= 0, conf, np.nan)
         combined = combine_confidence(level_conf, self.confidence_mode)  # [B]
-        paths = [self._path(int(node), row) for node, row in zip(pred["node"], level_conf)]
+        paths = [self._path(row, conf_row) for row, conf_row in zip(classes, level_conf)]
+        valid = valid_paths(self.taxonomy, classes)
         image_features = [f for f, info in self.model.encoders.items() if info.get("modality") == "image"]
-        out = {"category_id": [int(c) for c in pred["category_id"]],
-               "category_path": [str(p) for p in pred["category_path"]],
+        out = {"category_id": [p[-1]["id"] if p else None for p in paths],
+               "category_path": [SEPARATOR.join(lv["name"] for lv in p) for p in paths],
                "path": paths,
+               "level_ids": [[lv["id"] for lv in p] for p in paths],
                "level_confidence": [[lv["confidence"] for lv in p] for p in paths],
+               "valid_path": [bool(v) for v in valid],
                "confidence": [float(c) for c in combined],
                "stage": [self.stage] * len(combined),
                "model_version": [self.model.version] * len(combined),
@@ -163,11 +176,13 @@ class StageRunner:
                 out[f"fp_{f}"] = [self.fingerprints[f]] * len(combined)
         return out
 
-    def _path(self, node: int, level_conf: np.ndarray) -> list[dict]:
-        """Real levels of ``node``'s path; a virtual leaf's confidence (stopping at its parent)
-        multiplies into its parent's level, so the product of the levels is the path's."""
+    def _path(self, classes: np.ndarray, level_conf: np.ndarray) -> list[dict]:
+        """The real levels the model output (``classes [L]``, -1 padded), in order; a virtual leaf's
+        confidence (stopping at its parent) multiplies into the level above, so the product of the
+        levels is the path's."""
         levels = []
-        for level, n in enumerate(self.taxonomy.path_nodes(node)):
+        nodes = [int(self.taxonomy.level_nodes[level][c]) for level, c in enumerate(classes) if c >= 0]
+        for level, n in enumerate(nodes):
             c = float(level_conf[level]) if level < len(level_conf) and not math.isnan(level_conf[level]) else 1.0
             if self._levels["virtual"][n] and levels:
                 levels[-1]["confidence"] *= c

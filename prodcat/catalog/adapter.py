@@ -67,6 +67,10 @@ class AdapterConfig(StrictModel):
     image_template: str | None = Field(
         None, description="image location relative to the export's folder, formatted with the "
         "record's fields, e.g. images/{source_id}.jpg; absolute paths and URIs are kept")
+    variant_key: str | None = Field(
+        None, description="the platform's own key of product variants, formatted like "
+        "image_template, e.g. '{source_id:.7}' (H&M: the product code of an article); products "
+        "sharing it are one near-duplicate group and never straddle splits")
     mapping: str | None = Field(
         "builtin", description="category mapping YAML; 'builtin' = the project's table for this "
         "platform; null = unlabelled catalogue (category_id left null)")
@@ -243,15 +247,23 @@ def source_path(config: AdapterConfig, record: dict) -> str:
     return SEPARATOR.join(segments)
 
 
+def _format(template: str, record: dict, source_id: str) -> str | None:
+    """``template`` formatted with the record's fields and ``source_id`` (None when it names a
+    field the record lacks)."""
+    fields = {k: ("" if v is None else v) for k, v in record.items()}
+    fields["source_id"] = source_id
+    try:
+        return string.Formatter().vformat(template, (), fields)
+    except (KeyError, ValueError, IndexError):
+        return None
+
+
 def image_location(config: AdapterConfig, record: dict, source_id: str) -> str | None:
     """Absolute path or URI of the product's image, or ``None`` when it names none."""
     value = None
     if config.image_template:
-        fields = {k: ("" if v is None else v) for k, v in record.items()}
-        fields["source_id"] = source_id
-        try:
-            value = string.Formatter().vformat(config.image_template, (), fields)
-        except (KeyError, ValueError, IndexError):
+        value = _format(config.image_template, record, source_id)
+        if value is None:
             return None
         if config.columns.image and not _text(record.get(config.columns.image)):
             return None
@@ -298,6 +310,8 @@ def normalize(config: AdapterConfig, location: str, record: dict, raw: str) -> d
         "image_uri": image_location(config, record, source_id),
         "brand": clean_text(_text(record.get(cols.brand)), 128) if cols.brand else None,
         "source_category": category,
+        "variant_key": (_format(config.variant_key, record, source_id) or None
+                        if config.variant_key else None),
     }
 
 

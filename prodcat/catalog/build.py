@@ -21,12 +21,14 @@ import pyarrow.fs as pafs
 from pydantic import Field
 
 from prodcat.catalog.adapter import AdapterConfig, Reject, builtin_platforms, load_adapter, read_products
+from prodcat.catalog.groups import KEYS, assign_groups, cross_split_pairs, group_summary, image_hashes
 from prodcat.catalog.mapping import CategoryMapping
-from prodcat.catalog.split import leave_one_platform_out, split_of
+from prodcat.catalog.split import FRACTIONS, leave_one_platform_out, split_of
 from prodcat.core import storage
 from prodcat.core.config import StrictModel
 from prodcat.core.console import say
-from prodcat.core.schema import PRODUCT_SCHEMA, REJECT_SCHEMA
+from prodcat.core.report import markdown_table
+from prodcat.core.schema import PRODUCT_SCHEMA, REJECT_SCHEMA, SPLIT_VERSION, SPLITS
 from prodcat.core.taxonomy import Taxonomy, load_google_taxonomy
 
 
@@ -38,7 +40,10 @@ class BuildConfig(StrictModel):
     output: str = Field("runs/catalog", description="output folder, local or s3://")
     taxonomy: str | None = Field(None, description="Google taxonomy file; default: the shared one")
     max_depth: int | None = Field(4, ge=1, description="truncate categories deeper than this")
-    split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/val/test")
+    split_fractions: tuple[float, float, float, float] = Field(
+        FRACTIONS, description="train/val/calib/test shares of the near-duplicate groups")
+    group_images: bool = Field(True, description="also group near-identical images (perceptual "
+                               "hash of every image: about 1 ms per image)")
     split_seed: str = Field("prodcat", description="salt of the split hash")
     sample_per_category: int | None = Field(
         None, ge=1, description="stratified sample: keep at most this many products per "
@@ -104,7 +109,6 @@ def _build_platform(adapter: AdapterConfig, google: Taxonomy, config: BuildConfi
                 continue
             cid = google.truncate(res.category_id, config.max_depth)
             item["category_id"], item["category_path"] = cid, google.path_of_id(cid)
-        item["split"] = split_of(item["product_id"], config.split_fractions, config.split_seed)
         seen_ids.add(item["product_id"])
         rows.append(item)
     named = [r["image_uri"] for r in rows]
@@ -157,6 +161,33 @@ def _taxonomy_summary(taxonomy: Taxonomy, rows: list[dict]) -> dict:
     }
 
 
+def _assign_splits(rows: list[dict], config: BuildConfig, progress: Callable[[str], None]) -> dict:
+    """Group near-duplicates and give every row its group's split (before any sampling, so a
+    sample keeps the splits of the whole catalogue); returns the grouping summary with the
+    cross-split duplicate pairs under product-id splits (before) and group splits (after)."""
+    t0 = time.perf_counter()
+    hashes = (image_hashes([r["image_uri"] if r["has_image"] else None for r in rows])
+              if config.group_images else [None] * len(rows))
+    for row, h in zip(rows, hashes):
+        row["image_hash"] = h
+    group_of = assign_groups(rows)
+    for row, gid in zip(rows, group_of):
+        row["group_id"] = gid
+        row["split"] = split_of(gid, config.split_fractions, config.split_seed)
+    before = cross_split_pairs(rows, [split_of(r["product_id"], config.split_fractions,
+                                               config.split_seed) for r in rows])
+    after = cross_split_pairs(rows, [r["split"] for r in rows])
+    summary = {"per_platform": group_summary(rows, group_of),
+               "cross_split_pairs": {"by_product_id": before, "by_group": after},
+               "images_hashed": sum(h is not None for h in hashes),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    progress(f"[catalog] {len(set(group_of)):,} near-duplicate groups over {len(rows):,} products "
+             f"({summary['images_hashed']:,} images hashed, {summary['seconds']} s); cross-split "
+             f"duplicate pairs: {sum(sum(v.values()) for v in before.values()):,} with product-id "
+             f"splits, {sum(sum(v.values()) for v in after.values()):,} with group splits")
+    return summary
+
+
 def build_catalog(config: BuildConfig, progress: Callable[[str], None] = say) -> dict:
     """Run the build; returns the summary dict (also written as JSON and Markdown).
 
@@ -182,6 +213,7 @@ def build_catalog(config: BuildConfig, progress: Callable[[str], None] = say) ->
         per_platform[adapter.platform] = summary
         rows += p_rows
         rejects += p_rejects
+    groups = _assign_splits(rows, config, progress)
     if config.sample_per_category:
         rows = _sample(rows, config.sample_per_category, config.split_seed)
         for platform, summary in per_platform.items():
@@ -189,8 +221,10 @@ def build_catalog(config: BuildConfig, progress: Callable[[str], None] = say) ->
     labelled = [r["category_id"] for r in rows if r["category_id"] is not None]
     taxonomy = google.induced(labelled, max_depth=None) if labelled else google.induced([])
     platforms = sorted(per_platform)
-    protocol = {"split": {"fractions": list(config.split_fractions), "seed": config.split_seed,
-                          "by": "sha1(seed:product_id)"},
+    protocol = {"split": {"version": SPLIT_VERSION, "splits": list(SPLITS),
+                          "fractions": list(config.split_fractions), "seed": config.split_seed,
+                          "by": "sha1(seed:group_id)", "group_keys": list(KEYS) if config.group_images
+                          else [k for k in KEYS if k != "image"]},
                 "leave_one_platform_out": leave_one_platform_out(platforms),
                 "max_depth": config.max_depth, "sample_per_category": config.sample_per_category}
     table = pa.Table.from_pylist(rows, schema=PRODUCT_SCHEMA).replace_schema_metadata(
@@ -202,6 +236,7 @@ def build_catalog(config: BuildConfig, progress: Callable[[str], None] = say) ->
     storage.write_text(storage.join(out, "taxonomy.json"), taxonomy.to_json())
     summary = {"platforms": per_platform, "products": len(rows), "rejects": len(rejects),
                "splits": dict(Counter(r["split"] for r in rows)), "protocol": protocol,
+               "groups": groups,
                "taxonomy": _taxonomy_summary(taxonomy, rows),
                "seconds": round(time.perf_counter() - start, 2), "output": out}
     storage.write_text(storage.join(out, "build_summary.json"), json.dumps(summary, indent=2))
@@ -243,10 +278,34 @@ def summary_markdown(summary: dict) -> str:
               "| category id | path | platforms | products |", "|---|---|---|---|"]
     lines += [f"| {c['category_id']} | {c['path']} | {', '.join(c['platforms'])} | {c['products']:,} |"
               for c in tax["cross_platform_categories"]]
+    lines += ["", ""] + groups_markdown(summary.get("groups"))
     lines += ["", "Leave-one-platform-out folds: " + "; ".join(
         f"test {f['test']} ← train {', '.join(f['train'])}"
         for f in summary["protocol"]["leave_one_platform_out"])]
     return "\n".join(lines) + "\n"
+
+
+def groups_markdown(groups: dict | None) -> list[str]:
+    """The near-duplicate groups and the cross-split duplicate pairs, before and after."""
+    if not groups:
+        return []
+    per = groups["per_platform"]
+    lines = ["## Near-duplicate groups and splits", "",
+             "Products of one platform that share a normalized title and description, the "
+             "platform's variant key (H&M: product code) or a perceptual image hash form one group; "
+             "a group's split comes from a hash of its id, so near-duplicates never straddle "
+             "train, validation, calibration and test.", "",
+             markdown_table(["platform", "products", "groups", "products in shared groups",
+                             "largest group", "its titles"],
+                            [[p, s["products"], s["groups"], s["products_in_shared_groups"],
+                              s["largest_group"]["size"], "; ".join(s["largest_group"]["titles"])[:120]]
+                             for p, s in per.items()]), "",
+             "Pairs of products that share a key but sit in different splits:", ""]
+    pairs = groups["cross_split_pairs"]
+    rows = [[p, how] + [pairs[k][p][key] for key in KEYS]
+            for p in per for how, k in (("product id (old)", "by_product_id"), ("group (now)", "by_group"))]
+    lines.append(markdown_table(["platform", "splits by", *[f"same {k}" for k in KEYS]], rows))
+    return lines
 
 
 def read_protocol(products_uri: str) -> dict:
@@ -256,3 +315,25 @@ def read_protocol(products_uri: str) -> dict:
     fs, path = storage.filesystem(products_uri)
     meta = pq.read_schema(path, filesystem=fs).metadata or {}
     return json.loads(meta.get(b"prodcat", b"{}"))
+
+
+class SplitVersionError(ValueError):
+    """A product table whose splits were assigned another way than this version assigns them."""
+
+
+def check_split_version(products_uri: str) -> dict:
+    """The table's protocol, after checking that its splits are this version's
+    (:data:`prodcat.core.schema.SPLIT_VERSION`).
+
+    Raises:
+        SplitVersionError: for a table built with other splits (e.g. the old product-id hash,
+            which let near-duplicates straddle train and test), saying how to rebuild it.
+    """
+    protocol = read_protocol(products_uri)
+    found = protocol.get("split", {}).get("version", "product-id-1 (before grouped splits)")
+    if found != SPLIT_VERSION:
+        raise SplitVersionError(
+            f"{products_uri} was built with split version {found!r}, not {SPLIT_VERSION!r}: its "
+            "splits let near-duplicates straddle train and test. Rebuild it with `prodcat catalog "
+            "build` (and re-train the models made from it; the embedding store can be reused).")
+    return protocol

@@ -1,7 +1,9 @@
 """Deterministic splits and the leave-one-platform-out protocol.
 
-A product's split depends only on a hash of its ``product_id`` (which contains the platform), so
-rebuilding the table, adding platforms or sampling never moves a product between splits.
+A product's split is drawn from a hash of its near-duplicate group's id
+(:mod:`prodcat.catalog.groups`; the id contains the platform), so near-duplicates never straddle
+splits, and rebuilding the table, adding platforms or sampling never moves a product between
+splits (unless a new product joins two groups).
 """
 
 from __future__ import annotations
@@ -10,11 +12,21 @@ import hashlib
 
 from prodcat.core.schema import SPLITS
 
+#: train / val / calib / test: the 10 % validation share of earlier versions is cut in two halves,
+#: one for early stopping and model choice, one for calibration
+FRACTIONS = (0.8, 0.05, 0.05, 0.1)
 
-def split_of(product_id: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-             seed: str = "prodcat") -> str:
-    """``"train"``, ``"val"`` or ``"test"`` for a product id, by a SHA-1 hash mapped to [0, 1)."""
-    digest = hashlib.sha1(f"{seed}:{product_id}".encode("utf-8")).digest()
+
+def split_of(key: str, fractions: tuple[float, ...] = FRACTIONS, seed: str = "prodcat") -> str:
+    """The split (:data:`prodcat.core.schema.SPLITS`) of a group id (or any key), by a SHA-1 hash
+    mapped to [0, 1).
+
+    Raises:
+        ValueError: when ``fractions`` does not give one share per split summing to 1.
+    """
+    if len(fractions) != len(SPLITS) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"fractions must give one share per split {SPLITS} summing to 1, got {fractions}")
+    digest = hashlib.sha1(f"{seed}:{key}".encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     edge = 0.0
     for name, fraction in zip(SPLITS, fractions):

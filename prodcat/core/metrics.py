@@ -1,7 +1,14 @@
-"""Hierarchical classification metrics over taxonomy nodes (numpy in, floats out).
+"""Hierarchical classification metrics over taxonomy nodes (numpy in, floats out): the one hF.
 
-Inputs are per-product taxonomy nodes (``true_nodes``, ``pred_nodes``: int ``[B]``; node 0, the
-root, means "no prediction") or per-level classes (``level_classes``: int ``[B, L]``, -1 padded).
+A prediction is scored on the path the model *outputs*, level by level. Inputs are the true label
+nodes (``true_nodes``: int ``[B]``) and the prediction either as per-level classes
+(``level_classes``: int ``[B, L]``, -1 padded: what a hierarchical model outputs, possibly an
+invalid path) or as nodes (``pred_nodes``: int ``[B]``, node 0 = no prediction: a flat model's
+leaf, whose path is the node and its ancestors, valid by construction). Both are turned into
+*output paths*, int ``[B, L]``: the real node output at each level (:func:`class_paths`,
+:func:`node_paths`). An invalid path such as ``[Home & Garden, Shoes, Boots]`` for a boot thus
+earns two of its three nodes, not the full credit its deepest node's ancestors would give
+(:func:`lenient_prf` keeps that older, lenient reading for comparison only).
 
 A virtual node (a category that is both a label and a parent, see ``prodcat.core.taxonomy``) counts as
 its parent category: its ancestor set is its parent's, so the duplicated category is not counted
@@ -34,6 +41,46 @@ def real_paths(taxonomy: Taxonomy) -> np.ndarray:
     return paths
 
 
+def node_paths(taxonomy: Taxonomy, nodes) -> np.ndarray:
+    """int ``[B, L]``: the path of each node (itself and its real ancestors by level, -1 padded):
+    the output path of a flat model that predicts ``nodes``."""
+    return real_paths(taxonomy)[np.asarray(nodes, np.int64)]
+
+
+def class_paths(taxonomy: Taxonomy, level_classes) -> np.ndarray:
+    """int ``[B, L]``: the real node a model output at each level, from its per-level classes
+    (``[B, L]``, -1 padded); a virtual node (the parent itself) adds no node (-1), as in
+    :func:`real_paths`. Rows need not be valid paths.
+
+    Raises:
+        ValueError: when ``level_classes`` is not ``[B, L]`` or holds a class out of range.
+    """
+    classes = np.asarray(level_classes, np.int64)
+    if classes.ndim != 2 or classes.shape[1] != taxonomy.num_levels:
+        raise ValueError(f"level_classes must be [B, L={taxonomy.num_levels}], got {classes.shape}")
+    out = np.full(classes.shape, -1, np.int64)
+    for level, level_nodes in enumerate(taxonomy.level_nodes):
+        cls = classes[:, level]
+        if (cls >= len(level_nodes)).any():
+            raise ValueError(f"level {level} has {len(level_nodes)} classes; got {cls.max()}")
+        node = level_nodes[cls.clip(0, None)] if len(level_nodes) else np.zeros_like(cls)
+        out[:, level] = np.where((cls >= 0) & ~taxonomy.virtual[node], node, -1)
+    return out
+
+
+def _output_paths(taxonomy: Taxonomy, true_nodes, pred) -> tuple[np.ndarray, np.ndarray]:
+    """``(true paths, predicted paths)``, both ``[B, L]``; ``pred`` is nodes ``[B]`` or level
+    classes ``[B, L]``."""
+    pred = np.asarray(pred, np.int64)
+    if pred.ndim == 2:
+        true_nodes, _ = _check_nodes(taxonomy, true_nodes, np.zeros(len(pred), np.int64))
+        if len(pred) != len(true_nodes):
+            raise ValueError(f"{len(true_nodes)} true nodes but {len(pred)} predicted paths")
+        return node_paths(taxonomy, true_nodes), class_paths(taxonomy, pred)
+    true_nodes, pred = _check_nodes(taxonomy, true_nodes, pred)
+    return node_paths(taxonomy, true_nodes), node_paths(taxonomy, pred)
+
+
 def _check_nodes(taxonomy: Taxonomy, true_nodes, pred_nodes) -> tuple[np.ndarray, np.ndarray]:
     true_nodes, pred_nodes = np.asarray(true_nodes, np.int64), np.asarray(pred_nodes, np.int64)
     if true_nodes.ndim != 1 or true_nodes.shape != pred_nodes.shape:
@@ -45,19 +92,22 @@ def _check_nodes(taxonomy: Taxonomy, true_nodes, pred_nodes) -> tuple[np.ndarray
     return true_nodes, pred_nodes
 
 
-def hierarchical_counts(taxonomy: Taxonomy, true_nodes, pred_nodes) -> np.ndarray:
-    """Per product ``[|A(t) & A(p)|, |A(p)|, |A(t)|]``: int ``[B, 3]`` (see :func:`hierarchical_prf`).
+def hierarchical_counts(taxonomy: Taxonomy, true_nodes, pred) -> np.ndarray:
+    """Per product ``[|T & P|, |P|, |T|]``: int ``[B, 3]``, with T the true path's nodes and P the
+    nodes the prediction output (one per level; see the module docstring): a node counts as shared
+    when the output holds it at its own level. Summed over any subset of products (a split, a
+    platform, the products a cascade escalates, a bootstrap resample) they give that subset's
+    micro-averaged scores through :func:`prf_from_counts`.
 
-    Summed over any subset of products (a split, a platform, the products a cascade escalates)
-    they give that subset's micro-averaged scores through :func:`prf_from_counts`.
+    Args:
+        true_nodes: int ``[B]`` label nodes.
+        pred: int ``[B]`` predicted nodes (a valid path each) or ``[B, L]`` per-level classes.
 
     Raises:
-        ValueError: on mismatched shapes or nodes outside the taxonomy.
+        ValueError: on mismatched shapes or nodes/classes outside the taxonomy.
     """
-    true_nodes, pred_nodes = _check_nodes(taxonomy, true_nodes, pred_nodes)
-    paths = real_paths(taxonomy)
-    t, p = paths[true_nodes], paths[pred_nodes]  # [B, L]
-    common = ((t == p) & (t >= 0)).sum(axis=1)  # ancestor chains from the root: same level, same node
+    t, p = _output_paths(taxonomy, true_nodes, pred)  # [B, L] each
+    common = ((t == p) & (t >= 0)).sum(axis=1)
     return np.stack([common, (p >= 0).sum(axis=1), (t >= 0).sum(axis=1)], axis=1).astype(np.int64)
 
 
@@ -75,27 +125,37 @@ def prf_from_counts(common, n_pred, n_true) -> dict:
     return {"hP": h_p, "hR": h_r, "hF": h_f}
 
 
-def hierarchical_prf(taxonomy: Taxonomy, true_nodes, pred_nodes) -> dict[str, float]:
+def hierarchical_prf(taxonomy: Taxonomy, true_nodes, pred) -> dict[str, float]:
     """Micro-averaged hierarchical precision, recall and F1 (Kiritchenko et al.): the one hF.
 
-    With ``A(n)`` the ancestor set of node n (root excluded, itself included, virtual = parent):
-    ``hP = sum |A(t) & A(p)| / sum |A(p)|``, ``hR = sum |A(t) & A(p)| / sum |A(t)|``,
-    ``hF = 2 hP hR / (hP + hR)``; each 0.0 when its denominator is 0.
+    With T the true path's nodes (root excluded, virtual = parent) and P the nodes the prediction
+    output level by level: ``hP = sum |T & P| / sum |P|``, ``hR = sum |T & P| / sum |T|``,
+    ``hF = 2 hP hR / (hP + hR)``; each 0.0 when its denominator is 0. For a valid path P is the
+    predicted node and its ancestors, as in HiClass (``hiclass.metrics.f1``, micro), which a test
+    checks this against.
 
     Args:
-        true_nodes, pred_nodes: int ``[B]`` taxonomy nodes (0 = no prediction: empty set).
+        true_nodes: int ``[B]`` taxonomy nodes.
+        pred: int ``[B]`` nodes (0 = no prediction: empty set) or ``[B, L]`` per-level classes.
 
     Raises:
         ValueError: on mismatched shapes or nodes outside the taxonomy.
     """
-    return prf_from_counts(*hierarchical_counts(taxonomy, true_nodes, pred_nodes).sum(axis=0))
+    return prf_from_counts(*hierarchical_counts(taxonomy, true_nodes, pred).sum(axis=0))
 
 
-def level_metrics(taxonomy: Taxonomy, true_nodes, pred_nodes) -> dict[str, float]:
+def lenient_prf(taxonomy: Taxonomy, true_nodes, level_classes) -> dict[str, float]:
+    """hP/hR/hF of only the deepest output node with its own ancestors, ignoring what the model
+    output above it: the lenient reading that forgives invalid paths, kept to show how much it
+    flattered models without masking. Never the headline figure."""
+    return hierarchical_prf(taxonomy, true_nodes, nodes_of(taxonomy, level_classes))
+
+
+def level_metrics(taxonomy: Taxonomy, true_nodes, pred) -> dict[str, float]:
     """Per level l: accuracy and macro-F1 over the products whose true path reaches level l.
 
-    The predicted class at level l is the predicted node's ancestor there ("none" when the
-    prediction is shallower, always wrong). Macro-F1 is scikit-learn's
+    The predicted class at level l is the node the prediction output there (``pred``: nodes
+    ``[B]`` or per-level classes ``[B, L]``; "none" when it output nothing there, always wrong). Macro-F1 is scikit-learn's
     ``f1_score(average="macro", zero_division=0)`` over the real categories seen (true or
     predicted) at that level, "none" excluded.
 
@@ -106,9 +166,7 @@ def level_metrics(taxonomy: Taxonomy, true_nodes, pred_nodes) -> dict[str, float
     Raises:
         ValueError: on mismatched shapes or nodes outside the taxonomy.
     """
-    true_nodes, pred_nodes = _check_nodes(taxonomy, true_nodes, pred_nodes)
-    paths = real_paths(taxonomy)
-    t, p = paths[true_nodes], paths[pred_nodes]  # [B, L]
+    t, p = _output_paths(taxonomy, true_nodes, pred)  # [B, L]
     out: dict[str, float] = {}
     for level in range(taxonomy.num_levels):
         rows = t[:, level] >= 0
@@ -169,22 +227,23 @@ def path_consistency(taxonomy: Taxonomy, level_classes) -> float:
 
 def hierarchical_metrics(taxonomy: Taxonomy, true_nodes, pred_nodes,
                          level_classes=None) -> dict[str, float]:
-    """All metrics in one flat dict (for ``metrics.json`` and ``ray.train.report``).
+    """All metrics in one flat dict (for ``metrics.json`` and ``ray.train.report``), scored on
+    the output path: ``level_classes`` (int ``[B, L]``) when given, else ``pred_nodes``.
 
-    Keys: ``n``; ``accuracy`` (exact category, virtual = parent); ``hP``, ``hR``, ``hF``; the
-    :func:`level_metrics` keys; ``path_consistency`` when ``level_classes`` (int ``[B, L]``) is
-    given.
+    Keys: ``n``; ``accuracy`` (the whole output path equals the true one); ``hP``, ``hR``, ``hF``;
+    the :func:`level_metrics` keys; with ``level_classes`` also ``path_consistency`` and
+    ``hF_lenient`` (:func:`lenient_prf`, for comparison).
 
     Raises:
         ValueError: on mismatched shapes or nodes outside the taxonomy.
     """
-    true_nodes, pred_nodes = _check_nodes(taxonomy, true_nodes, pred_nodes)
-    paths = real_paths(taxonomy)
-    exact = (paths[true_nodes] == paths[pred_nodes]).all(axis=1) & (true_nodes > 0)
-    out: dict[str, float] = {"n": int(len(true_nodes)),
-                             "accuracy": float(exact.mean()) if len(exact) else 0.0}
-    out.update(hierarchical_prf(taxonomy, true_nodes, pred_nodes))
-    out.update(level_metrics(taxonomy, true_nodes, pred_nodes))
+    pred = pred_nodes if level_classes is None else level_classes
+    t, p = _output_paths(taxonomy, true_nodes, pred)
+    exact = (t == p).all(axis=1) & (t[:, 0] >= 0)
+    out: dict[str, float] = {"n": int(len(t)), "accuracy": float(exact.mean()) if len(exact) else 0.0}
+    out.update(hierarchical_prf(taxonomy, true_nodes, pred))
+    out.update(level_metrics(taxonomy, true_nodes, pred))
     if level_classes is not None:
         out["path_consistency"] = path_consistency(taxonomy, level_classes)
+        out["hF_lenient"] = lenient_prf(taxonomy, true_nodes, level_classes)["hF"]
     return out

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SPLITS = ("train", "val", "test")
+#: train: fitting; val: early stopping and model choice; calib: temperatures and the cascade's
+#: threshold (never seen by early stopping); test: reported figures only
+SPLITS = ("train", "val", "calib", "test")
+#: the split assignment the product table records (metadata ``prodcat`` → ``split.version``);
+#: tables of another version are refused by the stages that read splits
+SPLIT_VERSION = "grouped-2"
 
 PRODUCT_SCHEMA = pa.schema([
     pa.field("product_id", pa.string(), nullable=False),      # "<platform>:<source id>", unique
@@ -19,7 +24,8 @@ PRODUCT_SCHEMA = pa.schema([
     pa.field("source_category", pa.string(), nullable=False), # the platform's own " > " path
     pa.field("category_id", pa.int64()),                      # unified taxonomy node, nullable
     pa.field("category_path", pa.string()),
-    pa.field("split", pa.string(), nullable=False),           # train / val / test
+    pa.field("group_id", pa.string(), nullable=False),        # near-duplicate group (its smallest product_id)
+    pa.field("split", pa.string(), nullable=False),           # train / val / calib / test, by group
 ])
 
 REJECT_SCHEMA = pa.schema([
@@ -34,7 +40,9 @@ REJECT_SCHEMA = pa.schema([
 PREDICTION_SCHEMA = pa.schema([
     pa.field("product_id", pa.string(), nullable=False),
     pa.field("category_id", pa.int64()),
-    pa.field("category_path", pa.string()),
+    pa.field("category_path", pa.string()),                   # the output path's names, " > "-joined
+    pa.field("level_ids", pa.list_(pa.int64())),              # the category id output at each level
+    pa.field("valid_path", pa.bool_()),                       # a parent → child chain to a leaf
     pa.field("level_confidence", pa.list_(pa.float32())),     # probability in [0, 1] per level
     pa.field("stage", pa.string()),                           # "text" / "multimodal"
     pa.field("model_version", pa.string()),

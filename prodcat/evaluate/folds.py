@@ -4,6 +4,17 @@
 - ``lopo``: per held-out platform P, train on the other platforms' ``train`` split, test on every
   labelled product of P whose category occurs in the training rows; ``coverage`` is that share
   (the rest cannot be predicted by a model that never saw P and is reported, not scored).
+
+Validation protocols, for choosing models (never a test fold):
+
+- ``in_platform_val``: train on every platform's ``train`` split, score on the ``val`` split.
+- ``transfer_val``: for every ordered pair of platforms (A, B), train on A's ``train`` split and
+  score on B's ``val`` split. The *nested* cross-platform score of a model for the outer fold that
+  holds out P is the mean over the pairs among the other platforms (a leave-one-platform-out inside
+  the training platforms): a choice made with it never looks at P
+  (:func:`prodcat.evaluate.report.nested_scores`).
+
+In all, the label space (taxonomy, heads, virtual leaves) is the training rows' categories only.
 """
 
 from __future__ import annotations
@@ -12,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prodcat.evaluate.config import EvaluateConfig, GridSettings
+from prodcat.evaluate.config import EvaluateConfig
+from prodcat.train.config import apply_overrides
 from prodcat.train.features import FeatureTable
 
 
@@ -34,6 +46,11 @@ def make_folds(config: EvaluateConfig, protocol: dict, platforms: list[str]) -> 
         ValueError: when LOPO is asked for with fewer than two platforms.
     """
     folds = []
+    if "in_platform_val" in config.protocols:
+        folds.append(Fold("in_platform_val", "in_platform_val", platforms, platforms, ["val"]))
+    if "transfer_val" in config.protocols:
+        folds += [Fold(f"val_{a}_to_{b}", "transfer_val", [a], [b], ["val"])
+                  for a in platforms for b in platforms if a != b]
     if "in_platform" in config.protocols:
         folds.append(Fold("in_platform", "in_platform", platforms, platforms, [config.test_split]))
     if "lopo" in config.protocols:
@@ -48,27 +65,52 @@ def make_folds(config: EvaluateConfig, protocol: dict, platforms: list[str]) -> 
     return folds
 
 
-def grid_cells(grid: GridSettings) -> list[dict]:
-    """``[{"name", "fusion", "masking", "modality", "modalities"}]`` for every combination."""
-    return [{"name": f"{fusion}/{masking}/{mod}", "fusion": fusion, "masking": masking,
-             "modality": mod, "modalities": feats}
-            for fusion in grid.fusions for masking in grid.maskings
-            for mod, feats in grid.modalities.items()]
+def grid_cells(config: EvaluateConfig) -> list[dict]:
+    """The models to train: ``[{"name", "overrides", "fusion", "masking", "modality",
+    "modalities"}]``, the named models first, then every combination of the grid."""
+    cells = []
+    for name, overrides in config.models.items():
+        model = apply_overrides(config.train, overrides).model
+        cells.append({"name": name, "overrides": dict(overrides), "fusion": model.fusion,
+                      "masking": model.masking, "modality": "+".join(model.modalities),
+                      "modalities": list(model.modalities)})
+    grid = config.grid
+    if grid is not None:
+        cells += [{"name": f"{fusion}/{masking}/{mod}", "fusion": fusion, "masking": masking,
+                   "modality": mod, "modalities": feats,
+                   "overrides": {"model.fusion": fusion, "model.masking": masking,
+                                 "model.modalities": feats}}
+                  for fusion in grid.fusions for masking in grid.maskings
+                  for mod, feats in grid.modalities.items()]
+    return cells
 
 
-def split_fold(table: FeatureTable, fold: Fold, config: EvaluateConfig) -> tuple[FeatureTable, dict]:
-    """Test rows of ``fold`` restricted to covered categories, and the coverage figures."""
+def prepare_fold(table: FeatureTable, fold: Fold, config: EvaluateConfig) -> tuple[FeatureTable, FeatureTable, dict]:
+    """``(fold table, test rows, coverage figures)`` of one fold.
+
+    The fold's label space is the training rows' categories only: the taxonomy is induced from
+    the categories of the training platforms' ``train`` split (so a leave-one-platform-out model
+    never has heads, or virtual leaves, for categories only the held-out platform uses), and every
+    row is re-targeted to it (:meth:`FeatureTable.retarget`; rows of other categories leave the
+    fold). Test rows are the fold's test platforms and splits whose category is covered;
+    ``coverage`` is their share of all labelled test rows.
+    """
     data = config.train.data
     train_rows = table.rows(splits=[data.train_split], platforms=fold.train_platforms)
-    test_rows = table.rows(splits=fold.test_splits, platforms=fold.test_platforms)
-    covered_nodes = np.unique(train_rows.column("node"))
-    covered = np.isin(test_rows.column("node"), covered_nodes)
-    test_nodes = np.unique(test_rows.column("node"))
+    labels = np.unique(train_rows.column("category_id"))
+    fold_taxonomy = table.taxonomy.induced(labels.tolist())
+    fold_table = table.retarget(fold_taxonomy)
+    all_test = table.rows(splits=fold.test_splits, platforms=fold.test_platforms)
+    test = fold_table.rows(splits=fold.test_splits, platforms=fold.test_platforms)
+    test_categories = np.unique(all_test.column("category_id"))
     info = {"fold": fold.name, "protocol": fold.protocol, "train_platforms": fold.train_platforms,
             "test_platforms": fold.test_platforms, "test_splits": fold.test_splits,
-            "n_train": len(train_rows), "n_test_all": len(test_rows), "n_test": int(covered.sum()),
+            "n_train": len(train_rows), "n_test_all": len(all_test), "n_test": len(test),
             "n_train_used": min(len(train_rows), data.max_train_products or len(train_rows)),
-            "coverage": float(covered.mean()) if len(covered) else 0.0,
-            "test_categories": int(len(test_nodes)),
-            "covered_categories": int(np.isin(test_nodes, covered_nodes).sum())}
-    return test_rows.where(covered), info
+            "coverage": len(test) / len(all_test) if len(all_test) else 0.0,
+            "test_categories": int(len(test_categories)),
+            "covered_categories": int(np.isin(test_categories, labels).sum()),
+            "label_categories": int(len(labels)),
+            "taxonomy_nodes": len(fold_taxonomy) - 1,
+            "test_groups": int(len(np.unique(test.column("group_id")))) if len(test) else 0}
+    return fold_table, test, info

@@ -30,15 +30,17 @@ import numpy as np
 from prodcat.catalog.build import read_protocol
 from prodcat.core import storage
 from prodcat.core.console import Progress, say
-from prodcat.core.metrics import hierarchical_metrics
+from prodcat.core.metrics import hierarchical_counts, hierarchical_metrics, hierarchical_prf, nodes_of
 from prodcat.core.runtime import ensure_ray
+from prodcat.core.uncertainty import hf_interval, paired_difference, verdict
 from prodcat.evaluate.baselines import TfidfBaseline, node_classes, product_texts
 from prodcat.evaluate.config import EvaluateConfig
-from prodcat.evaluate.folds import Fold, grid_cells, make_folds, split_fold
+from prodcat.evaluate.folds import Fold, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.report import plot_hf, results_markdown, write_report
 from prodcat.models.checkpoint import load_checkpoint
-from prodcat.train.config import apply_overrides
+from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import FeatureTable, load_feature_table
+from prodcat.train.lexical import model_inputs
 from prodcat.train.trainer import select_train_rows, train
 
 
@@ -57,56 +59,75 @@ def pa_array(values):
     return pa.array(list(values), pa.string())
 
 
-def _score_rows(taxonomy, test: FeatureTable, nodes: np.ndarray, classes: np.ndarray) -> dict:
-    """Overall metrics plus ``per_platform`` hF."""
+def score_model(taxonomy, test: FeatureTable, classes: np.ndarray) -> tuple[dict, np.ndarray]:
+    """``(metrics, per-product counts [B, 3])`` of output paths ``classes [B, L]`` on ``test``:
+    the one hF on the output path with its bootstrap interval over near-duplicate groups
+    (``hF_ci``), the lenient hF beside it, path consistency, per-level metrics, per-platform hF."""
     true = test.column("node")
-    out = hierarchical_metrics(taxonomy, true, nodes, classes) if len(true) else {"n": 0}
+    if not len(true):
+        return {"n": 0}, np.zeros((0, 3), np.int64)
+    out = hierarchical_metrics(taxonomy, true, nodes_of(taxonomy, classes), classes)
+    counts = hierarchical_counts(taxonomy, true, classes)
+    ci = hf_interval(counts, test.column("group_id"))
+    out["hF_ci"] = [ci.low, ci.high]
     platforms = test.column("platform")
-    out["per_platform_hF"] = {str(p): hierarchical_metrics(taxonomy, true[platforms == p], nodes[platforms == p])["hF"]
+    out["per_platform_hF"] = {str(p): hierarchical_prf(taxonomy, true[platforms == p],
+                                                       classes[platforms == p])["hF"]
                               for p in np.unique(platforms)}
-    return out
+    return out, counts
 
 
 def run_cell(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable,
-             config: EvaluateConfig) -> tuple[dict, np.ndarray]:
-    """Train one grid cell on ``fold`` and score it on ``test``; ``(row, predicted nodes)``."""
-
+             config: EvaluateConfig) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train one grid cell on ``fold`` (``table``: the fold's table, in its label space) and score
+    it on ``test``; ``(row, output classes [B, L], counts [B, 3])``."""
     safe = cell["name"].replace("/", "_").replace("+", "_")
     cfg = apply_overrides(config.train, {
-        "model.fusion": cell["fusion"], "model.masking": cell["masking"],
-        "model.modalities": cell["modalities"], "data.platforms": fold.train_platforms,
+        **cell["overrides"], "data.platforms": fold.train_platforms,
         "output": storage.join(config.output, "runs", fold.name, safe), "name": safe})
     start = time.perf_counter()
     result = train(cfg, table=table, progress=None)
     loaded = load_checkpoint(result.checkpoint)
-    feats, present, _ = test.with_features(cell["modalities"]).arrays()
-    pred = loaded.predict(feats, present)
+    pred = loaded.predict(*model_inputs(loaded, test))
+    metrics, counts = score_model(table.taxonomy, test, pred["classes"])
     row = {"fold": fold.name, "protocol": fold.protocol, "model": cell["name"], "kind": "grid",
-           **{k: cell[k] for k in ("fusion", "masking", "modality")},
-           **_score_rows(table.taxonomy, test, pred["node"], pred["classes"]),
+           **{k: cell[k] for k in ("fusion", "masking", "modality")}, **metrics,
            "epochs": len(result.history), "best_epoch": int(result.metrics["epoch"]),
            "val_hF": result.metrics["val_hF"], "seconds_per_epoch": result.seconds_per_epoch,
            "peak_memory_mb": result.peak_memory_mb, "train_seconds": time.perf_counter() - start,
            "checkpoint": result.checkpoint, "temperature": result.temperature}
-    return row, pred["node"]
+    return row, pred["classes"], counts
 
 
 def run_tfidf(table: FeatureTable, fold: Fold, test: FeatureTable, texts: dict[str, str],
-              config: EvaluateConfig) -> tuple[dict, np.ndarray]:
+              config: EvaluateConfig) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit the TF-IDF baseline on the fold's training rows (the same subsample as the grid when
     ``train.data.max_train_products`` is set) and score it on ``test``."""
-
     cfg = apply_overrides(config.train, {"data.platforms": fold.train_platforms})
     train_rows = select_train_rows(table.rows(platforms=fold.train_platforms), cfg)
     start = time.perf_counter()
     model = TfidfBaseline(config.tfidf).fit([texts[p] for p in train_rows.column("product_id")],
                                             train_rows.column("node"))
-    nodes = model.predict([texts[p] for p in test.column("product_id")])
+    classes = node_classes(table.taxonomy, model.predict([texts[p] for p in test.column("product_id")]))
+    metrics, counts = score_model(table.taxonomy, test, classes)
     row = {"fold": fold.name, "protocol": fold.protocol, "model": "tfidf-linear", "kind": "baseline",
-           "fusion": "-", "masking": "-", "modality": "text (tf-idf)",
-           **_score_rows(table.taxonomy, test, nodes, node_classes(table.taxonomy, nodes)),
+           "fusion": "-", "masking": "-", "modality": "text (tf-idf)", **metrics,
            "train_seconds": time.perf_counter() - start}
-    return row, nodes
+    return row, classes, counts
+
+
+def compare(fold: str, counts: dict[str, np.ndarray], groups: np.ndarray, reference: str) -> list[dict]:
+    """Every model against ``reference`` on the fold's test products: the paired bootstrap
+    interval of ``hF(model) - hF(reference)`` and its verdict."""
+    out = []
+    for name, c in counts.items():
+        if name == reference or reference not in counts:
+            continue
+        d = paired_difference(c, counts[reference], groups)
+        out.append({"fold": fold, "model": name, "reference": reference, "difference": d.estimate,
+                    "low": d.low, "high": d.high, "real": d.excludes_zero(),
+                    "verdict": verdict(d, name, reference)})
+    return out
 
 
 def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
@@ -123,7 +144,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     ensure_ray()
     start = time.perf_counter()
     data = config.train.data
-    cells = grid_cells(config.grid)
+    cells = grid_cells(config)
     features = sorted({f for c in cells for f in c["modalities"]})
     if table is None:
         table = load_feature_table(data.products, data.embeddings, features, data.taxonomy)
@@ -133,37 +154,73 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     folds = make_folds(config, read_protocol(data.products), platforms)
     texts = dict(zip(table.column("product_id"), _texts(data.products, table.column("product_id")))) \
         if "tfidf" in config.baselines else {}
-    rows, fold_info, predictions = [], [], {}
+    rows, fold_info, predictions, comparisons = [], [], {}, []
     runs = Progress("evaluate", len(folds) * (len(cells) + len(config.baselines)), "runs", log=progress)
     for fold in folds:
-        test, info = split_fold(table, fold, config)
+        fold_table, test, info = prepare_fold(table, fold, config)
         fold_info.append(info)
-        progress(f"[evaluate] {fold.name}: train {info['n_train']:,} on {fold.train_platforms}, test "
-                 f"{info['n_test']:,} of {info['n_test_all']:,} (coverage {info['coverage']:.1%})")
+        progress(f"[evaluate] {fold.name}: train {info['n_train']:,} on {fold.train_platforms} "
+                 f"({info['label_categories']} categories), test {info['n_test']:,} of "
+                 f"{info['n_test_all']:,} (coverage {info['coverage']:.1%}, {info['test_groups']:,} groups)")
         if not len(test):
             continue
-        predictions[fold.name] = {"true": test.column("node"), "models": {}}
+        predictions[fold.name] = {"true": test.column("node"), "taxonomy": fold_table.taxonomy,
+                                  "models": {}}
+        counts = {}
         for cell in cells:
-            row, nodes = run_cell(table, fold, cell, test, config)
+            row, classes, counts[cell["name"]] = run_cell(fold_table, fold, cell, test, config)
             rows.append(row)
-            predictions[fold.name]["models"][cell["name"]] = nodes
-            runs.step(f"{fold.name} {cell['name']}: hF {row['hF']:.4f} ({row['epochs']} epochs, "
+            predictions[fold.name]["models"][cell["name"]] = classes
+            runs.step(f"{fold.name} {cell['name']}: hF {_hf(row)} ({row['epochs']} epochs, "
                       f"{row['train_seconds']:.0f} s)")
             storage.write_text(storage.join(config.output, "results.partial.json"),  # crash insurance
                                json.dumps({"folds": fold_info, "results": rows}, default=float))
         if "tfidf" in config.baselines:
-            row, nodes = run_tfidf(table, fold, test, texts, config)
+            row, classes, counts["tfidf-linear"] = run_tfidf(fold_table, fold, test, texts, config)
             rows.append(row)
-            predictions[fold.name]["models"]["tfidf-linear"] = nodes
-            runs.step(f"{fold.name} tfidf-linear: hF {row['hF']:.4f} ({row['train_seconds']:.0f} s)")
+            predictions[fold.name]["models"]["tfidf-linear"] = classes
+            runs.step(f"{fold.name} tfidf-linear: hF {_hf(row)} ({row['train_seconds']:.0f} s)")
+        comparisons += compare(fold.name, counts, test.column("group_id"), config.reference)
     results = {"config": config.model_dump(mode="json"), "folds": fold_info, "results": rows,
+               "comparisons": comparisons,
                "dataset": {"products": data.products, "embeddings": data.embeddings,
                            "features": features, "rows": len(table), "platforms": platforms,
                            "taxonomy_version": table.taxonomy.version},
                "seconds": time.perf_counter() - start}
-    write_report(results, predictions, table.taxonomy, config.output, plots=config.plots)
+    write_report(results, predictions, config.output, plots=config.plots)
     progress(f"[evaluate] {len(rows)} results in {results['seconds']:.0f} s → {config.output}")
     return results
+
+
+def transfer_scores(train: TrainConfig, table: FeatureTable, output: str) -> dict[str, float]:
+    """The validation hF of ``train``'s model moved across platforms: for every ordered pair
+    (A, B), trained on A's train split, scored on B's validation split (in A's label space);
+    ``{"val_<A>_to_<B>": hF, ..., "nested_hF": their mean}``. The mean over all pairs is the
+    mean over held-out platforms P of the nested score (pairs among the other platforms), the
+    objective a sweep can optimise (``prodcat tune``, ``sweep.objective: nested_lopo``).
+
+    Raises:
+        ValueError: with fewer than two platforms in ``table``.
+    """
+    platforms = sorted(np.unique(table.column("platform")).tolist())
+    if len(platforms) < 2:
+        raise ValueError(f"a cross-platform score needs two or more platforms, got {platforms}")
+    config = EvaluateConfig(train=train, grid=None, models={"model": {}}, protocols=["transfer_val"],
+                            baselines=[], output=output, plots=False)
+    cell = grid_cells(config)[0]
+    scores: dict[str, float] = {}
+    for fold in make_folds(config, {}, platforms):
+        fold_table, test, _ = prepare_fold(table, fold, config)
+        if len(test) and len(fold_table.rows(splits=[train.data.val_split],
+                                             platforms=fold.train_platforms)):
+            scores[fold.name] = run_cell(fold_table, fold, cell, test, config)[0]["hF"]
+    scores["nested_hF"] = float(np.mean(list(scores.values()))) if scores else 0.0
+    return scores
+
+
+def _hf(row: dict) -> str:
+    low, high = row.get("hF_ci", [float("nan")] * 2)
+    return f"{row['hF']:.4f} [{low:.3f}, {high:.3f}]"
 
 
 def load_results(output: str) -> dict:

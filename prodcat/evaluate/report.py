@@ -15,8 +15,8 @@ import json
 import numpy as np
 
 from prodcat.core import storage
-from prodcat.core.metrics import real_paths
-from prodcat.core.report import figure, fmt, save_png
+from prodcat.core.metrics import class_paths, nodes_of, real_paths
+from prodcat.core.report import figure, fmt, markdown_table, save_png
 from prodcat.core.taxonomy import Taxonomy
 
 MAX_CATEGORIES = 40
@@ -29,8 +29,57 @@ def best_grid_model(results: list[dict], fold: str) -> str | None:
     return max(rows, key=lambda r: r["hF"])["model"] if rows else None
 
 
+def _hf_ci(r: dict) -> str:
+    low, high = r.get("hF_ci", [float("nan"), float("nan")])
+    return f"{r['hF']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def nested_scores(results: dict) -> dict[str, dict[str, float]]:
+    """Per model, the validation scores for choosing it: ``in_platform_val`` and, per platform P,
+    ``nested_<P>``: the mean hF over the ``transfer_val`` pairs among the other platforms (a
+    leave-one-platform-out inside the training platforms of the outer fold that holds out P), and
+    ``nested_mean`` over P."""
+    rows = results["results"]
+    pairs = {f["fold"]: (f["train_platforms"][0], f["test_platforms"][0])
+             for f in results["folds"] if f["protocol"] == "transfer_val"}
+    platforms = sorted({p for pair in pairs.values() for p in pair})
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        model = out.setdefault(r["model"], {})
+        if r["fold"] == "in_platform_val":
+            model["in_platform_val"] = r["hF"]
+    for name, model in out.items():
+        hf = {pairs[r["fold"]]: r["hF"] for r in rows if r["model"] == name and r["fold"] in pairs}
+        for held_out in platforms:
+            inner = [v for (a, b), v in hf.items() if held_out not in (a, b)]
+            if inner:
+                model[f"nested_{held_out}"] = float(np.mean(inner))
+        nested = [v for k, v in model.items() if k.startswith("nested_")]
+        if nested:
+            model["nested_mean"] = float(np.mean(nested))
+    return out
+
+
+def selection_markdown(results: dict) -> list[str]:
+    """The validation table models are chosen by (best per column in bold)."""
+    scores = nested_scores(results)
+    columns = sorted({k for s in scores.values() for k in s}, key=lambda k: (k != "in_platform_val", k))
+    if not columns:
+        return []
+    best = {c: max((s.get(c, -1.0) for s in scores.values())) for c in columns}
+    rows = [[m, *[("**" + fmt(s[c]) + "**" if s.get(c) == best[c] else fmt(s[c])) if c in s else "-"
+                  for c in columns]] for m, s in scores.items()]
+    return ["## Choosing a model on validation (never a test fold)", "",
+            "`in_platform_val`: hF on the validation split, trained on every platform. `nested_P`: "
+            "the mean hF over the ordered pairs of the *other* platforms (train on one's train "
+            "split, score the other's validation split): the leave-one-platform-out inside the "
+            "training platforms of the fold that holds out P; a choice for that fold is made on it.",
+            "", markdown_table(["model", *columns], rows), ""]
+
+
 def results_markdown(results: dict) -> str:
-    """The Markdown report: folds and coverage, a summary pivot, then one table per fold."""
+    """The Markdown report: folds and coverage, hF with 95 % intervals by model and fold, the
+    comparisons with the reference model, then one table per fold."""
     rows, folds = results["results"], results["folds"]
     levels = sorted({int(k[5:-9]) for r in rows for k in r if k.startswith("level") and k.endswith("_macro_f1")})
     ds = results["dataset"]
@@ -39,44 +88,60 @@ def results_markdown(results: dict) -> str:
              f"{', '.join(ds['features'])}), {ds['rows']:,} labelled products with embeddings on "
              f"{', '.join(ds['platforms'])}; taxonomy {ds['taxonomy_version']}. "
              f"Total time {results['seconds']:.0f} s.", "",
-             "## Folds", "", "| fold | train on | test on | train rows | test rows (covered / all) "
-             "| coverage | categories covered |", "|---|---|---|---|---|---|---|"]
-    for f in folds:
-        split = "test split" if f["test_splits"] else "all splits"
-        used = f.get("n_train_used", f["n_train"])
-        train_rows = f"{f['n_train']:,}" + (f" ({used:,} used)" if used < f["n_train"] else "")
-        lines.append(f"| {f['fold']} | {', '.join(f['train_platforms'])} | {', '.join(f['test_platforms'])} "
-                     f"({split}) | {train_rows} | {f['n_test']:,} / {f['n_test_all']:,} | "
-                     f"{f['coverage']:.1%} | {f['covered_categories']} / {f['test_categories']} |")
-    lines += ["", "LOPO scores only the held-out products whose category occurs in the training "
-              "platforms' training rows; coverage is that share.", ""]
+             "hF is scored on the path each model outputs, level by level (an invalid path loses "
+             "credit for its wrong nodes); brackets are 95 % bootstrap intervals over near-duplicate "
+             "groups of the test products. Each fold's label space is its training rows' categories.",
+             "", "## Folds", ""]
+    lines.append(markdown_table(
+        ["fold", "train on", "test on", "train rows", "test rows (covered / all)", "coverage",
+         "categories covered", "test groups"],
+        [[f["fold"], ", ".join(f["train_platforms"]),
+          ", ".join(f["test_platforms"]) + (" (test split)" if f["test_splits"] else " (all splits)"),
+          f["n_train"], f"{f['n_test']:,} / {f['n_test_all']:,}", f"{f['coverage']:.1%}",
+          f"{f['covered_categories']} / {f['test_categories']}", f.get("test_groups", "-")]
+         for f in folds]))
+    lines += ["", "Coverage: the share of the test platforms' labelled products whose category "
+              "occurs in the training rows; the rest cannot be predicted by any model trained without "
+              "it and is reported, not scored.", ""]
+    lines += selection_markdown(results)
     fold_names = [f["fold"] for f in folds if any(r["fold"] == f["fold"] for r in rows)]
     models = list(dict.fromkeys(r["model"] for r in rows))
     by = {(r["fold"], r["model"]): r for r in rows}
-    lines += ["## hF by model and fold", "", "| model | " + " | ".join(fold_names) + " |",
-              "|---|" + "---|" * len(fold_names)]
-    for m in models:
-        cells = [fmt(by[(f, m)]["hF"]) if (f, m) in by else "-" for f in fold_names]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["## hF [95 % CI] by model and fold", "", markdown_table(
+        ["model", *fold_names], [[m, *[_hf_ci(by[(f, m)]) if (f, m) in by else "-" for f in fold_names]]
+                                 for m in models])]
+    comparisons = results.get("comparisons") or []
+    if comparisons:
+        lines += ["", f"## Against {comparisons[0]['reference']} (paired bootstrap over groups)", "",
+                  "A difference is real when its 95 % interval excludes 0.", "", markdown_table(
+                      ["fold", "model", "hF difference (points)", "95 % CI", "verdict"],
+                      [[c["fold"], c["model"], f"{100 * c['difference']:+.2f}",
+                        f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]",
+                        c["verdict"].split(":")[0]] for c in comparisons])]
+    lenient = [r for r in rows if r.get("path_consistency", 1.0) < 1.0 and "hF_lenient" in r]
+    if lenient:
+        lines += ["", "## Invalid paths: the strict hF against the old lenient one", "",
+                  "The lenient hF scored only the deepest output node with its own ancestors, so an "
+                  "invalid path lost nothing; the same predictions, scored both ways:", "",
+                  markdown_table(["fold", "model", "valid paths", "hF (output path)", "lenient hF"],
+                                 [[r["fold"], r["model"], f"{100 * r['path_consistency']:.1f} %",
+                                   r["hF"], r["hF_lenient"]] for r in lenient])]
     for fold in fold_names:
-        lines += ["", f"## {fold}", "", "| model | modality | fusion | masking | hF | hP | hR | "
-                  + " | ".join(f"L{l} macro-F1" for l in levels)
-                  + " | consistency | accuracy | n | epochs | s/epoch | peak MiB |",
-                  "|---|---|---|---|---|---|---|" + "---|" * len(levels) + "---|---|---|---|---|---|"]
+        table_rows = []
         for r in sorted((r for r in rows if r["fold"] == fold), key=lambda r: -r["hF"]):
-            lines.append("| " + " | ".join(fmt(v) for v in [
-                r["model"], r["modality"], r["fusion"], r["masking"], r["hF"], r["hP"], r["hR"],
-                *[r.get(f"level{l}_macro_f1", float("nan")) for l in levels],
-                r.get("path_consistency", float("nan")), r.get("accuracy", float("nan")), int(r["n"]),
-                r.get("epochs", "-")]) + f" | {fmt(r.get('seconds_per_epoch', float('nan')), 2)} | "
-                f"{fmt(r.get('peak_memory_mb', float('nan')), 0)} |")
+            table_rows.append([r["model"], r["modality"], r["fusion"], r["masking"], _hf_ci(r),
+                               r["hP"], r["hR"], *[r.get(f"level{l}_macro_f1", float("nan")) for l in levels],
+                               r.get("path_consistency", float("nan")), r.get("accuracy", float("nan")),
+                               int(r["n"]), r.get("epochs", "-"), fmt(r.get("seconds_per_epoch", float("nan")), 2)])
+        lines += ["", f"## {fold}", "", markdown_table(
+            ["model", "modality", "fusion", "masking", "hF [95 % CI]", "hP", "hR",
+             *[f"L{l} macro-F1" for l in levels], "valid paths", "accuracy", "n", "epochs", "s/epoch"],
+            table_rows)]
         best = best_grid_model(rows, fold)
         if best:
             r = by[(fold, best)]
             per = ", ".join(f"{p} {v:.3f}" for p, v in r.get("per_platform_hF", {}).items())
-            lines += ["", f"Best grid model: **{best}** (hF {r['hF']:.3f}; per platform: {per})."]
-            if (fold, "tfidf-linear") in by:
-                lines.append(f"TF-IDF baseline hF {by[(fold, 'tfidf-linear')]['hF']:.3f}.")
+            lines += ["", f"Best grid model: **{best}** (hF {_hf_ci(r)}; per platform: {per})."]
     return "\n".join(lines) + "\n"
 
 
@@ -141,11 +206,12 @@ def level_labels(taxonomy: Taxonomy, nodes: np.ndarray, level: int) -> np.ndarra
     return paths[np.asarray(nodes, np.int64), level] if level < paths.shape[1] else np.full(len(nodes), -1)
 
 
-def plot_confusion(taxonomy: Taxonomy, true: np.ndarray, pred: np.ndarray, level: int, uri: str,
-                   title: str) -> bool:
-    """Row-normalised confusion at ``level``; False (nothing written) when no product reaches it."""
-
-    t, p = level_labels(taxonomy, true, level), level_labels(taxonomy, pred, level)
+def plot_confusion(taxonomy: Taxonomy, true: np.ndarray, pred_classes: np.ndarray, level: int,
+                   uri: str, title: str) -> bool:
+    """Row-normalised confusion at ``level`` of true nodes ``[B]`` against the node each output
+    path (``pred_classes [B, L]``) holds there; False (nothing written) when no product reaches it."""
+    t = level_labels(taxonomy, true, level)
+    p = class_paths(taxonomy, pred_classes)[:, level]
     keep = t >= 0
     if not keep.any():
         return False
@@ -172,12 +238,12 @@ def plot_confusion(taxonomy: Taxonomy, true: np.ndarray, pred: np.ndarray, level
     return True
 
 
-def write_report(results: dict, predictions: dict, taxonomy: Taxonomy, output: str,
-                 plots: bool = True) -> list[str]:
+def write_report(results: dict, predictions: dict, output: str, plots: bool = True) -> list[str]:
     """Write ``results.json``, ``report.md`` and (with ``plots``) the PNGs; returns the file names.
 
     Args:
-        predictions: ``{fold: {"true": nodes [B], "models": {model: nodes [B]}}}``.
+        predictions: ``{fold: {"true": nodes [B], "taxonomy": the fold's Taxonomy,
+            "models": {model: output classes [B, L]}}}``.
     """
     written = ["results.json", "report.md"]
     storage.write_text(storage.join(output, "results.json"), json.dumps(results, indent=2, default=float))
@@ -189,9 +255,10 @@ def write_report(results: dict, predictions: dict, taxonomy: Taxonomy, output: s
             best = best_grid_model(results["results"], fold)
             if best is None:
                 continue
-            shown = {best: pred["models"][best]}
+            taxonomy = pred["taxonomy"]
+            shown = {best: nodes_of(taxonomy, pred["models"][best])}
             if "tfidf-linear" in pred["models"]:
-                shown["tfidf-linear"] = pred["models"]["tfidf-linear"]
+                shown["tfidf-linear"] = nodes_of(taxonomy, pred["models"]["tfidf-linear"])
             name = f"per_category_f1_{fold}.png"
             plot_per_category(taxonomy, pred["true"], shown, storage.join(output, name),
                               f"{fold}: per-category F1")

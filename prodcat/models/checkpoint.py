@@ -26,6 +26,9 @@ from prodcat.core import storage
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.classifier import HierarchicalClassifier
 from prodcat.models.config import ModelConfig
+from prodcat.models.lexical import FEATURE as LEXICAL
+from prodcat.models.lexical import SETTINGS as LEXICAL_SETTINGS
+from prodcat.models.lexical import LexicalScorer
 
 FORMAT = "prodcat-checkpoint/1"
 CONFIG, TAXONOMY, WEIGHTS, METRICS, CALIBRATION = (
@@ -135,16 +138,17 @@ def read_json(uri: str, name: str, default: Any = None) -> Any:
     return json.loads(storage.read_text(path))
 
 
-def write_calibration(uri: str, temperature: float, threshold: float) -> None:
-    """Overwrite ``calibration.json`` (temperature > 0, threshold a probability in [0, 1]).
+def write_calibration(uri: str, temperature: float, threshold: float, details: dict | None = None) -> None:
+    """Overwrite ``calibration.json`` (temperature > 0, threshold a probability in [0, 1], plus
+    ``details`` such as the ECE before and after).
 
     Raises:
         ValueError: for a temperature <= 0 or a threshold outside [0, 1].
     """
     if not temperature > 0 or not 0.0 <= threshold <= 1.0:
         raise ValueError(f"need temperature > 0 and 0 <= threshold <= 1, got {temperature}, {threshold}")
-    storage.write_text(storage.join(uri, CALIBRATION),
-                       _json({"temperature": float(temperature), "threshold": float(threshold)}))
+    storage.write_text(storage.join(uri, CALIBRATION), _json(
+        {**(details or {}), "temperature": float(temperature), "threshold": float(threshold)}))
 
 
 def copy_checkpoint(src: str, dst: str) -> str:
@@ -171,6 +175,7 @@ class LoadedModel:
         input_dims: ``{f: D_f}``; ``features`` lists them in order.
         encoders: per feature, the encoder config and fingerprint recorded at training.
         calibration: ``{"temperature", "threshold"}``.
+        lexical: the TF-IDF + linear model of the ``lexical`` feature, when the model reads it.
         metrics: the metrics recorded with the checkpoint.
         version: short sha256 of ``model.safetensors``.
     """
@@ -186,10 +191,60 @@ class LoadedModel:
     version: str
     device: str = "cpu"
     uri: str = ""
+    lexical: LexicalScorer | None = None
     features: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.features = list(self.input_dims)
+
+    def serving_logits(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
+                       batch_size: int = 4096) -> tuple[list[np.ndarray], np.ndarray]:
+        """``(logits, classes)``: per level ``[B, C_l]`` float32 logits masked by the model's own
+        predicted parents (what serving computes; ``-inf`` where hard masking excludes a class) and
+        the ``[B, L]`` output classes (-1 padded): the inputs of temperature fitting
+        (:func:`prodcat.models.calibration.fit_temperature`).
+
+        Raises:
+            KeyError, ValueError: as :meth:`predict`.
+        """
+        import torch
+
+        n = self._check(features)
+        chunks: list[list[np.ndarray]] = []
+        classes = []
+        for start in range(0, n, batch_size):
+            x, mask = self._tensors(features, present, slice(start, start + batch_size))
+            with torch.no_grad():
+                masked = self.model(x, mask, None, teacher_forcing=False)
+            chunks.append([z.float().cpu().numpy() for z in masked])
+            classes.append(predict_batch(self.model, x, mask)["classes"])
+        if not chunks:
+            return ([np.zeros((0, c), np.float32) for c in self.taxonomy.level_sizes],
+                    np.zeros((0, self.taxonomy.num_levels), np.int64))
+        return [np.concatenate(level) for level in zip(*chunks)], np.concatenate(classes)
+
+    def _check(self, features: dict[str, np.ndarray]) -> int:
+        """B, after checking every needed feature is there with the right dimension."""
+        missing = [f for f in self.features if f not in features]
+        if missing:
+            raise KeyError(f"features {missing} missing; this model needs {self.features}")
+        n = len(next(iter(features.values())))
+        for f in self.features:
+            shape = np.shape(features[f])
+            if shape != (n, self.input_dims[f]):
+                raise ValueError(f"feature {f!r}: expected shape [{n}, {self.input_dims[f]}], got {list(shape)}")
+        return n
+
+    def _tensors(self, features, present, sl: slice) -> tuple[dict, dict]:
+        """Feature tensors (absent rows zeroed) and presence masks of rows ``sl``."""
+        import torch
+
+        mask = {f: torch.as_tensor(np.ones(len(features[f][sl]), bool) if present is None or f not in present
+                                   else np.asarray(present[f][sl], bool), device=self.device)
+                for f in self.features}
+        x = {f: torch.as_tensor(np.asarray(features[f][sl], np.float32), device=self.device)
+             * mask[f][:, None] for f in self.features}
+        return x, mask
 
     def predict(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
                 temperature: float | None = None, batch_size: int = 4096) -> dict[str, np.ndarray]:
@@ -211,27 +266,13 @@ class LoadedModel:
             KeyError: when a feature the model needs is missing (lists the needed ones).
             ValueError: on a wrong dimension or batch size mismatch.
         """
-        import torch
-
-        missing = [f for f in self.features if f not in features]
-        if missing:
-            raise KeyError(f"features {missing} missing; this model needs {self.features}")
-        n = len(next(iter(features.values())))
-        for f in self.features:
-            shape = np.shape(features[f])
-            if shape != (n, self.input_dims[f]):
-                raise ValueError(f"feature {f!r}: expected shape [{n}, {self.input_dims[f]}], got {list(shape)}")
+        n = self._check(features)
         temperature = float(temperature or self.calibration.get("temperature", 1.0))
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         outs = []
         for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            mask = {f: torch.as_tensor(np.ones(len(features[f][sl]), bool) if present is None or f not in present
-                                       else np.asarray(present[f][sl], bool), device=self.device)
-                    for f in self.features}
-            x = {f: torch.as_tensor(np.asarray(features[f][sl], np.float32), device=self.device)
-                 * mask[f][:, None] for f in self.features}
+            x, mask = self._tensors(features, present, slice(start, start + batch_size))
             outs.append(predict_batch(self.model, x, mask, temperature))
         merged = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {
             "node": np.zeros(0, np.int64), "classes": np.zeros((0, self.taxonomy.num_levels), np.int64),
@@ -252,10 +293,10 @@ def predict_batch(model, features: dict, present: dict, temperature: float = 1.0
             "level_confidence": pred.confidence.float().cpu().numpy()}
 
 
-def build_model(model_config, taxonomy: Taxonomy, input_dims: dict[str, int]):
-    """A fresh ``HierarchicalClassifier`` (prodcat.models) for these inputs."""
-
-    return HierarchicalClassifier(model_config, taxonomy, dict(input_dims))
+def build_model(model_config, taxonomy: Taxonomy, input_dims: dict[str, int], label_embeddings=None):
+    """A fresh ``HierarchicalClassifier`` (prodcat.models) for these inputs (``label_embeddings``:
+    ``[N, D]`` for a label prior; loading a checkpoint fills them from its weights)."""
+    return HierarchicalClassifier(model_config, taxonomy, dict(input_dims), label_embeddings)
 
 
 def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
@@ -280,7 +321,14 @@ def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
         raise ValueError(f"{uri}: weights do not fit the configured model: {err}") from None
     model.to(device).eval()
     encoders = {f: {k: v for k, v in info.items() if k != "dim"} for f, info in cfg["features"].items()}
-    return LoadedModel(model=model, model_config=model_config, train_config=cfg.get("train", {}), taxonomy=taxonomy, input_dims=cfg["input_dims"],
-                       encoders=encoders, calibration=read_json(uri, CALIBRATION, DEFAULT_CALIBRATION),
+    lexical = None
+    if LEXICAL in cfg["input_dims"]:
+        if not LexicalScorer.exists(uri):
+            raise FileNotFoundError(f"{uri}: the model reads the lexical feature but the folder has no "
+                                    f"{LEXICAL_SETTINGS}; copy the whole checkpoint folder")
+        lexical = LexicalScorer.load(uri)
+    return LoadedModel(model=model, model_config=model_config, train_config=cfg.get("train", {}),
+                       taxonomy=taxonomy, input_dims=cfg["input_dims"], encoders=encoders,
+                       calibration=read_json(uri, CALIBRATION, DEFAULT_CALIBRATION),
                        metrics=read_json(uri, METRICS, {}), version=weights_version(weights),
-                       device=device, uri=uri)
+                       device=device, uri=uri, lexical=lexical)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.config import ModelConfig
 from prodcat.models.masking import HierarchicalMasker
+from prodcat.models.prior import LabelPrior
 from prodcat.models.registry import fusions
 
 
@@ -49,13 +50,17 @@ class HierarchicalClassifier(nn.Module):
         taxonomy: the label tree (its child masks become non-persistent buffers, so they follow
             ``.to(device)`` and ``state_dict()`` holds only learned weights).
         input_dims: ``D_f`` per feature name; must cover ``config.modalities`` (extra ignored).
+        label_embeddings: ``[N, D]`` label embeddings of every taxonomy node for the label prior
+            (:mod:`prodcat.models.prior`); None leaves its buffers at zero, to be loaded from a
+            checkpoint's weights.
 
     Raises:
         ValueError: when a modality has no input dimension, the taxonomy has no level, or
             ``config.level_weights`` does not have one weight per taxonomy level.
     """
 
-    def __init__(self, config: ModelConfig, taxonomy: Taxonomy, input_dims: dict[str, int]) -> None:
+    def __init__(self, config: ModelConfig, taxonomy: Taxonomy, input_dims: dict[str, int],
+                 label_embeddings=None) -> None:
         super().__init__()
         missing = [f for f in config.modalities if f not in input_dims]
         if missing:
@@ -71,6 +76,12 @@ class HierarchicalClassifier(nn.Module):
         self.input_dims = {f: int(input_dims[f]) for f in config.modalities}
         self.fusion = fusions.get(config.fusion)(config, self.input_dims, self.level_sizes)
         self.masker = HierarchicalMasker(taxonomy, config.masking)
+        self.prior = None
+        if config.label_prior != "none":
+            self.prior = LabelPrior(self.level_sizes, self.input_dims[config.label_prior_feature],
+                                    config.label_prior_scale, config.label_prior_learnable)
+            if label_embeddings is not None:
+                self.prior.set_embeddings(taxonomy, label_embeddings)
 
     @property
     def num_levels(self) -> int:
@@ -138,6 +149,9 @@ class HierarchicalClassifier(nn.Module):
             targets = targets.to(device=x.device, dtype=torch.long)
         use_true = self._use_true(targets, teacher_forcing, x.shape[0])
         logits = self.fusion(feats, flags)
+        if self.prior is not None:
+            f = self.config.label_prior_feature
+            logits = [z + p for z, p in zip(logits, self.prior(feats[f], flags[f]))]
         return self.masker(logits, targets, use_true)
 
     def _inputs(self, features, present) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

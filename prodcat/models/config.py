@@ -33,6 +33,13 @@ class ModelConfig(StrictModel):
     teacher_forcing: float = Field(
         1.0, ge=0.0, le=1.0,
         description="probability (per product) of masking by the true parent during training")
+    label_prior: Literal["none", "paths", "names"] = Field(
+        "none", description="add scale * cos(text embedding, label embedding) to every level's "
+        "logits (prodcat.models.prior): the embedded taxonomy paths or names; none: off")
+    label_prior_feature: str = Field("text", description="the text-embedding modality the labels "
+                                     "are compared with (its encoder embeds the labels)")
+    label_prior_scale: float = Field(10.0, ge=0, description="multiplier of the cosine similarity")
+    label_prior_learnable: bool = Field(False, description="learn the scale instead of fixing it")
     level_weights: list[float] | None = Field(
         None, description="loss weight per level (length L, >= 0, not all 0); None = all 1")
 
@@ -69,6 +76,9 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ModelConfig":
+        if self.label_prior != "none" and self.label_prior_feature not in self.modalities:
+            raise ValueError(f"label_prior_feature={self.label_prior_feature!r} is not among the "
+                             f"modalities {self.modalities}; add it or set label_prior=none")
         if self.fusion == "attention" and self.hidden_dim % self.num_attention_heads:
             raise ValueError(
                 f"hidden_dim={self.hidden_dim} is not divisible by num_attention_heads="

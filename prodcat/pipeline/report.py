@@ -91,39 +91,44 @@ def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) 
         lines.append(f"- **Products:** {read:,} records read from {n} platform{'s' * (n != 1)} "
                      f"→ {kept}; taxonomy of {build['taxonomy']['nodes']} nodes over "
                      f"{len(build['taxonomy']['nodes_per_level'])} levels.")
+        groups = build.get("groups")
+        if groups:
+            pairs = groups["cross_split_pairs"]
+            before = sum(sum(v.values()) for v in pairs["by_product_id"].values())
+            after = sum(sum(v.values()) for v in pairs["by_group"].values())
+            lines.append(f"- **Splits by near-duplicate group:** pairs of products sharing a title + "
+                         f"description, a variant key or a perceptual image hash across splits: "
+                         f"{before:,} with product-id splits → {after:,} with group splits.")
     total = sum(seconds.values())
     if total:
         lines.append(f"- **Wall time of the stages:** {total:,.0f} s ({total / 60:.1f} min).")
-    results = (_json(out / "eval" / "results.json") or {}).get("results", [])
-    by_fold: dict[str, list[dict]] = {}
-    for r in results:
-        by_fold.setdefault(r["fold"], []).append(r)
-    for fold, rows in by_fold.items():
-        best = max(rows, key=lambda r: r["hF"])
-        baseline = max((r for r in rows if r.get("kind") == "baseline"), key=lambda r: r["hF"], default=None)
-        neural = max((r for r in rows if r.get("kind") == "grid"), key=lambda r: r["hF"], default=None)
-        text = f"- **hF, {fold}** (test, n = {best['n']:,.0f}): best {best['model']} {best['hF']:.3f}"
-        if neural is not None and neural is not best:
-            text += f"; best neural {neural['model']} {neural['hF']:.3f}"
-        if baseline is not None and baseline is not best:
-            text += f"; baseline {baseline['model']} {baseline['hF']:.3f}"
-        lines.append(text + ".")
+    evaluation = _json(out / "eval" / "results.json") or {}
+    lines += _evaluation_headline(evaluation)
     cascade = _json(out / "cascade" / "cascade.json")
     if cascade and "test" in cascade.get("validation", {}):
         v = cascade["validation"]
         ends = v.get("endpoints", {}).get("test", {})
-        lines.append(f"- **Cascade (test split):** hF {100 * v['test']['hF']:.2f} at "
-                     f"{_pct(v['test']['escalation_rate'])} escalation (tau {cascade['threshold']:.3f}); "
-                     f"text-only {100 * ends.get('text_only_hF', float('nan')):.2f}, multimodal-only "
-                     f"{100 * ends.get('multimodal_only_hF', float('nan')):.2f}.")
+        ci = v["test"].get("hF_ci")
+        ci_text = f" [95 % CI {100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else ""
+        ece = "; ".join(f"{k} {e[0]:.3f} → {e[1]:.3f}" for k, e in v.get("ece", {}).items())
+        lines.append(f"- **Cascade (test split):** hF {100 * v['test']['hF']:.2f}{ci_text} at "
+                     f"{_pct(v['test']['escalation_rate'])} escalation (tau {cascade['threshold']:.3f}, "
+                     f"chosen on the {v.get('fitted_on', 'validation')} split); text-only "
+                     f"{100 * ends.get('text_only_hF', float('nan')):.2f}, multimodal-only "
+                     f"{100 * ends.get('multimodal_only_hF', float('nan')):.2f}; calibration error "
+                     f"(ECE) before → after temperature scaling: {ece}.")
     score = _json(out / "predictions" / "_summary.json")
     evaluation = _json(out / "predictions" / "_evaluation.json")
     if score:
         text = (f"- **Bulk scoring:** {score.get('rows', 0):,} rows in, {predicted[0]:,} rows "
                 f"out, {predicted[1]:,} with an error; escalation rate "
                 f"{_pct(score.get('escalation_rate'))}")
-        if evaluation:
-            text += f"; test-split hF {evaluation['hF']:.4f} over {evaluation['products']:,} products"
+        scored = _json(out / "predictions" / "_evaluation.json")
+        if scored:
+            ci = scored.get("hF_ci")
+            text += (f"; test-split hF {scored['hF']:.4f}"
+                     + (f" [95 % CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+                     + f" over {scored['products']:,} products")
         lines.append(text + ".")
     demo = _json(out / "serve_demo.json")
     if demo:
@@ -131,6 +136,39 @@ def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) 
         lines.append(f"- **Service:** {right} of {len(demo['rows'])} real test products categorized "
                      "exactly right over HTTP (the table at the end shows each).")
     return lines or ["_(no stage output yet)_"]
+
+
+def _evaluation_headline(evaluation: dict) -> list[str]:
+    """Per test fold: the main job's default model against the TF-IDF baseline, with intervals and
+    the paired-bootstrap verdict; the best model when it is another."""
+    rows = evaluation.get("results", [])
+    comparisons = {(c["fold"], c["model"]): c for c in evaluation.get("comparisons", [])}
+    lines = []
+    for fold in dict.fromkeys(r["fold"] for r in rows):
+        if fold.startswith(("val_", "in_platform_val")):
+            continue
+        mine = {r["model"]: r for r in rows if r["fold"] == fold}
+        default = mine.get("default") or max((r for r in mine.values() if r.get("kind") == "grid"),
+                                             key=lambda r: r["hF"], default=None)
+        baseline = mine.get("tfidf-linear")
+        if default is None:
+            continue
+        text = f"- **hF, {fold}** (test, n = {default['n']:,.0f}): {default['model']} {_ci(default)}"
+        if baseline is not None:
+            text += f"; TF-IDF + linear {_ci(baseline)}"
+            verdict = comparisons.get((fold, default["model"]))
+            if verdict:
+                text += f" → {verdict['verdict']}"
+        best = max(mine.values(), key=lambda r: r["hF"])
+        if best is not default and best is not baseline:
+            text += f"; best {best['model']} {_ci(best)}"
+        lines.append(text + ".")
+    return lines
+
+
+def _ci(row: dict) -> str:
+    ci = row.get("hF_ci")
+    return f"{row['hF']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _prediction_counts(out: Path) -> tuple[int, int]:

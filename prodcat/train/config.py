@@ -14,6 +14,7 @@ from pydantic import Field
 
 from prodcat.core.config import StrictModel, flatten_dotted, load_config, set_dotted
 from prodcat.models.config import ModelConfig
+from prodcat.models.lexical import LexicalConfig
 
 
 class DataSettings(StrictModel):
@@ -25,6 +26,8 @@ class DataSettings(StrictModel):
     platforms: list[str] | None = Field(None, description="train/validate on these platforms; None: all")
     train_split: str = Field("train", description="split name of the training rows")
     val_split: str = Field("val", description="split name of the validation rows (early stopping)")
+    calib_split: str = Field("calib", description="split the softmax temperature is fitted on "
+                             "(never seen by early stopping)")
     max_train_products: int | None = Field(None, ge=1,
                                            description="random subsample of training rows (seeded)")
 
@@ -59,6 +62,9 @@ class TrainConfig(StrictModel):
     data: DataSettings = Field(default_factory=DataSettings)
     optim: OptimSettings = Field(default_factory=OptimSettings)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig,
+                                   description="the lexical feature's TF-IDF + linear model (when "
+                                   "model.modalities holds 'lexical')")
     output: str = Field("runs/train", description="run folder, local or s3://")
     name: str = Field("train", description="Ray Train run name; same output + name resumes")
     keep_checkpoints: int = Field(2, ge=1, description="epoch checkpoints kept (best by val_hF)")

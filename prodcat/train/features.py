@@ -21,16 +21,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prodcat.catalog.build import check_split_version
 from prodcat.core import storage
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.embed.store import read_manifest
 from prodcat.embed.store import read_store as _read_store
+from prodcat.models.lexical import FEATURE as LEXICAL
+from prodcat.models.lexical import product_text
 
 TARGETS = "targets"
 NODE = "node"
 TENSOR_PREFIX = "x_"
 PRESENT_PREFIX = "present_"
-META_COLUMNS = ("product_id", "platform", "split", "category_id", "node")
+TEXT = "text"   # title . description, for the lexical modality (prodcat.models.lexical)
+META_COLUMNS = ("product_id", "platform", "group_id", "split", "category_id", "node", TEXT)
 
 
 def read_store(uri: str, columns: list[str] | None = None) -> tuple[pa.Table, dict]:
@@ -95,8 +99,12 @@ def join_features(products: pa.Table, store: pa.Table, features: list[str],
     targets = np.stack([taxonomy.targets(n) for n in nodes]) if len(nodes) else np.zeros(
         (0, taxonomy.num_levels), np.int64)
     columns = {"product_id": labelled["product_id"], "platform": labelled["platform"],
-               "split": labelled["split"], "category_id": labelled["category_id"],
-               "node": pa.array(nodes), TARGETS: fixed_list(targets)}
+               "group_id": labelled["group_id"], "split": labelled["split"],
+               "category_id": labelled["category_id"], "node": pa.array(nodes),
+               TARGETS: fixed_list(targets)}
+    if "title" in labelled.column_names:  # the text the lexical modality reads
+        columns[TEXT] = pa.array([product_text(a, b) for a, b in zip(
+            labelled["title"].to_pylist(), labelled["description"].to_pylist())], pa.string())
     for f in features:
         x, present = _dense(rows[f"emb_{f}"], dims[f])
         status = f"status_{f}"
@@ -155,6 +163,25 @@ class FeatureTable:
         return FeatureTable(self.table.drop_columns(drop), list(features),
                             {f: self.dims[f] for f in features}, self.taxonomy, self.manifest)
 
+    def add_feature(self, name: str, x: np.ndarray, present: np.ndarray | None = None) -> "FeatureTable":
+        """The same rows with one more feature ``name`` (``x [B, D]`` float32; ``present [B]``,
+        default all present), replacing one of that name.
+
+        Raises:
+            ValueError: when ``x`` is not ``[B, D]`` for this table's B.
+        """
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or len(x) != len(self):
+            raise ValueError(f"feature {name!r} must be [B={len(self)}, D], got {list(x.shape)}")
+        present = np.ones(len(x), bool) if present is None else np.asarray(present, bool)
+        table = self.table.drop_columns([c for c in (TENSOR_PREFIX + name, PRESENT_PREFIX + name)
+                                         if c in self.table.column_names])
+        table = table.append_column(TENSOR_PREFIX + name, fixed_list(x))
+        table = table.append_column(PRESENT_PREFIX + name, pa.array(present))
+        features = [f for f in self.features if f != name] + [name]
+        return FeatureTable(table, features, {**self.dims, name: x.shape[1]}, self.taxonomy,
+                            self.manifest)
+
     def column(self, name: str) -> np.ndarray:
         """A scalar column as numpy."""
         return self.table[name].to_numpy(zero_copy_only=False)
@@ -165,6 +192,21 @@ class FeatureTable:
         present = {f: self.column(PRESENT_PREFIX + f).astype(bool) for f in self.features}
         targets = _dense_int(self.table[TARGETS], self.taxonomy.num_levels)
         return feats, present, targets
+
+    def retarget(self, taxonomy: Taxonomy) -> "FeatureTable":
+        """The rows whose category is a label of ``taxonomy`` (one of its leaves, virtual ones
+        included: in an induced taxonomy every label is a leaf; e.g. the label space of a
+        leave-one-platform-out fold's training platforms), with ``node`` and ``targets``
+        recomputed in it; rows of other categories are left out."""
+        labels = {int(c) for c in taxonomy.ids[taxonomy.leaves]}
+        keep = np.asarray([int(c) in labels for c in self.column("category_id")], bool)
+        rows = self.where(keep)
+        nodes = np.asarray([taxonomy.label_node(int(c)) for c in rows.column("category_id")], np.int64)
+        targets = (np.stack([taxonomy.targets(n) for n in nodes]) if len(nodes)
+                   else np.zeros((0, taxonomy.num_levels), np.int64))
+        table = rows.table.set_column(rows.table.schema.get_field_index(NODE), NODE, pa.array(nodes))
+        table = table.set_column(table.schema.get_field_index(TARGETS), TARGETS, fixed_list(targets))
+        return FeatureTable(table, self.features, self.dims, taxonomy, self.manifest)
 
     def tensor_table(self) -> pa.Table:
         """Only the numeric columns a training loop needs (for ``ray.data.from_arrow``)."""
@@ -193,11 +235,13 @@ def load_feature_table(products_uri: str, embeddings_uri: str, features: list[st
         FileNotFoundError: when an input is missing; KeyError: for a feature not in the store.
     """
     taxonomy = load_taxonomy(products_uri, taxonomy_uri)
+    check_split_version(products_uri)
     products = storage.read_table(products_uri, columns=[
-        "product_id", "platform", "split", "category_id"])
+        "product_id", "platform", "group_id", "split", "category_id", "title", "description"])
 
     manifest = read_manifest(embeddings_uri) or {}
     have = set((manifest.get("features") or {}))
+    features = [f for f in features if f != LEXICAL]  # computed from the text, not stored
     missing = [f for f in features if f not in have]
     if missing:
         raise KeyError(f"features {missing} are not in the embedding store {embeddings_uri}; "

@@ -120,7 +120,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     if config.scaling.torch_threads:
         torch.set_num_threads(config.scaling.torch_threads)
     torch.manual_seed(opt.seed)
-    model = build_model(config.model, taxonomy, loop_config["input_dims"])
+    model = build_model(config.model, taxonomy, loop_config["input_dims"],
+                        loop_config.get("label_embeddings"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     state = {"epoch": -1, "best_val_hF": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
              "stopped": False, "resumed_after": []}

@@ -7,7 +7,8 @@ the contract's format (:mod:`prodcat.models.checkpoint`, safetensors + JSON) plu
 state, so a failed worker group restarts from the last epoch (``FailureConfig``) and a new
 ``train()`` with the same ``output`` and ``name`` resumes the run. Early stopping watches
 ``val_hF``; the best checkpoint is copied to ``<output>/model`` and its softmax temperature is fit
-on the validation split (``calibration.json``).
+on the calibration split, on the logits the service computes (``calibration.json``,
+:mod:`prodcat.train.calibration`).
 
 Reported metrics per epoch: ``epoch``, ``train_loss``, ``train_level<l>_loss``, ``val_loss``,
 ``val_hF``, ``val_hP``, ``val_hR``, ``val_accuracy``, ``val_level<l>_macro_f1``, ``val_path_consistency``,
@@ -35,13 +36,17 @@ import numpy as np
 from prodcat.core import storage
 from prodcat.core.console import say
 from prodcat.core.runtime import ensure_ray
-from prodcat.models.calibration import fit_temperature
 from prodcat.models.checkpoint import TRAIN_STATE, copy_checkpoint, load_checkpoint, write_calibration
+from prodcat.models.lexical import FEATURE as LEXICAL
+from prodcat.models.lexical import LexicalScorer
+from prodcat.train.calibration import Calibration, calibrate
 from prodcat.train.config import TrainConfig
 from prodcat.train.features import (
     FeatureTable,
     load_feature_table,
 )
+from prodcat.train.labels import label_embeddings
+from prodcat.train.lexical import fit_lexical
 from prodcat.train.loop import train_loop_per_worker
 
 
@@ -73,14 +78,25 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------- driver side
-def load_training_data(config: TrainConfig, table: FeatureTable | None = None) -> FeatureTable:
-    """The joined feature table for ``config`` (``table`` reused when given: only its rows on
-    ``data.platforms`` and the features in ``model.modalities`` are kept)."""
+def load_training_data(config: TrainConfig, table: FeatureTable | None = None
+                       ) -> tuple[FeatureTable, LexicalScorer | None]:
+    """``(feature table, lexical model)`` for ``config``: ``table`` reused when given (only its
+    rows on ``data.platforms`` and the features in ``model.modalities`` are kept); when the model
+    reads the ``lexical`` feature and the table does not carry it yet, the TF-IDF + linear model
+    is fitted on the training rows (out-of-fold scores for them, :mod:`prodcat.train.lexical`)
+    and returned, else None."""
     if table is None:
         table = load_feature_table(config.data.products, config.data.embeddings,
                                    config.model.modalities, config.data.taxonomy)
-    table = table.with_features(config.model.modalities)
-    return table.rows(platforms=config.data.platforms)
+    if LEXICAL in config.model.modalities and LEXICAL in table.features:
+        return table.with_features(config.model.modalities).rows(platforms=config.data.platforms), None
+    stored = [m for m in config.model.modalities if m != LEXICAL]
+    table = table.with_features(stored).rows(platforms=config.data.platforms)
+    if LEXICAL not in config.model.modalities:
+        return table, None
+    fitted_on = np.isin(table.column("product_id"), select_train_rows(table, config).column("product_id"))
+    scorer, table = fit_lexical(table, fitted_on, config.lexical)
+    return table, scorer
 
 
 def select_train_rows(table: FeatureTable, config: TrainConfig) -> FeatureTable:
@@ -98,10 +114,13 @@ def select_train_rows(table: FeatureTable, config: TrainConfig) -> FeatureTable:
 
 def loop_config_for(config: TrainConfig, table: FeatureTable, local_dir: str | None = None) -> dict:
     """The ``train_loop_config`` dict :func:`train_loop_per_worker` expects."""
-    encoders = (table.manifest.get("features") or {}) if isinstance(table.manifest, dict) else {}
+    manifest = table.manifest if isinstance(table.manifest, dict) else {}
+    encoders = manifest.get("features") or {}
+    labels = label_embeddings(table.taxonomy, config.model, manifest)
     return {"config": config.model_dump(mode="json"), "taxonomy": table.taxonomy.to_json(),
             "input_dims": dict(table.dims), "local_dir": local_dir,
-            "encoders": {f: encoders[f] for f in table.features if f in encoders}}
+            "encoders": {f: encoders[f] for f in table.features if f in encoders},
+            "label_embeddings": None if labels is None else labels.tolist()}
 
 
 def _storage(config: TrainConfig) -> tuple[str, Any]:
@@ -121,7 +140,7 @@ def build_trainer(config: TrainConfig, table: FeatureTable | None = None, callba
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
-    table = load_training_data(config, table)
+    table, _ = load_training_data(config, table)
     train_rows, val_rows = select_train_rows(table, config), table.rows(splits=[config.data.val_split])
     datasets = {"train": ray.data.from_arrow(train_rows.tensor_table()),
                 "val": ray.data.from_arrow(val_rows.tensor_table())}
@@ -183,14 +202,17 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
 
     ensure_ray()
     start = time.perf_counter()
-    table = load_training_data(config, table)
+    table, scorer = load_training_data(config, table)
     with EpochLines(config, progress) as queue:
         result = build_trainer(config, table, callbacks, progress_queue=queue).fit()
     best_uri, state = _best_checkpoint_uri(result, config)
     export = storage.join(config.output, "model")
 
     copy_checkpoint(best_uri, export)
-    temperature = calibrate(export, table.rows(splits=[config.data.val_split]), config.threshold)
+    if scorer is not None:
+        scorer.save(export)  # the lexical model travels with the checkpoint
+    temperature = calibrate_checkpoint(export, table.rows(splits=[config.data.calib_split]),
+                                       config.threshold).temperature
     history = state["history"]
     best = next(h for h in history if h["epoch"] == state["best_epoch"])
     seconds = float(np.mean([h["epoch_seconds"] for h in history])) if history else float("nan")
@@ -270,17 +292,11 @@ class EpochLines:
                 f"{num('epoch_seconds', 1)} s")
 
 
-def calibrate(checkpoint_uri: str, val: FeatureTable, threshold: float) -> float:
-    """Fit the temperature on ``val`` and write ``calibration.json``; returns the temperature."""
-    import torch
-
-    loaded = load_checkpoint(checkpoint_uri)
-    feats, present, targets = val.arrays()
-    with torch.no_grad():
-        x = {f: torch.as_tensor(v) * torch.as_tensor(present[f])[:, None] for f, v in feats.items()}
-        # teacher-forced masking: the true class is never masked out by a wrong predicted parent
-        logits = loaded.model(x, {f: torch.as_tensor(v) for f, v in present.items()},
-                              torch.as_tensor(targets), teacher_forcing=True)
-    temperature = fit_temperature([z.float().numpy() for z in logits], targets) if len(targets) else 1.0
-    write_calibration(checkpoint_uri, temperature, threshold)
-    return temperature
+def calibrate_checkpoint(checkpoint_uri: str, rows: FeatureTable, threshold: float) -> Calibration:
+    """Fit the serving-path temperature on ``rows`` (the calibration split) and write
+    ``calibration.json`` (temperature, threshold, ECE before and after)."""
+    result = calibrate(load_checkpoint(checkpoint_uri), rows)
+    write_calibration(checkpoint_uri, result.temperature, threshold,
+                      {"ece_before": result.ece_before, "ece_after": result.ece_after,
+                       "products": result.products, "fitted_on": "calibration split, serving logits"})
+    return result

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prodcat.core import storage
 from prodcat.core.config import ConfigError, StrictModel, load_config, parse_override
 from prodcat.core.console import say
 from prodcat.core.runtime import ensure_ray
+from prodcat.evaluate.grid import transfer_scores
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import load_feature_table
 from prodcat.train.trainer import build_trainer
@@ -60,10 +61,21 @@ class SweepSettings(StrictModel):
     workers_per_trial: int = Field(1, ge=1, description="training workers per CPU trial")
     driver_cpus: float = Field(0.05, gt=0, description="CPU of the Tune function driving the trainer")
     asha: AshaSettings = Field(default_factory=AshaSettings)
-    metric: str = Field("val_hF", description="reported metric ASHA and the ranking maximise")
+    objective: Literal["val_hF", "nested_lopo"] = Field(
+        "val_hF", description="val_hF: validation hF per epoch, with ASHA; nested_lopo: the nested "
+        "cross-platform score (each trial trains on every platform and scores every other "
+        "platform's validation split: prodcat.evaluate.grid.transfer_scores), no early stopping")
+    metric: str = Field("val_hF", description="reported metric ASHA and the ranking maximise "
+                        "(nested_hF when objective is nested_lopo)")
     seed: int | None = Field(0, description="seed of the random search (None: unseeded)")
     time_budget_s: float | None = Field(None, gt=0, description="stop the whole sweep after this (s)")
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial (Tune level)")
+
+    @model_validator(mode="after")
+    def _nested_metric(self) -> "SweepSettings":
+        if self.objective == "nested_lopo" and self.metric == "val_hF":
+            self.metric = "nested_hF"
+        return self
 
     def scaling(self) -> dict[str, Any]:
         """The ``scaling.*`` overrides of each trial's TrainConfig."""
@@ -154,6 +166,19 @@ def run_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, tabl
     build_trainer(config, table, callbacks=[TuneReportCallback()]).fit()
 
 
+def run_nested_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, table=None) -> None:
+    """The Tune function of ``objective: nested_lopo``: the trial's config trained on each
+    platform in turn (Ray Train's local mode, in this trial's CPUs) and scored on every other
+    platform's validation split; one report with ``nested_hF`` and each pair's hF."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(base, params, SweepSettings.model_validate(settings),
+                          storage.join(trials_uri, trial_id))
+    config = apply_overrides(config, {"scaling.num_workers": 0})
+    tune.report(transfer_scores(config, table, config.output))
+
+
 def latest_train_state(output: str) -> dict | None:
     """``train_state.json`` of the newest epoch checkpoint of the training run in ``output``
     (``<output>/ray/train/checkpoint_*``), or None."""
@@ -208,22 +233,24 @@ def preload_table(spec: SweepSpec):
 def _trainable(spec: SweepSpec, table):
     from ray import tune
 
-    trainable = tune.with_parameters(run_trial, base=spec.base,
+    nested = spec.settings.objective == "nested_lopo"
+    trainable = tune.with_parameters(run_nested_trial if nested else run_trial, base=spec.base,
                                      settings=spec.settings.model_dump(mode="json"),
                                      trials_uri=storage.join(spec.uri, "trials"), table=table)
-    return tune.with_resources(trainable, {"cpu": spec.settings.driver_cpus})
+    cpus = spec.settings.cpus_per_trial if nested else spec.settings.driver_cpus
+    return tune.with_resources(trainable, {"cpu": cpus})
 
 
 def _new_tuner(spec: SweepSpec, trainable, callbacks: list, verbose: int):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
     s = spec.settings
     path, filesystem = _tune_storage(spec.storage)
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.max_epochs,
-                              grace_period=s.asha.grace_period,
-                              reduction_factor=s.asha.reduction_factor, brackets=s.asha.brackets)
+    scheduler = FIFOScheduler() if s.objective == "nested_lopo" else ASHAScheduler(
+        time_attr="training_iteration", max_t=spec.max_epochs, grace_period=s.asha.grace_period,
+        reduction_factor=s.asha.reduction_factor, brackets=s.asha.brackets)
     return tune.Tuner(
         trainable, param_space=spec.space.param_space(),
         tune_config=tune.TuneConfig(

@@ -60,8 +60,17 @@ def test_evaluate_grid_and_baseline_in_platform_and_lopo(ray_session, catalogue,
     assert len(rows) == 4 * 3
     models = {r["model"] for r in rows}
     assert models == {"early/hard/text", "early/hard/text+image", "tfidf-linear"}
+    # the held-out platform's own category is not in a LOPO fold's label space
+    assert folds["lopo_gamma"]["label_categories"] == folds["in_platform"]["label_categories"] - 1
+    assert folds["lopo_gamma"]["taxonomy_nodes"] < folds["in_platform"]["taxonomy_nodes"]
+    comparisons = results["comparisons"]
+    assert {(c["fold"], c["model"]) for c in comparisons} == {
+        (f, m) for f in folds for m in ("early/hard/text", "early/hard/text+image")}
+    for c in comparisons:
+        assert c["low"] <= c["difference"] <= c["high"] and c["reference"] == "tfidf-linear"
     for r in rows:
         assert 0.0 <= r["hF"] <= 1.0 and r["n"] == folds[r["fold"]]["n_test"]
+        assert r["hF_ci"][0] <= r["hF"] <= r["hF_ci"][1]
         assert r["path_consistency"] == 1.0  # hard masking and the flat baseline: valid paths
         assert "level0_macro_f1" in r and "level2_macro_f1" in r
     grid_row = next(r for r in rows if r["kind"] == "grid")
@@ -70,7 +79,8 @@ def test_evaluate_grid_and_baseline_in_platform_and_lopo(ray_session, catalogue,
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["results"]) == 12
     md = (out / "report.md").read_text()
-    assert "## hF by model and fold" in md and "lopo_gamma" in md and "tfidf-linear" in md
+    assert "## hF [95 % CI] by model and fold" in md and "lopo_gamma" in md and "tfidf-linear" in md
+    assert "## Against tfidf-linear (paired bootstrap over groups)" in md
     for name in ("hf_by_model.png", "per_category_f1_in_platform.png", "confusion_level0_lopo_beta.png",
                  "confusion_level1_in_platform.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
@@ -96,6 +106,6 @@ def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys)
 
 def test_grid_cells_cover_every_combination():
     config = load_config(EvaluateConfig, str(Path(__file__).resolve().parents[2] / "configs" / "evaluate.grid.yaml"))
-    cells = grid_cells(config.grid)
+    cells = grid_cells(config)
     assert len(cells) == 18 and len({c["name"] for c in cells}) == 18
     assert {tuple(c["modalities"]) for c in cells} == {("text",), ("image",), ("text", "image")}

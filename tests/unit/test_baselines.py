@@ -31,13 +31,13 @@ def test_tfidf_learns_category_words_and_gives_valid_paths():
     assert model.fit_seconds > 0
 
 
-def test_tfidf_char_ngrams_and_null_descriptions():
+def test_tfidf_unigrams_and_null_descriptions():
     table, taxonomy, nodes = _data(60)
     table = table.set_column(table.schema.get_field_index("description"), "description",
                              __import__("pyarrow").nulls(len(table), "string"))
     texts = product_texts(table)
     assert all(" . " in t for t in texts)
-    model = TfidfBaseline(TfidfConfig(min_df=1, char_ngrams=True)).fit(texts, nodes)
+    model = TfidfBaseline(TfidfConfig(min_df=1, ngram_max=1)).fit(texts, nodes)
     assert model.predict(["premium boots"]).shape == (1,)
     assert model.predict([]).shape == (0,)
 
@@ -61,32 +61,38 @@ def _results():
                          "hF": hf, "hP": hf, "hR": hf, "level0_macro_f1": 0.9, "level1_macro_f1": 0.5,
                          "path_consistency": 1.0, "accuracy": 0.6, "n": 10, "epochs": 3,
                          "seconds_per_epoch": 1.5, "peak_memory_mb": 900.0,
-                         "per_platform_hF": {"alpha": hf}})
+                         "per_platform_hF": {"alpha": hf}, "hF_ci": [hf - 0.05, hf + 0.05]})
     folds = [{"fold": "in_platform", "protocol": "in_platform", "train_platforms": ["alpha", "beta"],
               "test_platforms": ["alpha", "beta"], "test_splits": ["test"], "n_train": 100,
               "n_test_all": 10, "n_test": 10, "coverage": 1.0, "test_categories": 5, "covered_categories": 5},
              {"fold": "lopo_alpha", "protocol": "lopo", "train_platforms": ["beta"],
               "test_platforms": ["alpha"], "test_splits": None, "n_train": 50, "n_test_all": 12,
               "n_test": 10, "coverage": 10 / 12, "test_categories": 5, "covered_categories": 4}]
-    return {"folds": folds, "results": rows, "seconds": 12.0,
+    comparisons = [{"fold": "lopo_alpha", "model": "late/hard/text+image", "reference": "tfidf-linear",
+                    "difference": 0.05, "low": 0.01, "high": 0.09, "real": True,
+                    "verdict": "late/hard/text+image beats tfidf-linear: +5.00 points [+1.00, +9.00]"}]
+    return {"folds": folds, "results": rows, "seconds": 12.0, "comparisons": comparisons,
             "dataset": {"products": "p", "embeddings": "e", "features": ["image", "text"], "rows": 110,
                         "platforms": ["alpha", "beta"], "taxonomy_version": "toy-1"}}
 
 
 def test_markdown_report_has_coverage_pivot_and_tables():
     md = results_markdown(_results())
-    assert "| lopo_alpha | beta | alpha (all splits) | 50 | 10 / 12 | 83.3% | 4 / 5 |" in md
-    assert "| late/hard/text+image | 0.800 | 0.800 |" in md  # the hF pivot
-    assert "Best grid model: **late/hard/text+image**" in md and "TF-IDF baseline hF 0.750" in md
+    assert "| lopo_alpha | beta | alpha (all splits) | 50 | 10 / 12 | 83.3% | 4 / 5 | - |" in md
+    assert "| late/hard/text+image | 0.800 [0.750, 0.850] | 0.800 [0.750, 0.850] |" in md  # the pivot
+    assert "| lopo_alpha | late/hard/text+image | +5.00 | [+1.00, +9.00] | late/hard/text+image beats tfidf-linear |" in md
+    assert "Best grid model: **late/hard/text+image**" in md
     assert "L1 macro-F1" in md
 
 
 def test_write_report_writes_json_markdown_and_pngs(tmp_path):
     taxonomy = toy_taxonomy()
     true = np.array([7, 4, 9, 7, 8, 6, 4, 9, 5, 8])
-    preds = {"in_platform": {"true": true, "models": {
-        "late/hard/text": true, "late/hard/text+image": np.roll(true, 1), "tfidf-linear": true}}}
-    written = write_report(_results(), preds, taxonomy, str(tmp_path))
+    classes = node_classes(taxonomy, true)
+    preds = {"in_platform": {"true": true, "taxonomy": taxonomy, "models": {
+        "late/hard/text": classes, "late/hard/text+image": np.roll(classes, 1, axis=0),
+        "tfidf-linear": classes}}}
+    written = write_report(_results(), preds, str(tmp_path))
     for name in ("results.json", "report.md", "hf_by_model.png", "per_category_f1_in_platform.png",
                  "confusion_level0_in_platform.png", "confusion_level1_in_platform.png"):
         assert name in written and (tmp_path / name).stat().st_size > 0

@@ -21,7 +21,9 @@ from prodcat.models.calibration import (
     calibrated_confidence,
     expected_calibration_error,
     fit_temperature,
-    temperature_nll,
+    path_confidence,
+    path_log_loss,
+    reliability,
 )
 from tests.fixtures.synthetic import toy_taxonomy
 
@@ -60,34 +62,39 @@ def _sample(rng, n, c, temperature):
 
 @pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
 def test_fit_temperature_recovers_the_true_temperature(true_t):
+    """Two levels whose true classes follow softmax(z / T): the path confidence at T is the
+    probability that the argmax path is right, so the fit finds T."""
     rng = np.random.default_rng(0)
-    z0, y0 = _sample(rng, 3000, 6, true_t)
-    z1, y1 = _sample(rng, 3000, 4, true_t)
-    y1[::3] = -1                                        # paths that stop at level 0
-    t = fit_temperature([z0, z1], np.stack([y0, y1], 1))
-    assert t == pytest.approx(true_t, rel=0.12)
-    nll = temperature_nll([z0, z1], np.stack([y0, y1], 1), t)
-    assert nll <= temperature_nll([z0, z1], np.stack([y0, y1], 1), 1.0) + 1e-9
+    z0, y0 = _sample(rng, 4000, 6, true_t)
+    z1, y1 = _sample(rng, 4000, 4, true_t)
+    out = np.stack([z0.argmax(1), z1.argmax(1)], 1)
+    correct = (out == np.stack([y0, y1], 1)).all(axis=1)
+    t = fit_temperature([z0, z1], out, correct)
+    assert t == pytest.approx(true_t, rel=0.15)
+    assert path_log_loss([z0, z1], out, correct, t) <= path_log_loss([z0, z1], out, correct, 1.0) + 1e-9
 
 
 def test_temperature_scaling_reduces_ece():
     rng = np.random.default_rng(1)
     z, y = _sample(rng, 4000, 5, 3.0)                   # an over-confident model
-    t = fit_temperature([z], y[:, None])
-    pred = z.argmax(1)
-    before = calibrated_confidence([z], pred[:, None], 1.0)[:, 0]
-    after = calibrated_confidence([z], pred[:, None], t)[:, 0]
-    correct = pred == y
+    pred = z.argmax(1)[:, None]
+    correct = pred[:, 0] == y
+    t = fit_temperature([z], pred, correct)
+    before, after = path_confidence([z], pred, 1.0), path_confidence([z], pred, t)
     assert expected_calibration_error(after, correct) < 0.5 * expected_calibration_error(before, correct)
+    curve = reliability(after, correct)
+    assert sum(curve["count"]) == len(correct) and all(0 <= a <= 1 for a in curve["accuracy"])
 
 
 def test_masked_logits_and_nothing_to_fit():
     z = np.array([[2.0, -np.inf, 0.0], [0.0, 1.0, -np.inf]])
-    conf = calibrated_confidence([z], np.array([[0], [1]]), 1.0)
+    out = np.array([[0], [1]])
+    conf = calibrated_confidence([z], out, 1.0)
     assert conf[0, 0] == pytest.approx(1 / (1 + math.exp(-2)))
-    assert fit_temperature([z], np.array([[-1], [-1]])) == 1.0
+    assert path_confidence([z], np.array([[0], [-1]]), 1.0)[1] == 0.0        # no level: 0
+    assert fit_temperature([z], out, np.array([True, True])) == 1.0        # all right: nothing to fit
     with pytest.raises(ValueError):
-        fit_temperature([z], np.array([[0], [1]]), bounds=(2.0, 1.0))
+        fit_temperature([z], out, np.array([True, False]), bounds=(2.0, 1.0))
 
 
 def test_combine_confidence_modes():

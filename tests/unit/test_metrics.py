@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prodcat.core.metrics import (
+    class_paths,
     hierarchical_metrics,
     hierarchical_prf,
+    lenient_prf,
     level_metrics,
+    node_paths,
     nodes_of,
     path_consistency,
     valid_paths,
@@ -24,6 +27,8 @@ from tests.fixtures.synthetic import toy_taxonomy
 pytestmark = pytest.mark.unit
 
 TOY = toy_taxonomy()
+# Shoes (2) and Home (6) are labels and parents at once: virtual "the parent itself" leaves
+WITH_VIRTUAL = TOY.induced([2, 3, 4, 5, 6, 8, 9])
 # true / predicted nodes:      Boots vs Sandals, Shirts exact, Mugs vs Decor, Boots vs nothing
 TRUE = np.array([7, 4, 9, 7])
 PRED = np.array([8, 4, 6, 0])
@@ -135,3 +140,61 @@ def test_bad_inputs_raise():
         level_metrics(TOY, [10], [1])
     with pytest.raises(ValueError, match="level_classes"):
         path_consistency(TOY, [[0, 0]])
+
+
+# ---------------------------------------------------------------------- strict: the output path
+def _classes(tax: Taxonomy, nodes_per_level: list[int]) -> list[int]:
+    """Per-level classes of a (possibly invalid) sequence of nodes, one per level, -1 padded."""
+    out = [-1] * tax.num_levels
+    for level, node in enumerate(nodes_per_level):
+        out[level] = int(tax.class_index[node])
+    return out
+
+
+def test_an_invalid_path_loses_credit_for_its_wrong_nodes():
+    """[Home, Shoes, Boots] for a boot: the lenient reading (deepest node with its ancestors)
+    gives full credit; the output path earns 2 of 3 nodes."""
+    classes = np.array([_classes(TOY, [2, 3, 7])])          # Home > Shoes > Boots: invalid
+    assert not valid_paths(TOY, classes)[0]
+    strict = hierarchical_prf(TOY, [7], classes)
+    assert strict == pytest.approx({"hP": 2 / 3, "hR": 2 / 3, "hF": 2 / 3})
+    assert lenient_prf(TOY, [7], classes)["hF"] == 1.0
+    out = hierarchical_metrics(TOY, np.array([7]), nodes_of(TOY, classes), classes)
+    assert out["hF"] == pytest.approx(2 / 3) and out["hF_lenient"] == 1.0 and out["accuracy"] == 0.0
+    assert out["level0_accuracy"] == 0.0 and out["level2_accuracy"] == 1.0
+
+
+def test_valid_paths_score_the_same_as_classes_or_nodes():
+    classes = np.stack([TOY.targets(int(n)) if n else np.full(TOY.num_levels, -1) for n in PRED])
+    assert hierarchical_prf(TOY, TRUE, classes) == pytest.approx(hierarchical_prf(TOY, TRUE, PRED))
+    assert class_paths(TOY, classes).tolist() == node_paths(TOY, PRED).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_matches_hiclass_on_random_paths_of_different_depths(seed):
+    """The micro hP/hR/hF of HiClass (hiclass.metrics, on per-level label arrays with "" padding)
+    equal ours on random true leaves and random, often invalid, per-level outputs that stop at
+    random depths."""
+    from hiclass import metrics as hiclass_metrics
+
+    rng = np.random.default_rng(seed)
+    tax = TOY if seed % 2 else WITH_VIRTUAL
+    leaves = tax.leaves
+    n = int(rng.integers(1, 30))
+    true = rng.choice(leaves, n)
+    classes = np.full((n, tax.num_levels), -1)
+    for i in range(n):
+        depth = int(rng.integers(1, tax.num_levels + 1))
+        for level in range(depth):
+            classes[i, level] = rng.integers(0, tax.level_sizes[level])
+    def labels(paths):
+        return np.array([["" if v < 0 else str(v) for v in row] for row in paths], dtype=object)
+    t, p = labels(node_paths(tax, true)), labels(class_paths(tax, classes))
+    ours = hierarchical_prf(tax, true, classes)
+    if not (p != "").any():
+        assert ours["hP"] == 0.0
+        return
+    assert ours["hP"] == pytest.approx(hiclass_metrics.precision(t, p))
+    assert ours["hR"] == pytest.approx(hiclass_metrics.recall(t, p))
+    assert ours["hF"] == pytest.approx(hiclass_metrics.f1(t, p, zero_division=0.0))

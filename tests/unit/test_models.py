@@ -264,3 +264,36 @@ def test_learns_a_separable_toy_problem(fusion, masking):
         optim.step()
     pred = model.eval().predict(feats, present)
     assert (pred.node == leaves[label]).float().mean() > 0.9
+
+
+# ---------------------------------------------------------------- the label prior
+def test_label_prior_steers_every_level_towards_the_label_named_like_the_text():
+    """With zero fusion weights the prior alone decides: each product's text embedding equals one
+    leaf's label embedding, and the model outputs exactly that leaf's path (valid: hard masking).
+    The embeddings are buffers saved with the weights; the scale is a fixed hyper-parameter."""
+    tax = toy_taxonomy()
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=(len(tax), DIMS["text"])).astype(np.float32)
+    for node in range(1, len(tax)):      # a child's label is near its parent's: paths, not names
+        labels[node] += 2 * labels[int(tax.parent[node])] if tax.parent[node] > 0 else 0
+    config = _config(modalities=["text", "image"], fusion="early", label_prior="paths",
+                     label_prior_scale=50.0)
+    model = HierarchicalClassifier(config, tax, DIMS, label_embeddings=labels).eval()
+    with torch.no_grad():
+        for p in model.fusion.parameters():
+            p.zero_()
+    leaves = [7, 8, 4, 9, 6]
+    text = torch.as_tensor(labels[leaves])
+    feats = {"text": text, "image": torch.zeros(len(leaves), DIMS["image"])}
+    pred = model.predict(feats)
+    assert pred.node.tolist() == leaves
+    state = model.state_dict()
+    assert {f"prior.label_embedding_{level}" for level in range(tax.num_levels)} <= set(state)
+    assert "prior.scale" in state and not any(p is model.prior.scale for p in model.parameters())
+    absent = model.predict(feats, {"text": torch.zeros(len(leaves), dtype=torch.bool)})
+    assert absent.node.tolist() != leaves          # no text: no prior
+
+
+def test_label_prior_needs_its_feature_among_the_modalities():
+    with pytest.raises(ValidationError, match="label_prior_feature"):
+        _config(modalities=["image"], label_prior="names")
