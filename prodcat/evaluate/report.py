@@ -29,6 +29,21 @@ def best_grid_model(results: list[dict], fold: str) -> str | None:
     return max(rows, key=lambda r: r["hF"])["model"] if rows else None
 
 
+def _data_line(ds: dict) -> list[str]:
+    """The products used against the catalogue's, and store rows skipped as unreadable."""
+    counts = ds.get("counts")
+    if not counts:
+        return []
+    line = (f"Data: {ds['rows']:,} labelled products used of {counts['labelled_products']:,} "
+            f"labelled ({counts['catalogue_products']:,} products in the catalogue); "
+            f"{counts['labelled_without_vectors']:,} labelled products have no store row; ")
+    line += (f"**{counts['skipped_unreadable_rows']:,} store rows in "
+             f"{len(counts['skipped_unreadable_parts'])} unreadable part(s) skipped** "
+             f"(--skip-unreadable: {', '.join(counts['skipped_unreadable_parts'])})."
+             if counts["skipped_unreadable_parts"] else "no store part skipped.")
+    return [line, ""]
+
+
 def results_markdown(results: dict) -> str:
     """The Markdown report: folds and coverage, a summary pivot, then one table per fold."""
     rows, folds = results["results"], results["folds"]
@@ -38,7 +53,7 @@ def results_markdown(results: dict) -> str:
              f"Products {ds['products']}, embedding store {ds['embeddings']} (features "
              f"{', '.join(ds['features'])}), {ds['rows']:,} labelled products with embeddings on "
              f"{', '.join(ds['platforms'])}; taxonomy {ds['taxonomy_version']}. "
-             f"Total time {results['seconds']:.0f} s.", "",
+             f"Total time {results['seconds']:.0f} s.", "", *_data_line(ds),
              "## Folds", "", "| fold | train on | test on | train rows | test rows (covered / all) "
              "| coverage | categories covered |", "|---|---|---|---|---|---|---|"]
     for f in folds:
