@@ -22,5 +22,5 @@ class UnreadableFile(DataError, OSError):
     """
 
     def __init__(self, uri: str, detail: str, hint: str = "") -> None:
-        super().__init__(f"cannot read {uri}: {detail}" + (f". {hint}" if hint else ""))
+        super().__init__(f"cannot read {uri}: {detail.rstrip('. ')}" + (f". {hint}" if hint else ""))
         self.uri = uri

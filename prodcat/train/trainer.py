@@ -183,9 +183,9 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
         ValueError: on empty training or validation rows.
     """
 
-    ensure_ray()
     start = time.perf_counter()
-    table = load_training_data(config, table)
+    table = load_training_data(config, table)          # unreadable data stops before Ray starts
+    ensure_ray()
     data = {**table.counts, "labelled_used": len(table),
             "train_rows": len(select_train_rows(table, config)),
             "val_rows": len(table.rows(splits=[config.data.val_split]))}
