@@ -38,7 +38,13 @@ from prodcat.core.metrics import hierarchical_counts, hierarchical_prf
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.core.uncertainty import hf_interval
-from prodcat.embed.store import read_store
+from prodcat.embed.store import (
+    feature_matrix,
+    read_manifest,
+    read_store,
+    skipped_rows,
+    vector_column,
+)
 from prodcat.models.checkpoint import CONFIG, WEIGHTS, read_json, weights_version
 
 
@@ -82,9 +88,8 @@ class StageActor:
             for f in keep:
                 dim = self.runner.model.input_dims[f]
                 vectors = np.asarray(out[f"emb_{f}"], np.float32).reshape(-1, dim)
-                mask = pa.array(~escalate)
-                result = result.append_column(f"emb_{f}", pa.FixedSizeListArray.from_arrays(
-                    pa.array(vectors.reshape(-1)), dim, mask=mask))
+                ok = np.asarray(out[f"status_{f}"], object) == "ok"
+                result = result.append_column(f"emb_{f}", vector_column(vectors, ok))
                 result = result.append_column(f"status_{f}", pa.array(out[f"status_{f}"], pa.string()))
                 result = result.append_column(f"fp_{f}", pa.array(out[f"fp_{f}"], pa.string()))
         return result
@@ -161,20 +166,28 @@ def checkpoint_fingerprints(checkpoint: str) -> dict[str, str]:
 def attach_store(table: pa.Table, store: pa.Table, manifest: dict,
                  fingerprints: dict[str, str]) -> pa.Table:
     """Add ``emb_<f>``, ``status_<f>``, ``fp_<f>`` from an embedding store for each feature whose
-    store fingerprint equals the stage's (rows not in the store get nulls: encoded later).
-    Features already attached are left alone."""
+    store fingerprint equals the stage's. Vectors are never null: rows not in the store get a
+    zero vector with null status and fingerprint (encoded later); the status says which vectors
+    exist (:func:`prodcat.embed.store.feature_matrix`). Features already attached are left alone."""
     import pyarrow.compute as pc
 
     index = pc.index_in(table["product_id"], value_set=store["product_id"])
-    found = index.is_valid()
+    found = index.is_valid().to_numpy(zero_copy_only=False)
+    rows = index.to_numpy(zero_copy_only=False)
     for f, key in fingerprints.items():
         stored = manifest.get("features", {}).get(f, {}).get("fingerprint", {}).get("key")
         if f"fp_{f}" in table.column_names or f"emb_{f}" not in store.column_names or stored != key:
             continue
-        taken = store.select([f"emb_{f}", f"status_{f}"]).take(index)
-        table = table.append_column(f"emb_{f}", taken[f"emb_{f}"])
-        table = table.append_column(f"status_{f}", taken[f"status_{f}"])
-        table = table.append_column(f"fp_{f}", pc.if_else(found, pa.scalar(key), pa.scalar(None, pa.string())))
+        vectors, present = feature_matrix(store, f)              # [S, D_f], [S]
+        dense = np.zeros((table.num_rows, vectors.shape[1]), np.float32)
+        ok = np.zeros(table.num_rows, bool)
+        dense[found] = vectors[rows[found].astype(np.int64)]
+        ok[found] = present[rows[found].astype(np.int64)]
+        status = store[f"status_{f}"].take(index)
+        table = table.append_column(f"emb_{f}", vector_column(dense, ok))
+        table = table.append_column(f"status_{f}", status)
+        table = table.append_column(f"fp_{f}", pc.if_else(pa.array(found), pa.scalar(key),
+                                                          pa.scalar(None, pa.string())))
     return table
 
 
@@ -186,11 +199,17 @@ def _load_store(config: ScoreConfig, spec: CascadeSpec, log) -> tuple[pa.Table |
     if not config.features_from:
         return None, {}, fps
     features = sorted(set(fps["text"]) | set(fps["multimodal"]))
-    _, manifest = read_store(config.features_from, columns=["product_id"])
+    manifest = read_manifest(config.features_from)
+    if manifest is None:
+        raise FileNotFoundError(f"no embedding store at {config.features_from}")
     usable = [f for f in features if manifest.get("features", {}).get(f, {}).get(
         "fingerprint", {}).get("key") in (fps["text"].get(f), fps["multimodal"].get(f))]
     columns = ["product_id"] + [c for f in usable for c in (f"emb_{f}", f"status_{f}")]
-    store, manifest = read_store(config.features_from, columns=columns)
+    store, manifest = read_store(config.features_from, columns=columns,
+                                 skip_unreadable=config.skip_unreadable)
+    if manifest["skipped"]:
+        log(f"[score] skipped {len(manifest['skipped'])} unreadable store part(s) with "
+            f"{skipped_rows(manifest):,} rows (--skip-unreadable); those rows are encoded")
     log(f"[score] reusing {', '.join(usable) or 'no'} vectors of {store.num_rows} products from "
         f"{config.features_from} (fingerprints match); other features and rows are encoded")
     return store, manifest, fps
@@ -260,6 +279,9 @@ def score(config: ScoreConfig, overwrite: bool = False,
         progress.done()
         seconds["multimodal"] = time.perf_counter() - t0
     writer.flush()
+    job = dict(job, skipped_unreadable={
+        "parts": [p["file"] for p in manifest.get("skipped", [])] if store is not None else [],
+        "rows": skipped_rows(manifest) if store is not None else 0})
     return _finish(config, job, table, done, writer, seconds, text_rows, escalated, start, log)
 
 

@@ -46,6 +46,9 @@ class ScoreConfig(StrictModel):
     image_limits: ImageLimits = Field(default_factory=ImageLimits)
     title_max_chars: int = Field(256, gt=0, description="cap on the cleaned title")
     description_max_chars: int = Field(2000, gt=0, description="cap on the cleaned description")
+    skip_unreadable: bool = Field(False, description="leave out parts of the `features_from` store "
+                                  "that cannot be read (their rows are encoded; counted in "
+                                  "_summary.json) instead of stopping")
 
 
 class CascadeFitConfig(StrictModel):
@@ -64,3 +67,5 @@ class CascadeFitConfig(StrictModel):
     cost_sample: int = Field(256, ge=0, description="raw products timed per stage (0: skip)")
     cost_batch_size: int = Field(64, gt=0, description="batch size when timing the stages")
     torch_threads: int = Field(2, gt=0, description="torch threads when timing the stages")
+    skip_unreadable: bool = Field(False, description="leave out store parts that cannot be read "
+                                  "(counted in the report) instead of stopping")

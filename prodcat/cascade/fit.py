@@ -46,7 +46,7 @@ from prodcat.core.uncertainty import hf_interval
 from prodcat.embed.store import StoreMismatch
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.calibration import calibrate
-from prodcat.train.features import load_feature_table
+from prodcat.train.features import describe_counts, load_feature_table
 from prodcat.train.lexical import model_inputs
 
 
@@ -120,7 +120,9 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
     taxonomy = load_taxonomy_of(config.text_model, config.multimodal_model)
     text, mm = load_checkpoint(config.text_model), load_checkpoint(config.multimodal_model)
     features = sorted(set(text.features) | set(mm.features))
-    table = load_feature_table(config.products, config.embeddings, features)
+    table = load_feature_table(config.products, config.embeddings, features,
+                               skip_unreadable=config.skip_unreadable)
+    log(f"[cascade] {describe_counts(table.counts)}")
     if table.taxonomy.to_json() != taxonomy.to_json():
         raise ValueError(f"the checkpoints were trained on another taxonomy than {config.products}'s "
                          "taxonomy.json; fit the cascade on the product table they were trained on")
@@ -175,12 +177,13 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
     write_cascade(spec, config.output)
     report = {"spec": json.loads(spec.to_json()),
               "versions": {"text": text.version, "multimodal": mm.version},
-              "curves": {name: c.to_dict() for name, c in curves.items()}}
+              "curves": {name: c.to_dict() for name, c in curves.items()}, "data": table.counts}
     storage.write_text(storage.join(config.output, "cascade_report.json"), json.dumps(report, indent=2))
     plot_curves(curves, threshold, storage.join(config.output, "cascade_curve.png"), costs["multimodal"])
     plot_reliability(calibration, storage.join(config.output, "reliability.png"))
     storage.write_text(storage.join(config.output, "cascade_report.md"),
-                       report_markdown(spec, curves, config, text.version, mm.version))
+                       report_markdown(spec, curves, config, text.version, mm.version)
+                       + f"\nData: {describe_counts(table.counts)}.\n")
     return report
 
 

@@ -20,6 +20,7 @@ from prodcat.core.metrics import valid_paths
 from prodcat.core.runtime import torch_device
 from prodcat.core.taxonomy import SEPARATOR, Taxonomy
 from prodcat.embed.encoders import EncoderConfig
+from prodcat.embed.encoders.base import IMAGE_STATUS, pixel_column
 from prodcat.embed.extractor import FeatureExtractor, decode_images
 from prodcat.embed.imaging import ImageLimits
 from prodcat.models.checkpoint import load_checkpoint
@@ -82,8 +83,11 @@ class StageRunner:
 
         Vectors already in the batch (columns ``emb_<f>``, ``status_<f>``, ``fp_<f>``: from stage 1
         or an embedding store) are reused row by row where ``fp_<f>`` equals this stage's
-        fingerprint (a recorded failure, null vector with its status, counts as done); each
-        encoder runs only on the rows still missing one of its features.
+        fingerprint (the status says whether the vector exists: a recorded failure, zero vector
+        with its reason, counts as done); each encoder runs only on the rows still missing one of
+        its features. Images already decoded upstream (``_pixels_<S>`` ``uint8 [B, S, S, 3]`` with
+        ``_image_status``: the Serve ingress) are used as they are; otherwise ``image_uri`` /
+        ``image_bytes`` are decoded here.
         """
 
         n = len(batch["title"])
@@ -100,7 +104,10 @@ class StageRunner:
             if not len(rows):
                 continue
             sub = {k: [v[i] for i in rows] for k, v in work.items()}
-            if enc.image_size:
+            if enc.image_size and pixel_column(enc.image_size) in batch:   # decoded upstream
+                sub[pixel_column(enc.image_size)] = np.asarray(batch[pixel_column(enc.image_size)])[rows]
+                sub[IMAGE_STATUS] = np.asarray(batch[IMAGE_STATUS], object)[rows]
+            elif enc.image_size:
                 sub.update(decode_images(sub, [enc.image_size], self.extractor.image_limits))
             out = enc.encode(sub)
             for f in mine:
@@ -194,11 +201,25 @@ class StageRunner:
         return levels
 
     def predict_items(self, items: list[dict]) -> list[dict]:
-        """Serve's form: product dicts (``title``, ``description``, ``image_bytes``, optional
-        ``features`` ``{f: {"vector", "status", "fingerprint"}}``) → one result dict each, with
-        ``features`` holding this stage's text vectors for reuse."""
+        """Serve's form: product dicts (``title``, ``description``, and either ``image_pixels``
+        ``{S: uint8 [S, S, 3]}`` with ``image_status``, or ``image_bytes``; optional ``features``
+        ``{f: {"vector", "status", "fingerprint"}}``) → one result dict each, with ``features``
+        holding this stage's text vectors for reuse.
+
+        A batch that fails is retried product by product, so a product whose prediction raises
+        gets ``{"error": "<type>: <message>"}`` and its neighbours their answers.
+        """
+        try:
+            return self._predict_items(items)
+        except Exception as err:  # noqa: BLE001 - isolate the product that fails, below
+            if len(items) == 1:
+                return [{"error": f"{type(err).__name__}: {err}"}]
+        return [_failure(item, self._predict_items) for item in items]
+
+    def _predict_items(self, items: list[dict]) -> list[dict]:
         batch: dict = {k: [it.get(k) for it in items]
                        for k in ("product_id", "title", "description", "image_bytes")}
+        batch.update(_pixel_columns(items, self.extractor.image_sizes))
         for f in self.model.features:
             given = [(it.get("features") or {}).get(f) for it in items]
             if all(g is not None for g in given):
@@ -216,6 +237,33 @@ class StageRunner:
                                for f in keep}
             results.append(row)
         return results
+
+
+def _failure(item: dict, predict) -> dict:
+    """``predict([item])[0]``, or ``{"error": ...}`` when it raises."""
+    try:
+        return predict([item])[0]
+    except Exception as err:  # noqa: BLE001 - one product's failure is that product's error
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def _pixel_columns(items: list[dict], sizes: list[int]) -> dict:
+    """``_pixels_<S>`` (``uint8 [B, S, S, 3]``, zeros where absent) and ``_image_status`` from
+    items carrying ``image_pixels``; empty when none does (images, if any, are then decoded from
+    ``image_bytes``)."""
+    if not sizes or not any("image_pixels" in it or "image_status" in it for it in items):
+        return {}
+    out: dict = {IMAGE_STATUS: np.array([it.get("image_status") or "no_image" for it in items], object)}
+    for s in sizes:
+        arr = np.zeros((len(items), s, s, 3), np.uint8)
+        for i, it in enumerate(items):
+            pixels = (it.get("image_pixels") or {}).get(s)
+            if pixels is not None:
+                arr[i] = pixels
+            elif out[IMAGE_STATUS][i] == "ok":
+                out[IMAGE_STATUS][i] = "image_missing"    # decoded for other sizes only
+        out[pixel_column(s)] = arr
+    return out
 
 
 def encoder_configs(encoders: dict, checkpoint: str, device: str) -> tuple[dict, dict]:

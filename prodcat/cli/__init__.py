@@ -8,7 +8,9 @@
 
 Each module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; stage
 modules are imported inside ``run`` so ``prodcat --help`` stays fast. Every subcommand takes
-``--verbose`` (Ray's own log lines on the terminal; see :mod:`prodcat.core.console`).
+``--verbose`` (Ray's own log lines on the terminal; see :mod:`prodcat.core.console`). Data that
+cannot be read (:class:`prodcat.core.errors.DataError`) ends the command with exit status 2 and
+one line naming the file, without a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 
 import prodcat
 from prodcat.core import console, storage
+from prodcat.core.errors import DataError
 
 #: subcommands in the order a product flows through them (``--help`` lists them so)
 ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "pipeline")
@@ -56,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     output = getattr(args, "output", None)
     if output and not storage.is_remote(output) and not os.environ.get(console.LOG_DIR_ENV):
         console.set_log_dir(os.path.join(output, "logs"))
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except DataError as err:  # a file that cannot be read: the message names it, no traceback
+        print(f"prodcat {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--output", help="report folder (default runs/main/cascade)")
     fit.add_argument("--goal", metavar="KIND=VALUE",
                      help="hf_within=0.5 (default), max_escalation=0.3 or min_hf=80")
+    fit.add_argument("--skip-unreadable", action="store_true",
+                     help="leave out store parts that cannot be read (counted in the report) "
+                     "instead of stopping")
     fit.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                      help="override any CascadeFitConfig field, e.g. --set cost_sample=0")
     show = sub.add_parser("show", help="print a cascade.json")
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.goal:
         kind, _, value = args.goal.partition("=")
         overrides += [f"goal.kind={kind}", f"goal.value={value or 0.5}"]
+    if args.skip_unreadable:
+        overrides.append("skip_unreadable=true")
     config = load_config(CascadeFitConfig, args.config, overrides + list(args.set))
     fit_cascade(config)  # prints temperatures, costs and tau; writes cascade.json and the report
     return 0

@@ -6,9 +6,12 @@
   prodcat embed ... --set encoders.image.image_size=128 --set encoders.text.pool_size=2
   prodcat embed ... --limit 2000         # embed at most 2,000 new products, resume later
   prodcat embed --show --output runs/main/embeddings   # describe an existing store
+  prodcat embed --upgrade-store --output runs/main/embeddings  # convert an older store format
 
 A rerun skips products already in the store with the same encoder fingerprints; a store made
-with other weights is refused (use a new --output or --overwrite).
+with other weights is refused (use a new --output or --overwrite). A store part that cannot be
+read stops the command with the file named, unless --skip-unreadable is given (its products are
+then embedded again and the count is in the summary).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 
 from prodcat.core.config import load_config
+from prodcat.core.console import say
 from prodcat.core.paths import REPO_ROOT
 
 HELP = "embed products (text, image, joint encoders) into the embedding store, resumably"
@@ -33,6 +37,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
     parser.add_argument("--show", action="store_true",
                         help="print the manifest and row counts of the store at --output, then exit")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="go on past store parts that cannot be read (re-embeds their products; "
+                        "the count is in the summary) instead of stopping")
+    parser.add_argument("--upgrade-store", action="store_true",
+                        help="convert the store at --output to the current store format, then exit")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any EmbedConfig field, e.g. --set encoders.text.batch_size=128")
 
@@ -40,15 +49,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: stage modules load torch and Ray; importing them here keeps 'prodcat --help' fast
     from prodcat.embed.pipeline import EmbedConfig, run_embedding
-    from prodcat.embed.store import read_store
+    from prodcat.embed.store import read_store, upgrade_store
 
+    if args.upgrade_store:
+        if not args.output:
+            raise SystemExit("--upgrade-store needs --output <store>")
+        result = upgrade_store(args.output, log=say)
+        say(f"[embed] store format is current: {result['upgraded']} of {result['parts']} parts "
+            f"rewritten ({result['rows']:,} rows) → {args.output}")
+        return 0
     if args.show:
-        table, manifest = read_store(args.output, columns=["product_id"])
-        print(json.dumps({"rows": table.num_rows, "features": {
+        table, manifest = read_store(args.output, columns=["product_id"],
+                                     skip_unreadable=args.skip_unreadable)
+        print(json.dumps({"rows": table.num_rows, "version": manifest.get("version", 1),
+                          "skipped_unreadable": manifest["skipped"], "features": {
             f: {"dim": d["dim"], "fingerprint": d["fingerprint"]["key"], "encoder": d["encoder"]}
             for f, d in manifest["features"].items()}}, indent=2))
         return 0
     overrides = list(args.set)
+    if args.skip_unreadable:
+        overrides.append("skip_unreadable=true")
     for field in ("products", "output", "limit"):
         value = getattr(args, field)
         if value is not None:

@@ -27,6 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="report folder, local or s3:// (sets output)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any EvaluateConfig field, e.g. --set grid.maskings=[none,hard]")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave out store parts that cannot be read (counted in the report) "
+                        "instead of stopping (sets train.data.skip_unreadable)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--merge", nargs="+", metavar="FOLDER",
                         help="merge these evaluation folders' results into --output instead of running")
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     extra = {"train.data.products": args.products, "train.data.embeddings": args.embeddings,
-             "output": args.output}
+             "output": args.output,
+             "train.data.skip_unreadable": "true" if args.skip_unreadable else None}
     overrides = list(args.set) + [f"{k}={v}" for k, v in extra.items() if v is not None]
     config = load_config(EvaluateConfig, args.config, overrides)
     if args.show_config:

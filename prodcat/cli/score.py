@@ -36,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "instead of product-table columns; without --input, each adapter's export")
     parser.add_argument("--features-from", metavar="STORE",
                         help="embedding store whose vectors are reused where fingerprints match")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave out --features-from store parts that cannot be read (their "
+                        "rows are encoded; counted in _summary.json) instead of stopping")
     parser.add_argument("--output", help="predictions folder, local or s3://")
     parser.add_argument("--mode", choices=["cascade", "text", "multimodal"])
     parser.add_argument("--limit", type=int, help="score only the first N rows")
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
              "features_from": args.features_from,
              "mode": args.mode, "limit": args.limit}
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
+    if args.skip_unreadable:
+        overrides.append("skip_unreadable=true")
     config = load_config(ScoreConfig, args.config, overrides)
     summary = score(config, overwrite=args.overwrite)
     if args.evaluate:

@@ -8,7 +8,10 @@
 
 Checkpoints (safetensors + JSON) are written every epoch under <output>/ray/<name>; the best one
 (by validation hF, early stopping with optim.patience) is copied to <output>/model and calibrated.
-Rerunning with the same --output and name resumes from the last checkpoint.
+Rerunning with the same --output and name resumes from the last checkpoint. A store part or
+product table that cannot be read stops the command with the file named, unless
+--skip-unreadable is given (the skipped rows are then counted in train_result.json and on the
+terminal, beside the labelled products used against the catalogue's).
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="run folder, local or s3:// (sets output)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any TrainConfig field by dotted name, e.g. --set model.fusion=late")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave out store parts that cannot be read (counted in the summary) "
+                        "instead of stopping (sets data.skip_unreadable)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
     """``--set`` values plus the shortcut flags as dotted overrides (flags win)."""
-    extra = {"data.products": args.products, "data.embeddings": args.embeddings, "output": args.output}
+    extra = {"data.products": args.products, "data.embeddings": args.embeddings, "output": args.output,
+             "data.skip_unreadable": "true" if getattr(args, "skip_unreadable", False) else None}
     return list(args.set) + [f"{k}={v}" for k, v in extra.items() if v is not None]
 
 

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from prodcat.core.errors import UnreadableFile
+
 
 def is_remote(uri: str) -> bool:
     """True for ``s3://`` URIs."""
@@ -90,9 +92,20 @@ def write_text(uri: str, text: str) -> None:
 
 
 def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file or folder of Parquet files."""
+    """Read a Parquet file or folder of Parquet files.
+
+    Raises:
+        FileNotFoundError: nothing at ``uri``.
+        prodcat.core.errors.UnreadableFile: a file that cannot be read (corrupt, truncated, not
+            Parquet, a missing column); the message names it.
+    """
     fs, path = filesystem(uri)
-    return pq.read_table(path, filesystem=fs, columns=columns)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such file or folder: {uri}")
+    try:
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise UnreadableFile(uri, f"{type(err).__name__}: {err}") from None
 
 
 def write_table(table: pa.Table, uri: str) -> None:

@@ -30,11 +30,26 @@ REASONS = (
     "image_too_large",        # more bytes than ImageLimits.max_bytes
     "image_too_many_pixels",  # width × height above ImageLimits.max_pixels (decompression bomb)
     "image_not_image",        # bytes that no allowed image format recognises
+    "image_unsupported_format",  # a known image format outside the allowed ones (e.g. TIFF)
     "image_corrupt",          # a recognised format that fails to decode (truncated, damaged)
 )
 
 #: formats PIL may open; others (EPS via Ghostscript, exotic plugins) are refused
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+#: signatures of image formats that may be refused by a narrower ``formats`` list: a refused
+#: file gets ``image_unsupported_format`` (and the format's name) instead of ``image_not_image``
+_SIGNATURES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\xff\xd8\xff", "JPEG"),
+               (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"8BPS", "PSD"), (b"\x00\x00\x01\x00", "ICO"), (b"%!PS", "EPS"),
+               (b"\x00\x00\x00\x0cjP  ", "JPEG2000"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the first bytes of ``data`` (WEBP by its RIFF header), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
 
 
 class ImageDecodeError(Exception):
@@ -58,15 +73,18 @@ class ImageLimits(StrictModel):
 
 
 def decode_image(data: bytes, limits: ImageLimits | None = None,
-                 draft_size: int | None = None):
+                 draft_size: int | None = None, formats: tuple[str, ...] = ALLOWED_FORMATS):
     """Decode encoded image bytes into an RGB ``PIL.Image``.
 
-    ``draft_size`` lets JPEG decode at a reduced scale (≥ that many px on the short side), which
-    makes large photos much cheaper when they will be shrunk anyway.
+    The byte size is checked first, then the header alone is read (``Image.open`` is lazy) and
+    width × height checked against ``limits.max_pixels`` before any pixel is decoded.
+    ``draft_size`` lets JPEG decode at a reduced scale (≥ that many px on the short side, PIL's
+    ``draft``), which makes large photos much cheaper when they will be shrunk anyway.
+    ``formats`` are the PIL format names allowed (the HTTP API narrows them).
 
     Raises:
-        ImageDecodeError: ``image_too_large``, ``image_not_image``, ``image_too_many_pixels`` or
-            ``image_corrupt``.
+        ImageDecodeError: ``image_too_large``, ``image_not_image``, ``image_unsupported_format``,
+            ``image_too_many_pixels`` or ``image_corrupt``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -78,8 +96,12 @@ def decode_image(data: bytes, limits: ImageLimits | None = None,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            image = Image.open(io.BytesIO(data), formats=list(formats))
     except UnidentifiedImageError:
+        known = sniff_format(data)
+        if known and known not in formats:
+            raise ImageDecodeError("image_unsupported_format", f"{known} is not accepted; use "
+                                   f"{', '.join(formats)}") from None
         raise ImageDecodeError("image_not_image", "not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageDecodeError("image_too_many_pixels", str(err)) from None

@@ -29,7 +29,13 @@ from prodcat.embed.encoders import EncoderConfig
 from prodcat.embed.encoders.base import IMAGE_STATUS, pixel_column
 from prodcat.embed.extractor import FeatureExtractor, decode_images
 from prodcat.embed.imaging import ImageLimits
-from prodcat.embed.store import make_manifest, prepare_store, to_store_table, write_part
+from prodcat.embed.store import (
+    make_manifest,
+    prepare_store,
+    skipped_rows,
+    to_store_table,
+    write_part,
+)
 
 INPUT_COLUMNS = ["product_id", "title", "description", "image_uri"]
 
@@ -48,6 +54,9 @@ class EmbedConfig(StrictModel):
     cache_dir: str | None = Field(None, description="local cache for s3:// weights "
                                   "(default $PRODCAT_CACHE_DIR or ~/.cache/prodcat/weights)")
     limit: int | None = Field(None, gt=0, description="embed at most this many new products this run")
+    skip_unreadable: bool = Field(False, description="go on past store parts that cannot be read "
+                                  "(their products are embedded again; the count is reported) "
+                                  "instead of stopping")
 
     @model_validator(mode="after")
     def _features_unique(self) -> "EmbedConfig":
@@ -160,6 +169,8 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
 
     Raises:
         StoreMismatch: the store holds vectors from other encoders (and not ``overwrite``).
+        StoreFormatError: the store is in an older format (``prodcat embed --upgrade-store``).
+        UnreadableStorePart: a part cannot be read (and not ``config.skip_unreadable``).
         ValueError: ``products`` or ``output`` not set.
     """
 
@@ -168,7 +179,12 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     start = time.perf_counter()
     described = describe_encoders(config)
     manifest = make_manifest(described)
-    done = prepare_store(config.output, manifest, overwrite)
+    done, found = prepare_store(config.output, manifest, overwrite, config.skip_unreadable)
+    unreadable = found.get("skipped", [])
+    if unreadable:
+        log(f"[embed] skipped {len(unreadable)} unreadable store part(s) with {skipped_rows(found):,} "
+            f"rows (--skip-unreadable): {', '.join(s['file'] for s in unreadable)}; their "
+            "products are embedded again")
     products, total = load_products(config.products, done, config.limit)
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     log(f"[embed] {total:,} products, {len(done):,} already in the store, {products.num_rows:,} to "
@@ -185,6 +201,8 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
             progress.advance(int(row["rows"]))
     summary = summarize(rows, config, described, run_id, len(done), total,
                         pipeline_s=time.perf_counter() - ds_start, wall_s=time.perf_counter() - start)
+    summary["skipped_unreadable"] = {"parts": [s["file"] for s in unreadable],
+                                     "rows": skipped_rows(found)}
     storage.write_text(storage.join(config.output, f"summary-{run_id}.json"),
                        json.dumps(summary, indent=2))
     failures = "; ".join(f"{f}: " + ", ".join(f"{n} {reason}" for reason, n in c.items())

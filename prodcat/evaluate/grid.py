@@ -39,7 +39,7 @@ from prodcat.evaluate.folds import Fold, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.report import plot_hf, results_markdown, write_report
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.config import TrainConfig, apply_overrides
-from prodcat.train.features import FeatureTable, load_feature_table
+from prodcat.train.features import FeatureTable, describe_counts, load_feature_table
 from prodcat.train.lexical import model_inputs
 from prodcat.train.trainer import select_train_rows, train
 
@@ -147,9 +147,11 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     cells = grid_cells(config)
     features = sorted({f for c in cells for f in c["modalities"]})
     if table is None:
-        table = load_feature_table(data.products, data.embeddings, features, data.taxonomy)
+        table = load_feature_table(data.products, data.embeddings, features, data.taxonomy,
+                                   data.skip_unreadable)
     if data.platforms:
         table = table.rows(platforms=data.platforms)
+    progress(f"[evaluate] {describe_counts(table.counts, len(table))}")
     platforms = sorted(np.unique(table.column("platform")).tolist())
     folds = make_folds(config, read_protocol(data.products), platforms)
     texts = dict(zip(table.column("product_id"), _texts(data.products, table.column("product_id")))) \
@@ -185,7 +187,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                "comparisons": comparisons,
                "dataset": {"products": data.products, "embeddings": data.embeddings,
                            "features": features, "rows": len(table), "platforms": platforms,
-                           "taxonomy_version": table.taxonomy.version},
+                           "taxonomy_version": table.taxonomy.version, "counts": table.counts},
                "seconds": time.perf_counter() - start}
     write_report(results, predictions, config.output, plots=config.plots)
     progress(f"[evaluate] {len(rows)} results in {results['seconds']:.0f} s → {config.output}")

@@ -77,6 +77,21 @@ def selection_markdown(results: dict) -> list[str]:
             "", markdown_table(["model", *columns], rows), ""]
 
 
+def _data_line(ds: dict) -> list[str]:
+    """The products used against the catalogue's, and store rows skipped as unreadable."""
+    counts = ds.get("counts")
+    if not counts:
+        return []
+    line = (f"Data: {ds['rows']:,} labelled products used of {counts['labelled_products']:,} "
+            f"labelled ({counts['catalogue_products']:,} products in the catalogue); "
+            f"{counts['labelled_without_vectors']:,} labelled products have no store row; ")
+    line += (f"**{counts['skipped_unreadable_rows']:,} store rows in "
+             f"{len(counts['skipped_unreadable_parts'])} unreadable part(s) skipped** "
+             f"(--skip-unreadable: {', '.join(counts['skipped_unreadable_parts'])})."
+             if counts["skipped_unreadable_parts"] else "no store part skipped.")
+    return [line, ""]
+
+
 def results_markdown(results: dict) -> str:
     """The Markdown report: folds and coverage, hF with 95 % intervals by model and fold, the
     comparisons with the reference model, then one table per fold."""
@@ -87,7 +102,7 @@ def results_markdown(results: dict) -> str:
              f"Products {ds['products']}, embedding store {ds['embeddings']} (features "
              f"{', '.join(ds['features'])}), {ds['rows']:,} labelled products with embeddings on "
              f"{', '.join(ds['platforms'])}; taxonomy {ds['taxonomy_version']}. "
-             f"Total time {results['seconds']:.0f} s.", "",
+             f"Total time {results['seconds']:.0f} s.", "", *_data_line(ds),
              "hF is scored on the path each model outputs, level by level (an invalid path loses "
              "credit for its wrong nodes); brackets are 95 % bootstrap intervals over near-duplicate "
              "groups of the test products. Each fold's label space is its training rows' categories.",

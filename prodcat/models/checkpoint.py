@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from prodcat.core import storage
+from prodcat.core.errors import UnreadableFile
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.classifier import HierarchicalClassifier
 from prodcat.models.config import ModelConfig
@@ -135,7 +136,10 @@ def read_json(uri: str, name: str, default: Any = None) -> Any:
     path = storage.join(uri, name)
     if default is not None and not storage.exists(path):
         return default
-    return json.loads(storage.read_text(path))
+    try:
+        return json.loads(storage.read_text(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UnreadableFile(path, f"not valid JSON ({err})") from None
 
 
 def write_calibration(uri: str, temperature: float, threshold: float, details: dict | None = None) -> None:
@@ -304,6 +308,7 @@ def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
 
     Raises:
         FileNotFoundError: when a required file is missing (names it).
+        prodcat.core.errors.UnreadableFile: a damaged JSON or weights file (names it).
         ValueError: when ``config.json`` is not a prodcat checkpoint or the weights do not fit.
     """
     from safetensors.torch import load
@@ -316,7 +321,11 @@ def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
     weights = storage.read_bytes(storage.join(uri, WEIGHTS))
     model = build_model(model_config, taxonomy, cfg["input_dims"])
     try:
-        model.load_state_dict(load(weights), strict=True)
+        tensors = load(weights)
+    except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
+        raise UnreadableFile(storage.join(uri, WEIGHTS), f"{type(err).__name__}: {err}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{uri}: weights do not fit the configured model: {err}") from None
     model.to(device).eval()

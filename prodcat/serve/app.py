@@ -10,9 +10,13 @@
 calibrated confidence is below tau go on to ``MultimodalStage`` (image and, when configured, joint
 encoders + fusion head). Both batch requests with ``@serve.batch`` and autoscale on
 ``target_ongoing_requests``; the multimodal stage's ``num_gpus`` comes from the args. The routing
-rule is :func:`prodcat.cascade.route`. Overload is shed with 503: the proxy rejects requests above
-the ingress's ``max_queued_requests``, and a stage queue that is full raises ``BackPressureError``,
-which the ingress turns into 503 too.
+rule is :func:`prodcat.cascade.route`. Overload is shed with 503, the API's JSON error body and
+``Retry-After``: the ingress admits ``ingress.max_admitted`` categorize requests at once per replica
+and refuses the rest itself (:mod:`prodcat.serve.guard`, before Serve's proxy queue fills), a stage
+queue that is full raises ``BackPressureError``, and a request past ``limits.request_timeout_s``
+(image fetches, decoding and both stages together) is answered with 503 ``timeout``. A product
+whose prediction fails gets its own error; the batch it was in is answered. Optional API-key
+authentication: ``auth`` (:class:`prodcat.serve.schemas.AuthConfig`).
 
 Start it with ``serve deploy serve/config.yaml`` (on a running cluster), ``serve run
 serve/config.yaml``, or ``prodcat serve`` (local). The application builder is :func:`build_app`.
@@ -33,7 +37,9 @@ from ray.serve.handle import DeploymentHandle
 from prodcat.cascade.policy import route
 from prodcat.cascade.spec import CascadeSpec, load_taxonomy_of, resolve_cascade
 from prodcat.core.config import flatten_dotted, load_config
-from prodcat.serve.inputs import PreparedProduct, ProductProblem, prepare
+from prodcat.models.checkpoint import CONFIG, read_json
+from prodcat.serve import guard
+from prodcat.serve.inputs import Gates, PreparedProduct, ProductProblem, prepare
 from prodcat.serve.schemas import (
     AppArgs,
     CategorizeRequest,
@@ -116,6 +122,8 @@ class _TooLarge(Exception):
 
 
 api.add_middleware(BodyLimit)
+api.add_middleware(guard.Admission)      # added later = runs earlier: auth, admission, body limit
+api.add_middleware(guard.ApiKeyAuth)
 
 
 # ---------------------------------------------------------------------- stages
@@ -157,8 +165,9 @@ class _Stage:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _predict_batch(self, items: list[dict]) -> list[dict]:
-        """A batch of product dicts → one result dict each. The model runs in a worker thread so
-        the replica keeps accepting (and batching) requests meanwhile."""
+        """A batch of product dicts → one result dict each (a product whose prediction fails
+        gets ``{"error": ...}``, never an exception for the whole batch). The model runs in a
+        worker thread so the replica keeps accepting (and batching) requests meanwhile."""
         return await asyncio.to_thread(self.runner.predict_items, items)
 
     def info(self) -> dict:
@@ -187,6 +196,19 @@ def _json_float(value: float) -> float | str:
     return "inf" if value == float("inf") else value
 
 
+async def _gather_isolated(calls: list) -> list[dict]:
+    """Await stage calls; a call that fails becomes that product's ``{"error": ...}`` (a full
+    stage queue, ``BackPressureError``, is re-raised: the whole request is then answered 503)."""
+    from ray.serve.exceptions import BackPressureError
+
+    out = await asyncio.gather(*calls, return_exceptions=True)
+    for r in out:
+        if isinstance(r, BackPressureError):
+            raise r
+    return [{"error": f"stage failed: {type(r).__name__}: {r}"} if isinstance(r, BaseException)
+            else r for r in out]
+
+
 @serve.deployment(name="CategorizeIngress", ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Ingress:
@@ -200,8 +222,15 @@ class Ingress:
         from prodcat.serve import app as module  # lazy: the replica's own copy of this module
 
         module._BODY_LIMIT["max_bytes"] = self.args.limits.max_request_bytes  # read by BodyLimit
+        guard.configure(guard.read_api_key(self.args.auth.api_key_env, self.args.auth.api_key_file),
+                        self.args.ingress.max_admitted, self.args.ingress.retry_after_s)
         self.spec = CascadeSpec(**cascade)
         self.taxonomy = load_taxonomy_of(self.spec.text_model, self.spec.multimodal_model)
+        features = read_json(self.spec.multimodal_model, CONFIG).get("features", {})
+        self.gates = Gates(asyncio.Semaphore(self.args.fetch.max_in_flight),
+                           asyncio.Semaphore(self.args.limits.max_decodes_in_flight),
+                           tuple(sorted({int(f["image_size"]) for f in features.values()
+                                         if f.get("image_size")})))
         self._model_info: dict | None = None
 
     # -- the pipeline (also called directly through a handle, e.g. in local testing mode) ------
@@ -230,13 +259,12 @@ class Ingress:
                                    f"{len(request.products)} products; the limit is {limits.max_products}"}}
         if not request.products:
             return 422, {"error": {"code": "no_products", "message": "products is empty"}}
-        prepared = await asyncio.gather(*[
-            asyncio.to_thread(prepare, i, p, limits, self.args.fetch)
-            for i, p in enumerate(request.products)])
-        ok = [p for p in prepared if isinstance(p, PreparedProduct)]
         threshold = None if mode != "cascade" else self.spec.threshold
         try:
-            async with asyncio.timeout(limits.request_timeout_s):
+            async with asyncio.timeout(limits.request_timeout_s):   # fetches, decoding, stages
+                prepared = await asyncio.gather(*[prepare(i, p, limits, self.args.fetch, self.gates)
+                                                  for i, p in enumerate(request.products)])
+                ok = [p for p in prepared if isinstance(p, PreparedProduct)]
                 results, escalated = await self._stages(ok, mode, threshold)
         except BackPressureError as err:
             return 503, {"error": {"code": "overloaded", "message": f"the service is at capacity, "
@@ -258,15 +286,16 @@ class Ingress:
 
         results: dict[int, dict] = {}
         if mode in ("cascade", "text"):
-            first = await asyncio.gather(*[self.text.predict.remote(p.as_item(with_image=False))
-                                           for p in ok])
+            first = await _gather_isolated([self.text.predict.remote(p.as_item(with_image=False))
+                                            for p in ok])
             results = {p.index: r for p, r in zip(ok, first)}
         if mode == "text":
             return results, 0
+        answered = [p for p in ok if not results.get(p.index, {}).get("error")]
         todo = ok if mode == "multimodal" else [
-            p for p, up in zip(ok, route([results[p.index]["confidence"] for p in ok], threshold))
-            if up]
-        second = await asyncio.gather(*[
+            p for p, up in zip(answered, route([results[p.index]["confidence"] for p in answered],
+                                               threshold)) if up]
+        second = await _gather_isolated([
             self.multimodal.predict.remote(self._stage2_item(p, results.get(p.index))) for p in todo])
         for p, r in zip(todo, second):
             r["text_confidence"] = results.get(p.index, {}).get("confidence")
@@ -377,4 +406,5 @@ def build_app(args: dict | None = None):
                             "target_ongoing_requests": ingress.target_ongoing_requests},
         max_ongoing_requests=ingress.max_ongoing_requests,
         max_queued_requests=ingress.max_queued_requests,
+        backpressure_config={"retry_after_s": ingress.retry_after_s},  # the proxy's backstop 503
     ).bind(text, multimodal, cfg.model_dump(mode="json"), spec.__dict__)

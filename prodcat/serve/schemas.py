@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prodcat.core.config import StrictModel
 from prodcat.serve.fetch import FetchConfig
@@ -28,7 +28,8 @@ class ProductIn(BaseModel):
     title: str = Field(description="product title (required, non-empty)")
     description: str | None = Field(None, description="plain text or HTML description")
     image_base64: str | None = Field(None, description="image file bytes, base64 (standard "
-                                     "alphabet, padding required); JPEG/PNG/WebP/GIF/BMP")
+                                     "alphabet, padding required); JPEG/PNG/WebP/GIF/BMP (other "
+                                     "formats, e.g. TIFF: 415)")
     image_url: str | None = Field(None, description="http(s) URL of the image; fetched with a "
                                   "timeout and a size cap, never from private addresses")
 
@@ -103,7 +104,10 @@ class Limits(StrictModel):
     max_description_chars: int = Field(20000, gt=0, description="description length per product")
     max_image_bytes: int = Field(8 * 1024 * 1024, gt=0, description="decoded image file size")
     max_image_pixels: int = Field(40_000_000, gt=0, description="width x height of an image")
-    request_timeout_s: float = Field(60.0, gt=0, description="a request taking longer gets 503")
+    request_timeout_s: float = Field(60.0, gt=0, description="a request taking longer gets 503 "
+                                     "(image fetches, decoding and both stages included)")
+    max_decodes_in_flight: int = Field(4, gt=0, description="image decodes at once per ingress "
+                                       "replica (each at most max_image_pixels)")
 
 
 class StageDeployment(StrictModel):
@@ -124,15 +128,41 @@ class StageDeployment(StrictModel):
 
 
 class IngressDeployment(StrictModel):
-    """The HTTP ingress: overload protection happens here (503 from the proxy)."""
+    """The HTTP ingress. Overload is answered here: a replica admits ``max_admitted``
+    categorize requests at once and answers the rest at once with 503, the API's JSON error and
+    ``Retry-After``. ``max_ongoing_requests`` must be larger, so that excess requests reach the
+    replica (to be refused in JSON) instead of waiting in Serve's proxy, whose own limit
+    (``max_queued_requests``, a plain-text 503) is only a backstop."""
 
     num_cpus: float = Field(0.1, ge=0)
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(4, gt=0)
-    max_ongoing_requests: int = Field(16, gt=0, description="requests in flight per replica")
-    max_queued_requests: int = Field(64, ge=-1, description="requests waiting in the proxy; "
-                                     "more get 503")
+    max_admitted: int = Field(16, gt=0, description="categorize requests processed at once per "
+                              "replica; more get 503 + Retry-After (JSON)")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After (s) on 503")
+    max_ongoing_requests: int = Field(128, gt=0, description="requests a replica accepts at once "
+                                      "(admitted + refused quickly); > max_admitted")
+    max_queued_requests: int = Field(256, ge=-1, description="requests waiting in the proxy "
+                                     "beyond that; more get Serve's plain-text 503 (backstop)")
+
+    @model_validator(mode="after")
+    def _refuse_in_the_replica(self) -> "IngressDeployment":
+        if self.max_ongoing_requests <= self.max_admitted:
+            raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be larger "
+                             f"than max_admitted ({self.max_admitted}), so that overload is "
+                             "answered by the ingress (JSON + Retry-After), not queued in the proxy")
+        return self
+
+
+class AuthConfig(StrictModel):
+    """Optional API-key authentication (off when neither source is set). Clients send
+    ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; ``/healthz`` stays open for probes."""
+
+    api_key_env: str | None = Field(None, description="environment variable holding the key "
+                                    "(set it in the ingress replicas' environment)")
+    api_key_file: str | None = Field(None, description="file holding the key (first line), e.g. a "
+                                     "mounted Kubernetes secret")
 
 
 class AppArgs(StrictModel):
@@ -149,3 +179,4 @@ class AppArgs(StrictModel):
     text_stage: StageDeployment = StageDeployment()
     multimodal_stage: StageDeployment = StageDeployment(max_batch_size=16, target_ongoing_requests=4)
     ingress: IngressDeployment = IngressDeployment()
+    auth: AuthConfig = AuthConfig()

@@ -30,6 +30,8 @@ class DataSettings(StrictModel):
                              "(never seen by early stopping)")
     max_train_products: int | None = Field(None, ge=1,
                                            description="random subsample of training rows (seeded)")
+    skip_unreadable: bool = Field(False, description="leave out embedding store parts that cannot "
+                                  "be read (counted in train_result.json) instead of stopping")
 
 
 class OptimSettings(StrictModel):

@@ -1,7 +1,8 @@
 """Training features: the embedding store joined to the product table, ready for Ray Data.
 
-The embedding store (``docs/contracts.md``) holds ``emb_<f>`` (fixed_size_list<float32> [D_f], null
-when the modality failed or is absent) and ``status_<f>`` per feature ``f``. The product table holds
+The embedding store (``docs/contracts.md``) holds ``emb_<f>`` (fixed_size_list<float32> [D_f], zeros
+when the modality failed or is absent) and ``status_<f>`` per feature ``f``: the status is the only
+validity signal (``ok`` = present). The product table holds
 labels, splits and platforms. Because the features are precomputed, the join is a pyarrow ``take``
 by ``product_id`` done once on the driver; the result goes into Ray Data as fixed-size arrays.
 
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 from prodcat.catalog.build import check_split_version
 from prodcat.core import storage
 from prodcat.core.taxonomy import Taxonomy
-from prodcat.embed.store import read_manifest
+from prodcat.embed.store import feature_matrix, read_manifest, skipped_rows
 from prodcat.embed.store import read_store as _read_store
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import product_text
@@ -37,14 +38,17 @@ TEXT = "text"   # title . description, for the lexical modality (prodcat.models.
 META_COLUMNS = ("product_id", "platform", "group_id", "split", "category_id", "node", TEXT)
 
 
-def read_store(uri: str, columns: list[str] | None = None) -> tuple[pa.Table, dict]:
+def read_store(uri: str, columns: list[str] | None = None,
+               skip_unreadable: bool = False) -> tuple[pa.Table, dict]:
     """The embedding store at ``uri`` and its manifest (``prodcat.embed.store.read_store``).
 
     Raises:
         FileNotFoundError: when there is no store at ``uri``.
+        prodcat.embed.store.UnreadableStorePart: a part that cannot be read (unless
+            ``skip_unreadable``; then ``manifest["skipped"]`` lists it).
     """
 
-    return _read_store(uri, columns)
+    return _read_store(uri, columns, skip_unreadable)
 
 
 def store_features(store: pa.Table) -> dict[str, int]:
@@ -62,16 +66,13 @@ def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def _dense(column: pa.ChunkedArray | pa.Array, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A nullable fixed_size_list column → ``([B, D] float32 with zeros for nulls, [B] present)``."""
+def _dense(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A fixed_size_list column without nulls → ``[B, D]`` float32 (non-finite rows zeroed)."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
-    out = np.zeros((len(column), dim), np.float32)
-    if present.any():
-        flat = column.filter(pa.array(present)).flatten().to_numpy(zero_copy_only=False)
-        out[present] = flat.astype(np.float32, copy=False).reshape(-1, dim)
-    out[~np.isfinite(out).all(axis=1)] = 0.0  # a NaN vector is treated as missing below
-    return out, present & np.isfinite(out).all(axis=1)
+    out = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    out = out.reshape(len(column), dim).copy()
+    out[~np.isfinite(out).all(axis=1)] = 0.0
+    return out
 
 
 def join_features(products: pa.Table, store: pa.Table, features: list[str],
@@ -79,7 +80,8 @@ def join_features(products: pa.Table, store: pa.Table, features: list[str],
     """Inner-join labelled products to their store rows; see the module docstring for columns.
 
     Products without a store row (a partial store) or without a label are left out; a product
-    whose feature is null or whose status is not ``ok`` gets a zero vector and ``present=False``.
+    whose status is not ``ok`` (or whose vector is not finite) gets a zero vector and
+    ``present=False``.
 
     Raises:
         KeyError: when a requested feature is not in the store (the message lists the ones it has).
@@ -106,13 +108,7 @@ def join_features(products: pa.Table, store: pa.Table, features: list[str],
         columns[TEXT] = pa.array([product_text(a, b) for a, b in zip(
             labelled["title"].to_pylist(), labelled["description"].to_pylist())], pa.string())
     for f in features:
-        x, present = _dense(rows[f"emb_{f}"], dims[f])
-        status = f"status_{f}"
-        if status in rows.column_names:
-            ok = np.asarray(pc.fill_null(pc.equal(rows[status], "ok"), False).to_numpy(
-                zero_copy_only=False), bool)
-            present &= ok
-        x[~present] = 0.0
+        x, present = feature_matrix(rows, f)            # present: status "ok" and finite
         columns[TENSOR_PREFIX + f] = fixed_list(x)
         columns[PRESENT_PREFIX + f] = pa.array(present)
     return pa.table(columns)
@@ -128,6 +124,9 @@ class FeatureTable:
         dims: ``{f: D_f}``.
         manifest: the store manifest (encoder configs and fingerprints per feature).
         taxonomy: the taxonomy the targets index into.
+        counts: where the rows came from (:func:`data_counts`): products in the catalogue,
+            labelled ones, labelled ones with a store row (the rows here), store rows skipped as
+            unreadable; empty when built by hand.
     """
 
     table: pa.Table
@@ -135,6 +134,7 @@ class FeatureTable:
     dims: dict[str, int]
     taxonomy: Taxonomy
     manifest: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -142,7 +142,7 @@ class FeatureTable:
     def where(self, mask: np.ndarray | pa.Array) -> "FeatureTable":
         """The rows where ``mask`` ([B] bool) is True."""
         return FeatureTable(self.table.filter(pa.array(np.asarray(mask, bool))), self.features,
-                            self.dims, self.taxonomy, self.manifest)
+                            self.dims, self.taxonomy, self.manifest, self.counts)
 
     def rows(self, splits: list[str] | None = None, platforms: list[str] | None = None) -> "FeatureTable":
         """The rows in ``splits`` and ``platforms`` (None: all)."""
@@ -161,7 +161,8 @@ class FeatureTable:
         drop = [c for f in self.features if f not in features
                 for c in (TENSOR_PREFIX + f, PRESENT_PREFIX + f)]
         return FeatureTable(self.table.drop_columns(drop), list(features),
-                            {f: self.dims[f] for f in features}, self.taxonomy, self.manifest)
+                            {f: self.dims[f] for f in features}, self.taxonomy, self.manifest,
+                            self.counts)
 
     def add_feature(self, name: str, x: np.ndarray, present: np.ndarray | None = None) -> "FeatureTable":
         """The same rows with one more feature ``name`` (``x [B, D]`` float32; ``present [B]``,
@@ -180,7 +181,7 @@ class FeatureTable:
         table = table.append_column(PRESENT_PREFIX + name, pa.array(present))
         features = [f for f in self.features if f != name] + [name]
         return FeatureTable(table, features, {**self.dims, name: x.shape[1]}, self.taxonomy,
-                            self.manifest)
+                            self.manifest, self.counts)
 
     def column(self, name: str) -> np.ndarray:
         """A scalar column as numpy."""
@@ -188,7 +189,7 @@ class FeatureTable:
 
     def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
         """``(features {f: [B, D_f] float32}, present {f: [B] bool}, targets [B, L] int64)``."""
-        feats = {f: _dense(self.table[TENSOR_PREFIX + f], self.dims[f])[0] for f in self.features}
+        feats = {f: _dense(self.table[TENSOR_PREFIX + f], self.dims[f]) for f in self.features}
         present = {f: self.column(PRESENT_PREFIX + f).astype(bool) for f in self.features}
         targets = _dense_int(self.table[TARGETS], self.taxonomy.num_levels)
         return feats, present, targets
@@ -206,7 +207,7 @@ class FeatureTable:
                    else np.zeros((0, taxonomy.num_levels), np.int64))
         table = rows.table.set_column(rows.table.schema.get_field_index(NODE), NODE, pa.array(nodes))
         table = table.set_column(table.schema.get_field_index(TARGETS), TARGETS, fixed_list(targets))
-        return FeatureTable(table, self.features, self.dims, taxonomy, self.manifest)
+        return FeatureTable(table, self.features, self.dims, taxonomy, self.manifest, self.counts)
 
     def tensor_table(self) -> pa.Table:
         """Only the numeric columns a training loop needs (for ``ray.data.from_arrow``)."""
@@ -228,11 +229,13 @@ def load_taxonomy(products_uri: str, taxonomy_uri: str | None = None) -> Taxonom
 
 
 def load_feature_table(products_uri: str, embeddings_uri: str, features: list[str],
-                       taxonomy_uri: str | None = None) -> FeatureTable:
+                       taxonomy_uri: str | None = None, skip_unreadable: bool = False) -> FeatureTable:
     """Read the product table, its taxonomy and the embedding store, and join them.
 
     Raises:
         FileNotFoundError: when an input is missing; KeyError: for a feature not in the store.
+        prodcat.core.errors.UnreadableFile: the product table or a store part cannot be read
+            (a store part is left out, and counted, with ``skip_unreadable``).
     """
     taxonomy = load_taxonomy(products_uri, taxonomy_uri)
     check_split_version(products_uri)
@@ -247,9 +250,45 @@ def load_feature_table(products_uri: str, embeddings_uri: str, features: list[st
         raise KeyError(f"features {missing} are not in the embedding store {embeddings_uri}; "
                        f"it has {sorted(have)}")
     store, manifest = read_store(embeddings_uri, ["product_id"] + [
-        c for f in features for c in (f"emb_{f}", f"status_{f}")])
+        c for f in features for c in (f"emb_{f}", f"status_{f}")], skip_unreadable)
     table = join_features(products, store, features, taxonomy)
     dims = {f: store.schema.field(f"emb_{f}").type.list_size for f in features}
-    return FeatureTable(table, list(features), dims, taxonomy, manifest)
+    return FeatureTable(table, list(features), dims, taxonomy, manifest,
+                        data_counts(products, store, table, manifest))
 
 
+def data_counts(products: pa.Table, store: pa.Table, joined: pa.Table, manifest: dict) -> dict:
+    """How many products a run can use, against how many the catalogue has.
+
+    Returns:
+        ``catalogue_products`` (rows of the product table), ``labelled_products`` (with a
+        ``category_id``), ``store_rows`` (rows read from the store), ``labelled_with_vectors``
+        (labelled products with a store row: the rows of the feature table),
+        ``labelled_without_vectors`` (labelled products the store lacks), ``skipped_unreadable_parts``
+        and ``skipped_unreadable_rows`` (store parts left out by ``--skip-unreadable``).
+    """
+    labelled = int(pc.sum(pc.is_valid(products["category_id"])).as_py() or 0)
+    skipped = manifest.get("skipped", [])
+    return {"catalogue_products": products.num_rows, "labelled_products": labelled,
+            "store_rows": store.num_rows, "labelled_with_vectors": joined.num_rows,
+            "labelled_without_vectors": labelled - joined.num_rows,
+            "skipped_unreadable_parts": [s["file"] for s in skipped],
+            "skipped_unreadable_rows": skipped_rows(manifest)}
+
+
+def describe_counts(counts: dict, used: int | None = None) -> str:
+    """One line: labelled products used (``used``, default all with vectors) of the catalogue's,
+    and what was skipped."""
+    if not counts:
+        return "feature table built by the caller"
+    used = counts["labelled_with_vectors"] if used is None else used
+    line = (f"{used:,} labelled products used of "
+            f"{counts['labelled_products']:,} labelled ({counts['catalogue_products']:,} in the "
+            f"catalogue)")
+    if counts["labelled_without_vectors"]:
+        line += f"; {counts['labelled_without_vectors']:,} labelled products have no store row"
+    if counts["skipped_unreadable_parts"]:
+        line += (f"; {counts['skipped_unreadable_rows']:,} store rows in "
+                 f"{len(counts['skipped_unreadable_parts'])} unreadable part(s) skipped "
+                 "(--skip-unreadable)")
+    return line

@@ -43,6 +43,7 @@ from prodcat.train.calibration import Calibration, calibrate
 from prodcat.train.config import TrainConfig
 from prodcat.train.features import (
     FeatureTable,
+    describe_counts,
     load_feature_table,
 )
 from prodcat.train.labels import label_embeddings
@@ -64,6 +65,8 @@ class TrainResult:
         wall_seconds: the whole call, data loading and calibration included (s).
         resumed_after: epochs after which the loop restarted from a checkpoint (a worker-group
             restart under ``FailureConfig``, or a rerun with the same output and name).
+        data: the products used against the catalogue's (:func:`prodcat.train.features.data_counts`)
+            plus ``train_rows`` and ``val_rows`` of this run.
     """
 
     checkpoint: str
@@ -75,6 +78,7 @@ class TrainResult:
     wall_seconds: float
     run_path: str = ""
     resumed_after: list[int] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -87,7 +91,8 @@ def load_training_data(config: TrainConfig, table: FeatureTable | None = None
     and returned, else None."""
     if table is None:
         table = load_feature_table(config.data.products, config.data.embeddings,
-                                   config.model.modalities, config.data.taxonomy)
+                                   config.model.modalities, config.data.taxonomy,
+                                   config.data.skip_unreadable)
     if LEXICAL in config.model.modalities and LEXICAL in table.features:
         return table.with_features(config.model.modalities).rows(platforms=config.data.platforms), None
     stored = [m for m in config.model.modalities if m != LEXICAL]
@@ -108,7 +113,8 @@ def select_train_rows(table: FeatureTable, config: TrainConfig) -> FeatureTable:
         rows = rows.where(keep)
     if not len(rows):
         raise ValueError(f"no training rows (split {config.data.train_split!r}, platforms "
-                         f"{config.data.platforms}); check the config")
+                         f"{config.data.platforms}; {describe_counts(table.counts, len(table))}); "
+                         "check the config and the store")
     return rows
 
 
@@ -200,9 +206,15 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
         ValueError: on empty training or validation rows.
     """
 
-    ensure_ray()
     start = time.perf_counter()
-    table, scorer = load_training_data(config, table)
+    table, scorer = load_training_data(config, table)  # unreadable data stops before Ray starts
+    ensure_ray()
+    data = {**table.counts, "labelled_used": len(table),
+            "train_rows": len(select_train_rows(table, config)),
+            "val_rows": len(table.rows(splits=[config.data.val_split]))}
+    if progress:
+        progress(f"{run_prefix(config)} {describe_counts(table.counts, len(table))}; train "
+                 f"{data['train_rows']:,}, val {data['val_rows']:,}")
     with EpochLines(config, progress) as queue:
         result = build_trainer(config, table, callbacks, progress_queue=queue).fit()
     best_uri, state = _best_checkpoint_uri(result, config)
@@ -220,7 +232,7 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
                       peak_memory_mb=max((h["peak_rss_mb"] for h in history), default=0.0),
                       temperature=temperature, wall_seconds=time.perf_counter() - start,
                       run_path=str(result.path or ""),
-                      resumed_after=list(state.get("resumed_after", [])))
+                      resumed_after=list(state.get("resumed_after", [])), data=data)
     storage.write_text(storage.join(config.output, "train_result.json"), json.dumps(
         res.__dict__, indent=2, default=float))
     if progress:

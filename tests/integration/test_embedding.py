@@ -13,6 +13,7 @@ from prodcat.core import storage
 from prodcat.embed.encoders import ImageEncoderConfig, TextEncoderConfig, build_encoder
 from prodcat.embed.pipeline import EmbedConfig, run_embedding
 from prodcat.embed.store import (
+    STORE_VERSION,
     StoreMismatch,
     feature_matrix,
     prepare_store,
@@ -54,24 +55,24 @@ def test_weights_from_s3_match_local_folder(tiny, s3_bucket, tmp_path):
 def _manifest(key: str, dim: int = 4) -> dict:
     feature = {"encoder": "text", "family": "text", "modality": "text", "dim": dim,
                "image_size": None, "fingerprint": {"key": key}, "config": {}}
-    return {"version": 1, "features": {"text": feature}}
+    return {"version": STORE_VERSION, "features": {"text": feature}}
 
 
 def test_store_on_s3_roundtrip_and_mismatch(s3_bucket):
     store = f"{s3_bucket}/emb"
     manifest = _manifest("k1")
-    assert len(prepare_store(store, manifest)) == 0
+    assert len(prepare_store(store, manifest)[0]) == 0
     batch = {"product_id": ["a", "b"], "emb_text": np.ones((2, 4), np.float32),
              "status_text": ["ok", "no_text"]}
     write_part(to_store_table(batch, manifest), store, "r1")
-    assert prepare_store(store, manifest).to_pylist() == ["a", "b"]
+    assert prepare_store(store, manifest)[0].to_pylist() == ["a", "b"]
     table, found = read_store(store)
-    assert found == manifest and table.num_rows == 2
+    assert found == dict(manifest, skipped=[]) and table.num_rows == 2
     matrix, present = feature_matrix(table, "text")
     assert matrix.shape == (2, 4) and present.tolist() == [True, False] and matrix[1].sum() == 0
     with pytest.raises(StoreMismatch, match="--overwrite"):
         prepare_store(store, _manifest("k2"))
-    assert len(prepare_store(store, _manifest("k2"), overwrite=True)) == 0
+    assert len(prepare_store(store, _manifest("k2"), overwrite=True)[0]) == 0
 
 
 def _bad_image_products(tmp_path) -> tuple[pa.Table, dict]:
@@ -114,8 +115,7 @@ def _config_yaml(tmp_path, tiny, text_key: str = "text") -> str:
     return str(path)
 
 
-@pytest.mark.filterwarnings("ignore:skipping unreadable store part")
-def test_pipeline_bad_images_and_resume(ray_session, tiny, tmp_path, s3_bucket):
+def test_pipeline_bad_images_and_resume(ray_session, tiny, tmp_path, s3_bucket, capsys):
     from prodcat.cli import main
     from prodcat.core.config import load_config
 
@@ -133,10 +133,18 @@ def test_pipeline_bad_images_and_resume(ray_session, tiny, tmp_path, s3_bucket):
     (tmp_path / "store" / ".tmp-part-crashed.parquet").write_bytes(b"PAR1 half a file")
     (tmp_path / "store" / "part-crashed-000.parquet").write_bytes(b"PAR1 cut short")
 
-    with pytest.warns(UserWarning, match="unreadable store part"):
-        assert main(["embed", "--config", config_path, "--products", products_uri,
-                     "--output", store]) == 0
+    args = ["embed", "--config", config_path, "--products", products_uri, "--output", store]
+    assert main(args) == 2                          # an unreadable part stops the command...
+    err = capsys.readouterr().err
+    assert "part-crashed-000.parquet" in err and "--skip-unreadable" in err
+    assert main(args + ["--skip-unreadable"]) == 0  # ...unless the user asks to skip it
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable store part" in out and "part-crashed-000.parquet" in out
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "store").glob("summary-*.json")]
+    skipped = [s["skipped_unreadable"] for s in summaries if s["skipped_unreadable"]["parts"]]
+    assert [p.rsplit("/", 1)[-1] for p in skipped[0]["parts"]] == ["part-crashed-000.parquet"]
     assert not (tmp_path / "store" / ".tmp-part-crashed.parquet").exists()
+    (tmp_path / "store" / "part-crashed-000.parquet").unlink()
     table, manifest = read_store(store)
     ids = table["product_id"].to_pylist()
     assert len(ids) == len(set(ids)) == products.num_rows           # row count in = row count out

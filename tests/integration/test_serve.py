@@ -1,13 +1,23 @@
 """The Serve application on a tiny real cascade: local testing mode (no cluster), then a running
 Serve instance on 127.0.0.1 exercised over real HTTP — answers, every error case, the SSRF guard,
-and load shedding with 503. Serve is shut down at the end of the module."""
+hostile image servers (trickled headers, an endless body, redirects to private addresses, TIFF),
+a schemathesis fuzz run from the service's own OpenAPI schema, and an overload burst (503 with
+the JSON error and Retry-After, then recovery). Serve is shut down at the end of the module.
+
+With ``PRODCAT_ROBUSTNESS_OUT=<file.json>`` the module writes what it measured (status codes,
+seconds to answer, replica memory, fuzz counts, overload codes and recovery time) to that file.
+"""
 
 from __future__ import annotations
 
 import base64
+import collections
 import concurrent.futures as cf
 import io
+import json
+import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,7 +28,40 @@ from prodcat.pipeline.demo import free_port, wait_healthy
 
 pytestmark = pytest.mark.integration
 
+#: what the tests measured; written to $PRODCAT_ROBUSTNESS_OUT when set
+FIGURES: dict = {}
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_figures():
+    yield
+    out = os.environ.get("PRODCAT_ROBUSTNESS_OUT")
+    if out and FIGURES:
+        Path(out).write_text(json.dumps(FIGURES, indent=2, default=str))
+
+
+def _replica_rss_mib() -> dict[str, float]:
+    """Resident memory (MiB) of this session's Serve replica processes, by deployment."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())
+            if "ServeReplica:" in title:
+                name = title.split("ServeReplica:", 1)[1].split()[0].split(":")[-1].split(".")[0]
+                out[name] = round(out.get(name, 0.0) + proc.memory_info().rss / 2**20, 1)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+            continue
+    return out
+
+
+def _tiff() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(buf, format="TIFF")
+    return buf.getvalue()
 
 
 def _png(size=(32, 32), colour=(200, 30, 30)) -> bytes:
@@ -46,7 +89,39 @@ def image_server(cascade):
             pass
 
         def do_GET(self):  # noqa: N802
+            try:
+                self._route()
+            except (BrokenPipeError, ConnectionResetError):
+                pass                       # the service hung up on purpose (deadline, byte cap)
+
+        def _route(self):
             path = images / self.path.lstrip("/")
+            if self.path == "/trickle-headers":      # response headers that never end
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(300):                 # bounded: 30 s at most
+                    self.wfile.write(b"X-Slow: a\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                return
+            if self.path == "/endless":              # a body that never ends (no length)
+                self.send_response(200)
+                self.end_headers()
+                for _ in range(3000):                # bounded: 30 s at most
+                    self.wfile.write(b"\xff" * 1024)
+                    time.sleep(0.01)
+                return
+            if self.path == "/redirect-to-private":
+                self.send_response(302)
+                self.send_header("Location", "http://10.0.0.1/internal.png")
+                self.end_headers()
+                return
+            if self.path == "/image.tiff":
+                body = _tiff()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if self.path == "/redirect-to-metadata":
                 self.send_response(302)
                 self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
@@ -120,9 +195,10 @@ def service(ray_session, cascade):
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    # a tight ingress (2 in flight, 2 queued) so that overload is easy to provoke; the other
-    # tests send one request at a time
-    tight = _args(cascade, ingress={"max_ongoing_requests": 2, "max_queued_requests": 2})
+    # a tight ingress (2 admitted at once) so that overload is easy to provoke; the other tests
+    # send one request at a time
+    tight = _args(cascade, ingress={"max_admitted": 2, "max_ongoing_requests": 64,
+                                    "max_queued_requests": 64})
     serve.run(build_app(tight), name="prodcat", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, timeout_s=60)
@@ -215,6 +291,10 @@ def test_per_product_errors(service, cascade):
         r = _post(service, {"products": [product]})
         pred = r.json()["predictions"][0]
         assert (r.status_code, pred["status"], pred["error"]["code"]) == (status, status, code), product
+    r = _post(service, {"products": [{"title": "red boots",
+                                      "image_base64": base64.b64encode(_tiff()).decode()}]})
+    pred = r.json()["predictions"][0]                        # only the documented formats
+    assert (r.status_code, pred["error"]["code"]) == (415, "image_unsupported_format")
     # bad products never fail their neighbours: the request answers 200, each with its own status
     r = _post(service, {"products": [good] + [c[0] for c in cases[:4]]})
     assert r.status_code == 200
@@ -249,21 +329,132 @@ def test_image_urls_and_ssrf_guard(service, cascade, image_server):
     assert r.json()["predictions"][0]["image_status"] == "ok"
 
 
-def test_overload_sheds_with_503(service, cascade):
+def test_hostile_image_servers_get_a_4xx_in_bounded_time(service, image_server):
+    """Each hostile URL is answered with its own 4xx within the fetch deadline (2 s here) plus
+    the request's own work; the replicas' memory stays bounded and the service stays healthy."""
+    before = _replica_rss_mib()
+    cases = [("trickled headers", "/trickle-headers", 422, "url_timeout"),
+             ("endless body", "/endless", 413, "url_too_large"),   # the 60 kB cap comes first
+             ("redirect to a private address", "/redirect-to-private", 403, "url_blocked_address"),
+             ("redirect to cloud metadata", "/redirect-to-metadata", 403, "url_blocked_address"),
+             ("TIFF image", "/image.tiff", 415, "image_unsupported_format")]
+    rows = []
+    for name, path, status, code in cases:
+        start = time.perf_counter()
+        r = requests.post(f"{service}/v1/categorize?mode=multimodal", timeout=60,
+                          json={"products": [{"title": "red boots", "image_url": image_server + path}]})
+        seconds = time.perf_counter() - start
+        pred = r.json()["predictions"][0]
+        assert (r.status_code, pred["status"], pred["error"]["code"]) == (status, status, code), name
+        assert seconds < 2.0 + 3.0, (name, seconds)         # the 2 s fetch deadline + slack
+        healthy = requests.get(f"{service}/healthz", timeout=10).status_code
+        assert healthy == 200
+        rows.append({"input": name, "status": r.status_code, "code": code,
+                     "seconds": round(seconds, 2), "healthz_after": healthy})
+    # six at once against an ingress admitting 2: the admitted ones time out at the deadline, the
+    # rest are refused at once with the JSON 503; nothing waits longer than the deadline
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: requests.post(
+            f"{service}/v1/categorize?mode=multimodal", timeout=60,
+            json={"products": [{"title": "boots", "image_url": f"{image_server}/trickle-headers"}]}
+        ), range(6)))
+    parallel_s = time.perf_counter() - start
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {422, 503} and codes.count(422) >= 2 and parallel_s < 5.0, codes
+    assert all(a.json()["error"]["code"] == "overloaded" for a in answers if a.status_code == 503)
+    after = _replica_rss_mib()
+    growth = {k: round(after.get(k, 0) - v, 1) for k, v in before.items()}
+    assert all(g < 300 for g in growth.values()), growth
+    FIGURES["hostile_inputs"] = {"cases": rows, "parallel_trickle_codes": codes,
+                                 "parallel_trickle_seconds": round(parallel_s, 2),
+                                 "replica_rss_mib_before": before, "replica_rss_mib_after": after}
+
+
+def test_fuzz_the_api_from_its_openapi_schema(service):
+    """schemathesis generates requests for every operation of /openapi.json (bounded examples);
+    the property: never a 5xx, except 503 under overload (with the JSON error body)."""
+    import hypothesis
+    import schemathesis
+    from hypothesis import HealthCheck
+
+    schema = schemathesis.openapi.from_url(f"{service}/openapi.json")
+    counts: collections.Counter = collections.Counter()
+    failures: list = []
+    examples = {"POST": 60, "GET": 10}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @hypothesis.settings(max_examples=examples.get(operation.method.upper(), 10), deadline=None,
+                             database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @hypothesis.given(case=operation.as_strategy())
+        def run(case):
+            response = case.call(base_url=service, timeout=60)
+            counts[(operation.method.upper() + " " + operation.path, response.status_code)] += 1
+            if response.status_code >= 500 and not (
+                    response.status_code == 503 and "error" in response.json()):
+                failures.append((operation.path, response.status_code, response.text[:200]))
+
+        run()
+    total = sum(counts.values())
+    FIGURES["fuzz"] = {"examples": total, "failures": len(failures),
+                       "by_operation_and_status": {f"{k[0]} -> {k[1]}": v for k, v in counts.items()}}
+    assert total >= 60 and not failures, failures
+    assert requests.get(f"{service}/healthz", timeout=10).status_code == 200
+
+
+def test_overload_sheds_with_503_json_and_recovers(service, cascade):
+    """A burst far above the ingress's admission limit: every answer is 200 or 503 with the
+    API's JSON error and Retry-After; afterwards the service is healthy and answers again."""
     products = [{"title": f"classic red boots {i}", "description": "warm " * 50} for i in range(8)]
 
     def call(_):
         try:
-            return requests.post(f"{service}/v1/categorize?mode=multimodal",
-                                 json={"products": products}, timeout=120).status_code
+            r = requests.post(f"{service}/v1/categorize?mode=multimodal",
+                              json={"products": products}, timeout=120)
         except requests.RequestException as err:
-            return type(err).__name__
+            return type(err).__name__, None, None
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+        return r.status_code, body, r.headers.get("retry-after")
 
+    start = time.perf_counter()
     with cf.ThreadPoolExecutor(24) as pool:
-        codes = list(pool.map(call, range(48)))
+        answers = list(pool.map(call, range(48)))
+    burst_s = time.perf_counter() - start
+    codes = [a[0] for a in answers]
     assert set(codes) <= {200, 503}, codes                  # never a 500, never a crash
     assert codes.count(503) > 0 and codes.count(200) > 0
+    for code, body, retry_after in answers:
+        if code == 503:                                      # the API's JSON error, not Serve's text
+            assert body and body["error"]["code"] in ("overloaded", "timeout") and retry_after
+    end = time.perf_counter()
+    while True:                                              # recovery: a normal request answered
+        r = requests.post(f"{service}/v1/categorize", json={"products": products[:1]}, timeout=60)
+        if r.status_code == 200 or time.perf_counter() - end > 30:
+            break
+        time.sleep(0.05)
+    recovery_s = time.perf_counter() - end
+    assert r.status_code == 200 and recovery_s < 30
     assert requests.get(f"{service}/healthz", timeout=10).status_code == 200
+    FIGURES["overload"] = {"requests": len(codes), "concurrency": 24,
+                           "codes": dict(collections.Counter(str(c) for c in codes)),
+                           "burst_seconds": round(burst_s, 2), "recovery_seconds": round(recovery_s, 3),
+                           "healthz_after": 200}
+
+
+def test_a_failing_product_is_its_own_error(cascade):
+    """A product whose prediction raises gets {"error"}; its batch neighbours are answered."""
+    from prodcat.cascade.stage import StageRunner
+
+    runner = StageRunner(cascade["text_model"], "text", device="cpu")
+    good = {"product_id": "a", "title": "red boots", "description": None}
+    good["features"] = runner.predict_items([good])[0]["features"]   # reusable stage-1 vectors
+    fp = runner.fingerprints["text"]
+    bad = dict(good, product_id="b",                       # a stage-1 vector of the wrong size
+               features={"text": {"vector": [0.0] * 3, "status": "ok", "fingerprint": fp}})
+    out = runner.predict_items([good, bad, dict(good, product_id="c")])
+    assert [("error" in r) for r in out] == [False, True, False]
+    assert out[0]["category_id"] == out[2]["category_id"]
 
 
 # ---------------------------------------------------------------------- local testing mode

@@ -54,6 +54,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._redirect("/ok.png")
         elif self.path == "/loop":
             self._redirect("/loop")
+        elif self.path == "/trickle-headers":           # headers that never end, a byte at a time
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(300):                        # bounded: 30 s at most
+                self.wfile.write(b"X-Slow: a\r\n")
+                self.wfile.flush()
+                time.sleep(0.1)
+        elif self.path in ("/endless-slow", "/endless-fast"):   # a body that never ends
+            self.send_response(200)
+            self.end_headers()                          # no Content-Length: read until close
+            for _ in range(3000):                       # bounded: 30 s / 3 GB at most
+                self.wfile.write(b"z" * 1024)
+                if self.path == "/endless-slow":
+                    time.sleep(0.01)
         else:
             self._send(404, b"no")
 
@@ -222,3 +235,48 @@ def test_unresolvable_host(fake_dns):
     with pytest.raises(FetchError) as err:
         fetch_url("http://no-such-host.invalid/x.png", FetchConfig())
     assert err.value.reason == "url_unresolvable"
+
+
+# ---------------------------------------------------------------------- one deadline per URL
+def _timed(call):
+    start = time.perf_counter()
+    with pytest.raises(FetchError) as err:
+        call()
+    return err.value, time.perf_counter() - start
+
+
+def test_trickled_headers_are_cut_off_at_the_deadline(server):
+    """Headers arriving a line every 0.1 s never trip a per-read timeout; the deadline ends it."""
+    err, seconds = _timed(lambda: fetch_url(f"{server}/trickle-headers",
+                                            LOCAL.model_copy(update={"timeout_s": 1.0})))
+    assert err.reason == "url_timeout" and 0.9 < seconds < 2.0
+
+
+def test_endless_body_is_cut_off_by_deadline_or_byte_cap(server):
+    slow, seconds = _timed(lambda: fetch_url(f"{server}/endless-slow", LOCAL.model_copy(
+        update={"timeout_s": 1.0, "max_bytes": 50_000_000})))
+    assert slow.reason == "url_timeout" and seconds < 2.0
+    fast, seconds = _timed(lambda: fetch_url(f"{server}/endless-fast", LOCAL.model_copy(
+        update={"timeout_s": 5.0, "max_bytes": 200_000})))
+    assert fast.reason == "url_too_large" and fast.status == 413 and seconds < 5.0
+
+
+def test_dns_that_hangs_is_cut_off_at_the_deadline(monkeypatch):
+    def hanging(host, port, *args, **kwargs):
+        time.sleep(3)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    err, seconds = _timed(lambda: fetch_url("http://slow-dns.example/a.png",
+                                            FetchConfig(timeout_s=0.5)))
+    assert err.reason == "url_timeout" and seconds < 1.5
+
+
+@pytest.mark.parametrize("url, host_header, target", [
+    ("http://[2001:db8::7]/a.png", "[2001:db8::7]", "http://[2001:db8::7]:80/a.png"),
+    ("http://[2001:db8::7]:8080/a.png", "[2001:db8::7]:8080", "http://[2001:db8::7]:8080/a.png"),
+    ("http://127.0.0.1:8080/a.png", "127.0.0.1:8080", "http://127.0.0.1:8080/a.png"),
+])
+def test_ipv6_hosts_are_bracketed_in_the_host_header(url, host_header, target):
+    """RFC 9110 §7.2: an IPv6 literal in Host is bracketed (no connection is made here)."""
+    assert checked_target(url, FetchConfig(allow_private=True))[:2] == (target, host_header)

@@ -1,0 +1,181 @@
+"""The embedding store's file format round-trips on every pyarrow the project accepts.
+
+This module imports only numpy, pyarrow and ``prodcat.embed.store`` (with ``prodcat.core.storage``):
+``.ci/run`` also runs it in a small virtualenv holding the oldest supported pyarrow (17, Ray Data
+2.60's minimum) and nothing else, with ``--noconftest``; the normal suite runs it on the pinned one.
+
+Format 2 writes zero vectors (no nulls inside fixed-size lists) and lets the status column say
+which vectors exist. A store in format 1 (null vectors, ``tests/fixtures/store_v1``, written by
+pyarrow 26) is read where the installed pyarrow can, else refused with the conversion command;
+``upgrade_store`` converts it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prodcat.core.errors import DataError
+from prodcat.embed.store import (
+    STORE_VERSION,
+    V1_READABLE_FROM,
+    StoreFormatError,
+    UnreadableStorePart,
+    feature_matrix,
+    list_parts,
+    make_manifest,
+    prepare_store,
+    read_manifest,
+    read_store,
+    skipped_rows,
+    to_store_table,
+    upgrade_store,
+    write_part,
+)
+
+pytestmark = pytest.mark.unit
+
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1"
+PYARROW_MAJOR = int(pa.__version__.split(".")[0])
+DIMS = {"text": 16, "image": 8}
+
+
+def _manifest() -> dict:
+    return make_manifest({f: {"encoder": f, "modality": f, "dim": d, "image_size": None,
+                              "fingerprint": {"key": f"fp-{f}"}} for f, d in DIMS.items()})
+
+
+def _batch(n: int, start: int = 0, seed: int = 0) -> dict:
+    """``n`` products; every 4th has no image, every 9th a corrupt one, every 11th empty text."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(start, start + n)
+    image_status = np.where(ids % 4 == 3, "no_image", np.where(ids % 9 == 8, "image_corrupt", "ok"))
+    text_status = np.where(ids % 11 == 10, "no_text", "ok")
+    return {"product_id": [f"shop:{i}" for i in ids],
+            "emb_text": rng.normal(size=(n, DIMS["text"])).astype(np.float32),
+            "status_text": text_status.tolist(),
+            "emb_image": rng.normal(size=(n, DIMS["image"])).astype(np.float32),
+            "status_image": image_status.tolist()}
+
+
+def test_roundtrip_rows_and_vectors(tmp_path):
+    """Rows in = rows out, vectors equal where the status is ok, zeros elsewhere; no nulls in
+    any vector column; two parts, one product written twice kept once."""
+    store, manifest = str(tmp_path / "store"), _manifest()
+    done, found = prepare_store(store, manifest)
+    assert len(done) == 0 and found["skipped"] == []
+    batches = [_batch(300, 0, seed=1), _batch(257, 300, seed=2)]
+    for i, batch in enumerate(batches):
+        write_part(to_store_table(batch, manifest), store, f"run{i}")
+    table, read_manifest_ = read_store(store)
+    assert table.num_rows == 557 and read_manifest_["version"] == STORE_VERSION
+    assert table["product_id"].to_pylist() == [p for b in batches for p in b["product_id"]]
+    for feature in DIMS:
+        assert table[f"emb_{feature}"].null_count == 0
+        vectors, present = feature_matrix(table, feature)
+        expected = np.concatenate([b[f"emb_{feature}"] for b in batches])
+        ok = np.concatenate([np.asarray(b[f"status_{feature}"]) == "ok" for b in batches])
+        assert present.tolist() == ok.tolist() and 0 < ok.sum() < len(ok)
+        np.testing.assert_array_equal(vectors[ok], expected[ok])
+        assert not vectors[~ok].any()
+    for uri in list_parts(store):                     # what is on disk: no null, no nullable vector
+        schema = pq.read_schema(uri)
+        assert not schema.field("emb_image").nullable
+        assert json.loads(schema.metadata[b"prodcat"])["version"] == STORE_VERSION
+    assert prepare_store(store, manifest)[0].to_pylist() == table["product_id"].to_pylist()
+
+
+def test_unreadable_part_stops_unless_skipped(tmp_path):
+    store, manifest = str(tmp_path / "store"), _manifest()
+    prepare_store(store, manifest)
+    write_part(to_store_table(_batch(50), manifest), store, "good")
+    bad = Path(store) / write_part(to_store_table(_batch(30, 50), manifest), store, "bad")
+    bad.write_bytes(bad.read_bytes()[:-200])          # a truncated file (lost footer)
+    with pytest.raises(UnreadableStorePart, match=bad.name) as err:
+        read_store(store)
+    assert isinstance(err.value, DataError) and "--skip-unreadable" in str(err.value)
+    with pytest.raises(UnreadableStorePart):
+        prepare_store(store, manifest)
+    table, found = read_store(store, skip_unreadable=True)
+    assert table.num_rows == 50 and [s["file"] for s in found["skipped"]] == [str(bad)]
+    assert skipped_rows(found) == 0                   # its footer is gone: size unknown
+
+    damaged = Path(store) / write_part(to_store_table(_batch(40, 100), manifest), store, "dmg")
+    data = bytearray(damaged.read_bytes())
+    data[200:900] = b"\x00" * 700                     # damaged pages, footer intact
+    damaged.write_bytes(bytes(data))
+    table, found = read_store(store, skip_unreadable=True)
+    assert table.num_rows == 50 and skipped_rows(found) == 40
+
+
+def _copy_v1(tmp_path) -> str:
+    store = tmp_path / "v1"
+    shutil.copytree(V1, store)
+    return str(store)
+
+
+def _check_v1_values(table: pa.Table) -> None:
+    """The fixture's values (written by tests/fixtures/make_store_v1.py)."""
+    text, text_ok = feature_matrix(table, "text")
+    image, image_ok = feature_matrix(table, "image")
+    assert table.num_rows == 12 and text_ok.all()
+    np.testing.assert_array_equal(text, np.arange(48, dtype=np.float32).reshape(12, 4) / 10)
+    missing = [3, 7, 8, 10]
+    assert np.flatnonzero(~image_ok).tolist() == missing
+    expected = np.arange(36, dtype=np.float32).reshape(12, 3) + 100
+    expected[missing] = 0
+    np.testing.assert_array_equal(image, expected)
+    assert table["emb_image"].null_count == 0
+
+
+def test_old_format_is_read_or_refused_with_the_conversion_command(tmp_path):
+    store = _copy_v1(tmp_path)
+    if PYARROW_MAJOR >= V1_READABLE_FROM:
+        table, _ = read_store(store)                  # this pyarrow reads format 1: converted
+        _check_v1_values(table)
+    else:
+        with pytest.raises(StoreFormatError) as err:
+            read_store(store)
+        assert f"prodcat embed --upgrade-store --output {store}" in str(err.value)
+        assert isinstance(err.value, DataError)
+    manifest = read_manifest(store)
+    with pytest.raises(StoreFormatError, match="--upgrade-store"):
+        prepare_store(store, manifest)                # never append format-2 parts to format 1
+
+
+def test_old_format_without_null_vectors_reads_everywhere(tmp_path):
+    """A format-1 part whose vectors are all present is plain Parquet any pyarrow reads."""
+    store, manifest = str(tmp_path / "v1clean"), dict(_manifest(), version=1)
+    Path(store).mkdir()
+    (Path(store) / "manifest.json").write_text(json.dumps(manifest))
+    batch = _batch(20)
+    batch["status_image"] = ["ok"] * 20
+    batch["status_text"] = ["ok"] * 20
+    table = to_store_table(batch, manifest)
+    pq.write_table(table.replace_schema_metadata({"prodcat": json.dumps(manifest)}),
+                   str(Path(store) / "part-old-0.parquet"))
+    out, _ = read_store(store)
+    np.testing.assert_array_equal(feature_matrix(out, "image")[0], batch["emb_image"])
+
+
+@pytest.mark.skipif(PYARROW_MAJOR < V1_READABLE_FROM,
+                    reason=f"reading format-1 parts needs pyarrow >= {V1_READABLE_FROM}")
+def test_upgrade_store_converts_in_place_and_is_idempotent(tmp_path):
+    store = _copy_v1(tmp_path)
+    result = upgrade_store(store, log=lambda line: None)
+    assert (result["upgraded"], result["rows"], result["parts"]) == (1, 12, 1)
+    assert read_manifest(store)["version"] == STORE_VERSION
+    table, _ = read_store(store)
+    _check_v1_values(table)
+    (part,) = list_parts(store)
+    assert json.loads(pq.read_schema(part).metadata[b"prodcat"])["version"] == STORE_VERSION
+    assert pq.read_table(part)["emb_image"].null_count == 0
+    assert upgrade_store(store, log=lambda line: None)["upgraded"] == 0
+    done, _ = prepare_store(store, read_manifest(store))   # now appendable
+    assert len(done) == 12
