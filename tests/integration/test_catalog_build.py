@@ -83,3 +83,41 @@ def test_build_is_deterministic_and_samples_by_category(tmp_path, shared):
     assert max(per_category.values()) <= 2
     assert set(per_category) == {r["category_id"] for r in full}
     assert a["products"] == len(full) and b["products"] == len(sample)
+
+
+def test_near_duplicates_never_straddle_splits(tmp_path, shared):
+    """A real H&M slice: articles of one product code (the adapter's variant key) and copies of
+    one title + description share a group and a split; a planted exact copy of an image joins
+    its original's group; the summary counts cross-split pairs before (product-id splits) and
+    after (0)."""
+    from PIL import Image
+
+    from prodcat.catalog.groups import assign_groups, image_hashes
+
+    export = slice_export("hm", tmp_path, records=120)
+    adapter = tmp_path / "hm.yaml"
+    data = load_adapter("hm").model_dump()
+    data["path"] = str(export)
+    adapter.write_text(yaml.safe_dump(data))
+    summary = build_catalog(BuildConfig(platforms=[str(adapter)], output=str(tmp_path / "out")),
+                            lambda *_: None)
+    rows = pq.read_table(tmp_path / "out" / "products.parquet").to_pylist()
+    by_code: dict[str, set] = {}
+    for r in rows:
+        by_code.setdefault(r["product_id"].split(":")[1][:7], set()).add((r["group_id"], r["split"]))
+    assert all(len(v) == 1 for v in by_code.values())           # one group, one split per code
+    assert any(sum(r["product_id"].split(":")[1][:7] == code for r in rows) > 1 for code in by_code)
+    pairs = summary["groups"]["cross_split_pairs"]
+    assert sum(pairs["by_group"]["hm"].values()) == 0
+    assert pairs["by_product_id"]["hm"]["variant"] > 0          # what product-id splits did
+    assert read_protocol(str(tmp_path / "out" / "products.parquet"))["split"]["version"] == "grouped-2"
+    assert "## Near-duplicate groups and splits" in (tmp_path / "out" / "build_summary.md").read_text()
+    # a copy of one article's image, re-encoded smaller, under an unrelated product: one group
+    first = next(r for r in rows if r["has_image"])
+    with Image.open(first["image_uri"]) as image:
+        image.resize((image.width // 2, image.height // 2)).save(tmp_path / "copy.jpg", quality=80)
+    a, b = image_hashes([first["image_uri"], str(tmp_path / "copy.jpg")])
+    probe = [{**first, "variant_key": None, "image_hash": a},
+             {**first, "product_id": "hm:other", "title": "unrelated", "description": None,
+              "variant_key": None, "image_hash": b}]
+    assert a == b and len(set(assign_groups(probe))) == 1
