@@ -157,10 +157,11 @@ def _check_job(output: str, job: dict, overwrite: bool) -> None:
 
 
 def checkpoint_fingerprints(checkpoint: str) -> dict[str, str]:
-    """``{feature: encoder fingerprint key}`` recorded in a checkpoint's ``config.json``."""
-
+    """``{feature: encoder fingerprint key}`` recorded in a checkpoint's ``config.json``, for the
+    features an encoder makes (the lexical feature is computed from the text, never stored)."""
     features = read_json(checkpoint, CONFIG).get("features", {})
-    return {f: info.get("fingerprint", {}).get("key") for f, info in features.items()}
+    keys = {f: info.get("fingerprint", {}).get("key") for f, info in features.items()}
+    return {f: key for f, key in keys.items() if key}
 
 
 def attach_store(table: pa.Table, store: pa.Table, manifest: dict,

@@ -329,7 +329,8 @@ def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
     except RuntimeError as err:
         raise ValueError(f"{uri}: weights do not fit the configured model: {err}") from None
     model.to(device).eval()
-    encoders = {f: {k: v for k, v in info.items() if k != "dim"} for f, info in cfg["features"].items()}
+    encoders = {f: {k: v for k, v in info.items() if k != "dim"} for f, info in cfg["features"].items()
+                if f != LEXICAL}  # the lexical feature is computed by the checkpoint's own model
     lexical = None
     if LEXICAL in cfg["input_dims"]:
         if not LexicalScorer.exists(uri):

@@ -19,7 +19,7 @@ class ModelConfig(StrictModel):
     """Hyper-parameters of :class:`prodcat.models.HierarchicalClassifier`."""
 
     fusion: str = Field(
-        "late", description="fusion module: early | late | attention | average | concat")
+        "late", description="fusion module: early | late | attention | average | concat | linear")
     late_policy: Literal["mlp", "mean", "max"] = Field(
         "mlp", description="how late fusion combines per-modality logits (ignored by other fusions)")
     modalities: list[str] = Field(

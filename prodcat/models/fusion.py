@@ -14,6 +14,8 @@ modality (``present`` False) is masked, never dropped: its (possibly NaN) featur
 - ``attention``: one token per modality (projection + modality embedding) and a learned pooling
   token through a pre-norm self-attention block; absent modalities are key-padding-masked; the
   pooling token's output feeds the level heads.
+- ``linear``: early fusion with no hidden layer (normalised features and presence flags into one
+  linear head per level: a logistic regression per level).
 - ``average`` / ``concat`` (Tashu et al.'s baseline fusion of several encoders): the masked mean
   of linear projections, or the concatenation of the raw (zero-filled) features, then an MLP.
 
@@ -105,6 +107,26 @@ class ConcatFusion(_Fusion):
         xs = masked_features(features, present, self.names)
         flags = torch.stack([present[f] for f in self.names], dim=1).to(xs[0].dtype)  # [B, M]
         return self.heads(self.body(torch.cat(xs + [flags], dim=1)))
+
+
+class LinearFusion(_Fusion):
+    """Early fusion with linear heads: each modality LayerNorm-ed (zero where absent), the
+    presence flags appended, ``[B, sum D_f + M]`` straight into one linear head per level — a
+    multinomial logistic regression per level on the fused features, the least able to memorise a
+    training platform's quirks."""
+
+    def __init__(self, config, input_dims, level_sizes) -> None:
+        super().__init__(config, input_dims, level_sizes)
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in self.dims)
+        self.drop = nn.Dropout(self.dropout)
+        self.heads = LevelHeads(sum(self.dims) + len(self.names), level_sizes)
+
+    def forward(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> list[Tensor]:
+        xs = masked_features(features, present, self.names)
+        flags = torch.stack([present[f] for f in self.names], dim=1).to(xs[0].dtype)  # [B, M]
+        normed = [torch.where(present[f].unsqueeze(1), norm(x), torch.zeros_like(x))
+                  for f, norm, x in zip(self.names, self.norms, xs)]
+        return self.heads(self.drop(torch.cat(normed + [flags], dim=1)))  # [B, sum D_f + M]
 
 
 class AverageFusion(_Fusion):

@@ -20,6 +20,7 @@ fusions.register_lazy("late", "prodcat.models.fusion:LateFusion")
 fusions.register_lazy("attention", "prodcat.models.fusion:AttentionFusion")
 fusions.register_lazy("average", "prodcat.models.fusion:AverageFusion")
 fusions.register_lazy("concat", "prodcat.models.fusion:ConcatFusion")
+fusions.register_lazy("linear", "prodcat.models.fusion:LinearFusion")
 
 masking_modes: Registry = Registry("masking mode")
 masking_modes.register_lazy("none", "prodcat.models.masking:NO_MASKING")

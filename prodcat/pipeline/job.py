@@ -46,6 +46,10 @@ class PipelineConfig(StrictModel):
     encoders: str = Field("configs/encoders.offline.yaml", description="EmbedConfig YAML")
     train: str = Field("configs/train.default.yaml", description="TrainConfig YAML (best known)")
     evaluate: str = Field("configs/evaluate.default.yaml", description="EvaluateConfig YAML")
+    text_modalities: list[str] = Field(["text", "lexical"], description="the cascade's text stage: "
+                                       "features read from the text alone")
+    multimodal_modalities: list[str] = Field(["text", "image", "lexical"], description="the cascade's "
+                                             "multimodal stage (the default model)")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
     cascade_goal: str = Field(
         "max_escalation=1.0", description="how tau is chosen (prodcat cascade fit): best validation "
@@ -144,8 +148,8 @@ class Pipeline:
         return argv
 
     def stage_train(self) -> None:
-        self._cli(self._train_argv("text", ["text"]))
-        self._cli(self._train_argv("multimodal", ["text", "image"]))
+        self._cli(self._train_argv("text", self.config.text_modalities))
+        self._cli(self._train_argv("multimodal", self.config.multimodal_modalities))
 
     def stage_evaluate(self) -> None:
         argv = ["evaluate", "--config", _repo_path(self.config.evaluate),

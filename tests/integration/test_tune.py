@@ -163,3 +163,23 @@ def test_sweep_on_s3_is_interrupted_resumed_and_reported(ray_session, synthetic_
     assert main(["--storage", f"{s3_bucket}/tune", "--name", "smoke", "--report"]) == 0
     again = json.loads(storage.read_text(summary["files"]["summary.json"]))
     assert again["fits"] == summary["fits"] and again["best"] == summary["best"]
+
+
+def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path):
+    """objective: nested_lopo: each trial trains on one platform and scores the other's validation
+    split, both ways; the sweep ranks trials by the mean (nested_hF), never by a test fold."""
+    space = _space(tmp_path, {"model.fusion": {"grid": ["early"]}},
+                   base={"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16,
+                         "scaling.torch_threads": 1},
+                   sweep={"objective": "nested_lopo", "num_samples": 1, "max_concurrent_trials": 1,
+                          "cpus_per_trial": 0.5})
+    spec = build_spec(space, "nested", str(tmp_path / "tune"), base_overrides=synthetic_data)
+    assert spec.settings.metric == "nested_hF"
+    summary = run_sweep(spec, verbose=0)
+    table = _read_csv(summary["files"]["trials.csv"])
+    best = summary["best"]
+    assert len(table) == 1 and best["trial_id"] == table["trial_id"][0]
+    assert 0.0 < best["best_val_hF"] <= 1.0                       # the nested score, ranked on
+    trial = tmp_path / "tune" / "nested" / "trials" / best["trial_id"]
+    for pair in ("val_alpha_to_beta", "val_beta_to_alpha"):       # one model per ordered pair
+        assert (trial / "runs" / pair / "model" / "model.safetensors").exists(), pair

@@ -18,7 +18,8 @@ def _write(path: Path, content) -> None:
 
 
 def _result(fold: str, model: str, kind: str, hf: float, n: int = 10) -> dict:
-    return {"fold": fold, "model": model, "kind": kind, "hF": hf, "n": float(n)}
+    return {"fold": fold, "model": model, "kind": kind, "hF": hf, "n": float(n),
+            "hF_ci": [hf - 0.02, hf + 0.02]}
 
 
 def _run_folder(out: Path) -> None:
@@ -27,10 +28,13 @@ def _run_folder(out: Path) -> None:
         "seconds": 1.5, "taxonomy": {"nodes": 9, "nodes_per_level": [2, 3, 4]}})
     _write(out / "catalog" / "build_summary.md", "# Catalogue build\n\n## Unified taxonomy\n")
     _write(out / "eval" / "results.json", {"results": [
-        _result("in_platform", "late/hard/text", "grid", 0.91),
+        _result("in_platform", "default", "grid", 0.91),
         _result("in_platform", "tfidf-linear", "baseline", 0.95),
-        _result("lopo_a", "late/hard/image", "grid", 0.72, n=4),
-        _result("lopo_a", "tfidf-linear", "baseline", 0.61, n=4)]})
+        _result("lopo_a", "default", "grid", 0.72, n=4),
+        _result("lopo_a", "late/hard/image", "grid", 0.75, n=4),
+        _result("lopo_a", "tfidf-linear", "baseline", 0.61, n=4)], "comparisons": [
+        {"fold": "in_platform", "model": "default", "verdict": "tfidf-linear beats default: -4.00 points"},
+        {"fold": "lopo_a", "model": "default", "verdict": "default beats tfidf-linear: +11.00 points"}]})
     _write(out / "eval" / "report.md", "# Evaluation\n\n![hf](hf_by_model.png)\n")
     _write(out / "cascade" / "cascade.json", {"threshold": 0.8, "validation": {
         "test": {"hF": 0.9, "escalation_rate": 0.25},
@@ -61,10 +65,12 @@ def test_report_headline_and_sections_come_from_stage_outputs(tmp_path):
     md = write_report(tmp_path, {"catalog": 60.0, "embed": 30.0}, {"full": True}).read_text()
     assert "12 records read from 2 platforms → 10 accepted, 2 rejected" in md
     assert "1.5 min" in md
-    assert "**hF, in_platform** (test, n = 10): best tfidf-linear 0.950; best neural late/hard/text 0.910" in md
-    # where a neural model wins, the baseline is named after it
-    assert "**hF, lopo_a** (test, n = 4): best late/hard/image 0.720; baseline tfidf-linear 0.610" in md
-    assert "hF 90.00 at 25.0 % escalation (tau 0.800)" in md
+    # the default model against the baseline, with intervals and the paired verdict
+    assert ("**hF, in_platform** (test, n = 10): default 0.910 [0.890, 0.930]; TF-IDF + linear "
+            "0.950 [0.930, 0.970] → tfidf-linear beats default: -4.00 points." in md)
+    assert ("**hF, lopo_a** (test, n = 4): default 0.720 [0.700, 0.740]; TF-IDF + linear 0.610 "
+            "[0.590, 0.630] → default beats tfidf-linear: +11.00 points; best late/hard/image 0.750" in md)
+    assert "hF 90.00 at 25.0 % escalation (tau 0.800" in md
     assert "3 rows in, 3 rows out, 1 with an error" in md
     assert "| rows in / rows out | 3 / 3 |" in md
     assert "1 of 2 real test products categorized exactly right" in md
