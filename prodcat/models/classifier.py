@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.config import ModelConfig
 from prodcat.models.masking import HierarchicalMasker
-from prodcat.models.prior import LabelPrior
+from prodcat.models.prior import LabelPrior, LexicalPrior
 from prodcat.models.registry import fusions
 
 
@@ -82,6 +82,7 @@ class HierarchicalClassifier(nn.Module):
                                     config.label_prior_scale, config.label_prior_learnable)
             if label_embeddings is not None:
                 self.prior.set_embeddings(taxonomy, label_embeddings)
+        self.lexical_prior = LexicalPrior(taxonomy) if config.lexical_prior else None
 
     @property
     def num_levels(self) -> int:
@@ -152,6 +153,8 @@ class HierarchicalClassifier(nn.Module):
         if self.prior is not None:
             f = self.config.label_prior_feature
             logits = [z + p for z, p in zip(logits, self.prior(feats[f], flags[f]))]
+        if self.lexical_prior is not None:
+            logits = [z + p for z, p in zip(logits, self.lexical_prior(feats["lexical"], flags["lexical"]))]
         return self.masker(logits, targets, use_true)
 
     def _inputs(self, features, present) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

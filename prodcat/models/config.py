@@ -40,6 +40,9 @@ class ModelConfig(StrictModel):
                                      "are compared with (its encoder embeds the labels)")
     label_prior_scale: float = Field(10.0, ge=0, description="multiplier of the cosine similarity")
     label_prior_learnable: bool = Field(False, description="learn the scale instead of fixing it")
+    lexical_prior: bool = Field(False, description="also add the lexical model's scores to every "
+                                "level's logits (best leaf below each class, a learned weight per "
+                                "level): a decision-level input; needs 'lexical' in modalities")
     level_weights: list[float] | None = Field(
         None, description="loss weight per level (length L, >= 0, not all 0); None = all 1")
 
@@ -76,6 +79,8 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> "ModelConfig":
+        if self.lexical_prior and "lexical" not in self.modalities:
+            raise ValueError("lexical_prior needs 'lexical' among the modalities")
         if self.label_prior != "none" and self.label_prior_feature not in self.modalities:
             raise ValueError(f"label_prior_feature={self.label_prior_feature!r} is not among the "
                              f"modalities {self.modalities}; add it or set label_prior=none")

@@ -73,3 +73,42 @@ def label_texts(taxonomy: Taxonomy, mode: str) -> list[str]:
         real = int(taxonomy.parent[node]) if taxonomy.virtual[node] else node
         out.append(taxonomy.path(real) if mode == "paths" else taxonomy.names[real])
     return out
+
+
+class LexicalPrior(nn.Module):
+    """The lexical model's decision scores as a decision-level input: per level l, each class gets
+    the best score of the leaves below it, times a learned weight (one per level, starting at
+    ``scale``), added to the fused logits. The fusion still reads the scores as a feature; this
+    path lets the linear model's verdict reach every level directly (stacking at the decision
+    level, Wolpert 1992), which the fusion's hidden layers may otherwise learn to ignore.
+
+    Buffers ``leaf_ancestor_<l>`` (``[C]`` long): the class at level l of each leaf (in the sorted
+    order of ``taxonomy.leaves``, the lexical feature's order), -1 when the leaf ends above l.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, scale: float = 1.0) -> None:
+        super().__init__()
+        leaves = np.sort(taxonomy.leaves)
+        for level in range(taxonomy.num_levels):
+            anc = np.full(len(leaves), -1, np.int64)
+            for j, leaf in enumerate(leaves):
+                path = taxonomy.path_nodes(int(leaf))
+                if level < len(path):
+                    anc[j] = taxonomy.class_index[path[level]]
+            self.register_buffer(f"leaf_ancestor_{level}", torch.as_tensor(anc), persistent=False)
+        self.weight = nn.Parameter(torch.full((taxonomy.num_levels,), float(scale)))
+        self.level_sizes = list(taxonomy.level_sizes)
+
+    def forward(self, scores: Tensor, present: Tensor) -> list[Tensor]:
+        """``scores [B, C]`` (one per leaf), ``present`` bool ``[B]`` → L prior logits ``[B, C_l]``
+        (0 where the feature is absent)."""
+        out = []
+        for level, size in enumerate(self.level_sizes):
+            anc = getattr(self, f"leaf_ancestor_{level}")
+            keep = anc >= 0
+            best = torch.full((scores.shape[0], size), float("-inf"), dtype=scores.dtype, device=scores.device)
+            best = best.scatter_reduce(1, anc[keep].expand(scores.shape[0], -1), scores[:, keep],
+                                       reduce="amax", include_self=True)  # [B, C_l]
+            best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+            out.append(self.weight[level] * best * present.unsqueeze(1).to(scores.dtype))
+        return out

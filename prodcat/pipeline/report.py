@@ -33,8 +33,11 @@ def _round(value, digits: int = 3):
 
 
 def _latest_embed_summary(out: Path) -> dict | None:
-    files = sorted(glob.glob(str(out / "embeddings" / "summary-*.json")))
-    return _json(Path(files[-1])) if files else None
+    """The latest run summary that embedded something (else the latest one), or None."""
+    summaries = [_json(Path(f)) for f in sorted(glob.glob(str(out / "embeddings" / "summary-*.json")))]
+    summaries = [s for s in summaries if s]
+    busy = [s for s in summaries if s.get("embedded")]
+    return (busy or summaries or [None])[-1]
 
 
 def _throughput(out: Path) -> list[str]:
@@ -43,11 +46,14 @@ def _throughput(out: Path) -> list[str]:
     if build:
         lines.append(f"| catalog build | {build['products']:,} products in {build['seconds']} s |")
     emb = _latest_embed_summary(out)
-    if emb:
+    if emb and emb.get("embedded"):
         per = ", ".join(f"{k} {v['products_per_s_per_actor']} products/s per actor"
                         for k, v in emb["encoders"].items())
-        lines.append(f"| embed (last run) | {emb['embedded']:,} products, {emb['products_per_s']} "
+        lines.append(f"| embed | {emb['embedded']:,} products, {emb['products_per_s']} "
                      f"products/s overall ({per}); {emb['skipped_already_embedded']:,} already in the store |")
+    elif emb:
+        lines.append(f"| embed | nothing new to embed: {emb['skipped_already_embedded']:,} products "
+                     "already in the store (no run summary with throughput is kept in it) |")
     for name in ("text", "multimodal"):
         res = _json(out / "train" / name / "train_result.json")
         if res:

@@ -171,7 +171,8 @@ def test_connection_is_pinned_to_the_checked_address(server, fake_dns):
     _Handler.seen.clear()
     body = fetch_url(f"http://images.example:{port}/ok.png", LOCAL)
     assert body.startswith(b"\x89PNG")
-    assert _Handler.seen == [("/ok.png", f"images.example:{port}")]
+    # other tests' slow requests may still be finishing on the shared server: look at this one's
+    assert [s for s in _Handler.seen if s[0] == "/ok.png"] == [("/ok.png", f"images.example:{port}")]
 
 
 def test_allowed_local_fetch(server):

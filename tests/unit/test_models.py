@@ -297,3 +297,34 @@ def test_label_prior_steers_every_level_towards_the_label_named_like_the_text():
 def test_label_prior_needs_its_feature_among_the_modalities():
     with pytest.raises(ValidationError, match="label_prior_feature"):
         _config(modalities=["image"], label_prior="names")
+
+
+# ---------------------------------------------------------------- the lexical prior
+def test_lexical_prior_carries_the_lexical_verdict_to_every_level():
+    """With zero fusion weights the lexical scores alone decide through the lexical prior: a
+    product whose best lexical leaf is X is predicted on X's path at every level (valid path,
+    hard masking); without the prior, or with the feature absent, they do not decide."""
+    tax = toy_taxonomy()
+    leaves_sorted = np.sort(tax.leaves)
+    dims = {"text": DIMS["text"], "lexical": len(leaves_sorted)}
+    config = _config(modalities=["text", "lexical"], fusion="early", lexical_prior=True)
+    model = HierarchicalClassifier(config, tax, dims).eval()
+    with torch.no_grad():
+        for p in model.fusion.parameters():
+            p.zero_()
+        model.lexical_prior.weight.fill_(5.0)
+    targets = [7, 8, 4, 9, 6]
+    scores = np.full((len(targets), len(leaves_sorted)), -1.0, np.float32)
+    for row, leaf in enumerate(targets):
+        scores[row, int(np.searchsorted(leaves_sorted, leaf))] = 1.0
+    feats = {"text": torch.zeros(len(targets), dims["text"]), "lexical": torch.as_tensor(scores)}
+    pred = model.predict(feats)
+    assert pred.node.tolist() == targets
+    absent = model.predict(feats, {"lexical": torch.zeros(len(targets), dtype=torch.bool)})
+    assert absent.node.tolist() != targets
+    assert "lexical_prior.weight" in model.state_dict()
+
+
+def test_lexical_prior_needs_the_lexical_modality():
+    with pytest.raises(ValidationError, match="lexical_prior"):
+        _config(modalities=["text", "image"], lexical_prior=True)
