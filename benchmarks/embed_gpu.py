@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_models  # noqa: E402  (beside this script)
 
 REPO = Path(__file__).resolve().parent.parent
+#: gpu_cost (µs per product) of configs/encoders.production.yaml, used when no ceiling was measured
+DEFAULT_COST_US = {"text": 130.0, "image": 113.0, "clip": 82.0}
 TOWERS = {"text": ("text", "text"), "image": ("image", "image"),
           "clip_text": ("clip", "clip_text"), "clip_image": ("clip", "clip_image")}
 
@@ -320,6 +322,19 @@ def build_encoders(models: dict, args) -> tuple[dict, dict]:
     return encoders, {n: e.inputs for n, e in encoders.items()}
 
 
+def attempt(name: str, fn, errors: dict):
+    """``fn()``, or None with the error recorded under ``name``: one failing measurement (an
+    older library on the lent machine, say) leaves the others standing."""
+    import traceback
+
+    try:
+        return fn()
+    except Exception as err:  # recorded in the JSON and printed; the run goes on
+        errors[name] = f"{type(err).__name__}: {err}"
+        traceback.print_exc()
+        return None
+
+
 def measure(args, workdir: Path) -> dict:
     """Every measurement of the module docstring, in order; returns the result dict."""
     import torch
@@ -327,7 +342,7 @@ def measure(args, workdir: Path) -> dict:
     from prodcat.core.runtime import ensure_ray, torch_device
     from prodcat.embed.extractor import decode_images
 
-    device = torch_device(args.device)
+    device, errors = torch_device(args.device), {}
     sample, products = load_products(args.products, args.n, args.repeat, workdir)
     texts = [f"{t}. {d}" for t, d in zip(sample["title"].to_pylist(), sample["description"].to_pylist())]
     t0 = time.perf_counter()
@@ -337,23 +352,28 @@ def measure(args, workdir: Path) -> dict:
     raw = {c: sample[c].to_pylist() for c in ("product_id", "title", "description", "image_uri")}
     raw.update(decode_images(raw, sorted({e.image_size for e in encoders.values() if e.image_size})))
     prepared = {name: prepare(raw) for name, prepare in inputs.items()}
-    ceiling = ceilings(encoders, prepared, args.batch_sizes, device, args.passes)
-    wrapped = wrappers(encoders, inputs, raw, prepared, device)
-    per_product_us = {"text": 1e6 / ceiling["text"]["best"], "image": 1e6 / ceiling["image"]["best"],
-                      "clip": 1e6 / ceiling["clip_text"]["best"] + 1e6 / ceiling["clip_image"]["best"]}
+    ceiling = attempt("ceiling", lambda: ceilings(encoders, prepared, args.batch_sizes, device,
+                                                  args.passes), errors)
+    wrapped = attempt("wrappers", lambda: wrappers(encoders, inputs, raw, prepared, device), errors)
+    per_product_us = dict(DEFAULT_COST_US)
+    if ceiling:
+        per_product_us = {"text": 1e6 / ceiling["text"]["best"], "image": 1e6 / ceiling["image"]["best"],
+                          "clip": 1e6 / ceiling["clip_text"]["best"] + 1e6 / ceiling["clip_image"]["best"]}
     gpu_cost = {k: round(v, 1) for k, v in per_product_us.items()}
-    plain = plain_loop(encoders, inputs, products, args)
+    plain = attempt("plain_loop", lambda: plain_loop(encoders, inputs, products, args), errors)
     lengths = prepared_lengths(inputs["text"], raw)
-    del encoders, prepared
+    encoders.clear(), prepared.clear()          # free the GPU for the pipeline
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    ensure_ray(num_cpus=args.ray_cpus)
-    runs = [pipeline(models, args, layout, gpu_cost, workdir, f"{layout[0]}x{layout[1]}")
-            for layout in args.layouts]
+    ensure_ray(num_cpus=args.ray_cpus, object_store_memory=int(args.object_store_gb * 2**30))
+    runs = [attempt(f"pipeline {layout}", lambda layout=layout: pipeline(
+        models, args, layout, gpu_cost, workdir, f"{layout[0]}x{layout[1]}"), errors)
+        for layout in args.layouts]
     return {"device": gpu_name(device), "setup_s": round(setup_s, 2), "products_unique": sample.num_rows,
             "products_per_run": products.num_rows, "text_tokens_mean": lengths,
             "ceiling": ceiling, "ceiling_products_per_s": round(1e6 / sum(per_product_us.values()), 1),
-            "wrappers": wrapped, "gpu_cost_us": gpu_cost, "plain_loop": plain, "pipeline": runs}
+            "wrappers": wrapped, "gpu_cost_us": gpu_cost, "gpu_cost_measured": bool(ceiling),
+            "plain_loop": plain, "pipeline": [r for r in runs if r], "errors": errors}
 
 
 def prepared_lengths(text_inputs, raw: dict) -> float:
@@ -372,7 +392,7 @@ def gpu_name(device: str) -> str:
 TINY_DEFAULTS = {"n": 32, "repeat": 2, "batch_size": 16, "batch_sizes": [8, 16], "passes": 1,
                  "max_tokens": 64, "workers": 1, "layouts": "1x1.0", "ray_cpus": 2,
                  "actor_cpus": 0.3, "actor_threads": 1, "decode_batch": 16, "decode_cpus": 0.2,
-                 "tokenize_batch": 32, "write_rows": 16}
+                 "tokenize_batch": 32, "write_rows": 16, "object_store_gb": 0.5}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -396,6 +416,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layouts", default="1x1.0,2x0.5", help="pipeline runs: ACTORSxAUTO_GPUS, "
                         "comma-separated (1x1.0: one actor per encoder sharing one GPU)")
     parser.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default all)")
+    parser.add_argument("--object-store-gb", type=float, default=16.0,
+                        help="object store of the local Ray instance (GiB)")
     parser.add_argument("--actor-cpus", type=float, default=1.0)
     parser.add_argument("--actor-threads", type=int, default=None)
     parser.add_argument("--decode-batch", type=int, default=128)
@@ -417,9 +439,30 @@ def _rate(value) -> str:
 
 def markdown(r: dict) -> str:
     """The result as a Markdown report: ceilings, wrappers, pipeline and plain loop."""
+    lines = [f"# GPU embedding benchmark ({r['device']}, {r['size']} models, {r['precision']})", "",
+             f"{r['products_unique']:,} sample products (mean {r['text_tokens_mean']} text tokens at "
+             f"most {r['max_tokens']}); pipeline and plain loop on {r['products_per_run']:,}; "
+             f"batch size {r['batch_size']}; {r['seconds_total']} s in all.", ""]
+    if r["ceiling"] and r["wrappers"]:
+        lines += [_tower_table(r["ceiling"], r["wrappers"]), "",
+                  "CLIP rows compare the encoder (both towers) with both bare towers back to back.", ""]
+    lines += [_run_table(r), ""]
+    plain = (r["plain_loop"] or {}).get("products_per_s")
+    best = max([p["steady_products_per_s"] or 0 for p in r["pipeline"]] or [0])
+    lines += [f"Ceiling (the three encoders' bare forwards back to back): "
+              f"{r['ceiling_products_per_s']:,.0f} products/s"
+              + (f". Best pipeline (after its first part) / plain loop: {best / plain:.2f}." if plain else "."),
+              "", ("gpu_cost for configs/encoders.production.yaml (µs per product, measured): "
+                   if r["gpu_cost_measured"] else "gpu_cost (not measured; the config's): ")
+              + ", ".join(f"{k}: {v}" for k, v in r["gpu_cost_us"].items()), ""]
+    if r["errors"]:
+        lines += ["Errors:", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
+    return "\n".join(lines)
+
+
+def _tower_table(c: dict, w: dict) -> str:
     from prodcat.core.report import markdown_table
 
-    c, w = r["ceiling"], r["wrappers"]
     rows = []
     for tower, (name, _) in TOWERS.items():
         best = c[tower]["best"]
@@ -429,32 +472,26 @@ def markdown(r: dict) -> str:
         rows.append([tower, _rate(c[tower]["best"]), c[tower]["batch_size_95pct"], _rate(fwd),
                      f"{fwd / best:.2f}", _rate(enc), f"{enc / best:.2f}",
                      _rate(w[name]["cpu_inputs_products_per_s"])])
-    lines = [f"# GPU embedding benchmark ({r['device']}, {r['size']} models, {r['precision']})", "",
-             f"{r['products_unique']:,} sample products (mean {r['text_tokens_mean']} text tokens at "
-             f"most {r['max_tokens']}); pipeline and plain loop on {r['products_per_run']:,}; "
-             f"batch size {r['batch_size']}; {r['seconds_total']} s in all.", "",
-             markdown_table(["tower", "bare forward items/s", "batch for 95 %", "forward products/s",
-                             "forward / bare", "encode products/s", "encode / bare",
-                             "CPU half products/s (1 process)"], rows), "",
-             "CLIP rows compare the encoder (both towers) with both bare towers back to back.", ""]
+    return markdown_table(["tower", "bare forward items/s", "batch for 95 %", "forward products/s",
+                           "forward / bare", "encode products/s", "encode / bare",
+                           "CPU half products/s (1 process)"], rows)
+
+
+def _run_table(r: dict) -> str:
+    from prodcat.core.report import markdown_table
+
     ceiling = r["ceiling_products_per_s"]
     runs = [[f"run_embedding, {p['layout']['actors_per_encoder']} actor(s) per encoder, "
              f"auto_gpus {p['layout']['auto_gpus']}", _rate(p["products_per_s"]),
-             _rate(p["steady_products_per_s"]),
-             f"{(p['steady_products_per_s'] or 0) / ceiling:.2f}",
+             _rate(p["steady_products_per_s"]), f"{(p['steady_products_per_s'] or 0) / ceiling:.2f}",
              _busy(p["gpu_steady"] or p["gpu"])] for p in r["pipeline"]]
-    plain = r["plain_loop"]
-    runs.append([f"plain loop: DataLoader, {plain['workers']} workers + the encoders in one process",
-                 _rate(plain["products_per_s"]), "", f"{plain['products_per_s'] / ceiling:.2f}",
-                 _busy(plain["gpu"])])
-    best = max((p["steady_products_per_s"] or 0) for p in r["pipeline"])
-    lines += [markdown_table(["run", "products/s (whole run)", "products/s after the first part",
-                              "/ ceiling", "GPU busy (NVML)"], runs), "",
-              f"Ceiling (the three encoders' bare forwards back to back): {ceiling:,.0f} products/s. "
-              f"Best pipeline / plain loop: {best / plain['products_per_s']:.2f}.", "",
-              "gpu_cost for configs/encoders.production.yaml (µs per product): "
-              + ", ".join(f"{k}: {v}" for k, v in r["gpu_cost_us"].items()), ""]
-    return "\n".join(lines)
+    if r["plain_loop"]:
+        plain = r["plain_loop"]
+        runs.append([f"plain loop: DataLoader, {plain['workers']} workers + the encoders in one "
+                     "process", _rate(plain["products_per_s"]), "",
+                     f"{plain['products_per_s'] / ceiling:.2f}", _busy(plain["gpu"])])
+    return markdown_table(["run", "products/s (whole run)", "products/s after the first part",
+                           "/ ceiling", "GPU busy (NVML)"], runs)
 
 
 def _busy(stats: dict | None) -> str:

@@ -21,16 +21,18 @@ SIZES = ("tiny", "base")
 
 def build_tokenizer(path: Path, texts: list[str], vocab_size: int) -> Path:
     """A RoBERTa-style byte-level BPE tokenizer trained on ``texts``, saved in HF layout."""
+    import transformers
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(path))
-    tokenizer = RobertaTokenizerFast(vocab_file=str(path / "vocab.json"),
-                                     merges_file=str(path / "merges.txt"), model_max_length=512)
+    # transformers 5 folds the Fast classes into RobertaTokenizer (the lent GPU machine has 5.x)
+    cls = getattr(transformers, "RobertaTokenizerFast", None) or transformers.RobertaTokenizer
+    tokenizer = cls(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"),
+                    model_max_length=512)
     tokenizer.save_pretrained(path)
     return path
 
@@ -46,7 +48,7 @@ def build_roberta(path: Path, size: str, texts: list[str]) -> Path:
     config = RobertaConfig() if size == "base" else RobertaConfig(
         vocab_size=50265, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=514)
-    RobertaModel(config).save_pretrained(path, safe_serialization=True)
+    RobertaModel(config).save_pretrained(path)          # safetensors by default (4.x and 5.x)
     return path
 
 

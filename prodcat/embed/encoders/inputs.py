@@ -59,8 +59,8 @@ def combined_text(title, description) -> str:
 def transfer_precision(config: EncoderBase, device: str | None = None) -> str:
     """The dtype prepared pixels travel in: the encoder's ``precision`` where it computes on a
     GPU (``device`` given, or Ray reserves GPUs for its actors), else ``fp32``."""
-    on_gpu = (device.startswith("cuda") if device else
-              (config.num_gpus not in (0, 0.0) or config.device.startswith("cuda")))
+    asks_gpu = config.num_gpus == "auto" or config.num_gpus > 0
+    on_gpu = device.startswith("cuda") if device else (asks_gpu or config.device.startswith("cuda"))
     return config.precision if on_gpu else "fp32"
 
 
@@ -122,15 +122,19 @@ def configured_backend(tokenizer, width: int) -> str | None:
     """
     from tokenizers import Tokenizer  # lazy: only text inputs tokenize
 
-    if not tokenizer.is_fast:
+    source = getattr(tokenizer, "backend_tokenizer", None)
+    if not getattr(tokenizer, "is_fast", False) or source is None:
         return None
     if tokenizer.pad_token is None:
         raise ValueError("the text encoder's tokenizer has no pad token; batches cannot be padded")
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.enable_truncation(max_length=width, direction=tokenizer.truncation_side)
-    backend.enable_padding(length=width, direction=tokenizer.padding_side,
-                           pad_id=tokenizer.pad_token_id, pad_type_id=tokenizer.pad_token_type_id,
-                           pad_token=tokenizer.pad_token)
+    try:
+        backend = Tokenizer.from_str(source.to_str())
+        backend.enable_truncation(max_length=width, direction=tokenizer.truncation_side)
+        backend.enable_padding(length=width, direction=tokenizer.padding_side,
+                               pad_id=tokenizer.pad_token_id, pad_type_id=tokenizer.pad_token_type_id,
+                               pad_token=tokenizer.pad_token)
+    except AttributeError:    # a transformers version without these attributes: call it instead
+        return None
     return backend.to_str()
 
 
