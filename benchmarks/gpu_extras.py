@@ -29,12 +29,16 @@ import serve_load  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-def absolute_table(uri: str, workdir: Path) -> str:
-    """The product table with image paths made absolute, and its taxonomy.json beside it."""
+def absolute_table(uri: str, workdir: Path, n: int | None = None) -> str:
+    """The product table (``n`` rows drawn at random, seed 0, when given) with image paths made
+    absolute, and its taxonomy.json beside it."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(uri)
+    if n and n < table.num_rows:
+        table = table.take(np.sort(np.random.default_rng(0).choice(table.num_rows, n, replace=False)))
     base = Path(uri).resolve().parent
     uris = [u if not u or Path(u).is_absolute() else str(base / u) for u in table["image_uri"].to_pylist()]
     table = table.set_column(table.schema.get_field_index("image_uri"), "image_uri", pa.array(uris, pa.string()))
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-cpus", type=float, default=1.0)
     parser.add_argument("--serve-products", type=int, default=256)
+    parser.add_argument("--n", type=int, help="use N products drawn at random (default all)")
     args, rest = parser.parse_known_args(argv)
     bench = embed_gpu.parse((["--tiny"] if args.tiny else []) + rest)   # encoder settings
     for key, value in vars(bench).items():
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-extras-"))
     work.mkdir(parents=True, exist_ok=True)
-    products = absolute_table(args.products, work)
+    products = absolute_table(args.products, work, args.n)
     table = pq.read_table(products, columns=["title", "description"])     # as embed_gpu.py trains it
     texts = [f"{t}. {d}" for t, d in zip(table["title"].to_pylist(), table["description"].to_pylist())]
     models = gpu_models.build_models(Path(args.models), args.size, texts)
