@@ -1,5 +1,6 @@
-"""Prepare everything a lent GPU machine needs for ``benchmarks/embed_gpu.py``, and print the one
-device command that runs it.
+"""Prepare what a lent GPU machine needs for the GPU benchmarks, and print the device commands.
+
+``benchmarks/embed_gpu.py`` (run 1) and ``benchmarks/gpu_extras.py`` (run 2) run there as they are.
 
 The lent machine (DESIGN.md, "Measuring on a lent GPU") has Python 3.12, torch, transformers,
 timm, pyarrow and nvidia-ml-py, but no Ray, pydantic or open_clip, no network, and takes 64 MiB of
@@ -12,8 +13,8 @@ working tree. This script, run here (it needs pip's network access once):
   to it, the images (~10 MB for the 2,937 sample products) and ``taxonomy.json``;
 - checks that the working tree plus both folders stay under 64 MiB, and prints the command.
 
-    python benchmarks/prepare_gpu_run.py                     # default sample catalogue
-    python benchmarks/prepare_gpu_run.py --catalog runs/sample/catalog --skip-wheels
+    python benchmarks/prepare_gpu_run.py                     # runs/sample/catalog of this checkout
+    python benchmarks/prepare_gpu_run.py --catalog /work/main/runs/sample/catalog --skip-wheels
 
 Both folders are git-ignored; the device tool's ``carry`` names them.
 """
@@ -132,8 +133,9 @@ def tree_mib() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", default="/work/main/runs/sample/catalog",
-                        help="catalogue folder with products.parquet (image_uri absolute paths)")
+    parser.add_argument("--catalog", default=str(REPO / "runs/sample/catalog"),
+                        help="catalogue folder with products.parquet (absolute image_uri paths) and "
+                        "taxonomy.json; default the main job's sample (bash scripts/main.sh)")
     parser.add_argument("--wheels", default=str(REPO / ".whl"))
     parser.add_argument("--data", default=str(REPO / ".gpu-data"))
     parser.add_argument("--skip-wheels", action="store_true", help="keep .whl/ as it is")
