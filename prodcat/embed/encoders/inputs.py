@@ -15,7 +15,7 @@ Columns it writes, per feature ``f``:
   the encoder trims each batch to its longest row;
 - ``_in_<f>_pixels`` ``[B, S, S, 3]``: normalised pixels in channels-last memory order (the
   encoder views them as ``[B, 3, S, S]`` with channels-last strides, the layout convolution
-  kernels run fastest in: 1.4x on EfficientNet-Lite0 here), in the transfer dtype (float32 on the CPU; float16, or bfloat16 bits stored as int16, on a GPU that computes
+  kernels run fastest in: 1.4x on EfficientNet-Lite0 on this CPU), in the transfer dtype (float32 on the CPU; float16, or bfloat16 bits stored as int16, on a GPU that computes
   in that precision: the rounding autocast would apply to the input anyway);
 - ``status_<f>``: ``ok`` or the reason the row is not encoded (``no_text``, an image reason).
 """
