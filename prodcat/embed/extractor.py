@@ -1,8 +1,9 @@
 """The per-batch embedding code: encoders applied to a batch of products.
 
-:class:`FeatureExtractor` is the same object in the Ray Data actors of ``prodcat embed`` and in
-the cascade's stage runner (Serve replicas, bulk scoring): one code path for offline and online
-features. Letters: B batch, D_f dimension of feature f, S image input size (px).
+:class:`FeatureExtractor` is the same object in the Ray Data actors of ``prodcat embed`` (which
+get inputs already prepared by CPU tasks, and only run the forward) and in the cascade's stage
+runner (Serve replicas, bulk scoring: raw products, prepared in-process): one code path for
+offline and online features. Letters: B batch, D_f dimension of feature f, S image input size (px).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Mapping
 import numpy as np
 
 from prodcat.embed.encoders import build_encoder
-from prodcat.embed.encoders.base import IMAGE_STATUS, pixel_column
 from prodcat.embed.encoders.config import EncoderConfig
+from prodcat.embed.encoders.inputs import IMAGE_STATUS, pixel_column
 from prodcat.embed.imaging import ImageLimits, decode_batch
 from prodcat.embed.store import StoreMismatch
 
@@ -23,16 +24,19 @@ from prodcat.embed.store import StoreMismatch
 class FeatureExtractor:
     """Encoders applied to a batch of products.
 
-    ``FeatureExtractor(encoders)(batch)``: ``batch`` holds equal-length columns ``product_id``,
-    ``title``, ``description`` and either ``image_uri`` (path / ``s3://`` / None), ``image_bytes``
-    (encoded bytes / None) or already decoded ``_pixels_<S>`` (``uint8 [B, S, S, 3]``) with
-    ``_image_status``. Returns ``product_id`` plus per feature ``emb_<f>`` (float32 ``[B, D_f]``,
-    zeros where ``status_<f>`` is not ``ok``) and ``status_<f>``.
+    ``FeatureExtractor(encoders)(batch)``: ``batch`` holds equal-length columns ``product_id``
+    and either raw inputs: ``title``, ``description`` and ``image_uri`` (path / ``s3://`` /
+    None), ``image_bytes`` (encoded bytes / None) or already decoded ``_pixels_<S>`` (``uint8
+    [B, S, S, 3]``) with ``_image_status``; or, per encoder, its prepared input columns (from
+    ``encoder.inputs`` in a CPU stage, see :mod:`prodcat.embed.encoders.inputs`), which it then
+    only copies to its device. Returns ``product_id`` plus per feature ``emb_<f>`` (float32
+    ``[B, D_f]``, zeros where ``status_<f>`` is not ``ok``) and ``status_<f>``.
 
     Args:
         encoders: encoder name → config.
         expected: encoder name → fingerprint key the caller expects.
-        keep_inputs: also return the input columns and ``_seconds_<encoder>`` (pipeline use).
+        keep_inputs: also return the other columns of the batch (less the consumed input
+            columns) and ``_seconds_<encoder>`` (pipeline use).
         drop_columns: columns removed from the output (pipeline use).
         num_threads: ``torch.set_num_threads`` for this process (actors), None leaves it.
 
@@ -76,15 +80,20 @@ class FeatureExtractor:
     def __call__(self, batch: Mapping) -> dict:
         batch = dict(batch)
         n = len(batch["product_id"])
-        missing = [s for s in self.image_sizes if pixel_column(s) not in batch]
+        raw = {name for name, enc in self.encoders.items()
+               if not all(c in batch for c in enc.inputs.columns())}
+        missing = sorted({self.encoders[name].image_size for name in raw} - {None}
+                         - {s for s in self.image_sizes if pixel_column(s) in batch})
         if missing:
             batch.update(decode_images(batch, missing, self.image_limits))
         out = dict(batch) if self.keep_inputs else {"product_id": batch["product_id"]}
         for name, enc in self.encoders.items():
             start = time.perf_counter()
-            out.update(enc.encode(batch))
+            out.update(enc.encode(batch) if name in raw else enc.forward(batch))
             if self.keep_inputs:
                 out[f"_seconds_{name}"] = np.full(n, (time.perf_counter() - start) / max(n, 1))
+            for column in enc.inputs.columns():
+                out.pop(column, None)
         for column in self.drop_columns:
             out.pop(column, None)
         return out

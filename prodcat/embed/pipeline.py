@@ -1,9 +1,16 @@
 """The embedding pipeline on Ray Data: ``prodcat embed``.
 
-    product table ─► decode + resize images (CPU tasks) ─► one actor pool per encoder
+    product table ─► tokenize, sort rows by token count;                CPU tasks
+                     decode, resize, normalise images (+ CLIP tokens)
+                  ─► image and joint encoders, then text encoders      one actor pool each
                   ─► part files of the embedding store (Parquet) ─► summary
 
 Letters: N products, B batch, D_f dimension of feature f, S image input size (px).
+
+Everything but the forward runs in CPU tasks (each encoder's ``inputs``,
+:mod:`prodcat.embed.encoders.inputs`), so encoder actors only copy tensors to their device and
+run the model; rows sorted by token count within ``tokenize_batch_size`` products make the text
+encoders' batches carry little padding. Pools and GPU fractions: :mod:`prodcat.embed.pools`.
 
 The store it writes is :mod:`prodcat.embed.store` (an interrupted run leaves only whole parts; a
 rerun embeds the products not yet in the store and refuses a store made with other weights); the
@@ -26,9 +33,16 @@ from prodcat.core.config import StrictModel
 from prodcat.core.console import Progress, say
 from prodcat.core.runtime import ensure_ray
 from prodcat.embed.encoders import EncoderConfig
-from prodcat.embed.encoders.base import IMAGE_STATUS, pixel_column
+from prodcat.embed.encoders.inputs import (
+    IMAGE_STATUS,
+    Inputs,
+    pixel_column,
+    token_lengths,
+    transfer_precision,
+)
 from prodcat.embed.extractor import FeatureExtractor, decode_images
 from prodcat.embed.imaging import ImageLimits
+from prodcat.embed.pools import describe_pools, gpu_fractions, pool_strategy
 from prodcat.embed.store import (
     make_manifest,
     prepare_store,
@@ -48,7 +62,13 @@ class EmbedConfig(StrictModel):
     encoders: dict[str, EncoderConfig] = Field(description="encoder name → encoder config")
     image_limits: ImageLimits = Field(default_factory=ImageLimits, description="decode limits")
     decode_batch_size: int = Field(64, gt=0, description="images per decode task batch")
-    decode_num_cpus: float = Field(0.25, gt=0, description="logical CPUs per decode task")
+    decode_num_cpus: float = Field(0.25, gt=0, description="logical CPUs per decode or "
+                                   "tokenization task")
+    tokenize_batch_size: int = Field(1024, gt=0, description="products per tokenization batch; "
+                                     "rows are sorted by token count within it, so text encoder "
+                                     "batches carry little padding")
+    auto_gpus: float = Field(1.0, gt=0, le=1, description="GPUs one actor of each num_gpus: auto "
+                             "encoder share, split by gpu_cost (1: one actor each fits one GPU)")
     block_rows: int = Field(1024, gt=0, description="products per input block")
     write_rows: int = Field(4096, gt=0, description="products per store part file (at most)")
     cache_dir: str | None = Field(None, description="local cache for s3:// weights "
@@ -72,11 +92,20 @@ class EmbedConfig(StrictModel):
         return self
 
 
-def _decode_stage(batch: dict, sizes: list[int], limits: ImageLimits) -> dict:
-    """Ray Data task: add decoded images to the batch, drop ``image_uri``."""
+def _prepare_stage(batch: dict, inputs: dict[str, Inputs], sizes: list[int],
+                   limits: ImageLimits, drop: list[str], sort_by: list[str]) -> dict:
+    """Ray Data task: decode images at ``sizes``, add each encoder's input columns, drop the raw
+    columns no later stage reads, and sort rows by token count of ``sort_by`` features."""
     batch = dict(batch)
-    batch.update(decode_images(batch, sizes, limits))
-    batch.pop("image_uri", None)
+    if sizes:
+        batch.update(decode_images(batch, sizes, limits))
+    for prepare in inputs.values():
+        batch.update(prepare(batch))
+    for column in [*drop, IMAGE_STATUS, *(pixel_column(s) for s in sizes)]:
+        batch.pop(column, None)
+    if sort_by:
+        order = np.argsort(token_lengths(batch, sort_by), kind="stable")
+        batch = {k: np.asarray(v)[order] for k, v in batch.items()}
     return batch
 
 
@@ -88,7 +117,8 @@ def _write_stage(batch: dict, store: str, run_id: str, manifest: dict, encoders:
     counts = {f: dict(zip(*np.unique(np.asarray(batch[f"status_{f}"], dtype=str),
                                      return_counts=True))) for f in manifest["features"]}
     counts = {f: {k: int(v) for k, v in c.items()} for f, c in counts.items()}
-    row = {"file": [name], "rows": [table.num_rows], "statuses": [json.dumps(counts)]}
+    row = {"file": [name], "rows": [table.num_rows], "statuses": [json.dumps(counts)],
+           "written_at": [time.time()]}
     for enc in encoders:
         row[f"seconds_{enc}"] = [float(np.sum(batch[f"_seconds_{enc}"]))]
     return row
@@ -111,55 +141,90 @@ def load_products(uri: str, done: pa.Array, limit: int | None) -> tuple[pa.Table
     return table, total
 
 
-def build_dataset(products: pa.Table, config: EmbedConfig, described: dict, store: str,
-                  run_id: str, manifest: dict):
-    """The Ray Data pipeline over ``products`` (not executed yet)."""
+def build_dataset(products: pa.Table, config: EmbedConfig, described: dict, inputs: dict,
+                  gpus: dict[str, float], store: str, run_id: str, manifest: dict):
+    """The Ray Data pipeline over ``products`` (not executed yet): CPU tasks that tokenize for the
+    text encoders (rows sorted by token count per ``tokenize_batch_size``) and prepare the image
+    readers' inputs (decode, resize, normalise, CLIP tokens), one actor pool per encoder (image
+    readers first), the writer."""
     import ray
 
     blocks = [products.slice(i, config.block_rows)
               for i in range(0, products.num_rows, config.block_rows)]
     ds = ray.data.from_arrow(blocks)
-    sizes = sorted({d["image_size"] for d in described.values() if d["image_size"]})
-    if sizes:
-        ds = ds.map_batches(_decode_stage, fn_kwargs={"sizes": sizes, "limits": config.image_limits},
-                            batch_size=config.decode_batch_size, batch_format="numpy",
-                            num_cpus=config.decode_num_cpus, udf_modifying_row_count=False)
     size_of = {d["encoder"]: d["image_size"] for d in described.values()}
-    order = sorted(config.encoders, key=lambda name: size_of[name] is None)  # image readers first
-    for i, name in enumerate(order):
-        later = {size_of[m] for m in order[i + 1:]}
-        drop = [pixel_column(s) for s in sizes if s not in later]
-        drop += [IMAGE_STATUS] if not any(later - {None}) else []
-        ds = _encoder_stage(ds, name, config, described, drop)
+    readers = [name for name in config.encoders if size_of[name]]
+    texts = [name for name in config.encoders if not size_of[name]]
+    raw = ["title", "description", "image_uri"]
+    # two CPU stages with the same resources: Ray Data fuses them into one task per block
+    if texts:
+        ds = ds.map_batches(_prepare_stage, fn_kwargs={
+            "inputs": {n: inputs[n] for n in texts}, "limits": config.image_limits, "sizes": [],
+            "sort_by": [f for n in texts for f in inputs[n].token_features()],
+            "drop": [] if readers else raw},
+            batch_size=config.tokenize_batch_size, batch_format="numpy",
+            num_cpus=config.decode_num_cpus, udf_modifying_row_count=False)
+    if readers:
+        ds = ds.map_batches(_prepare_stage, fn_kwargs={
+            "inputs": {n: inputs[n] for n in readers}, "limits": config.image_limits,
+            "sizes": sorted({size_of[n] for n in readers}), "sort_by": [], "drop": raw},
+            batch_size=config.decode_batch_size, batch_format="numpy",
+            num_cpus=config.decode_num_cpus, udf_modifying_row_count=False)
+    for name in readers + texts:      # image readers first: their pixel columns go early
+        ds = _encoder_stage(ds, name, config, described, gpus[name])
     return ds.map_batches(_write_stage, fn_kwargs={
-        "store": store, "run_id": run_id, "manifest": manifest, "encoders": order},
+        "store": store, "run_id": run_id, "manifest": manifest, "encoders": readers + texts},
         # 0 CPUs: writing is light, and a CPU share would let upstream decode tasks starve it
         batch_size=config.write_rows, batch_format="numpy", num_cpus=0)
 
 
-def _encoder_stage(ds, name: str, config: EmbedConfig, described: dict, drop: list[str]):
-    from ray.data import ActorPoolStrategy
-
+def _encoder_stage(ds, name: str, config: EmbedConfig, described: dict, num_gpus: float):
     enc = config.encoders[name]
     key = next(d["fingerprint"]["key"] for d in described.values() if d["encoder"] == name)
     return ds.map_batches(
         FeatureExtractor, batch_size=enc.batch_size, batch_format="numpy",
-        compute=ActorPoolStrategy(size=enc.pool_size), num_cpus=enc.num_cpus,
-        num_gpus=enc.num_gpus or None, udf_modifying_row_count=False,
+        compute=pool_strategy(enc, num_gpus), num_cpus=enc.num_cpus,
+        num_gpus=num_gpus or None, udf_modifying_row_count=False,
         fn_constructor_kwargs={
             "encoders": {name: enc}, "image_limits": config.image_limits,
             "cache_dir": config.cache_dir, "expected": {name: key}, "keep_inputs": True,
-            "drop_columns": tuple(drop), "num_threads": enc.num_threads or max(1, round(enc.num_cpus))})
+            "num_threads": enc.num_threads or max(1, round(enc.num_cpus))})
 
 
-def describe_encoders(config: EmbedConfig) -> dict[str, dict]:
-    """Load each encoder once in this process for its fingerprint, dimension and input size."""
-    described = {}
+def describe_encoders(config: EmbedConfig) -> tuple[dict[str, dict], dict[str, Inputs]]:
+    """Load each encoder once in this process, on the CPU, for its fingerprint, dimension and
+    input size (the manifest's features), and its CPU half (``inputs``, picklable)."""
+    described, inputs = {}, {}
     for name, enc in config.encoders.items():
-        extractor = FeatureExtractor({name: enc}, cache_dir=config.cache_dir)
+        extractor = FeatureExtractor({name: enc.model_copy(update={"device": "cpu"})},
+                                     cache_dir=config.cache_dir)
         described.update(extractor.describe())
+        inputs[name] = extractor.encoders[name].inputs
         del extractor
-    return described
+    return described, inputs
+
+
+def cluster_gpus() -> float:
+    """GPUs the Ray cluster has now (0 when it has none)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def plan_pools(config: EmbedConfig, inputs: dict[str, Inputs], gpus_available: float,
+               log: Callable[[str], None] = say) -> tuple[dict[str, float], dict[str, Inputs]]:
+    """GPUs per actor of each encoder, and its ``inputs`` with pixels in the dtype its actors
+    compute in; says where each pool runs, and warns when GPU actors wait for a GPU."""
+    gpus = gpu_fractions(config.encoders, config.auto_gpus, gpus_available)
+    prepared = {}
+    for name, enc in config.encoders.items():
+        device = "cuda" if gpus[name] > 0 or enc.device.startswith("cuda") else "cpu"
+        prepared[name] = inputs[name].with_precision(transfer_precision(enc, device))
+    log(f"[embed] pools: {describe_pools(config.encoders, gpus)}")
+    if any(gpus.values()) and gpus_available <= 0:
+        log("[embed] the encoders ask for GPUs but the cluster has none yet: their actors wait "
+            "until a GPU node joins (use num_gpus: auto or 0 to run on CPUs)")
+    return gpus, prepared
 
 
 def run_embedding(config: EmbedConfig, overwrite: bool = False,
@@ -177,7 +242,7 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     if not config.products or not config.output:
         raise ValueError("set products (the product table) and output (the store folder)")
     start = time.perf_counter()
-    described = describe_encoders(config)
+    described, inputs = describe_encoders(config)
     manifest = make_manifest(described)
     done, found = prepare_store(config.output, manifest, overwrite, config.skip_unreadable)
     unreadable = found.get("skipped", [])
@@ -191,16 +256,18 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
         f"embed this run ({run_id}); features: "
         + ", ".join(f"{f} ({d['encoder']}, {d['dim']}-d)" for f, d in described.items()))
     ensure_ray()
-    ds_start = time.perf_counter()
+    gpus, inputs = plan_pools(config, inputs, cluster_gpus(), log)
+    ds_start, ds_epoch = time.perf_counter(), time.time()
     rows = []
     if products.num_rows:
-        ds = build_dataset(products, config, described, config.output, run_id, manifest)
+        ds = build_dataset(products, config, described, inputs, gpus, config.output, run_id, manifest)
         progress = Progress("embed", products.num_rows, "products", every_s=log_every_s, log=log)
         for row in ds.iter_rows():
             rows.append(row)
             progress.advance(int(row["rows"]))
-    summary = summarize(rows, config, described, run_id, len(done), total,
-                        pipeline_s=time.perf_counter() - ds_start, wall_s=time.perf_counter() - start)
+    summary = summarize(rows, config, described, gpus, run_id, len(done), total,
+                        pipeline_s=time.perf_counter() - ds_start, wall_s=time.perf_counter() - start,
+                        started_at=ds_epoch)
     summary["skipped_unreadable"] = {"parts": [s["file"] for s in unreadable],
                                      "rows": skipped_rows(found)}
     storage.write_text(storage.join(config.output, f"summary-{run_id}.json"),
@@ -212,9 +279,13 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     return summary
 
 
-def summarize(rows: list[dict], config: EmbedConfig, described: dict, run_id: str,
-              skipped: int, total: int, pipeline_s: float, wall_s: float) -> dict:
-    """Run summary: products/s overall and per encoder (busy time), failures by reason."""
+def summarize(rows: list[dict], config: EmbedConfig, described: dict, gpus: dict[str, float],
+              run_id: str, skipped: int, total: int, pipeline_s: float, wall_s: float,
+              started_at: float | None = None) -> dict:
+    """Run summary: products/s overall and per encoder (busy time: the forward, inputs prepared
+    elsewhere), pool sizes and GPUs per actor, failures by reason; ``first_part_s`` (start-up:
+    seconds until the first part was written) and ``steady_products_per_s`` (products after
+    the first part over the time from the first part to the last; None with fewer than 2)."""
     n = sum(int(r["rows"]) for r in rows)
     statuses: dict[str, dict[str, int]] = {}
     for r in rows:
@@ -226,12 +297,20 @@ def summarize(rows: list[dict], config: EmbedConfig, described: dict, run_id: st
     for name, enc in config.encoders.items():
         busy = sum(float(r[f"seconds_{name}"]) for r in rows)
         encoders[name] = {"busy_s": round(busy, 2), "pool_size": enc.pool_size,
+                          "max_pool_size": enc.max_pool_size or enc.pool_size,
+                          "num_gpus": gpus.get(name, 0.0), "batch_size": enc.batch_size,
                           "products_per_s_per_actor": round(n / busy, 1) if busy else None}
     failures = {f: {s: c for s, c in counts.items() if s != "ok"} for f, counts in statuses.items()}
+    parts = sorted((float(r["written_at"]), int(r["rows"])) for r in rows if "written_at" in r)
+    steady = None
+    if len(parts) >= 2 and parts[-1][0] > parts[0][0]:
+        steady = round(sum(r for _, r in parts[1:]) / (parts[-1][0] - parts[0][0]), 1)
     return {"run_id": run_id, "products_total": total, "skipped_already_embedded": skipped,
             "embedded": n, "files": len(rows), "pipeline_s": round(pipeline_s, 2),
             "wall_s": round(wall_s, 2),
             "products_per_s": round(n / pipeline_s, 1) if n and pipeline_s else None,
+            "first_part_s": round(parts[0][0] - started_at, 2) if parts and started_at else None,
+            "steady_products_per_s": steady,
             "encoders": encoders, "failures": failures, "statuses": statuses,
             "features": {f: {"encoder": d["encoder"], "dim": d["dim"],
                              "fingerprint": d["fingerprint"]["key"]} for f, d in described.items()}}

@@ -1,50 +1,47 @@
-"""The encoder interface every family implements, and what they share (device, autocast, text).
+"""The encoder interface every family implements, and what they share (device, autocast).
 
 Letters: B batch, D embedding dimension, S image input size (px), T tokens.
 
-An encoder reads a *batch*: a dict of equal-length columns, ``title`` and ``description``
-(strings, description may be None), ``_pixels_<S>`` (``uint8 [B, S, S, 3]``) and
-``_image_status`` (``"ok"`` or an :mod:`prodcat.embed.imaging` reason). It returns, per feature ``f``,
-``emb_<f>`` (``float32 [B, D]``, zeros where the status is not ``ok``) and ``status_<f>``.
+An encoder has two halves. ``prepare(batch)`` (CPU, :mod:`prodcat.embed.encoders.inputs`) turns
+raw product columns, ``title`` and ``description`` (strings, description may be None),
+``_pixels_<S>`` (``uint8 [B, S, S, 3]``) and ``_image_status`` (``"ok"`` or an
+:mod:`prodcat.embed.imaging` reason), into model-input columns (token ids and masks, normalised
+pixels) and ``status_<f>``. ``forward(inputs)`` (the encoder's device) copies them there and
+runs the model: per feature ``f``, ``emb_<f>`` (``float32 [B, D]``, zeros where the status is
+not ``ok``) and ``status_<f>``. ``encode(batch)`` is ``forward(prepare(batch))``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from prodcat.core.runtime import torch_device
 from prodcat.embed.encoders.fingerprint import Fingerprint
-
-PIXELS = "_pixels_{size}"   # column of uint8 [B, S, S, 3] images decoded at input size S
-IMAGE_STATUS = "_image_status"
-
-
-def pixel_column(size: int) -> str:
-    """Name of the decoded-image column for input size ``size``."""
-    return PIXELS.format(size=size)
-
-
-def combined_text(title, description) -> str:
-    """The text fed to a 'combined' encoder: ``"<title>. <description>"`` (title first, so
-    truncation cuts the description)."""
-    title = (title or "").strip()
-    description = (description or "").strip()
-    if title and description:
-        return f"{title}. {description}"
-    return title or description
+from prodcat.embed.encoders.inputs import (  # noqa: F401  (re-exported names)
+    IMAGE_STATUS,
+    PIXELS,
+    Inputs,
+    combined_text,
+    input_column,
+    pixel_column,
+)
 
 
 class Encoder:
-    """Base class: subclasses set ``features``, ``dim``, ``image_size`` and implement ``encode``.
+    """Base class: subclasses set ``features``, ``dim``, ``image_size``, ``inputs`` and implement
+    ``forward``.
 
     Attributes:
         features: feature name → modality (``"text"`` or ``"image"``).
         dim: D, the length of each output vector.
         image_size: S when the encoder reads images, else None.
         fingerprint: architecture + weights sha256 + settings.
+        inputs: the CPU half (:class:`prodcat.embed.encoders.inputs.Inputs`), picklable.
     """
 
     family = ""
@@ -52,11 +49,33 @@ class Encoder:
     dim: int
     image_size: int | None = None
     fingerprint: Fingerprint
+    inputs: Inputs
 
     def __init__(self, config, cache_dir: str | Path | None = None) -> None:
 
         self.config = config
         self.device = torch_device(config.device)
+
+    # -- the two halves ------------------------------------------------------------------------
+    def prepare(self, batch: Mapping) -> dict[str, np.ndarray]:
+        """Raw product columns → input columns and ``status_<f>`` (CPU work)."""
+        return self.inputs(batch)
+
+    def forward(self, inputs: Mapping) -> dict[str, np.ndarray]:
+        """Input columns → ``emb_<f>`` (float32 [B, D]) and ``status_<f>`` (object [B])."""
+        raise NotImplementedError
+
+    def encode(self, batch: Mapping) -> dict[str, np.ndarray]:
+        """Raw product columns → ``emb_<f>`` and ``status_<f>``: ``forward(prepare(batch))``."""
+        return self.forward(self.prepare(batch))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts → float32 ``[B, D]`` (families with a text tower)."""
+        raise NotImplementedError(f"{self.family} encoders do not read text")
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """``uint8 [B, S, S, 3]`` → float32 ``[B, D]`` (families with an image tower)."""
+        raise NotImplementedError(f"{self.family} encoders do not read images")
 
     # -- shared helpers -------------------------------------------------------------------------
     def autocast(self):
@@ -67,6 +86,36 @@ class Encoder:
             dtype = torch.float16 if self.config.precision == "fp16" else torch.bfloat16
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
+
+    def to_device(self, array: np.ndarray):
+        """A numpy array → a tensor on the device: through pinned memory with a non-blocking
+        copy on a GPU; on the CPU the array itself (no copy when contiguous)."""
+        import torch
+
+        with warnings.catch_warnings():   # Ray Data hands read-only arrays; they are only read
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.startswith("cuda"):
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def pixels_to_device(self, pixels: np.ndarray):
+        """Prepared pixels ``[B, S, S, 3]`` (float32, float16 or bfloat16 bits as int16) → ``[B,
+        3, S, S]`` on the device with channels-last strides (a view, no copy); float32 on the
+        CPU, which computes in float32 whatever the precision."""
+        import torch
+
+        x = self.to_device(pixels)                                     # [B, S, S, 3]
+        if x.dtype == torch.int16:
+            x = x.view(torch.bfloat16)
+        if not self.device.startswith("cuda"):
+            x = x.float()
+        return x.permute(0, 3, 1, 2)                                   # [B, 3, S, S]
+
+    def chunks(self, n: int):
+        """Row slices of at most ``batch_size`` rows covering ``range(n)``."""
+        size = self.config.batch_size
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
     def finish(self, vectors) -> np.ndarray:
         """``[B, D]`` tensor → float32 numpy, L2-normalised when configured."""
@@ -80,46 +129,13 @@ class Encoder:
     def feature_name(self, base: str) -> str:
         return f"{self.config.feature_prefix}{base}"
 
-    def encode(self, batch: dict) -> dict[str, np.ndarray]:
-        """``emb_<f>`` (float32 [B, D]) and ``status_<f>`` (object [B]) for each feature."""
-        raise NotImplementedError
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Texts → float32 ``[B, D]`` (families with a text tower)."""
-        raise NotImplementedError(f"{self.family} encoders do not read text")
-
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """``uint8 [B, S, S, 3]`` → float32 ``[B, D]`` (families with an image tower)."""
-        raise NotImplementedError(f"{self.family} encoders do not read images")
-
-    # -- building blocks for encode() ----------------------------------------------------------
-    def text_feature(self, name: str, texts: list, empty_status: str) -> dict[str, np.ndarray]:
-        """Encode the non-empty ``texts``; empty ones get zeros and ``empty_status``."""
-        texts = [t.strip() if isinstance(t, str) else "" for t in texts]
-        keep = [i for i, t in enumerate(texts) if t]
-        emb = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if keep:
-            emb[keep] = self.encode_texts([texts[i] for i in keep])
-        status = np.array([empty_status] * len(texts), dtype=object)
-        status[keep] = "ok"
-        return {f"emb_{name}": emb, f"status_{name}": status}
-
-    def image_feature(self, name: str, batch: dict) -> dict[str, np.ndarray]:
-        """Encode the images whose decode status is ``ok``; the rest keep their reason."""
-        pixels = np.asarray(batch[pixel_column(self.image_size)])
-        status = np.array([str(s) for s in batch[IMAGE_STATUS]], dtype=object)
+    def masked(self, feature: str, inputs: Mapping, run) -> dict[str, np.ndarray]:
+        """``emb_<f>``/``status_<f>`` of ``feature``: ``run(rows)`` → float32 ``[len(rows), D]``
+        encodes the rows whose status is ``ok``; the rest get zeros and keep their reason."""
+        status = np.array([str(s) for s in inputs[f"status_{feature}"]], dtype=object)
         keep = np.flatnonzero(status == "ok")
         emb = np.zeros((len(status), self.dim), dtype=np.float32)
+        rows = slice(None) if len(keep) == len(status) else keep   # a view when all rows are ok
         if len(keep):
-            emb[keep] = self.encode_pixels(pixels[keep])
-        return {f"emb_{name}": emb, f"status_{name}": status}
-
-    def pixels_to_tensor(self, pixels: np.ndarray, mean, std):
-        """``uint8 [B, S, S, 3]`` → normalised float ``[B, 3, S, S]`` on the device."""
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+            emb[rows] = run(rows)
+        return {f"emb_{feature}": emb, f"status_{feature}": status}

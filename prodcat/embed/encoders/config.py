@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from prodcat.core.config import StrictModel
 
@@ -26,16 +26,43 @@ class EncoderBase(StrictModel):
     device: str = Field("auto", description="auto (cuda when visible), cpu, cuda or cuda:N")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="autocast dtype on a GPU; on the CPU everything runs in float32")
-    batch_size: int = Field(64, gt=0, description="products per forward pass (and Ray Data batch)")
-    pool_size: int = Field(1, gt=0, description="actors in this encoder's Ray Data actor pool")
+    batch_size: int = Field(64, gt=0, description="products per forward pass (and Ray Data batch); "
+                            "on a GPU large enough to fill it (benchmarks/embed_gpu.py measures it)")
+    pool_size: int = Field(1, gt=0, description="actors this encoder's Ray Data actor pool starts "
+                           "with and never goes below")
+    max_pool_size: int | None = Field(None, gt=0, description="autoscale the pool up to this many "
+                                      "actors while its input backs up (None: fixed at pool_size)")
     num_cpus: float = Field(1.0, ge=0, description="logical CPUs Ray reserves per actor")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per actor (fractions share one)")
+    num_gpus: float | Literal["auto"] = Field(
+        0.0, description="GPUs Ray reserves per actor (fractions share one); auto: this "
+        "encoder's share of EmbedConfig.auto_gpus in proportion to gpu_cost, 0 on a cluster "
+        "without GPUs")
+    gpu_cost: float | None = Field(None, gt=0, description="GPU time per product of this "
+                                   "encoder's forward (µs, measured by benchmarks/embed_gpu.py); "
+                                   "sets its share under num_gpus: auto")
     num_threads: int | None = Field(None, gt=0, description="torch threads per actor; "
                                     "default max(1, round(num_cpus))")
 
     def feature_names(self) -> dict[str, str]:
         """Feature name → modality (``text`` / ``image``) of the vectors this encoder makes."""
         raise NotImplementedError
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _gpus_valid(cls, value):
+        if value != "auto" and (value < 0 or (value > 1 and value != int(value))):
+            raise ValueError("num_gpus must be auto, a fraction in [0, 1] or a whole number")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_and_cost(self):
+        if self.max_pool_size is not None and self.max_pool_size < self.pool_size:
+            raise ValueError(f"max_pool_size ({self.max_pool_size}) is below pool_size "
+                             f"({self.pool_size}); set it to at least pool_size, or null for a fixed pool")
+        if self.num_gpus == "auto" and self.gpu_cost is None:
+            raise ValueError("num_gpus: auto needs gpu_cost (µs per product of the forward on the "
+                             "target GPU; benchmarks/embed_gpu.py prints it)")
+        return self
 
     @field_validator("weights")
     @classmethod

@@ -4,12 +4,14 @@ Letters: B batch, S input size (px), D pooled feature size."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from prodcat.embed.encoders.base import Encoder
 from prodcat.embed.encoders.config import ImageEncoderConfig
 from prodcat.embed.encoders.fingerprint import Fingerprint, resolve_weights, weights_sha256
+from prodcat.embed.encoders.inputs import ImageInputs, input_column, transfer_precision
 
 
 class ImageEncoder(Encoder):
@@ -17,7 +19,8 @@ class ImageEncoder(Encoder):
 
     The input size is ``config.image_size`` or the model's pretrained ``input_size``. Models with
     a fixed input size (ViT) are built for the requested size; timm resamples their position
-    embeddings when it loads the weights. Feature ``image``: ``[B, D]``.
+    embeddings when it loads the weights. Feature ``image``: ``[B, D]``. Normalising the pixels
+    is the CPU half (:class:`prodcat.embed.encoders.inputs.ImageInputs`).
 
     Raises:
         FileNotFoundError: weights or ``config.json`` missing.
@@ -44,6 +47,8 @@ class ImageEncoder(Encoder):
         self.interpolation = data_cfg.get("interpolation", "bicubic")
         self.dim = int(self.model.num_features)
         self.features = config.feature_names()
+        self.inputs = ImageInputs(self.feature_name("image"), self.image_size, self.mean, self.std,
+                                  transfer_precision(config, self.device))
         self.fingerprint = Fingerprint(
             architecture=f"timm:{architecture}", weights_sha256=weights_sha256(path),
             settings={"image_size": self.image_size, "normalize": config.normalize,
@@ -51,14 +56,23 @@ class ImageEncoder(Encoder):
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``uint8 [B, S, S, 3]`` → float32 ``[B, D]``."""
+        return self.forward_pixels(self.inputs.normalize(pixels))
+
+    def forward_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Prepared pixels ``[B, S, S, 3]`` (channels-last) → float32 ``[B, D]``, ``batch_size`` rows at a time."""
         import torch
 
-        x = self.pixels_to_tensor(pixels, self.mean, self.std)    # [B, 3, S, S]
-        with torch.inference_mode(), self.autocast():
-            return self.finish(self.model(x))                     # [B, D]
+        out = np.empty((len(pixels), self.dim), dtype=np.float32)
+        for part in self.chunks(len(pixels)):
+            x = self.pixels_to_device(pixels[part])                  # [B, 3, S, S], channels-last
+            with torch.inference_mode(), self.autocast():
+                out[part] = self.finish(self.model(x))                # [B, D]
+        return out
 
-    def encode(self, batch: dict) -> dict[str, np.ndarray]:
-        return self.image_feature(self.feature_name("image"), batch)
+    def forward(self, inputs: Mapping) -> dict[str, np.ndarray]:
+        feature = self.feature_name("image")
+        pixels = np.asarray(inputs[input_column(feature, "pixels")])
+        return self.masked(feature, inputs, lambda rows: self.forward_pixels(pixels[rows]))
 
 
 def _read_timm_config(path: Path) -> dict:

@@ -4,12 +4,20 @@ Letters: B batch, S input size (px), T context length, D joint embedding size.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from prodcat.embed.encoders.base import Encoder, combined_text
+from prodcat.embed.encoders.base import Encoder
 from prodcat.embed.encoders.config import JointEncoderConfig
 from prodcat.embed.encoders.fingerprint import Fingerprint, resolve_weights, weights_sha256
+from prodcat.embed.encoders.inputs import (
+    ImageInputs,
+    JointInputs,
+    clip_model_name,
+    input_column,
+    transfer_precision,
+)
 
 
 class JointEncoder(Encoder):
@@ -17,6 +25,9 @@ class JointEncoder(Encoder):
     bare checkpoint file with ``architecture`` naming a built-in OpenCLIP model.
 
     Features: ``clip_image`` and ``clip_text`` (title + description), both ``[B, D]`` in one space.
+    Tokenizing and normalising the pixels is the CPU half
+    (:class:`prodcat.embed.encoders.inputs.JointInputs`). CLIP's text tower reads the full
+    context (its position embedding has a fixed length), so its tokens are not trimmed.
 
     Raises:
         FileNotFoundError: weights or config missing. ValueError: a bare file without
@@ -30,25 +41,21 @@ class JointEncoder(Encoder):
 
         super().__init__(config, cache_dir)
         path = resolve_weights(config.weights, cache_dir)
-        if path.is_dir():
-            name, pretrained = f"local-dir:{path}", None
-            architecture = _clip_architecture(path)
-        elif config.architecture:
-            name, pretrained, architecture = config.architecture, str(path), config.architecture
-        else:
-            raise ValueError(f"{config.weights} is a single checkpoint file: set architecture "
-                             "to its OpenCLIP model name (e.g. ViT-B-32)")
+        name, pretrained = clip_model_name(config, path)
+        architecture = _clip_architecture(path) if path.is_dir() else config.architecture
         self.model = open_clip.create_model(name, pretrained=pretrained,
                                             device=self.device).eval()
-        self.tokenizer = open_clip.get_tokenizer(name, context_length=config.max_tokens)
         visual = self.model.visual
         size = visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         pre = getattr(visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pre.get("mean") or open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(pre.get("std") or open_clip.OPENAI_DATASET_STD)
-        self.dim = int(getattr(visual, "output_dim", 0) or self._probe_dim())
         self.features = config.feature_names()
+        image = ImageInputs(self.feature_name("clip_image"), self.image_size, self.mean, self.std,
+                            transfer_precision(config, self.device))
+        self.inputs = JointInputs(config, image, None if cache_dir is None else str(cache_dir))
+        self.dim = int(getattr(visual, "output_dim", 0) or self._probe_dim())
         self.fingerprint = Fingerprint(
             architecture=f"open_clip:{architecture}", weights_sha256=weights_sha256(path),
             settings={"image_size": self.image_size, "context_length": config.max_tokens,
@@ -59,28 +66,45 @@ class JointEncoder(Encoder):
         import torch
 
         with torch.inference_mode():
-            return int(self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1])
+            tokens = self.to_device(self.inputs.tokenize(["x"])).long()
+            return int(self.model.encode_text(tokens).shape[-1])
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts → float32 ``[B, D]`` (truncated to the context length)."""
+        return self.forward_tokens(self.inputs.tokenize(list(texts)))
+
+    def forward_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """int token ids ``[B, T]`` → float32 ``[B, D]``, ``batch_size`` rows at a time."""
         import torch
 
-        tokens = self.tokenizer(list(texts)).to(self.device)          # [B, T]
-        with torch.inference_mode(), self.autocast():
-            return self.finish(self.model.encode_text(tokens))        # [B, D]
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for part in self.chunks(len(ids)):
+            tokens = self.to_device(ids[part]).long()                  # [B, T]
+            with torch.inference_mode(), self.autocast():
+                out[part] = self.finish(self.model.encode_text(tokens))  # [B, D]
+        return out
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``uint8 [B, S, S, 3]`` → float32 ``[B, D]``."""
+        return self.forward_pixels(self.inputs.image.normalize(pixels))
+
+    def forward_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Prepared pixels ``[B, S, S, 3]`` (channels-last) → float32 ``[B, D]``, ``batch_size`` rows at a time."""
         import torch
 
-        x = self.pixels_to_tensor(pixels, self.mean, self.std)        # [B, 3, S, S]
-        with torch.inference_mode(), self.autocast():
-            return self.finish(self.model.encode_image(x))            # [B, D]
+        out = np.empty((len(pixels), self.dim), dtype=np.float32)
+        for part in self.chunks(len(pixels)):
+            x = self.pixels_to_device(pixels[part])                       # [B, 3, S, S]
+            with torch.inference_mode(), self.autocast():
+                out[part] = self.finish(self.model.encode_image(x))       # [B, D]
+        return out
 
-    def encode(self, batch: dict) -> dict[str, np.ndarray]:
-        texts = [combined_text(t, d) for t, d in zip(batch["title"], batch["description"])]
-        out = self.image_feature(self.feature_name("clip_image"), batch)
-        out.update(self.text_feature(self.feature_name("clip_text"), texts, "no_text"))
+    def forward(self, inputs: Mapping) -> dict[str, np.ndarray]:
+        image, text = self.feature_name("clip_image"), self.feature_name("clip_text")
+        pixels = np.asarray(inputs[input_column(image, "pixels")])
+        ids = np.asarray(inputs[input_column(text, "ids")])
+        out = self.masked(image, inputs, lambda rows: self.forward_pixels(pixels[rows]))
+        out.update(self.masked(text, inputs, lambda rows: self.forward_tokens(ids[rows])))
         return out
 
 

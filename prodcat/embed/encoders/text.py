@@ -4,19 +4,24 @@ CLS pooling. Letters: B batch, T tokens, H hidden size = D."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from prodcat.embed.encoders.base import Encoder, combined_text
+from prodcat.embed.encoders.base import Encoder
 from prodcat.embed.encoders.config import TextEncoderConfig
 from prodcat.embed.encoders.fingerprint import Fingerprint, resolve_weights, weights_sha256
+from prodcat.embed.encoders.inputs import TextInputs, input_column
 
 
 class TextEncoder(Encoder):
     """``AutoTokenizer`` + ``AutoModel`` from a local folder (hub ids are downloaded first).
 
     Features: ``text`` (title + description, ``text_fields=combined``), or ``title`` and
-    ``description`` (``separate``), or ``title`` alone (``title``); each ``[B, H]``.
+    ``description`` (``separate``), or ``title`` alone (``title``); each ``[B, H]``. Tokenizing
+    is the CPU half (:class:`prodcat.embed.encoders.inputs.TextInputs`); the forward sorts rows
+    by token count and trims each chunk of ``batch_size`` rows to its longest row, so little of
+    the compute goes to padding (padding never changes a vector: it is masked out).
 
     Raises:
         FileNotFoundError / RuntimeError: weights that cannot be found (see resolve_weights).
@@ -26,11 +31,11 @@ class TextEncoder(Encoder):
 
     def __init__(self, config: TextEncoderConfig, cache_dir: str | Path | None = None) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         super().__init__(config, cache_dir)
         path = resolve_weights(config.weights, cache_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.inputs = TextInputs(config, None if cache_dir is None else str(cache_dir))
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
         self.features = config.feature_names()
@@ -40,29 +45,44 @@ class TextEncoder(Encoder):
             settings={"pooling": config.pooling, "max_tokens": config.max_tokens,
                       "text_fields": config.text_fields, "normalize": config.normalize})
 
+    @property
+    def tokenizer(self):
+        return self.inputs.tokenizer
+
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Texts → float32 ``[B, H]`` (truncated to ``max_tokens``, padded per batch)."""
+        """Texts → float32 ``[B, H]`` (truncated to ``max_tokens``)."""
+        return self.forward_tokens(*self.inputs.tokenize(list(texts)))
+
+    def forward_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """int ids ``[B, T]`` and mask ``[B, T]`` → float32 ``[B, H]``, in chunks of
+        ``batch_size`` rows of similar length, each trimmed to its longest row."""
+        lengths = np.asarray(mask).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(order), self.dim), dtype=np.float32)
+        for part in self.chunks(len(order)):
+            rows = order[part]
+            width = max(1, int(lengths[rows].max()))
+            out[rows] = self._forward(ids[rows, :width], mask[rows, :width])
+        return out
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         import torch
 
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_tokens,
-                             padding=True, return_tensors="pt").to(self.device)
+        ids_t = self.to_device(ids).long()                                # [B, T]
+        mask_t = self.to_device(mask).long()                              # [B, T]
         with torch.inference_mode(), self.autocast():
-            hidden = self.model(**enc).last_hidden_state          # [B, T, H]
+            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state  # [B, T, H]
         if self.config.pooling == "cls":
-            pooled = hidden[:, 0]                                   # [B, H]
+            pooled = hidden[:, 0]                                           # [B, H]
         else:
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B, H]
+            weights = mask_t.unsqueeze(-1).to(hidden.dtype)                 # [B, T, 1]
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, H]
         return self.finish(pooled)
 
-    def encode(self, batch: dict) -> dict[str, np.ndarray]:
-        titles, descriptions = list(batch["title"]), list(batch["description"])
-        mode = self.config.text_fields
-        if mode == "combined":
-            texts = [combined_text(t, d) for t, d in zip(titles, descriptions)]
-            return self.text_feature(self.feature_name("text"), texts, "no_text")
-        out = self.text_feature(self.feature_name("title"), titles, "no_title")
-        if mode == "separate":
-            out.update(self.text_feature(self.feature_name("description"), descriptions,
-                                         "no_description"))
+    def forward(self, inputs: Mapping) -> dict[str, np.ndarray]:
+        out = {}
+        for feature in self.features:
+            ids = np.asarray(inputs[input_column(feature, "ids")])
+            mask = np.asarray(inputs[input_column(feature, "mask")])
+            out.update(self.masked(feature, inputs, lambda rows: self.forward_tokens(ids[rows], mask[rows])))
         return out

@@ -1,0 +1,113 @@
+"""The production encoder architectures at random weights, saved in the layouts prodcat's encoders
+load (for ``benchmarks/embed_gpu.py`` on a machine that reaches no model hub).
+
+    build_models(root, "base", texts)   # RoBERTa-base, timm ViT-B/16 (224 px), OpenCLIP ViT-B-32
+    build_models(root, "tiny", texts)   # the same families, a few layers: a CPU test in seconds
+
+Random weights run the same kernels at the same shapes as trained ones, so speed is
+representative; the vectors mean nothing. RoBERTa's tokenizer is a byte-level BPE (RoBERTa's
+algorithm and special tokens) trained on the catalogue's own texts, since the real vocabulary
+cannot be fetched: it splits product texts into somewhat fewer tokens than RoBERTa's would, so
+the benchmark records the mean token count it saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SIZES = ("tiny", "base")
+
+
+def build_tokenizer(path: Path, texts: list[str], vocab_size: int) -> Path:
+    """A RoBERTa-style byte-level BPE tokenizer trained on ``texts``, saved in HF layout."""
+    import transformers
+    from tokenizers import ByteLevelBPETokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(path))
+    # transformers 5 folds the Fast classes into RobertaTokenizer (the lent GPU machine has 5.x)
+    cls = getattr(transformers, "RobertaTokenizerFast", None) or transformers.RobertaTokenizer
+    tokenizer = cls(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"),
+                    model_max_length=512)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_roberta(path: Path, size: str, texts: list[str]) -> Path:
+    """``RobertaModel(RobertaConfig())`` (base: 12 layers, 768 wide, 50,265 vocabulary) or a
+    2-layer, 32-wide one (tiny), with :func:`build_tokenizer`."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    build_tokenizer(path, texts, vocab_size=50265 if size == "base" else 400)
+    torch.manual_seed(0)
+    config = RobertaConfig() if size == "base" else RobertaConfig(
+        vocab_size=50265, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=514)
+    RobertaModel(config).save_pretrained(path)          # safetensors by default (4.x and 5.x)
+    return path
+
+
+def build_vit(path: Path, size: str) -> Path:
+    """timm ``vit_base_patch16_224`` (base) or a 1-block, 32-wide ViT at 224 px (tiny), in timm's
+    layout (``save_for_hf``: config.json + model.safetensors)."""
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    kwargs = {} if size == "base" else {"embed_dim": 32, "depth": 1, "num_heads": 2}
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, **kwargs)
+    save_for_hf(model, str(path), safe_serialization=True)
+    return path
+
+
+def build_clip(path: Path, size: str) -> Path:
+    """OpenCLIP ``ViT-B-32`` (base) or a 1-layer one at 224 px (tiny) in OpenCLIP's hub layout
+    (open_clip_config.json + open_clip_model.safetensors)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = open_clip.get_model_config("ViT-B-32")
+    if size == "tiny":
+        cfg = {"embed_dim": 16,
+               "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32,
+                              "head_width": 16},
+               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                            "layers": 1}}
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = open_clip.model.CLIP(**cfg)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path / "open_clip_model.safetensors"))
+    (path / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg, "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN),
+                                             "std": list(open_clip.OPENAI_DATASET_STD)}}))
+    return path
+
+
+def build_models(root: str | Path, size: str, texts: list[str]) -> dict[str, Path]:
+    """``{"text", "image", "clip"}`` → model folder under ``root``; folders already complete
+    (a ``.done`` marker) are reused.
+
+    Raises:
+        ValueError: for a size other than tiny / base.
+    """
+    if size not in SIZES:
+        raise ValueError(f"size {size!r}: one of {SIZES}")
+    root = Path(root)
+    builders = {"text": lambda p: build_roberta(p, size, texts), "image": lambda p: build_vit(p, size),
+                "clip": lambda p: build_clip(p, size)}
+    out = {}
+    for name, build in builders.items():
+        path = root / f"{name}-{size}"
+        if not (path / ".done").exists():
+            build(path)
+            (path / ".done").write_text("")
+        out[name] = path
+    return out
