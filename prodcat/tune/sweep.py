@@ -169,14 +169,20 @@ def run_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, tabl
 def run_nested_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, table=None) -> None:
     """The Tune function of ``objective: nested_lopo``: the trial's config trained on each
     platform in turn (Ray Train's local mode, in this trial's CPUs) and scored on every other
-    platform's validation split; one report with ``nested_hF`` and each pair's hF."""
+    platform's validation split; one report with ``nested_hF`` and each pair's hF.
+
+    The training runs go to a Ray task started from the trial (0 CPUs of its own: it works in the
+    trial's reservation): Ray 2.60 refuses Ray Train's API inside a Tune function's process, and
+    local mode runs the training loop in the calling process."""
+    import ray
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(base, params, SweepSettings.model_validate(settings),
                           storage.join(trials_uri, trial_id))
     config = apply_overrides(config, {"scaling.num_workers": 0})
-    tune.report(transfer_scores(config, table, config.output))
+    nested = ray.remote(num_cpus=0, max_retries=0)(transfer_scores)
+    tune.report(ray.get(nested.remote(config, table, config.output)))
 
 
 def latest_train_state(output: str) -> dict | None:
