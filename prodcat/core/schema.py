@@ -9,7 +9,7 @@ import pyarrow as pa
 SPLITS = ("train", "val", "calib", "test")
 #: the split assignment the product table records (metadata ``prodcat`` → ``split.version``);
 #: tables of another version are refused by the stages that read splits
-SPLIT_VERSION = "grouped-2"
+SPLIT_VERSION = "grouped-3"
 
 PRODUCT_SCHEMA = pa.schema([
     pa.field("product_id", pa.string(), nullable=False),      # "<platform>:<source id>", unique
