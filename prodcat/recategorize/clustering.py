@@ -57,6 +57,8 @@ class Clustering:
         probability: ``[B]`` membership strength in [0, 1] (0 when unassigned).
         rescued: products HDBSCAN called noise that joined a cluster by soft membership.
         splits: level-1 cluster → why it was re-clustered and into how many clusters.
+        min_cluster_size: the HDBSCAN ``min_cluster_size`` used (see
+            :func:`effective_min_cluster_size`).
     """
 
     labels: np.ndarray
@@ -65,6 +67,7 @@ class Clustering:
     probability: np.ndarray
     rescued: int
     splits: dict[int, dict] = field(default_factory=dict)
+    min_cluster_size: int = 0
 
     @property
     def noise_share(self) -> float:
@@ -175,4 +178,4 @@ def cascade_cluster(representation: np.ndarray, points: np.ndarray, settings: Cl
     rank = {c: i for i, c in enumerate(order)}
     final = np.asarray([rank.get(int(c), NOISE) for c in labels], np.int64)
     return Clustering(final, first.labels, {rank[c]: parent_of[c] for c in order}, probability,
-                      int(first.rescued.sum()), splits)
+                      int(first.rescued.sum()), splits, settings.min_cluster_size)

@@ -15,6 +15,12 @@ from pydantic import Field, model_validator
 
 from prodcat.core.config import StrictModel
 
+#: the variants a category is clustered with (the method and its ablations), as reports name them
+VARIANTS = {"simclr+cascade": "SimCLR + cascade (the method)",
+            "simclr": "SimCLR, no cascade step",
+            "raw+cascade": "raw embeddings + cascade (no SimCLR)",
+            "raw": "raw embeddings, no cascade step"}
+
 
 class SimCLRSettings(StrictModel):
     """The projection network trained contrastively on two augmented views of each product."""
@@ -57,7 +63,7 @@ class ClusterSettings(StrictModel):
     min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples (None: = min_cluster_size)")
     selection: Literal["eom", "leaf"] = Field("eom", description="HDBSCAN cluster_selection_method")
     cascade: bool = Field(True, description="re-cluster too large or too spread clusters one level down")
-    max_share: float = Field(0.25, gt=0, le=1, description="a cluster holding more than this share "
+    max_share: float = Field(0.6, gt=0, le=1, description="a cluster holding more than this share "
                              "of the category's products is too large")
     max_spread: float = Field(1.5, gt=0, description="a cluster whose mean cosine distance to its "
                               "centroid (in the representation) exceeds this multiple of the "

@@ -39,6 +39,7 @@ from prodcat.recategorize.task import CategoryResult, recategorize_category
 
 SUMMARY = "recategorize.json"  # read back by prodcat.recategorize.extension
 ASSIGNMENTS = "assignments.parquet"
+HEARTBEAT_S = 30.0  # seconds between "still running" lines
 
 
 def fingerprint(category_id: int, product_ids, clusters) -> str:
@@ -92,6 +93,7 @@ def write_category(output: str, data: CategoryData, result: CategoryResult) -> d
         "not_embedded": data.not_embedded, "capped": data.capped,
         "variant": result.variant, "scores": result.scores, "clusters": clusters,
         "noise_share": float((result.labels == -1).mean()), "rescued": result.rescued,
+        "min_cluster_size": result.min_cluster_size,
         "splits": {str(k): v for k, v in result.splits.items()}, "simclr": result.simclr,
         "seconds": result.seconds, "scatter": f"{folder}/scatter.png",
         "assignments": f"{folder}/{ASSIGNMENTS}",
@@ -136,7 +138,12 @@ def propose(config: RecategorizeConfig) -> dict:
     progress = Progress("recategorize", total=len(refs), unit="categories")
     entries, pending = [], list(refs)
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
+        done, pending = ray.wait(pending, num_returns=1, timeout=HEARTBEAT_S)
+        if not done:  # a line now and then, so a long run never looks stuck
+            say(f"[recategorize] {len(entries)}/{len(refs)} categories done after "
+                f"{progress.elapsed:.0f} s; still running: "
+                + ", ".join(refs[r].path.split(" > ")[-1] for r in pending))
+            continue
         entry = write_category(config.output, refs[done[0]], ray.get(done[0]))
         entries.append(entry)
         progress.step(_headline(entry))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prodcat.core import storage
 from prodcat.core.report import fmt, markdown_table
-from prodcat.recategorize.task import VARIANTS
+from prodcat.recategorize.config import VARIANTS
 
 REPORT = "report.md"
 
@@ -56,7 +56,8 @@ def _category(entry: dict) -> list[str]:
              + ", ".join(f"{p} {n:,}" for p, n in entry["platforms"].items()) + ")"
              + (f"; {entry['not_embedded']:,} not in the embedding store" if entry["not_embedded"] else "")
              + (f"; {entry['capped']:,} left out by the per-platform cap" if entry["capped"] else "")
-             + ". Wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in entry["seconds"].items()) + "."]
+             + f". HDBSCAN min_cluster_size {entry.get('min_cluster_size', '-')}. Wall time: "
+             + ", ".join(f"{k} {v:.1f} s" for k, v in entry["seconds"].items()) + "."]
     if simclr:
         lines.append(f"SimCLR: {simclr['epochs']} epochs, NT-Xent {simclr['first_loss']:.3f} → "
                      f"{simclr['last_loss']:.3f}, views matched to their partner "
@@ -64,9 +65,10 @@ def _category(entry: dict) -> list[str]:
     splits = entry.get("splits") or {}
     if splits:
         lines.append("Cascade step: " + "; ".join(
-            f"level-1 cluster {k} ({v['reason']}) → {v['into']} clusters"
+            f"level-1 cluster {k} ({v['reason']}) "
+            + (f"kept whole ({v['kept']})" if v.get("kept") else f"→ {v['into']} clusters")
             + (f", {v['unassigned']} left unassigned" if v.get("unassigned") else "")
-            + (f" ({v['kept']})" if v.get("kept") else "") for k, v in splits.items()) + ".")
+            for k, v in splits.items()) + ".")
     else:
         lines.append("Cascade step: no level-1 cluster was too large or too mixed.")
     lines.append(f"Noise: {_pct(entry['noise_share'])} of the products are unassigned; "
@@ -94,13 +96,15 @@ def render(summary: dict) -> str:
     lines = ["# Recategorization: finer categories from the data", "",
              f"Products `{cfg['products']}`, embedding store `{cfg['embeddings']}` (features "
              f"{', '.join(cfg['features'])}), taxonomy {summary['taxonomy_version']}; "
-             f"{len(summary['categories'])} categories in {summary['wall_seconds']:.0f} s wall.", "",
+             f"{len(summary['categories'])} categor{'y' if len(summary['categories']) == 1 else 'ies'} "
+             f"in {summary['wall_seconds']:.0f} s wall.", "",
              "Method: a SimCLR projection network (NT-Xent, temperature "
              f"{cfg['simclr']['temperature']}, {cfg['simclr']['epochs']} epochs; views by feature dropout "
              f"{cfg['simclr']['feature_dropout']}, Gaussian noise {cfg['simclr']['noise_std']}, modality "
              f"dropout {cfg['simclr']['modality_dropout']}) → UMAP ({cfg['umap']['n_neighbors']} neighbours, "
              f"{cfg['umap']['n_components']} components, min_dist {cfg['umap']['min_dist']}, "
-             f"{cfg['umap']['metric']}) → HDBSCAN (min_cluster_size {cfg['clustering']['min_cluster_size']}), "
+             f"{cfg['umap']['metric']}) → HDBSCAN (min_cluster_size {cfg['clustering']['min_cluster_size']}, "
+             "a tenth of a smaller category's size, at least 5), "
              f"clusters above {cfg['clustering']['max_share']:.0%} of the category or with a spread "
              f"above {cfg['clustering']['max_spread']}x the median re-clustered one level down; noise "
              f"joins a cluster when its soft membership is at least {cfg['clustering']['soft_threshold']}.",

@@ -28,12 +28,6 @@ from prodcat.recategorize.reduce import reduce
 from prodcat.recategorize.scores import per_platform_scores
 from prodcat.recategorize.simclr import make_inputs, train_simclr
 
-METHOD = "simclr+cascade"
-VARIANTS = {"simclr+cascade": "SimCLR + cascade (the method)",
-            "simclr": "SimCLR, no cascade step",
-            "raw+cascade": "raw embeddings + cascade (no SimCLR)",
-            "raw": "raw embeddings, no cascade step"}
-
 
 @dataclass
 class ClusterInfo:
@@ -64,6 +58,7 @@ class CategoryResult:
         clusters: one :class:`ClusterInfo` per final cluster, largest first.
         splits: level-1 cluster → why and into how many it was re-clustered.
         rescued: noise points that joined a cluster by soft membership.
+        min_cluster_size: the HDBSCAN ``min_cluster_size`` used for this category.
         simclr: ``{"epochs", "first_loss", "last_loss", "pair_accuracy", "seconds"}`` or None.
         seconds: wall time per step (s).
     """
@@ -80,6 +75,7 @@ class CategoryResult:
     rescued: int
     simclr: dict | None
     seconds: dict[str, float] = field(default_factory=dict)
+    min_cluster_size: int = 0
 
 
 def _examples(representation: np.ndarray, labels: np.ndarray, platforms: np.ndarray, cluster: int,
@@ -170,4 +166,5 @@ def recategorize_category(data: CategoryData, config: RecategorizeConfig) -> Cat
     seconds["total"] = round(time.perf_counter() - t0, 2)
     variant = f"{chosen}+cascade" if config.clustering.cascade else chosen
     return CategoryResult(data.category_id, variant, main.labels, main.first_level, main.probability,
-                          coords, scores, clusters, main.splits, main.rescued, simclr, seconds)
+                          coords, scores, clusters, main.splits, main.rescued, simclr, seconds,
+                          main.min_cluster_size)

@@ -99,7 +99,8 @@ def _groups_of_subclusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_cascade_step_re_clusters_too_large_clusters_one_level_down():
     x, truth = _groups_of_subclusters()
-    settings, reduction = ClusterSettings(min_cluster_size=15), UMAPSettings(metric="euclidean")
+    settings = ClusterSettings(min_cluster_size=15, max_share=0.25)
+    reduction = UMAPSettings(metric="euclidean")
     result = cascade_cluster(x, x, settings, reduction)
     first = len(np.unique(result.first_level[result.first_level != NOISE]))
     final = len(np.unique(result.labels[result.labels != NOISE]))
