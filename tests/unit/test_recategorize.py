@@ -163,3 +163,25 @@ def test_planted_sub_clusters_are_recovered_with_every_variant_scored():
     broken.features = {f: v[rng.permutation(len(v))] for f, v in broken.features.items()}
     bad = recategorize_category(broken, config.model_copy(update={"ablations": False}))
     assert bad.scores["simclr+cascade"]["all"]["nmi"] < 0.3
+
+
+# ---------------------------------------------------------------------- choosing categories
+def test_categories_by_id_path_or_size_and_the_skipped_ones_said(tmp_path):
+    from prodcat.recategorize.data import load_categories
+    from tests.fixtures.planted import write_planted_catalogue
+
+    cat = write_planted_catalogue(tmp_path, category_id=5, per_subtype=30, subtypes=3, others=30)
+    base = [f"products={cat['products']}", f"embeddings={cat['embeddings']}"]
+    every, _, skipped = load_categories(load_config(RecategorizeConfig, None, base + ["min_products=100"]))
+    assert [d.category_id for d in every] == [5] and len(every[0]) == 180
+    assert "fewer than min_products=100" in skipped[0]["reason"]
+    data = every[0]
+    assert set(data.features) == {"text", "image"} and data.features["text"].shape == (180, 32)
+    assert (~data.present["image"]).sum() == 180 // 7                  # missing images stay missing
+    assert data.finer_label[0].startswith("Tops > ") and data.not_embedded == 0
+    capped, _, skipped = load_categories(load_config(RecategorizeConfig, None, base + [
+        "categories=['Apparel > Shirts', 8]", "max_products_per_platform=50"]))
+    assert [d.category_id for d in capped] == [5] and len(capped[0]) == 100 and capped[0].capped == 80
+    assert skipped[0]["category_id"] == 8 and "embedded products (< 10)" in skipped[0]["reason"]
+    with pytest.raises(KeyError):
+        load_categories(load_config(RecategorizeConfig, None, base + ["categories=['Apparel > Nope']"]))
