@@ -38,7 +38,12 @@ HELP = "propose finer subcategories (SimCLR, UMAP, cascade clustering), accept t
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
     propose = sub.add_parser("propose", help="cluster categories into proposed subcategories, "
-                             "score them, write the report and the review file")
+                             "score them, write the report and the review file",
+                             description="Per category (one Ray task each): SimCLR on the stored "
+                             "embeddings → UMAP → HDBSCAN with the cascade step; scores against each "
+                             "platform's finer labels with the ablations. Writes recategorize.json, "
+                             "report.md, accept.yaml and <category id>/{assignments.parquet, "
+                             "scatter.png, cluster_<k>.png} into --output.")
     propose.add_argument("--config", help="RecategorizeConfig YAML; flags below override it")
     propose.add_argument("--products", help="product table (sets products)")
     propose.add_argument("--embeddings", help="embedding store folder (sets embeddings)")
@@ -55,7 +60,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     propose.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
     apply = sub.add_parser("apply", help="accepted subcategories → extended taxonomy.json and a "
-                           "relabelled products.parquet")
+                           "relabelled products.parquet",
+                           description="Reads the reviewed accept.yaml (accept: true, name) and "
+                           "writes taxonomy.json (a new version: new nodes with ids from "
+                           "1,000,000,000, the old → new id map), the relabelled products.parquet "
+                           "and extension.{json,md} into --output (a new folder).")
     apply.add_argument("--proposals", required=True, help="folder written by `propose`")
     apply.add_argument("--accept", help="the reviewed accept.yaml (default: in --proposals)")
     apply.add_argument("--products", help="product table to relabel (default: the one proposed on)")
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "apply":
         flags = {"proposals": args.proposals, "accept": args.accept, "products": args.products,
                  "output": args.output, "version": args.version}
-        apply_extension(ApplyConfig(**{k: v for k, v in flags.items() if v is not None}))
+        apply_extension(load_config(ApplyConfig, None, {k: v for k, v in flags.items() if v is not None}))
         return 0
     taxonomy = Taxonomy.from_json(storage.read_text(args.taxonomy))
     table = map_predictions(storage.read_table(args.predictions), taxonomy, args.from_version)

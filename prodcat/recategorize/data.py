@@ -137,7 +137,9 @@ def _category(cid: int, rows: pa.Table, store: pa.Table, manifest: dict, taxonom
     not_embedded = rows.num_rows - int(pc.sum(in_store).as_py() or 0)
     rows = rows.filter(in_store)
     capped_rows = _cap(rows, config.max_products_per_platform)
-    features = join_features(capped_rows, store, config.features, taxonomy)  # same row order
+    features = join_features(capped_rows, store, config.features, taxonomy)
+    if features["product_id"].to_pylist() != capped_rows["product_id"].to_pylist():
+        raise RuntimeError(f"category {cid}: the store join changed the row order")  # never expected
     table = FeatureTable(features, list(config.features),
                          {f: store.schema.field(f"emb_{f}").type.list_size for f in config.features},
                          taxonomy, manifest)

@@ -126,8 +126,12 @@ def test_propose_review_apply_train_and_map(ray_session, tmp_path, capsys):
 
 
 def test_service_reports_the_extended_taxonomy_and_predicts_its_new_nodes(ray_session, tmp_path):
+    """Over real HTTP (a Serve instance of its own, shut down at the end): local testing mode
+    would leave uvicorn state in this process that later Serve deployments cannot pickle."""
+    import requests
     from ray import serve
 
+    from prodcat.pipeline.demo import free_port, wait_healthy
     from prodcat.serve.app import build_app
     from tests.fixtures.cascade import build_tiny_cascade
 
@@ -137,17 +141,24 @@ def test_service_reports_the_extended_taxonomy_and_predicts_its_new_nodes(ray_se
     args = {"cascade": cascade["cascade"], "ingress": {"num_cpus": 0.05, "max_replicas": 1},
             "text_stage": {"num_cpus": 0.1, "max_replicas": 1, "device": "cpu"},
             "multimodal_stage": {"num_cpus": 0.1, "max_replicas": 1, "device": "cpu"}}
-    handle = serve.run(build_app(args), name="recategorized", _local_testing_mode=True)
-    taxonomy = handle.taxonomy_http.remote().result()
-    assert taxonomy["version"] == extended.version
-    assert taxonomy["lineage"][base.version]["5"] == 5                    # old id → id here
-    assert {"Apparel > Shirts > Polo", "Apparel > Shirts > Flannel"} <= {c["path"] for c in taxonomy["categories"]}
-    assert handle.model_http.remote().result()["taxonomy_version"] == extended.version
-    new_ids = {int(c) for c in extended.ids if c >= EXTENSION_ID_BASE}
-    rows = [r for r in cascade["products"].to_pylist() if r["category_id"] in new_ids]
-    body = handle.categorize.remote({"products": [
-        {"id": r["product_id"], "title": r["title"], "description": r["description"]} for r in rows]},
-        "text").result()["body"]
-    answered = [p["category_id"] for p in body["predictions"]]
-    truth = [r["category_id"] for r in rows]
-    assert np.mean(np.asarray(answered) == np.asarray(truth)) >= 0.7
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(args), name="recategorized", route_prefix="/")
+        wait_healthy(url, timeout_s=120)
+        taxonomy = requests.get(f"{url}/v1/taxonomy", timeout=30).json()
+        assert taxonomy["version"] == extended.version
+        assert taxonomy["lineage"][base.version]["5"] == 5                # old id → id here
+        paths = {c["path"] for c in taxonomy["categories"]}
+        assert {"Apparel > Shirts > Polo", "Apparel > Shirts > Flannel"} <= paths
+        assert requests.get(f"{url}/v1/model", timeout=30).json()["taxonomy_version"] == extended.version
+        new_ids = {int(c) for c in extended.ids if c >= EXTENSION_ID_BASE}
+        rows = [r for r in cascade["products"].to_pylist() if r["category_id"] in new_ids]
+        response = requests.post(f"{url}/v1/categorize?mode=text", timeout=120, json={"products": [
+            {"id": r["product_id"], "title": r["title"], "description": r["description"]} for r in rows]})
+        assert response.status_code == 200
+        answered = [p["category_id"] for p in response.json()["predictions"]]
+        assert np.mean(np.asarray(answered) == np.asarray([r["category_id"] for r in rows])) >= 0.7
+    finally:
+        serve.shutdown()
