@@ -7,8 +7,8 @@
 
 Stages: catalog build → embed → train (text-only and multimodal) → evaluate (in-platform and
 leave-one-platform-out, with the TF-IDF baseline) → recategorize (proposed subcategories of Shoes)
-→ cascade fit → bulk scoring → the cascade
-service started, real products categorized over HTTP, stopped → report.md (Markdown + PNG plots).
+→ cascade fit → bulk scoring → the cascade service started, real products categorized over HTTP,
+stopped → report.md (Markdown + PNG plots).
 Stages resume where their outputs allow it (the embedding store skips embedded products).
 """
 
