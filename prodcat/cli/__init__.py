@@ -4,6 +4,7 @@
     prodcat embed           → embedding store        prodcat score       → predictions (Ray Data)
     prodcat train           → checkpoint             prodcat serve       → HTTP service (Ray Serve)
     prodcat evaluate        → evaluation report      prodcat tune        → Ray Tune sweep
+    prodcat recategorize    → proposed subcategories, accepted ones into the taxonomy
     prodcat pipeline        → all of it on the real catalogues, with one report
 
 Each module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; stage
@@ -26,7 +27,8 @@ from prodcat.core import console, storage
 from prodcat.core.errors import DataError
 
 #: subcommands in the order a product flows through them (``--help`` lists them so)
-ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "pipeline")
+ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "recategorize",
+         "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:

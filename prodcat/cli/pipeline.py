@@ -6,8 +6,9 @@
   prodcat pipeline --sample-per-category 60 --max-epochs 5
 
 Stages: catalog build → embed → train (text-only and multimodal) → evaluate (in-platform and
-leave-one-platform-out, with the TF-IDF baseline) → cascade fit → bulk scoring → the cascade
-service started, real products categorized over HTTP, stopped → report.md (Markdown + PNG plots).
+leave-one-platform-out, with the TF-IDF baseline) → recategorize (proposed subcategories of Shoes)
+→ cascade fit → bulk scoring → the cascade service started, real products categorized over HTTP,
+stopped → report.md (Markdown + PNG plots).
 Stages resume where their outputs allow it (the embedding store skips embedded products).
 """
 
@@ -29,8 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="products per (platform, category) in the default sample (25)")
     parser.add_argument("--max-epochs", type=int, help="cap the epochs of every training run")
     parser.add_argument("--stages", nargs="+", metavar="STAGE",
-                        help="run only these stages: catalog embed train evaluate cascade score "
-                        "serve report")
+                        help="run only these stages: catalog embed train evaluate recategorize "
+                        "cascade score serve report")
     parser.add_argument("--config", help="PipelineConfig YAML; flags override it")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any PipelineConfig field, e.g. --set demo_products=10")

@@ -18,10 +18,11 @@ Terms:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from prodcat.core.paths import taxonomy_file
 
 SEPARATOR = " > "
 ROOT_NAME = "<root>"
+#: Category ids from this value up are nodes prodcat added to a taxonomy (:meth:`Taxonomy.extend`,
+#: e.g. subcategories accepted by ``prodcat recategorize apply``). The Google Product Taxonomy's
+#: ids are all far below it (the largest in 2021-09-21 is 543,703), so added ids never collide.
+EXTENSION_ID_BASE = 1_000_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +45,11 @@ class Taxonomy:
         names: ``N`` names, the last segment of each node's path.
         parent: ``[N]`` int64 parent node per node, ``-1`` for the root; parents precede children.
         virtual: ``[N]`` bool, True for virtual "the parent itself" leaves.
-        version: a free-form version tag (for Google: ``google-2021-09-21``).
+        version: a free-form version tag (for Google: ``google-2021-09-21``; an extension adds
+            ``+ext-<hash>``).
+        lineage: for each earlier version this one was derived from (:meth:`extend`), the map
+            ``{category id there: category id here}`` (empty for a taxonomy made from scratch);
+            see :meth:`map_from`.
     """
 
     ids: np.ndarray
@@ -48,6 +57,7 @@ class Taxonomy:
     parent: np.ndarray
     virtual: np.ndarray
     version: str = "unversioned"
+    lineage: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -208,6 +218,95 @@ class Taxonomy:
             return int(self.ids[nodes[max_depth - 1]])
         return int(category_id)
 
+    # ------------------------------------------------------------------ versions
+    def extend(self, children: Sequence[tuple[int, str]], version: str | None = None) -> "Taxonomy":
+        """A new version with ``children`` (``(parent category id, name)`` pairs) added as nodes.
+
+        Every existing node keeps its index, category id and class index at its level (new nodes
+        are appended), so a model's old class indices still name the same categories. New nodes get ids from
+        :data:`EXTENSION_ID_BASE` up (above any id already used), in the order given. A parent
+        that was a leaf (a label) also gets a virtual child, so products and predictions that
+        stay at the parent ("a shoe of no accepted subtype") remain valid labels. The result's
+        :attr:`lineage` maps every id of this version (and of the versions this one came from)
+        to its id in the new version.
+
+        Args:
+            children: ``(parent_id, name)``; ``parent_id`` a real (non-virtual) node of this
+                taxonomy, ``name`` a non-empty segment without ``" > "``.
+            version: the new version tag; default ``<this version>+ext-<8 hex digits of the
+                sha256 of the children>``.
+
+        Raises:
+            KeyError: for an unknown parent id.
+            ValueError: for an empty or duplicate name under one parent (existing children
+                included), a name containing the separator, or no children.
+        """
+        if not children:
+            raise ValueError("extend needs at least one (parent_id, name) child")
+        taken = {(int(self.parent[n]), self.names[n].casefold()) for n in range(1, len(self))
+                 if not self.virtual[n]}
+        ids, names = list(self.ids.tolist()), list(self.names)
+        parent, virtual = list(self.parent.tolist()), list(self.virtual.tolist())
+        next_id = max(EXTENSION_ID_BASE, int(self.ids.max()) + 1)
+        was_leaf = set(self.leaves.tolist())
+        new_parents: list[int] = []
+        for parent_id, name in children:
+            node, name = self.node(parent_id), str(name).strip()
+            if not name or SEPARATOR.strip() in name:
+                raise ValueError(f"invalid name {name!r} under {self.path(node)!r}: it must be "
+                                 f"non-empty and must not contain {SEPARATOR.strip()!r}")
+            if (node, name.casefold()) in taken:
+                raise ValueError(f"{self.path(node)!r} already has a child named {name!r}")
+            taken.add((node, name.casefold()))
+            ids.append(next_id)
+            names.append(name)
+            parent.append(node)
+            virtual.append(False)
+            next_id += 1
+            if node in was_leaf and node not in new_parents:
+                new_parents.append(node)
+        for node in new_parents:  # a former leaf stays a label: its "itself" virtual child
+            ids.append(int(self.ids[node]))
+            names.append(self.names[node])
+            parent.append(node)
+            virtual.append(True)
+        if version is None:
+            digest = hashlib.sha256(json.dumps(
+                [[int(p), str(n).strip()] for p, n in children]).encode()).hexdigest()[:8]
+            version = f"{self.version}+ext-{digest}"
+        same = {int(c): int(c) for n, c in enumerate(self.ids) if n and not self.virtual[n]}
+        lineage = {v: dict(m) for v, m in self.lineage.items()}  # ids persist: maps carry over
+        lineage[self.version] = same
+        return Taxonomy(np.asarray(ids, np.int64), tuple(names), np.asarray(parent, np.int64),
+                        np.asarray(virtual, bool), version, lineage)
+
+    def map_from(self, version: str, category_ids) -> np.ndarray:
+        """Category ids of ``version`` (this one or an earlier one in :attr:`lineage`) → the ids
+        of the same categories in this version: ``[B]`` int64.
+
+        A prediction made under an earlier version (say "Shoes") maps to the same category
+        here; when "Shoes" gained subcategories it is now a valid but coarser answer (the
+        virtual "Shoes itself" leaf).
+
+        Raises:
+            KeyError: for a version that is neither this one nor in :attr:`lineage` (the message
+                lists them), or an id that version does not have.
+        """
+        ids = np.asarray(category_ids, np.int64).reshape(-1)
+        if version == self.version:
+            for cid in np.unique(ids):
+                self.node(int(cid))
+            return ids
+        if version not in self.lineage:
+            known = ", ".join([self.version, *self.lineage])
+            raise KeyError(f"taxonomy {self.version} does not descend from version {version!r}; "
+                           f"it maps from: {known}")
+        mapping = self.lineage[version]
+        missing = sorted({int(c) for c in ids if int(c) not in mapping})
+        if missing:
+            raise KeyError(f"category ids {missing[:10]} are not in taxonomy version {version}")
+        return np.asarray([mapping[int(c)] for c in ids], np.int64)
+
     # ------------------------------------------------------------------ levels and masks
     @property
     def depth(self) -> np.ndarray:
@@ -305,16 +404,23 @@ class Taxonomy:
         nodes = [{"node": n, "id": int(self.ids[n]), "name": self.names[n],
                   "parent": int(self.parent[n]), "virtual": bool(self.virtual[n])}
                  for n in range(len(self))]
-        return json.dumps({"version": self.version, "nodes": nodes}, ensure_ascii=False)
+        data: dict = {"version": self.version, "nodes": nodes}
+        if self.lineage:  # {earlier version: [[id there, id here], ...]}
+            data["lineage"] = {v: sorted([int(a), int(b)] for a, b in m.items())
+                               for v, m in self.lineage.items()}
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "Taxonomy":
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
         nodes = sorted(data["nodes"], key=lambda d: d["node"])
+        lineage = {v: {int(a): int(b) for a, b in pairs}
+                   for v, pairs in (data.get("lineage") or {}).items()}
         return cls(np.asarray([d["id"] for d in nodes], np.int64), tuple(d["name"] for d in nodes),
                    np.asarray([d["parent"] for d in nodes], np.int64),
-                   np.asarray([d["virtual"] for d in nodes], bool), data.get("version", "unversioned"))
+                   np.asarray([d["virtual"] for d in nodes], bool), data.get("version", "unversioned"),
+                   lineage)
 
     def _lookup(self, key: str, build):  # lazily built derived state; the arrays never change
         if key not in self._cache:

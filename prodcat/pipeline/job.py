@@ -1,7 +1,8 @@
 """The main job: every stage, in order, into one run folder, with a report a person can read.
 
 catalog build → embed → train (text-only stage-1 model and multimodal stage-2 model) → evaluate
-(in-platform and leave-one-platform-out) → cascade fit → bulk scoring → the cascade service started,
+(in-platform and leave-one-platform-out) → recategorize (finer subcategories of one category:
+SimCLR, UMAP, cascade clustering) → cascade fit → bulk scoring → the cascade service started,
 a handful of real products categorized over HTTP, the service stopped → ``report.md``.
 
 Each stage runs the same entry point as its ``prodcat`` subcommand (the ``command`` callable,
@@ -10,8 +11,8 @@ pipeline is exactly what a user would type, in order, and prints each command li
 in the report are read back from the files the stages write; nothing is computed twice.
 
 Run folder (``--output``, default ``runs/sample``; ``--full`` defaults to ``runs/full``):
-``catalog/``, ``embeddings/``, ``train/text``, ``train/multimodal``, ``eval/``, ``cascade/``,
-``predictions/``, ``serve_demo.json``, ``pipeline.json`` (stage timings), ``report.md``.
+``catalog/``, ``embeddings/``, ``train/text``, ``train/multimodal``, ``eval/``, ``recategorize/``,
+``cascade/``, ``predictions/``, ``serve_demo.json``, ``pipeline.json`` (stage timings), ``report.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from prodcat.core.runtime import ensure_ray
 from prodcat.pipeline.demo import serve_demo
 from prodcat.pipeline.report import write_report
 
-STAGES = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "report")
+STAGES = ("catalog", "embed", "train", "evaluate", "recategorize", "cascade", "score", "serve", "report")
 
 
 class PipelineConfig(StrictModel):
@@ -51,6 +52,10 @@ class PipelineConfig(StrictModel):
     multimodal_modalities: list[str] = Field(["text", "image", "lexical"], description="the cascade's "
                                              "multimodal stage (the default model)")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
+    recategorize: str = Field("configs/recategorize.default.yaml",
+                              description="RecategorizeConfig YAML (prodcat recategorize propose)")
+    recategorize_category: str = Field(
+        "187", description="the category the main job recategorizes (id or path; 187: Shoes)")
     cascade_goal: str = Field(
         "max_escalation=1.0", description="how tau is chosen (prodcat cascade fit): best validation "
         "hF at any escalation rate; hf_within=0.5 picks the cheapest within 0.5 hF points of multimodal")
@@ -158,6 +163,13 @@ class Pipeline:
         if self.config.max_epochs:
             argv += ["--set", f"train.optim.epochs={self.config.max_epochs}"]
         self._cli(argv)
+
+    def stage_recategorize(self) -> None:
+        self._cli(["recategorize", "propose", "--config", _repo_path(self.config.recategorize),
+                   "--products", self.path("catalog", "products.parquet"),
+                   "--embeddings", self.path("embeddings"),
+                   "--category", self.config.recategorize_category,
+                   "--output", self.path("recategorize")])
 
     def stage_cascade(self) -> None:
         self._cli(["cascade", "fit", "--text-model", self.path("train", "text", "model"),

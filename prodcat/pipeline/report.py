@@ -110,6 +110,7 @@ def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) 
         lines.append(f"- **Wall time of the stages:** {total:,.0f} s ({total / 60:.1f} min).")
     evaluation = _json(out / "eval" / "results.json") or {}
     lines += _evaluation_headline(evaluation)
+    lines += _recategorize_headline(out)
     cascade = _json(out / "cascade" / "cascade.json")
     if cascade and "test" in cascade.get("validation", {}):
         v = cascade["validation"]
@@ -175,6 +176,22 @@ def _evaluation_headline(evaluation: dict) -> list[str]:
 def _ci(row: dict) -> str:
     ci = row.get("hF_ci")
     return f"{row['hF']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _recategorize_headline(out: Path) -> list[str]:
+    """One line per recategorized category: clusters against finer labels, purity, noise."""
+    summary = _json(out / "recategorize" / "recategorize.json") or {}
+    lines = []
+    for entry in summary.get("categories", []):
+        s = entry["scores"][entry["variant"]]["all"]
+        raw = entry["scores"].get("raw+cascade", {}).get("all")
+        lines.append(f"- **Recategorization of {entry['path'].split(' > ')[-1]}** ({entry['products']:,} "
+                     f"products): {s['clusters']} proposed subcategories against up to {s['labels']} "
+                     f"finer labels per platform; purity {s['purity']:.3f}, NMI {s['nmi']:.3f}, "
+                     f"accuracy {s['accuracy']:.3f}, {_pct(s['noise_share'])} unassigned"
+                     + (f" (without SimCLR: purity {raw['purity']:.3f} with {raw['clusters']} clusters)"
+                        if raw else "") + ".")
+    return lines
 
 
 def _prediction_counts(out: Path) -> tuple[int, int]:
@@ -254,6 +271,8 @@ def write_report(out: Path, timings: dict[str, float], config: dict) -> Path:
     lines += ["", "## Data and unified taxonomy", ""] + _include(out / "catalog" / "build_summary.md", "catalog")
     lines += ["", "## Evaluation: per-level metrics, leave-one-platform-out, baselines", ""]
     lines += _include(out / "eval" / "report.md", "eval")
+    lines += ["", "## Recategorization: finer subcategories found in the data", ""]
+    lines += _include(out / "recategorize" / "report.md", "recategorize")
     lines += ["", "## Two-stage cascade: hF against escalation rate", ""]
     lines += _include(out / "cascade" / "cascade_report.md", "cascade")
     lines += ["", "## Bulk scoring", ""]

@@ -1,7 +1,8 @@
 """The Ray Serve application: a FastAPI ingress over two stage deployments, composed by handles.
 
     POST /v1/categorize?mode=cascade|text|multimodal   a batch of products → per-product answers
-    GET  /v1/taxonomy                                  the label taxonomy (ids, names, parents)
+    GET  /v1/taxonomy                                  the label taxonomy (ids, names, parents,
+                                                       earlier versions' id maps)
     GET  /v1/model                                     model versions, encoder fingerprints, tau
     GET  /healthz                                      200 when both stages answer
     GET  /openapi.json, /docs                          the schema
@@ -344,7 +345,11 @@ class Ingress:
                   "parent_id": int(tax.ids[tax.parent[n]]) if tax.parent[n] > 0 else None,
                   "path": tax.path(n)}
                  for n in range(1, len(tax)) if not tax.virtual[n]]
-        return {"version": tax.version, "levels": tax.num_levels, "categories": nodes}
+        # lineage: per earlier version (e.g. before `prodcat recategorize apply` extended it),
+        # its category id → the id here, so predictions stored under it can be mapped
+        lineage = {v: {str(a): b for a, b in sorted(m.items())} for v, m in tax.lineage.items()}
+        return {"version": tax.version, "levels": tax.num_levels, "categories": nodes,
+                "lineage": lineage}
 
     @api.get("/v1/model", summary="Model versions, encoder fingerprints and the threshold")
     async def model_http(self) -> dict:

@@ -30,7 +30,7 @@ def test_catalog_build_help_explains_outputs(capsys):
 
 
 PACKAGES = ["core", "catalog", "embed", "models", "train", "evaluate", "cascade", "serve", "tune",
-            "pipeline", "cli"]
+            "recategorize", "pipeline", "cli"]
 
 
 def test_import_has_no_side_effects(tmp_path):
