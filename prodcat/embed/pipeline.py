@@ -274,8 +274,11 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
                        json.dumps(summary, indent=2))
     failures = "; ".join(f"{f}: " + ", ".join(f"{n} {reason}" for reason, n in c.items())
                          for f, c in summary["failures"].items() if c) or "none"
-    log(f"[embed] {summary['embedded']:,} products in {summary['pipeline_s']:.0f} s "
-        f"({summary['products_per_s']} products/s); not encoded: {failures} → {config.output}")
+    if summary["embedded"]:
+        log(f"[embed] {summary['embedded']:,} products in {summary['pipeline_s']:.0f} s "
+            f"({summary['products_per_s']} products/s); not encoded: {failures} → {config.output}")
+    else:
+        log(f"[embed] nothing new to embed: all {total:,} products already in {config.output}")
     return summary
 
 
