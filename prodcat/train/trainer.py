@@ -82,7 +82,8 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------- driver side
-def load_training_data(config: TrainConfig, table: FeatureTable | None = None
+def load_training_data(config: TrainConfig, table: FeatureTable | None = None,
+                       progress: Callable[[str], None] | None = None
                        ) -> tuple[FeatureTable, LexicalScorer | None]:
     """``(feature table, lexical model)`` for ``config``: ``table`` reused when given (only its
     rows on ``data.platforms`` and the features in ``model.modalities`` are kept); when the model
@@ -100,7 +101,14 @@ def load_training_data(config: TrainConfig, table: FeatureTable | None = None
     if LEXICAL not in config.model.modalities:
         return table, None
     fitted_on = np.isin(table.column("product_id"), select_train_rows(table, config).column("product_id"))
+    start = time.perf_counter()
+    if progress:
+        progress(f"{run_prefix(config)} lexical model: TF-IDF + linear, {config.lexical.folds}-fold "
+                 f"out-of-fold scores for {int(fitted_on.sum()):,} training rows, then all rows ...")
     scorer, table = fit_lexical(table, fitted_on, config.lexical)
+    if progress:
+        progress(f"{run_prefix(config)} lexical model fitted ({scorer.dim} leaves, "
+                 f"{time.perf_counter() - start:.0f} s)")
     return table, scorer
 
 
@@ -207,7 +215,7 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
     """
 
     start = time.perf_counter()
-    table, scorer = load_training_data(config, table)  # unreadable data stops before Ray starts
+    table, scorer = load_training_data(config, table, progress)  # unreadable data stops before Ray starts
     ensure_ray()
     data = {**table.counts, "labelled_used": len(table),
             "train_rows": len(select_train_rows(table, config)),
