@@ -23,8 +23,8 @@ from prodcat.recategorize.config import RecategorizeConfig
 from prodcat.recategorize.reduce import MIN_PRODUCTS
 from prodcat.train.features import FeatureTable, join_features, load_taxonomy, read_store
 
-PRODUCT_COLUMNS = ["product_id", "platform", "split", "title", "brand", "image_uri", "source_category",
-                   "category_id"]
+PRODUCT_COLUMNS = ["product_id", "platform", "split", "group_id", "title", "description", "brand",
+                   "image_uri", "source_category", "category_id"]
 
 
 @dataclass

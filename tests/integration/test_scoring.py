@@ -156,11 +156,11 @@ def test_cascade_fit_writes_spec_report_and_curve(cascade, tmp_path):
                  "--products", cascade["products_uri"], "--embeddings", cascade["embeddings"],
                  "--output", str(out), "--goal", "hf_within=0.5",
                  "--set", "cost_sample=16", "--set", "cost_batch_size=8",
-                 "--set", "val_split=train"]) == 0   # the synthetic val split is tiny
+                 "--set", "calib_split=train"]) == 0   # the synthetic calib split is tiny
     spec = read_cascade(str(out))
     assert spec.text_temperature > 0 and spec.multimodal_temperature > 0
     v = spec.validation
-    assert v["val"]["hF"] >= v["endpoints"]["train"]["multimodal_only_hF"] - 0.005 - 1e-9
+    assert v["calib"]["hF"] >= v["endpoints"]["train"]["multimodal_only_hF"] - 0.005 - 1e-9
     assert v["cost_ms"]["text"] > 0 and v["cost_ms"]["multimodal"] > 0
     report = json.loads((out / "cascade_report.json").read_text())
     assert report["curves"]["test"]["escalation_rate"][-1] == 1.0
