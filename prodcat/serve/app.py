@@ -36,6 +36,7 @@ from prodcat.core.config import flatten_dotted, load_config
 from prodcat.serve.inputs import PreparedProduct, ProductProblem, prepare
 from prodcat.serve.schemas import (
     AppArgs,
+    Autoscaling,
     CategorizeRequest,
     CategorizeResponse,
     ErrorResponse,
@@ -44,6 +45,7 @@ from prodcat.serve.schemas import (
     StageDeployment,
 )
 from prodcat.serve.settings import locate
+from prodcat.serve.telemetry import ServiceMetrics, record_status
 
 api = FastAPI(title="prodcat", version="1", summary="Hierarchical product categorization: a text "
               "stage, then a multimodal stage for the products it is unsure about.")
@@ -64,9 +66,11 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
     errors = err.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
+        record_status(400)
         return error_response(400, "malformed_json", f"request body is not valid JSON: "
                               f"{detail.get('ctx', {}).get('error', detail.get('msg'))}")
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:10])
+    record_status(422)
     return error_response(422, "invalid_request", problems)
 
 
@@ -106,6 +110,7 @@ class BodyLimit:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope, receive, send):
+        record_status(413)
         response = error_response(413, "request_too_large",
                                   f"request body is larger than {self.max_bytes} bytes")
         await response(scope, receive, send)
@@ -203,6 +208,7 @@ class Ingress:
         self.spec = CascadeSpec(**cascade)
         self.taxonomy = load_taxonomy_of(self.spec.text_model, self.spec.multimodal_model)
         self._model_info: dict | None = None
+        self.metrics = ServiceMetrics()
 
     # -- the pipeline (also called directly through a handle, e.g. in local testing mode) ------
     async def categorize(self, payload: dict, mode: Mode = "cascade") -> dict:
@@ -221,15 +227,24 @@ class Ingress:
         return {"status": status, "body": body}
 
     async def _run(self, request: CategorizeRequest, mode: Mode) -> tuple[int, dict]:
+        started = time.perf_counter()
+        status, body, prepared = await self._answer(request, mode)
+        self.metrics.request(status, mode, body.get("predictions", []),
+                             [p for p in prepared if isinstance(p, ProductProblem)],
+                             (time.perf_counter() - started) * 1000)
+        return status, body
+
+    async def _answer(self, request: CategorizeRequest, mode: Mode) -> tuple[int, dict, list]:
+        """``(status, body, prepared products)`` of one request."""
         from ray.serve.exceptions import BackPressureError
 
         started = time.perf_counter()
         limits = self.args.limits
         if len(request.products) > limits.max_products:
             return 413, {"error": {"code": "too_many_products", "message":
-                                   f"{len(request.products)} products; the limit is {limits.max_products}"}}
+                                   f"{len(request.products)} products; the limit is {limits.max_products}"}}, []
         if not request.products:
-            return 422, {"error": {"code": "no_products", "message": "products is empty"}}
+            return 422, {"error": {"code": "no_products", "message": "products is empty"}}, []
         prepared = await asyncio.gather(*[
             asyncio.to_thread(prepare, i, p, limits, self.args.fetch)
             for i, p in enumerate(request.products)])
@@ -240,17 +255,17 @@ class Ingress:
                 results, escalated = await self._stages(ok, mode, threshold)
         except BackPressureError as err:
             return 503, {"error": {"code": "overloaded", "message": f"the service is at capacity, "
-                                   f"retry later ({err})"}}
+                                   f"retry later ({err})"}}, prepared
         except TimeoutError:
             return 503, {"error": {"code": "timeout", "message": f"not answered within "
-                                   f"{limits.request_timeout_s:g} s; retry later"}}
+                                   f"{limits.request_timeout_s:g} s; retry later"}}, prepared
         predictions = [self._prediction(p, results.get(p.index), mode) for p in prepared]
         statuses = {p.status for p in predictions}
         status = 200 if 200 in statuses else (statuses.pop() if len(statuses) == 1 else 422)
         body = CategorizeResponse(predictions=predictions, mode=mode, threshold=threshold,
                                   escalated=escalated,
                                   elapsed_ms=(time.perf_counter() - started) * 1000)
-        return status, body.model_dump(mode="json")
+        return status, body.model_dump(mode="json"), prepared
 
     async def _stages(self, ok: list, mode: Mode, threshold: float | None) -> tuple[dict, int]:
         """Stage 1 for every product (unless ``mode`` is multimodal), the routing rule, stage 2
@@ -258,20 +273,40 @@ class Ingress:
 
         results: dict[int, dict] = {}
         if mode in ("cascade", "text"):
-            first = await asyncio.gather(*[self.text.predict.remote(p.as_item(with_image=False))
-                                           for p in ok])
+            with self.metrics.timed("text"):
+                first = await asyncio.gather(*[self._call(self.text, "text", p.as_item(with_image=False))
+                                               for p in ok])
             results = {p.index: r for p, r in zip(ok, first)}
         if mode == "text":
             return results, 0
         todo = ok if mode == "multimodal" else [
             p for p, up in zip(ok, route([results[p.index]["confidence"] for p in ok], threshold))
             if up]
-        second = await asyncio.gather(*[
-            self.multimodal.predict.remote(self._stage2_item(p, results.get(p.index))) for p in todo])
+        if mode == "cascade":
+            self.metrics.routed(kept=len(ok) - len(todo), escalated=len(todo))
+        with self.metrics.timed("multimodal" if todo else ""):
+            second = await asyncio.gather(*[
+                self._call(self.multimodal, "multimodal", self._stage2_item(p, results.get(p.index)))
+                for p in todo])
         for p, r in zip(todo, second):
             r["text_confidence"] = results.get(p.index, {}).get("confidence")
             results[p.index] = r
         return results, len(todo)
+
+    async def _call(self, stage: DeploymentHandle, name: str, item: dict, attempts: int = 3) -> dict:
+        """``stage.predict(item)``, sent again (up to ``attempts`` times in all) when the replica
+        it went to died meanwhile: prediction has no side effects, and Serve routes the next try
+        to a live replica. Other errors, and the last try's, propagate."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        for attempt in range(attempts):
+            try:
+                return await stage.predict.remote(item)
+            except (ActorDiedError, ActorUnavailableError):
+                if attempt == attempts - 1:
+                    raise
+                self.metrics.retried(name)
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     @staticmethod
     def _stage2_item(product, first: dict | None) -> dict:
@@ -344,7 +379,8 @@ class Ingress:
 def _stage_options(s: StageDeployment) -> dict[str, Any]:
     return {"ray_actor_options": {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
             "autoscaling_config": {"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                                   "target_ongoing_requests": s.target_ongoing_requests},
+                                   "target_ongoing_requests": s.target_ongoing_requests,
+                                   **Autoscaling.ray_options(s)},
             "max_ongoing_requests": s.max_ongoing_requests,
             "max_queued_requests": s.max_queued_requests}
 
@@ -374,7 +410,8 @@ def build_app(args: dict | None = None):
     return Ingress.options(
         ray_actor_options={"num_cpus": ingress.num_cpus},
         autoscaling_config={"min_replicas": ingress.min_replicas, "max_replicas": ingress.max_replicas,
-                            "target_ongoing_requests": ingress.target_ongoing_requests},
+                            "target_ongoing_requests": ingress.target_ongoing_requests,
+                            **Autoscaling.ray_options(ingress)},
         max_ongoing_requests=ingress.max_ongoing_requests,
         max_queued_requests=ingress.max_queued_requests,
     ).bind(text, multimodal, cfg.model_dump(mode="json"), spec.__dict__)

@@ -106,7 +106,20 @@ class Limits(StrictModel):
     request_timeout_s: float = Field(60.0, gt=0, description="a request taking longer gets 503")
 
 
-class StageDeployment(StrictModel):
+class Autoscaling(StrictModel):
+    """How fast a deployment follows its load (Ray Serve's ``AutoscalingConfig``; defaults are
+    Ray's). Short delays suit tests and bursty traffic; long ones avoid flapping."""
+
+    upscale_delay_s: float = Field(30.0, ge=0, description="load above target this long before adding replicas (s)")
+    downscale_delay_s: float = Field(600.0, ge=0, description="load below target this long before removing replicas (s)")
+    look_back_period_s: float = Field(30.0, gt=0, description="window the ongoing requests are averaged over (s)")
+
+    def ray_options(self) -> dict:
+        """These fields as Ray Serve ``autoscaling_config`` entries."""
+        return {name: getattr(self, name) for name in Autoscaling.model_fields}
+
+
+class StageDeployment(Autoscaling):
     """Replica resources, autoscaling and batching of one stage deployment."""
 
     num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica")
@@ -123,7 +136,7 @@ class StageDeployment(StrictModel):
     device: str = Field("auto", description="auto, cpu or cuda")
 
 
-class IngressDeployment(StrictModel):
+class IngressDeployment(Autoscaling):
     """The HTTP ingress: overload protection happens here (503 from the proxy)."""
 
     num_cpus: float = Field(0.1, ge=0)
