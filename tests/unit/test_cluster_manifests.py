@@ -119,3 +119,21 @@ def test_cluster_launcher_yaml_passes_ray_schema():
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     config = yaml.safe_load((ROOT / "cluster" / "cluster-launcher.aws.yaml").read_text())
     assert [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(config)] == []
+
+
+def test_grafana_dashboard_queries_only_metrics_prodcat_exports():
+    """cluster/grafana-dashboard.json plots every metric of prodcat.core.telemetry and names no
+    other prodcat metric (Ray adds the ``ray_`` prefix, counters ``_total``, histograms
+    ``_bucket``)."""
+    import json
+
+    from prodcat.core.telemetry import METRICS
+
+    dashboard = json.loads((ROOT / "cluster" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = set()
+    for name in re.findall(r"ray_(prodcat_[a-z_0-9]+)", " ".join(exprs)):
+        for suffix in ("_total", "_bucket", "_count", "_sum"):
+            name = name.removesuffix(suffix)
+        used.add(name)
+    assert used == set(METRICS)
