@@ -1,8 +1,8 @@
 """Ray's own client against a real cluster: ``ray start --head`` plus a second node on this
 machine (non-default ports, their own ``--temp-dir``), then, with ``ray job submit
 --working-dir``, a sweep (stopped mid-way with ``ray job stop``, resubmitted with ``--resume``) and
-a bulk-scoring run of a cascade folder; both results are checked. The commands are the README's
-("Scaling to a cluster"). The cluster's processes are found by its temp dir and ended by pid."""
+a bulk-scoring run of a cascade folder (submitted alongside); both results are checked. The
+commands are the README's ("Scaling to a cluster"). The cluster's processes are found by its temp dir and ended by pid."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def processes_of(temp: str) -> list[int]:
     return [p for p in pids if p != os.getpid()]
 
 
-def end_processes_of(temp: str, grace_s: float = 20) -> None:
+def end_processes_of(temp: str, grace_s: float = 10) -> None:
     """SIGTERM the cluster's processes (not ``ray stop``: that would stop every Ray instance on
     the machine), then SIGKILL what is left after ``grace_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -117,15 +117,19 @@ def test_ray_job_submit_sweep_stop_resume_and_scoring(ray_start_cluster, cascade
             "--set", f"data.embeddings={tmp_path}/emb"]
     submit = ["job", "submit", f"--address={address}", f"--working-dir={REPO}"]
 
-    first = f"prodcat-sweep-{run}"
+    first, scoring = f"prodcat-sweep-{run}", f"prodcat-score-{run}"
+    src, out = tmp_path / "score_in.parquet", tmp_path / "pred"
+    pq.write_table(cascade["products"], src)
     t0 = time.time()
     ray(*submit, f"--submission-id={first}", "--no-wait", "--",
         *sweep, "--space", "tune/spaces/smoke.yaml", *data)
+    ray(*submit, f"--submission-id={scoring}", "--no-wait", "--", "python", "-m", "prodcat", "score",
+        "--model", str(Path(cascade["cascade"]).parent), "--input", str(src), "--output", str(out),
+        "--set", "text_num_cpus=0.25", "--set", "multimodal_num_cpus=0.25")
     checkpoints = f"{tmp_path}/tune/smoke/trials/*/ray/train/checkpoint_*/train_state.json"
     deadline = time.time() + 300
     while not glob.glob(checkpoints):
-        assert time.time() < deadline, ray("job", "logs", f"--address={address}", first).stdout[-3000:]
-        assert _status(address, first) in ("PENDING", "RUNNING"), \
+        assert time.time() < deadline and _status(address, first) in ("PENDING", "RUNNING"), \
             ray("job", "logs", f"--address={address}", first, check=False).stdout[-3000:]
         time.sleep(1)
     stopped_at = time.time()
@@ -144,13 +148,11 @@ def test_ray_job_submit_sweep_stop_resume_and_scoring(ray_start_cluster, cascade
         resumed[Path(path).parent.name] = [a["resume_from_epoch"] for a in attempts]
     assert any(len(a) == 2 and a[1] is not None for a in resumed.values()), resumed
 
-    scoring = f"prodcat-score-{run}"
-    src, out = tmp_path / "score_in.parquet", tmp_path / "pred"
-    pq.write_table(cascade["products"], src)
-    ray(*submit, f"--submission-id={scoring}", "--", "python", "-m", "prodcat", "score",
-        "--model", str(Path(cascade["cascade"]).parent), "--input", str(src), "--output", str(out),
-        "--set", "text_num_cpus=0.5", "--set", "multimodal_num_cpus=0.5", timeout=600)
-    assert _status(address, scoring) == "SUCCEEDED"
+    deadline = time.time() + 300
+    while _status(address, scoring) in ("PENDING", "RUNNING") and time.time() < deadline:
+        time.sleep(1)
+    assert _status(address, scoring) == "SUCCEEDED", \
+        ray("job", "logs", f"--address={address}", scoring, check=False).stdout[-3000:]
     from prodcat.cascade.parts import read_predictions
 
     table = read_predictions(str(out))

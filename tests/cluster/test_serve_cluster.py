@@ -1,5 +1,5 @@
-"""The cascade service on the 3-node cluster, over real HTTP, deployed once with short
-autoscaling delays: its Prometheus metrics reach the nodes' metrics endpoints; under load the
+"""The cascade service on the 3-node cluster, over real HTTP, deployed once from a cascade
+folder on S3 with short autoscaling delays: its Prometheus metrics reach the nodes' metrics endpoints; under load the
 stage deployments scale up to max_replicas, a stage replica's process is killed under that steady
 traffic (requests go on being answered), and they scale back down after the load ends."""
 
@@ -25,14 +25,22 @@ MAX = {"TextStage": 2, "MultimodalStage": 2}
 
 
 @pytest.fixture(scope="module")
-def service(cluster, cascade):
+def service(cluster, cascade, s3_server):
+    """The service deployed from a self-contained copy of the cascade on S3 (moto on loopback):
+    every replica, on whichever node, loads checkpoints and encoder weights from there."""
+    import boto3
     from ray import serve
 
+    from prodcat.cascade.bundle import export_cascade
     from prodcat.serve.app import build_app
 
+    bucket = f"serve-{time.time_ns()}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    model = f"s3://{bucket}/cascade"
+    export_cascade(cascade["cascade"], model, include_weights=True, log=lambda _: None)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
-    args = {"cascade": cascade["cascade"], "fetch": {"timeout_s": 2.0},
+    args = {"cascade": model, "fetch": {"timeout_s": 2.0},
             "ingress": {"num_cpus": 0, "min_replicas": 1, "max_replicas": 1},
             "text_stage": {"num_cpus": 0.1, "device": "cpu", "max_batch_size": 8, **FAST,
                            "max_replicas": MAX["TextStage"]},
