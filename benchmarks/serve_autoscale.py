@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             result[name]["summary"] = summarize(result[name], result["meta"]["batch"])
         if args.cascade_label:
             result["meta"]["cascade_label"] = args.cascade_label
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        out.with_suffix(".json").write_text(json.dumps(result, separators=(",", ":")))
         plot(result, out.with_suffix(".png"))
         if args.readme:
             write_section(ROOT / "benchmarks" / "README.md", readme_section(result))
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_replicas": args.max_replicas, "load_s": args.load_s, "kill_at_s": args.kill_at_s,
         "idle_s": args.idle_s, "products": len(items),
         "command": "python benchmarks/serve_autoscale.py " + " ".join(argv or sys.argv[1:])}
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".json").write_text(json.dumps(result, separators=(",", ":")))
     plot(result, out.with_suffix(".png"))
     print(json.dumps({"ratio_p50_second_half": result["ratio_p50_second_half"],
                       "json": str(out.with_suffix(".json")), "png": str(out.with_suffix(".png"))}))
