@@ -2,6 +2,7 @@
 
 ``policy.py`` is the pure routing rule and the hF-against-escalation curve (numpy only),
 ``spec.py`` the deployed cascade (``cascade.json``: two checkpoints, temperatures, τ),
+``bundle.py`` the self-contained cascade folder (``prodcat cascade export``),
 ``stage.py`` one stage on raw products (:class:`StageRunner`: encoders + checkpoint; the same
 object in Serve replicas and bulk-scoring actors), ``fit.py`` fits temperatures and τ on
 validation and reports the trade-off (``prodcat cascade fit``), and bulk scoring as a Ray Data job
@@ -17,6 +18,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "policy": ["route", "combine_confidence", "cascade_curve", "choose_threshold", "CascadeGoal", "CascadeCurve", "ESCALATE_ALL"],
         "spec": ["CascadeSpec", "read_cascade", "write_cascade", "resolve_cascade"],
+        "bundle": ["export_cascade"],
         "config": ["ScoreConfig", "CascadeFitConfig"],
         "stage": ["StageRunner"],
         "fit": ["fit_cascade"],

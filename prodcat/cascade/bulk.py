@@ -239,7 +239,7 @@ def score(config: ScoreConfig, overwrite: bool = False,
     good = todo.filter(todo["_error"].is_null())
     log(f"[score] {table.num_rows:,} rows: {len(done):,} already written, {good.num_rows:,} to "
         f"score, {bad.num_rows:,} that cannot be scored (written with their error)")
-    writer = PartWriter(config.output, config.rows_per_file)
+    writer = PartWriter(config.output, config.rows_per_file, total=table.num_rows, done=len(done))
     writer.add(prediction_table(bad))
     store, manifest, fps = _load_store(config, spec, log) if good.num_rows else (None, {}, {})
     if store is not None and config.mode != "multimodal":

@@ -59,6 +59,8 @@ class CascadeFitConfig(StrictModel):
     products: str = Field("runs/main/catalog/products.parquet", description="product table")
     embeddings: str = Field("runs/main/embeddings", description="embedding store both were trained on")
     output: str = Field("runs/main/cascade", description="folder for cascade.json and the report")
+    bundle: bool = Field(True, description="copy both checkpoints into the output folder, so it "
+                         "works wherever it is copied (False: name them by absolute path)")
     goal: CascadeGoal = Field(default_factory=CascadeGoal, description="what tau is chosen for")
     confidence_mode: str = Field("path", description="path, min or leaf (prodcat.cascade)")
     calib_split: str = Field("calib", description="split temperatures and tau are fitted on (held "

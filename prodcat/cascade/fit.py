@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from prodcat.cascade.bundle import bundle_checkpoints
 from prodcat.cascade.config import CascadeFitConfig
 from prodcat.cascade.policy import (
     CascadeCurve,
@@ -174,6 +175,8 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
                   "products": {name: len(rows) for name, rows in splits.items()}}
     spec = CascadeSpec(config.text_model, config.multimodal_model, threshold, t_text, t_mm,
                        config.confidence_mode, goal=config.goal.model_dump(), validation=validation)
+    if config.bundle:  # a self-contained folder: the checkpoints inside, named relative to it
+        spec = bundle_checkpoints(spec, config.output)
     write_cascade(spec, config.output)
     report = {"spec": json.loads(spec.to_json()),
               "versions": {"text": text.version, "multimodal": mm.version},

@@ -8,6 +8,7 @@ only the rows not yet written, and every input row appears exactly once.
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 import uuid
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 
 from prodcat.core import storage
 from prodcat.core.schema import PREDICTION_SCHEMA
+from prodcat.core.telemetry import inc, set_gauge
 
 ROWS_KEY = b"prodcat_rows"
 
@@ -65,10 +67,15 @@ def write_part(table: pa.Table, rows: np.ndarray, output: str) -> str:
 
 
 class PartWriter:
-    """Buffers prediction rows and writes a part every ``rows_per_file`` rows."""
+    """Buffers prediction rows and writes a part every ``rows_per_file`` rows; each part written
+    is counted in the Prometheus metrics (:mod:`prodcat.core.telemetry`): rows by outcome and
+    stage, errors by reason, and the job's progress (``done`` rows of ``total`` were written
+    before this run)."""
 
-    def __init__(self, output: str, rows_per_file: int) -> None:
+    def __init__(self, output: str, rows_per_file: int, total: int = 0, done: int = 0) -> None:
         self.output, self.rows_per_file = output, rows_per_file
+        self.total, self.done = total, done
+        self.run = posixpath.basename(str(output).rstrip("/")) or str(output)
         self.buffer: list[pa.Table] = []
         self.pending = 0
         self.written = 0
@@ -91,11 +98,19 @@ class PartWriter:
         self.buffer, self.pending = [], 0
 
     def _write(self, table: pa.Table) -> None:
+        written: dict[str, int] = {}
         for stage in table["stage"].to_pylist():
             key = stage or "error"
-            self.stages[key] = self.stages.get(key, 0) + 1
+            written[key] = written.get(key, 0) + 1
         write_part(table.drop_columns(["_row"]), table["_row"].to_numpy(), self.output)
         self.written += table.num_rows
+        for key, n in written.items():
+            self.stages[key] = self.stages.get(key, 0) + n
+            inc("prodcat_score_rows", n, outcome="error" if key == "error" else "predicted", stage=key)
+        for error in table["error"].drop_null().to_pylist():
+            inc("prodcat_score_row_errors", reason=error.split(":", 1)[0].strip() or "unknown")
+        if self.total:
+            set_gauge("prodcat_score_progress", (self.done + self.written) / self.total, run=self.run)
 
 
 def prediction_table(batch: pa.Table) -> pa.Table:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from prodcat.cascade.policy import combine_confidence
+from prodcat.core import storage
 from prodcat.core.metrics import valid_paths
 from prodcat.core.runtime import torch_device
 from prodcat.core.taxonomy import SEPARATOR, Taxonomy
@@ -268,7 +269,9 @@ def _pixel_columns(items: list[dict], sizes: list[int]) -> dict:
 
 def encoder_configs(encoders: dict, checkpoint: str, device: str) -> tuple[dict, dict]:
     """``({encoder name: EncoderConfig}, {encoder name: fingerprint key})`` from a checkpoint's
-    per-feature encoder records, with ``device`` set.
+    per-feature encoder records, with ``device`` set. Weights named relative to the checkpoint
+    (``../encoders/...``, as in a bundle from ``prodcat cascade export --include-weights``) are
+    resolved against its folder, local or ``s3://``.
 
     Raises:
         ValueError: when a feature has no encoder config recorded.
@@ -283,6 +286,8 @@ def encoder_configs(encoders: dict, checkpoint: str, device: str) -> tuple[dict,
                              "products cannot be encoded; train on a store made by `prodcat embed`")
         name = info["encoder"]
         cfg = dict(info["config"], device=device)
+        if str(cfg.get("weights", "")).startswith(("./", "../")):
+            cfg["weights"] = storage.resolve_ref(storage.absolute(checkpoint), cfg["weights"])
         configs[name] = adapter.validate_python(cfg)
         expected[name] = info["fingerprint"]["key"]
     return configs, expected

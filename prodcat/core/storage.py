@@ -47,6 +47,76 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base).joinpath(*parts))
 
 
+def parent(uri: str) -> str:
+    """The folder holding ``uri`` (``s3://bucket/a/b`` → ``s3://bucket/a``; a local path made
+    absolute first)."""
+    if is_remote(uri):
+        return posixpath.dirname(str(uri).rstrip("/"))
+    return str(Path(uri).expanduser().absolute().parent)
+
+
+def resolve_ref(base: str, ref: str) -> str:
+    """``ref`` as named inside the folder ``base``: an ``s3://`` URI or an absolute path as it is,
+    a relative path (``model``, ``../weights/x``) joined to ``base`` and normalised. This is how
+    a relocatable artifact (cascade, checkpoint) names what it needs."""
+    if is_remote(ref) or Path(ref).expanduser().is_absolute():
+        return ref
+    if is_remote(base):
+        bucket_key = str(base)[len("s3://"):].rstrip("/")
+        return "s3://" + posixpath.normpath(posixpath.join(bucket_key, ref))
+    return os.path.normpath(Path(base).expanduser().absolute() / ref)
+
+
+def relative_ref(base: str, target: str) -> str | None:
+    """``target`` relative to the folder ``base`` when it lies inside it (same filesystem, no
+    ``..``), else None; the inverse of :func:`resolve_ref`."""
+    if is_remote(base) != is_remote(target):
+        return None
+    if is_remote(base):
+        root, path = str(base).rstrip("/") + "/", str(target).rstrip("/")
+        return path[len(root):] if path.startswith(root) else None
+    root = Path(base).expanduser().absolute()
+    path = Path(target).expanduser().absolute()
+    try:
+        return str(Path(os.path.normpath(path)).relative_to(os.path.normpath(root)))
+    except ValueError:
+        return None
+
+
+def absolute(uri: str) -> str:
+    """An ``s3://`` URI as it is; a local path made absolute (normalised)."""
+    return str(uri) if is_remote(uri) else os.path.normpath(Path(uri).expanduser().absolute())
+
+
+def copy_tree(src: str, dst: str, names: set[str] | None = None) -> list[str]:
+    """Copy the files of folder ``src`` (recursively; only top-level files named in ``names``
+    when given) to ``dst``, across local paths and ``s3://``. Returns the relative paths copied.
+
+    Raises:
+        FileNotFoundError: when ``src`` is not a folder.
+    """
+    fs, path = filesystem(src)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no such folder: {src}")
+    copied = []
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        rel = posixpath.relpath(info.path, path)
+        if info.type != pafs.FileType.File or (names is not None and rel not in names):
+            continue
+        write_bytes(join(dst, *rel.split("/")), read_bytes(join(src, *rel.split("/"))))
+        copied.append(rel)
+    return sorted(copied)
+
+
+def list_files_recursive(folder: str) -> list[tuple[str, int]]:
+    """``(path relative to folder, bytes)`` of every file under ``folder``, sorted; empty when
+    the folder does not exist."""
+    fs, path = filesystem(folder)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sorted((posixpath.relpath(i.path, path), i.size) for i in infos
+                  if i.type == pafs.FileType.File)
+
+
 def exists(uri: str) -> bool:
     """True when a file or folder exists at ``uri``."""
     fs, path = filesystem(uri)

@@ -32,6 +32,7 @@ from prodcat.core import storage
 from prodcat.core.config import StrictModel
 from prodcat.core.console import Progress, say
 from prodcat.core.runtime import ensure_ray
+from prodcat.core.telemetry import inc, set_gauge
 from prodcat.embed.encoders import EncoderConfig
 from prodcat.embed.encoders.inputs import (
     IMAGE_STATUS,
@@ -265,6 +266,7 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
         for row in ds.iter_rows():
             rows.append(row)
             progress.advance(int(row["rows"]))
+            record_part(row, run_id, sum(int(r["rows"]) for r in rows) / products.num_rows)
     summary = summarize(rows, config, described, gpus, run_id, len(done), total,
                         pipeline_s=time.perf_counter() - ds_start, wall_s=time.perf_counter() - start,
                         started_at=ds_epoch)
@@ -280,6 +282,17 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     else:
         log(f"[embed] nothing new to embed: all {total:,} products already in {config.output}")
     return summary
+
+
+def record_part(row: dict, run_id: str, share_done: float) -> None:
+    """Prometheus metrics (:mod:`prodcat.core.telemetry`) of one written part: products, the
+    modalities not encoded by feature and reason, and the run's progress."""
+    inc("prodcat_embed_products", int(row["rows"]))
+    for feature, counts in json.loads(row["statuses"]).items():
+        for status, count in counts.items():
+            if status != "ok":
+                inc("prodcat_embed_failures", count, feature=feature, reason=status)
+    set_gauge("prodcat_embed_progress", share_done, run=run_id)
 
 
 def summarize(rows: list[dict], config: EmbedConfig, described: dict, gpus: dict[str, float],

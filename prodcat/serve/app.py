@@ -43,6 +43,7 @@ from prodcat.serve import guard
 from prodcat.serve.inputs import Gates, PreparedProduct, ProductProblem, prepare
 from prodcat.serve.schemas import (
     AppArgs,
+    Autoscaling,
     CategorizeRequest,
     CategorizeResponse,
     ErrorResponse,
@@ -51,6 +52,7 @@ from prodcat.serve.schemas import (
     StageDeployment,
 )
 from prodcat.serve.settings import locate
+from prodcat.serve.telemetry import ServiceMetrics, record_status
 
 api = FastAPI(title="prodcat", version="1", summary="Hierarchical product categorization: a text "
               "stage, then a multimodal stage for the products it is unsure about.")
@@ -71,9 +73,11 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
     errors = err.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
+        record_status(400)
         return error_response(400, "malformed_json", f"request body is not valid JSON: "
                               f"{detail.get('ctx', {}).get('error', detail.get('msg'))}")
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:10])
+    record_status(422)
     return error_response(422, "invalid_request", problems)
 
 
@@ -113,6 +117,7 @@ class BodyLimit:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope, receive, send):
+        record_status(413)
         response = error_response(413, "request_too_large",
                                   f"request body is larger than {self.max_bytes} bytes")
         await response(scope, receive, send)
@@ -233,6 +238,7 @@ class Ingress:
                            tuple(sorted({int(f["image_size"]) for f in features.values()
                                          if f.get("image_size")})))
         self._model_info: dict | None = None
+        self.metrics = ServiceMetrics()
 
     # -- the pipeline (also called directly through a handle, e.g. in local testing mode) ------
     async def categorize(self, payload: dict, mode: Mode = "cascade") -> dict:
@@ -251,15 +257,24 @@ class Ingress:
         return {"status": status, "body": body}
 
     async def _run(self, request: CategorizeRequest, mode: Mode) -> tuple[int, dict]:
+        started = time.perf_counter()
+        status, body, prepared = await self._answer(request, mode)
+        self.metrics.request(status, mode, body.get("predictions", []),
+                             [p for p in prepared if isinstance(p, ProductProblem)],
+                             (time.perf_counter() - started) * 1000)
+        return status, body
+
+    async def _answer(self, request: CategorizeRequest, mode: Mode) -> tuple[int, dict, list]:
+        """``(status, body, prepared products)`` of one request."""
         from ray.serve.exceptions import BackPressureError
 
         started = time.perf_counter()
         limits = self.args.limits
         if len(request.products) > limits.max_products:
             return 413, {"error": {"code": "too_many_products", "message":
-                                   f"{len(request.products)} products; the limit is {limits.max_products}"}}
+                                   f"{len(request.products)} products; the limit is {limits.max_products}"}}, []
         if not request.products:
-            return 422, {"error": {"code": "no_products", "message": "products is empty"}}
+            return 422, {"error": {"code": "no_products", "message": "products is empty"}}, []
         threshold = None if mode != "cascade" else self.spec.threshold
         try:
             async with asyncio.timeout(limits.request_timeout_s):   # fetches, decoding, stages
@@ -269,17 +284,17 @@ class Ingress:
                 results, escalated = await self._stages(ok, mode, threshold)
         except BackPressureError as err:
             return 503, {"error": {"code": "overloaded", "message": f"the service is at capacity, "
-                                   f"retry later ({err})"}}
+                                   f"retry later ({err})"}}, prepared
         except TimeoutError:
             return 503, {"error": {"code": "timeout", "message": f"not answered within "
-                                   f"{limits.request_timeout_s:g} s; retry later"}}
+                                   f"{limits.request_timeout_s:g} s; retry later"}}, prepared
         predictions = [self._prediction(p, results.get(p.index), mode) for p in prepared]
         statuses = {p.status for p in predictions}
         status = 200 if 200 in statuses else (statuses.pop() if len(statuses) == 1 else 422)
         body = CategorizeResponse(predictions=predictions, mode=mode, threshold=threshold,
                                   escalated=escalated,
                                   elapsed_ms=(time.perf_counter() - started) * 1000)
-        return status, body.model_dump(mode="json")
+        return status, body.model_dump(mode="json"), prepared
 
     async def _stages(self, ok: list, mode: Mode, threshold: float | None) -> tuple[dict, int]:
         """Stage 1 for every product (unless ``mode`` is multimodal), the routing rule, stage 2
@@ -287,8 +302,9 @@ class Ingress:
 
         results: dict[int, dict] = {}
         if mode in ("cascade", "text"):
-            first = await _gather_isolated([self.text.predict.remote(p.as_item(with_image=False))
-                                            for p in ok])
+            with self.metrics.timed("text"):
+                first = await _gather_isolated([
+                    self._call(self.text, "text", p.as_item(with_image=False)) for p in ok])
             results = {p.index: r for p, r in zip(ok, first)}
         if mode == "text":
             return results, 0
@@ -296,12 +312,31 @@ class Ingress:
         todo = ok if mode == "multimodal" else [
             p for p, up in zip(answered, route([results[p.index]["confidence"] for p in answered],
                                                threshold)) if up]
-        second = await _gather_isolated([
-            self.multimodal.predict.remote(self._stage2_item(p, results.get(p.index))) for p in todo])
+        if mode == "cascade":
+            self.metrics.routed(kept=len(answered) - len(todo), escalated=len(todo))
+        with self.metrics.timed("multimodal" if todo else ""):
+            second = await _gather_isolated([
+                self._call(self.multimodal, "multimodal", self._stage2_item(p, results.get(p.index)))
+                for p in todo])
         for p, r in zip(todo, second):
             r["text_confidence"] = results.get(p.index, {}).get("confidence")
             results[p.index] = r
         return results, len(todo)
+
+    async def _call(self, stage: DeploymentHandle, name: str, item: dict, attempts: int = 3) -> dict:
+        """``stage.predict(item)``, sent again (up to ``attempts`` times in all) when the replica
+        it went to died meanwhile: prediction has no side effects, and Serve routes the next try
+        to a live replica. Other errors, and the last try's, propagate."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        for attempt in range(attempts):
+            try:
+                return await stage.predict.remote(item)
+            except (ActorDiedError, ActorUnavailableError):
+                if attempt == attempts - 1:
+                    raise
+                self.metrics.retried(name)
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     @staticmethod
     def _stage2_item(product, first: dict | None) -> dict:
@@ -378,7 +413,8 @@ class Ingress:
 def _stage_options(s: StageDeployment) -> dict[str, Any]:
     return {"ray_actor_options": {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
             "autoscaling_config": {"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                                   "target_ongoing_requests": s.target_ongoing_requests},
+                                   "target_ongoing_requests": s.target_ongoing_requests,
+                                   **Autoscaling.ray_options(s)},
             "max_ongoing_requests": s.max_ongoing_requests,
             "max_queued_requests": s.max_queued_requests}
 
@@ -408,7 +444,8 @@ def build_app(args: dict | None = None):
     return Ingress.options(
         ray_actor_options={"num_cpus": ingress.num_cpus},
         autoscaling_config={"min_replicas": ingress.min_replicas, "max_replicas": ingress.max_replicas,
-                            "target_ongoing_requests": ingress.target_ongoing_requests},
+                            "target_ongoing_requests": ingress.target_ongoing_requests,
+                            **Autoscaling.ray_options(ingress)},
         max_ongoing_requests=ingress.max_ongoing_requests,
         max_queued_requests=ingress.max_queued_requests,
         backpressure_config={"retry_after_s": ingress.retry_after_s},  # the proxy's backstop 503

@@ -110,7 +110,20 @@ class Limits(StrictModel):
                                        "replica (each at most max_image_pixels)")
 
 
-class StageDeployment(StrictModel):
+class Autoscaling(StrictModel):
+    """How fast a deployment follows its load (Ray Serve's ``AutoscalingConfig``; defaults are
+    Ray's). Short delays suit tests and bursty traffic; long ones avoid flapping."""
+
+    upscale_delay_s: float = Field(30.0, ge=0, description="load above target this long before adding replicas (s)")
+    downscale_delay_s: float = Field(600.0, ge=0, description="load below target this long before removing replicas (s)")
+    look_back_period_s: float = Field(30.0, gt=0, description="window the ongoing requests are averaged over (s)")
+
+    def ray_options(self) -> dict:
+        """These fields as Ray Serve ``autoscaling_config`` entries."""
+        return {name: getattr(self, name) for name in Autoscaling.model_fields}
+
+
+class StageDeployment(Autoscaling):
     """Replica resources, autoscaling and batching of one stage deployment."""
 
     num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica")
@@ -127,12 +140,12 @@ class StageDeployment(StrictModel):
     device: str = Field("auto", description="auto, cpu or cuda")
 
 
-class IngressDeployment(StrictModel):
+class IngressDeployment(Autoscaling):
     """The HTTP ingress. Overload is answered here: a replica admits ``max_admitted``
     categorize requests at once and answers the rest at once with 503, the API's JSON error and
     ``Retry-After``. ``max_ongoing_requests`` must be larger, so that excess requests reach the
     replica (to be refused in JSON) instead of waiting in Serve's proxy, whose own limit
-    (``max_queued_requests``, a plain-text 503) is only a backstop."""
+    (``max_queued_requests``, a plain-text 503) is only a backstop. Autoscaled like the stages."""
 
     num_cpus: float = Field(0.1, ge=0)
     min_replicas: int = Field(1, ge=0)

@@ -135,6 +135,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             model, parallel_strategy_kwargs={"find_unused_parameters": True})
     else:
         model = model.to(device)
+    if loop_config.get("placement_group_log") and ray.train.get_context().get_world_rank() == 0:
+        log_placement_group(loop_config["placement_group_log"])
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     for epoch in range(state["epoch"] + 1, opt.epochs):
         if state["stopped"]:
@@ -142,6 +144,19 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         state = _one_epoch(epoch, model, optimizer, train_shard, val_shard, config, taxonomy,
                            state, loop_config, device)
     return state
+
+
+def log_placement_group(uri: str) -> None:
+    """Append the id (hex) of the placement group this worker runs in to the JSON list at ``uri``
+    (one entry per worker-group start), so a Tune sweep can free exactly its own trials' groups
+    (:mod:`prodcat.tune.cleanup`)."""
+    from ray.util import get_current_placement_group
+
+    group = get_current_placement_group()
+    if group is None:
+        return
+    seen = json.loads(storage.read_text(uri)) if storage.exists(uri) else []
+    storage.write_text(uri, json.dumps(seen + [group.id.hex()]))
 
 
 def _one_epoch(epoch, model, optimizer, train_shard, val_shard, config, taxonomy, state,

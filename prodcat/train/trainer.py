@@ -145,10 +145,12 @@ def _storage(config: TrainConfig) -> tuple[str, Any]:
 
 
 def build_trainer(config: TrainConfig, table: FeatureTable | None = None, callbacks: list | None = None,
-                  progress_queue=None):
+                  progress_queue=None, placement_group_log: str | None = None):
     """The ``TorchTrainer`` for ``config`` (call ``.fit()``); ``callbacks`` go to ``RunConfig``
     (e.g. Tune's ``TuneReportCallback``); each epoch's headline figures are put on
-    ``progress_queue`` (a ``ray.util.queue.Queue``) when given."""
+    ``progress_queue`` (a ``ray.util.queue.Queue``) when given. With ``placement_group_log`` (a
+    file URI) the rank-0 worker appends the id of its placement group there when it starts, so a
+    Tune sweep can free exactly its own trials' groups (:mod:`prodcat.tune.cleanup`)."""
     import ray
     import ray.train
     from ray.data import ExecutionOptions
@@ -174,7 +176,8 @@ def build_trainer(config: TrainConfig, table: FeatureTable | None = None, callba
         callbacks=callbacks or None)
     return TorchTrainer(
         train_loop_per_worker, train_loop_config={**loop_config_for(config, table, local_dir),
-                           "progress": progress_queue},
+                           "progress": progress_queue,
+                           "placement_group_log": placement_group_log},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.scaling.num_workers, use_gpu=config.scaling.use_gpu,
             resources_per_worker={"CPU": config.scaling.cpus_per_worker}),

@@ -1,93 +1,107 @@
-"""Reclaim what an early-stopped Ray Train run leaves behind on a cluster without a dashboard.
+"""Give back what the sweep's own stopped trials leave reserved, and nothing else.
 
-Each trial is a Tune function that drives a ``TorchTrainer``. When ASHA stops a trial, Tune ends
-the trial's actor; the Train controller it owns dies with it, before it can remove its workers'
-placement group. Ray Train's own ``PlacementGroupCleaner`` (a detached actor) removes it once it
-sees the controller dead, but it asks through the State API, which needs the dashboard: on a
-local instance started with ``include_dashboard=False`` (tests, small machines) the group stays
-reserved and the cleaner polls forever, and after a few stopped trials nothing can be scheduled.
+Each trial is a Tune function that drives a ``TorchTrainer``; the Train controller reserves a
+placement group for its workers. When ASHA stops a trial (or the sweep is interrupted), Tune ends
+the trial's actor, and the controller it owns dies with it before it can remove that group. A
+group created by a non-detached actor lives until its job ends, so in a long sweep the reserved
+CPUs pile up and nothing more can be scheduled. Ray Train's own ``PlacementGroupCleaner`` removes
+it when it can ask the State API (a cluster with the dashboard: ``ray start --head``, KubeRay);
+on a local instance without the dashboard it cannot.
 
-:class:`OrphanReaper` is a Tune callback that, every few seconds of the sweep, removes placement
-groups whose (non-detached) creator actor is dead and ends ``PlacementGroupCleaner`` actors on this
-node whose owner is dead (their processes: no handle to them is left). Both are garbage by Ray's own rules (the GCS frees such a group once the job ends);
-on a cluster with a dashboard the reaper simply finds nothing, or does the cleaner's job first.
-It reads the GCS tables directly (``ray._private.state``), the same source ``ray status`` uses.
+The mechanism here touches only the sweep's own trials, through public Ray APIs: each trial's
+rank-0 training worker writes the id of the placement group it runs in
+(:func:`ray.util.get_current_placement_group`) to ``<trial output>/placement_groups.json`` when it
+starts (:func:`prodcat.train.loop.log_placement_group`), and the sweep removes exactly those
+groups (:func:`ray.util.remove_placement_group`), when they are still there, a few seconds after
+Tune ended their trial (:class:`TrialPlacementGroups`) and once more for every trial when the
+sweep returns (:func:`release_sweep`). Other jobs' groups and actors are never looked at.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import signal
 import time
 
+import pyarrow.fs as pafs
 from ray.tune import Callback
+
+from prodcat.core import storage
 
 logger = logging.getLogger(__name__)
 
-CLEANER_CLASS = "PlacementGroupCleaner"
+#: the file in a trial's output folder listing its placement groups (JSON list of hex ids)
+PG_LOG = "placement_groups.json"
 
 
-def reap_orphans() -> tuple[int, int]:
-    """Remove orphaned placement groups and cleaner actors; returns ``(groups, actors)`` ended."""
+def remove_group(hex_id: str) -> bool:
+    """Remove the placement group ``hex_id`` unless it is already gone; True when removed."""
     import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-    from ray.util.placement_group import PlacementGroup
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
-    accessor = state._connect_and_get_accessor()
-    actors = [gcs_pb2.ActorTableData.FromString(raw)
-              for raw in accessor.get_actor_table(None, None)]
-    alive = gcs_pb2.ActorTableData.ALIVE
-    dead = gcs_pb2.ActorTableData.DEAD
-    alive_workers = {a.address.worker_id for a in actors if a.state == alive}
-    dead_actors = {a.actor_id for a in actors if a.state == dead}
-    groups = 0
-    for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        orphan = (pg.creator_actor_id in dead_actors and not pg.is_detached
-                  and pg.state != gcs_pb2.PlacementGroupTableData.REMOVED)
-        if orphan:
-            ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
-            groups += 1
-    ended = 0
-    here = ray.NodeID.from_hex(ray.get_runtime_context().get_node_id()).binary()
-    for actor in actors:
-        if (actor.class_name == CLEANER_CLASS and actor.state == alive and actor.pid
-                and actor.address.node_id == here
-                and actor.owner_address.worker_id not in alive_workers):
-            try:  # no handle to it exists any more; it polls forever, so end its process
-                os.kill(actor.pid, signal.SIGTERM)
-                ended += 1
-            except ProcessLookupError:
-                pass
-    if groups or ended:
-        logger.info("reclaimed %d placement group(s) and %d cleaner actor(s) of stopped trials",
-                    groups, ended)
-    return groups, ended
+    group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(hex_id)))
+    if placement_group_table(group).get("state") in (None, "REMOVED"):
+        return False
+    remove_placement_group(group)
+    return True
 
 
-class OrphanReaper(Callback):
-    """Tune callback: :func:`reap_orphans` at most every ``interval_s`` seconds and at the end."""
-
-    def __init__(self, interval_s: float = 2.0) -> None:
-        self.interval_s = interval_s
-        self._last = 0.0
-        self.reclaimed = [0, 0]
-
-    def _reap(self) -> None:
-        self._last = time.monotonic()
+def release_trial(trials_uri: str, trial_id: str) -> list[str]:
+    """Remove the placement groups trial ``trial_id`` recorded (``<trials_uri>/<trial_id>/``
+    ``placement_groups.json``) that are still there; returns the ids removed. Call it only once
+    the trial has ended: its workers run in them."""
+    uri = storage.join(trials_uri, trial_id, PG_LOG)
+    removed = []
+    for group in json.loads(storage.read_text(uri)) if storage.exists(uri) else []:
         try:
-            groups, actors = reap_orphans()
+            if remove_group(group):
+                removed.append(group)
         except Exception as err:  # never let housekeeping break a sweep
-            logger.warning("could not reclaim resources of stopped trials: %s", err)
-            return
-        self.reclaimed[0] += groups
-        self.reclaimed[1] += actors
+            logger.warning("could not remove placement group %s of trial %s: %s", group, trial_id, err)
+    if removed:
+        logger.info("removed %d placement group(s) of ended trial %s", len(removed), trial_id)
+    return removed
+
+
+def release_sweep(trials_uri: str) -> list[str]:
+    """:func:`release_trial` for every trial folder under ``trials_uri`` (after the sweep's
+    ``Tuner.fit`` returned, interrupted or not: none of its trials runs any more)."""
+    fs, path = storage.filesystem(trials_uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    removed = []
+    for info in infos:
+        if info.type == pafs.FileType.Directory:
+            removed += release_trial(trials_uri, info.base_name)
+    return removed
+
+
+class TrialPlacementGroups(Callback):
+    """Tune callback: :func:`release_trial` ``grace_s`` seconds after Tune ended a trial
+    (stopped by ASHA, completed or failed), when its actor and Train controller are gone.
+
+    Attributes:
+        removed: ids of the groups removed (a group Ray Train removed itself, as it does for a
+            completed trial or on a cluster with the dashboard, is not counted).
+    """
+
+    def __init__(self, trials_uri: str, grace_s: float = 3.0) -> None:
+        self.trials_uri, self.grace_s = trials_uri, grace_s
+        self.ended: dict[str, float] = {}          # trial id → when Tune ended it
+        self.removed: list[str] = []
+
+    def __getstate__(self) -> dict:  # saved with the sweep (--resume): settings only
+        return {"trials_uri": self.trials_uri, "grace_s": self.grace_s}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["trials_uri"], float(state.get("grace_s", 3.0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.ended[trial.trial_id] = time.monotonic()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.ended[trial.trial_id] = time.monotonic()
 
     def on_step_begin(self, iteration, trials, **info) -> None:
-        if time.monotonic() - self._last >= self.interval_s:
-            self._reap()
-
-    def on_experiment_end(self, trials, **info) -> None:
-        self._reap()
+        for trial_id in [t for t, at in self.ended.items() if time.monotonic() - at >= self.grace_s]:
+            del self.ended[trial_id]
+            self.removed += release_trial(self.trials_uri, trial_id)

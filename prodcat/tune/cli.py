@@ -9,6 +9,7 @@
   ray job submit --working-dir . -- python -m prodcat.tune --space tune/spaces/fusion.yaml \\
       --storage s3://bucket/tune --name fusion --set data.products=s3://... --resume
 
+'ray job stop' (SIGTERM) stops a sweep like Ctrl+C: Tune saves its state, --resume continues it.
 Each trial is the TorchTrainer of 'prodcat train' built from the base config plus the sampled
 values. Writes <storage>/<name>/report/: trials.csv, trials.md (every trial sorted by hF with its
 config), trials.png, best_config.yaml (for 'prodcat train --config'), evaluate_best.yaml (for
@@ -20,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 
 from prodcat.core import storage
 from prodcat.core.config import ConfigError
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.address:
         ensure_ray(args.address)
+    stop_on_sigterm()
     try:
         summary = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
     except ConfigError as err:
@@ -118,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({k: summary.get(k) for k in ("experiment", "trials", "stops", "wall_seconds", "best")},
                      default=str))
     return 0
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (what ``ray job stop`` and Kubernetes send) stop the sweep the way Ctrl+C
+    does: Ray Tune saves the experiment state one last time, so ``--resume`` continues it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 def _abspath(path: str) -> str:

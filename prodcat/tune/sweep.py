@@ -6,8 +6,8 @@ its per-epoch reports to Tune with ``TuneReportCallback``. Why this and not the 
 trainable: a trial is then exactly a ``prodcat train`` run (multi-worker and GPU trials on a
 cluster, Ray Train's worker fault tolerance, checkpoints resumable by output + name), and Ray 2.60
 refuses ``ray.train.report`` inside a Tune function, so the loop cannot run there unchanged. The
-price is a few seconds of actor start-up per trial; :mod:`tune.cleanup` handles what ASHA-stopped
-trials leave behind on a cluster without a dashboard.
+price is a few seconds of actor start-up per trial; :mod:`prodcat.tune.cleanup` frees the placement
+groups the sweep's own ASHA-stopped trials leave reserved (and nothing else).
 
 Layout of a sweep at ``<storage>/<name>`` (local folder or ``s3://``):
 
@@ -35,7 +35,7 @@ from prodcat.evaluate.grid import transfer_scores
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import load_feature_table
 from prodcat.train.trainer import build_trainer
-from prodcat.tune.cleanup import OrphanReaper, reap_orphans
+from prodcat.tune.cleanup import PG_LOG, TrialPlacementGroups, release_sweep
 from prodcat.tune.results import write_report
 from prodcat.tune.space import SearchSpace, load_space, validate_space
 
@@ -163,7 +163,8 @@ def run_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, tabl
     if state and state.get("history") and (state["stopped"] or state["epoch"] + 1 >= config.optim.epochs):
         tune.report(state["history"][-1])
         return
-    build_trainer(config, table, callbacks=[TuneReportCallback()]).fit()
+    build_trainer(config, table, callbacks=[TuneReportCallback()],
+                  placement_group_log=storage.join(config.output, PG_LOG)).fit()
 
 
 def run_nested_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, table=None) -> None:
@@ -292,7 +293,6 @@ def run_sweep(spec: SweepSpec, resume: bool = False, callbacks: Sequence = (), v
     from ray import tune
 
     ensure_ray()
-    reap_orphans()  # what an interrupted earlier run may have left
     saved = load_spec(spec.uri)
     path, filesystem = _tune_storage(spec.uri)
     restorable = tune.Tuner.can_restore(path, storage_filesystem=filesystem)
@@ -308,18 +308,18 @@ def run_sweep(spec: SweepSpec, resume: bool = False, callbacks: Sequence = (), v
     start = time.perf_counter()
     table = preload_table(spec)
     progress(f"[tune] data: {len(table):,} products, features {table.features}")
-    reaper = OrphanReaper()
+    trials_uri = storage.join(spec.uri, "trials")
     trainable = _trainable(spec, table)
     if resume and restorable:
         progress(f"[tune] resuming {spec.uri}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=filesystem)
     else:
-        tuner = _new_tuner(spec, trainable, [reaper, *callbacks], verbose)
+        tuner = _new_tuner(spec, trainable, [TrialPlacementGroups(trials_uri), *callbacks], verbose)
     grid = tuner.fit()
     fit_seconds = time.perf_counter() - start
-    time.sleep(1.0)
-    reap_orphans()
+    time.sleep(2.0)  # the trials' actors are ending; then free what their controllers left
+    release_sweep(trials_uri)
     return write_report(spec, grid, fit_seconds, resumed=bool(resume and restorable),
                         statuses=saved_statuses(spec), progress=progress)
 

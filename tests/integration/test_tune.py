@@ -117,9 +117,35 @@ class InterruptOnce(ray_tune.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def _orphan_of_another_job(ray):
+    """A placement group whose creator actor is dead: what another job's crashed trial leaves."""
+    from ray.util.placement_group import placement_group
+
+    @ray.remote(num_cpus=0)
+    class Creator:
+        def make(self):
+            group = placement_group([{"CPU": 0.01}])
+            ray.get(group.ready())
+            return group.id.hex()
+
+    creator = Creator.remote()
+    group = ray.get(creator.make.remote())
+    ray.kill(creator)
+    return group
+
+
+def _live_groups(ray) -> set[str]:
+    from ray.util.placement_group import placement_group_table
+
+    return {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
+
+
 @pytest.mark.integration
 def test_sweep_on_s3_is_interrupted_resumed_and_reported(ray_session, synthetic_data, s3_bucket,
                                                          tmp_path):
+    foreign = _orphan_of_another_job(ray_session)
+    live_before = _live_groups(ray_session)
+    assert foreign in live_before
     spec = build_spec(SMOKE, "smoke", f"{s3_bucket}/tune", base_overrides=synthetic_data)
     first = run_sweep(spec, callbacks=[InterruptOnce(str(tmp_path / "interrupted"))], verbose=0)
     assert (tmp_path / "interrupted").exists()
@@ -132,6 +158,8 @@ def test_sweep_on_s3_is_interrupted_resumed_and_reported(ray_session, synthetic_
 
     summary = run_sweep(spec, resume=True, verbose=0)
     assert summary["trials"] == 2 and not summary["interrupted"]
+    # the sweep freed its own trials' placement groups and nothing else (the other job's stays)
+    assert _live_groups(ray_session) == live_before
     assert [f["resumed"] for f in summary["fits"]] == [False, True]
     assert summary["wall_seconds"] == pytest.approx(sum(f["seconds"] for f in summary["fits"]))
     assert set(summary["stops"]) <= {"completed", "asha", "patience"}

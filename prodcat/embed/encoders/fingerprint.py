@@ -2,7 +2,10 @@
 
 ``weights`` in an encoder config is one of:
 
-- ``shared:<path>``: a folder under the shared folder (resolved by :mod:`prodcat.core.paths`);
+- ``shared:<path>``: a folder under the shared folder (resolved by :mod:`prodcat.core.paths`
+  on the node that loads the encoder: every node of a cluster needs ``PRODCAT_SHARED_DIR``, in
+  its environment or the job's runtime environment, unless ``../shared`` sits beside its copy of
+  the repository, which a ``ray job submit --working-dir`` copy never has);
 - ``s3://bucket/prefix``: copied once per node into the local cache (a file lock keeps
   concurrent actors on one node from copying twice);
 - a local folder or file;
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prodcat.core import storage
-from prodcat.core.paths import shared_path
+from prodcat.core.paths import ENV_VAR, shared_path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
@@ -47,8 +50,10 @@ def resolve_weights(spec: str, cache_dir: str | Path | None = None) -> Path:
 
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if spec.startswith("shared:"):
-
-        return shared_path(spec[len("shared:"):].lstrip("/"))
+        try:
+            return shared_path(spec[len("shared:"):].lstrip("/"))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(shared_weights_missing(spec, err)) from None
     if storage.is_remote(spec):
         return _locked_copy(spec, cache)
     local = Path(spec).expanduser()
@@ -57,6 +62,19 @@ def resolve_weights(spec: str, cache_dir: str | Path | None = None) -> Path:
     if spec.startswith((".", "/", "~")):
         raise FileNotFoundError(f"encoder weights not found: {spec}")
     return _hub_snapshot(spec.removeprefix("hf-hub:"), cache)
+
+
+def shared_weights_missing(spec: str, err: Exception) -> str:
+    """The message for ``shared:`` weights that this node cannot find: which node, why, and the
+    two documented fixes."""
+    import socket
+
+    return (f"encoder weights {spec!r} not found on node {socket.gethostname()} ({err}). "
+            f"`shared:` paths resolve through {ENV_VAR} on the node that loads the encoder: set "
+            f"{ENV_VAR} on every node (in its environment, or in the job's runtime environment: "
+            f"ray job submit --runtime-env-json '{{\"env_vars\": {{\"{ENV_VAR}\": \"/path/to/shared\"}}}}'), "
+            "or put the weights on s3:// and name them by URI (`prodcat cascade export "
+            "--include-weights` copies them into the cascade folder)")
 
 
 def _locked_copy(uri: str, cache: Path) -> Path:

@@ -1,0 +1,175 @@
+"""The cascade service on the 3-node cluster, over real HTTP, deployed once from a cascade
+folder on S3 with short autoscaling delays: its Prometheus metrics reach the nodes' metrics endpoints; under load the
+stage deployments scale up to max_replicas, a stage replica's process is killed under that steady
+traffic (requests go on being answered), and they scale back down after the load ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from prodcat.pipeline.demo import wait_healthy
+from tests.cluster.conftest import free_port, metric_total
+
+pytestmark = pytest.mark.integration
+
+#: short autoscaling delays (Ray's defaults: 30 s up, 600 s down, 30 s look-back)
+FAST = {"upscale_delay_s": 1, "downscale_delay_s": 4, "look_back_period_s": 2,
+        "target_ongoing_requests": 2, "min_replicas": 1}
+MAX = {"TextStage": 2, "MultimodalStage": 2}
+
+
+@pytest.fixture(scope="module")
+def service(cluster, cascade, s3_server):
+    """The service deployed from a self-contained copy of the cascade on S3 (moto on loopback):
+    every replica, on whichever node, loads checkpoints and encoder weights from there."""
+    import boto3
+    from ray import serve
+
+    from prodcat.cascade.bundle import export_cascade
+    from prodcat.serve.app import build_app
+
+    bucket = f"serve-{time.time_ns()}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    model = f"s3://{bucket}/cascade"
+    export_cascade(cascade["cascade"], model, include_weights=True, log=lambda _: None)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    args = {"cascade": model, "fetch": {"timeout_s": 2.0},
+            "ingress": {"num_cpus": 0, "min_replicas": 1, "max_replicas": 1},
+            "text_stage": {"num_cpus": 0.1, "device": "cpu", "max_batch_size": 8, **FAST,
+                           "max_replicas": MAX["TextStage"]},
+            "multimodal_stage": {"num_cpus": 0.1, "device": "cpu", "max_batch_size": 8, **FAST,
+                                 "max_replicas": MAX["MultimodalStage"]}}
+    serve.run(build_app(args), name="prodcat", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, timeout_s=120)
+    yield url
+    serve.shutdown()
+
+
+def _body(cascade, n: int, offset: int = 0) -> dict:
+    rows = cascade["products"].to_pylist()
+    return {"products": [{"id": r["product_id"], "title": r["title"], "description": r["description"]}
+                         for r in (rows[(offset + i) % len(rows)] for i in range(n))]}
+
+
+class Traffic:
+    """``clients`` threads sending requests of ``n`` products back to back; each answer is
+    recorded as ``(sent at, latency s, status or exception name)``."""
+
+    def __init__(self, url: str, cascade, clients: int, n: int) -> None:
+        self.url, self.cascade, self.n = url, cascade, n
+        self.stop = threading.Event()
+        self.answers: list[tuple[float, float, str]] = []
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
+                        for i in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _client(self, i: int) -> None:
+        k = 0
+        while not self.stop.is_set():
+            start = time.time()
+            try:
+                r = requests.post(f"{self.url}/v1/categorize", timeout=60,
+                                  json=_body(self.cascade, self.n, i * 7 + k))
+                outcome = str(r.status_code)
+            except requests.RequestException as err:
+                outcome = type(err).__name__
+            self.answers.append((start, time.time() - start, outcome))
+            k += 1
+
+    def end(self) -> list[tuple[float, float, str]]:
+        self.stop.set()
+        for t in self.threads:
+            t.join(90)
+        return sorted(self.answers)
+
+
+def _replicas() -> dict[str, int]:
+    from ray import serve
+
+    app = serve.status().applications.get("prodcat")
+    return {d: (app.deployments[d].replica_states.get("RUNNING", 0) if app and d in app.deployments else 0)
+            for d in MAX}
+
+
+def test_service_metrics_reach_the_metrics_endpoints(cluster, cascade, service):
+    """Requests by status code, products by stage, escalation rate, latency per stage and fetch
+    failures by reason, scraped from the nodes' Prometheus endpoints."""
+    for i in range(3):
+        r = requests.post(f"{service}/v1/categorize", json=_body(cascade, 8, i), timeout=60)
+        assert r.status_code == 200
+    blocked = {"products": [{"title": "red boots", "image_url": "http://127.0.0.1:9/x.png"}]}
+    assert requests.post(f"{service}/v1/categorize", json=blocked, timeout=60).status_code == 403
+    assert requests.post(f"{service}/v1/categorize", data=b"{not json", timeout=60,
+                         headers={"content-type": "application/json"}).status_code == 400
+
+    assert cluster.wait_metric("ray_prodcat_serve_requests_total", 3, status="200") >= 3
+    assert cluster.wait_metric("ray_prodcat_serve_requests_total", 1, status="403") >= 1
+    assert cluster.wait_metric("ray_prodcat_serve_requests_total", 1, status="400") >= 1
+    assert cluster.wait_metric("ray_prodcat_serve_fetch_failures_total", 1,
+                               reason="url_blocked_address") >= 1
+    text = cluster.scrape()
+    answered = sum(metric_total(text, "ray_prodcat_serve_products_total", stage=s)
+                   for s in ("text", "multimodal"))
+    assert answered >= 24
+    routed = {r: metric_total(text, "ray_prodcat_serve_routed_total", route=r) for r in ("kept", "escalated")}
+    assert routed["kept"] + routed["escalated"] >= 24 and routed["escalated"] > 0
+    assert "ray_prodcat_serve_escalation_rate" in text
+    for stage in ("request", "text", "multimodal"):
+        assert metric_total(text, "ray_prodcat_serve_latency_ms_count", stage=stage) > 0, stage
+
+
+def test_load_scales_up_survives_a_replica_kill_and_scales_down(cluster, cascade, service, report):
+    from ray.util.state import list_actors
+
+    samples: list[dict] = []
+
+    def sample(phase: str) -> dict:
+        samples.append({"t": time.time(), "phase": phase, **_replicas()})
+        return samples[-1]
+
+    assert sample("idle") == {**samples[0], "TextStage": 1, "MultimodalStage": 1}
+    start = time.time()
+    traffic = Traffic(service, cascade, clients=6, n=6)
+    while time.time() - start < 120 and any(sample("load")[d] < m for d, m in MAX.items()):
+        time.sleep(0.5)
+    at_max = time.time()
+    assert all(samples[-1][d] == m for d, m in MAX.items()), samples[-3:]
+
+    victim = next(a for a in list_actors(address=cluster.cluster.address, limit=10_000,
+                                         filters=[("state", "=", "ALIVE")])
+                  if a.class_name.endswith(":TextStage"))
+    killed_at = time.time()
+    os.kill(victim.pid, signal.SIGKILL)            # the replica's process, mid-traffic
+    while time.time() - killed_at < 12:
+        sample("load, replica killed")
+        time.sleep(0.5)
+    load_ended = time.time()
+    answers = traffic.end()
+    while time.time() - load_ended < 120 and any(sample("after")[d] > 1 for d in MAX):
+        time.sleep(0.5)
+    assert all(samples[-1][d] == 1 for d in MAX), samples[-3:]
+
+    failed = [(t, outcome) for t, _, outcome in answers if outcome != "200"]
+    after_kill = [a for a in answers if a[0] > killed_at]
+    assert len(after_kill) >= 10, "the service stopped answering after the kill"
+    assert all(o == "200" for t, _, o in after_kill if t > killed_at + 5), failed[-5:]
+    assert len(failed) <= 3, failed             # at most what the dead replica held
+    report.append({
+        "test": "serve: autoscaling and a replica killed under load",
+        "clients": 6, "products_per_request": 6, "max_replicas": MAX,
+        "max_replicas_reached_after_s": round(at_max - start, 1),
+        "killed": f"TextStage replica process (pid {victim.pid}) {round(killed_at - start, 1)} s into the load",
+        "requests": len(answers), "requests_after_kill": len(after_kill), "failed": len(failed),
+        "failure_window_s": round(failed[-1][0] - failed[0][0], 2) if failed else 0.0,
+        "back_to_min_replicas_after_load_s": round(samples[-1]["t"] - load_ended, 1),
+        "p50_latency_ms": round(1000 * sorted(a[1] for a in answers)[len(answers) // 2], 1),
+        "replicas_over_time": [{"t": round(s["t"] - start, 1), **{d: s[d] for d in MAX}} for s in samples]})
