@@ -39,7 +39,11 @@ def test_write_cascade_names_inner_checkpoints_relatively_and_outer_ones_absolut
     assert again.text_model == spec.text_model and again.multimodal_model == spec.multimodal_model
 
 
-def test_recording_metrics_outside_ray_is_a_no_op():
+def test_recording_metrics_outside_ray_is_a_no_op(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)   # other tests may have started Ray
+    monkeypatch.setattr(telemetry, "_made", {})
     telemetry.inc("prodcat_serve_requests", status=200, mode="cascade")
     telemetry.set_gauge("prodcat_score_progress", 0.5, run="x")
     telemetry.observe("prodcat_serve_latency_ms", 12.0, stage="text")
