@@ -71,7 +71,10 @@ class LocalCluster:
                 if actor.node_id in by_id:
                     return by_id[actor.node_id], actor
             time.sleep(0.2)
-        raise TimeoutError(f"no live actor of class *{class_part}* on a worker node")
+        seen = sorted({(a.class_name, a.node_id[:8]) for a in list_actors(
+            address=self.cluster.address, limit=10_000, filters=[("state", "=", "ALIVE")])})
+        raise TimeoutError(f"no live actor of class *{class_part}* on a worker node "
+                           f"({[n.node_id[:8] for n in self.workers]}); live actors: {seen}")
 
     def kill(self, node, what: str) -> float:
         """SIGKILL every process of ``node`` (raylet, object store, workers) and start a fresh

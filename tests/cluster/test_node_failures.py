@@ -5,6 +5,7 @@ long recovery took (``report``; ``PRODCAT_CLUSTER_REPORT=<file>`` writes it out)
 from __future__ import annotations
 
 import glob
+import os
 import threading
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_bulk_scoring_survives_its_worker_node_killed(cluster, cascade, tmp_path
     report.append({"test": "bulk scoring", "killed": actor.class_name, "node": node.node_id[:12],
                    "killed_after_s": round(killed_at - started, 1), "rows_written_before_kill": written_before,
                    "rows": products.num_rows, "rows_out": table.num_rows, "lost": 0, "duplicated": 0,
-                   "next_part_after_kill_s": round(resumed_at - killed_at, 1),
+                   "next_part_after_kill_s": resumed_at and round(resumed_at - killed_at, 1),
                    "job_ended_after_kill_s": round(job.ended - killed_at, 1)})
 
 
@@ -96,26 +97,33 @@ def test_embedding_survives_the_node_of_an_encoder_actor_killed(cluster, tmp_pat
     from prodcat.embed.store import read_store
     from tests.fixtures.models import build_tiny_efficientnet, build_tiny_roberta
 
-    products, _ = synthetic_products(600, image_dir=tmp_path / "images", seed=11)
+    # enough products that the job is still running when its first parts are written (the
+    # CPU/GPU split made the tiny encoders fast: 600 products were done before a kill)
+    products, _ = synthetic_products(1800, image_dir=tmp_path / "images", seed=11)
     src, store = tmp_path / "products.parquet", tmp_path / "store"
     pq.write_table(products, src)
     encoders = {
         "text": TextEncoderConfig(weights=str(build_tiny_roberta(tmp_path / "roberta")), max_tokens=32,
                                   device="cpu", batch_size=16, num_cpus=0.5, pool_size=1),
         "image": ImageEncoderConfig(weights=str(build_tiny_efficientnet(tmp_path / "effnet")),
-                                    image_size=32, device="cpu", batch_size=16, num_cpus=0.5, pool_size=1)}
+                                    image_size=224, device="cpu", batch_size=16, num_cpus=0.5, pool_size=1)}
     config = EmbedConfig(products=str(src), output=str(store), encoders=encoders, block_rows=16,
                          write_rows=48, decode_batch_size=16)
     started = time.time()
     job = Background(lambda: run_embedding(config, log=lambda _: None))
     parts = lambda: glob.glob(str(store / "part-*.parquet"))  # noqa: E731
-    wait_until(lambda: len(parts()) >= 2, 300, "store part", job)
-    node, actor = cluster.node_of_actor("MapWorker")
+    # kill the node of an encoder actor while it encodes: once the pool is up and a few seconds
+    # of batches went through it (parts are written behind the encoders, so waiting for parts
+    # could let the encoding finish first)
+    node, actor = cluster.node_of_actor("MapWorker", timeout_s=300)
+    time.sleep(3)
+    assert job.ended is None, f"the job ended before the kill: {job.error!r} {job.value}"
     before = sum(pq.read_metadata(p).num_rows for p in parts())
     killed_at = cluster.kill(node, f"the node of embedding's encoder actor {actor.class_name}")
     count = len(parts())
-    resumed_at = wait_until(lambda: len(parts()) > count, 300, "store part after the kill", job)
     summary = job.result(600)
+    after = sorted(os.path.getmtime(p) for p in parts())
+    resumed_at = next((t for t in after if t > killed_at), None) if len(after) > count else None
 
     ids = [i for p in sorted(parts()) for i in pq.read_table(p, columns=["product_id"])["product_id"].to_pylist()]
     assert len(ids) == len(set(ids)), "a product was written twice"          # no duplicate
@@ -126,7 +134,7 @@ def test_embedding_survives_the_node_of_an_encoder_actor_killed(cluster, tmp_pat
     report.append({"test": "embedding", "killed": actor.class_name, "node": node.node_id[:12],
                    "killed_after_s": round(killed_at - started, 1), "products_stored_before_kill": before,
                    "products": products.num_rows, "stored": len(ids), "lost": 0, "duplicated": 0,
-                   "next_part_after_kill_s": round(resumed_at - killed_at, 1),
+                   "next_part_after_kill_s": resumed_at and round(resumed_at - killed_at, 1),
                    "job_ended_after_kill_s": round(job.ended - killed_at, 1)})
 
 
