@@ -6,7 +6,8 @@ Layout (every reference relative to the file that makes it)::
 
     <folder>/cascade.json              "text_model": "text_model", "multimodal_model": ...
     <folder>/text_model/               config.json, taxonomy.json, model.safetensors,
-    <folder>/multimodal_model/         metrics.json, calibration.json (inference files only)
+    <folder>/multimodal_model/         metrics.json, calibration.json, lexical.{json,safetensors}
+                                       when the model reads the lexical feature (inference files only)
     <folder>/encoders/<name>-<key>/    with --include-weights: each encoder's weights; the bundled
                                        checkpoints' config.json name them "../encoders/<name>-<key>"
     <folder>/cascade_report.{md,json}, cascade_curve.png   (copied when the source has them)
@@ -26,10 +27,13 @@ from prodcat.cascade.spec import CHECKPOINTS, CascadeSpec, cascade_file, read_ca
 from prodcat.core import storage
 from prodcat.core.console import say
 from prodcat.embed.encoders.fingerprint import resolve_weights
+from prodcat.models import lexical
 from prodcat.models.checkpoint import CALIBRATION, CONFIG, METRICS, TAXONOMY, WEIGHTS
 
-#: the files of a checkpoint that inference reads (training state is left behind)
-INFERENCE_FILES = frozenset({CONFIG, TAXONOMY, WEIGHTS, METRICS, CALIBRATION})
+#: the files of a checkpoint that inference reads (training state is left behind); the lexical
+#: model's two files exist only in checkpoints that read the lexical feature
+INFERENCE_FILES = frozenset({CONFIG, TAXONOMY, WEIGHTS, METRICS, CALIBRATION, lexical.WEIGHTS,
+                             lexical.SETTINGS})
 REPORT_FILES = frozenset({"cascade_report.md", "cascade_report.json", "cascade_curve.png"})
 ENCODERS_DIR = "encoders"
 

@@ -48,3 +48,22 @@ def test_recording_metrics_outside_ray_is_a_no_op(monkeypatch):
     telemetry.set_gauge("prodcat_score_progress", 0.5, run="x")
     telemetry.observe("prodcat_serve_latency_ms", 12.0, stage="text")
     assert not telemetry._made
+
+
+def test_bundling_copies_the_inference_files_with_the_lexical_model_and_leaves_training_state(tmp_path):
+    """A checkpoint that reads the lexical feature needs its lexical model beside the weights;
+    the optimizer and training state stay behind."""
+    from prodcat.cascade.bundle import bundle_checkpoints
+
+    names = ["config.json", "taxonomy.json", "model.safetensors", "metrics.json", "calibration.json",
+             "lexical.json", "lexical.safetensors", "optimizer.safetensors", "train_state.json"]
+    for stage in ("text", "mm"):
+        for name in names:
+            (tmp_path / stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / stage / name).write_text(f"{stage}/{name}")
+    spec = CascadeSpec(str(tmp_path / "text"), str(tmp_path / "mm"), 0.4)
+    moved = bundle_checkpoints(spec, str(tmp_path / "bundle"))
+    for stage, folder in (("text", moved.text_model), ("mm", moved.multimodal_model)):
+        copied = sorted(p.name for p in (tmp_path / "bundle" / folder.rsplit("/", 1)[-1]).iterdir())
+        assert copied == sorted(names[:7])
+        assert (tmp_path / "bundle" / folder.rsplit("/", 1)[-1] / "lexical.json").read_text() == f"{stage}/lexical.json"
