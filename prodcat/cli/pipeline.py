@@ -25,7 +25,8 @@ HELP = "run the whole pipeline on the real catalogues and write a report (the ma
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="run folder (default runs/sample, or runs/full with --full)")
-    parser.add_argument("--full", action="store_true", help="all products, not the stratified sample")
+    parser.add_argument("--full", action="store_true", help="all products, not the stratified sample (evaluation: "
+                        "configs/evaluate.full.yaml, 10,000 training rows per fold)")
     parser.add_argument("--sample-per-category", type=int,
                         help="products per (platform, category) in the default sample (25)")
     parser.add_argument("--max-epochs", type=int, help="cap the epochs of every training run")
@@ -42,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from prodcat.cli import main
     from prodcat.pipeline.job import Pipeline, PipelineConfig
 
-    overrides = list(args.set)
+    # at full size the evaluation trains every model on the same 10,000 rows per fold
+    # (configs/evaluate.full.yaml); a --config or --set evaluate=... still decides
+    overrides = (["evaluate=configs/evaluate.full.yaml"] if args.full and not args.config else [])
+    overrides += list(args.set)
     if args.full:
         overrides.append("full=true")
     if args.output or args.full:
