@@ -188,13 +188,11 @@ def bulk_lines(folders: list[str]) -> list[str]:
 
 
 def append_section(readme: Path, section: str) -> None:
-    """Append the section; a previous Serving section (from an earlier run) is replaced."""
+    """Write ``section`` into ``readme``, replacing the section of an earlier run."""
+    from prodcat.core.report import replace_section
+
     text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + (rest[nxt + 1:] if nxt >= 0 else "")
-    readme.write_text(text.rstrip() + "\n\n" + section)
+    readme.write_text(replace_section(text, SECTION, section))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,3 +81,18 @@ def save_png(fig, uri: str, dpi: int = 110) -> str:
     """Write the figure as a PNG to ``uri`` (local path or ``s3://``), close it; returns ``uri``."""
     storage.write_bytes(uri, png_bytes(fig, dpi))
     return uri
+
+
+def replace_section(markdown: str, heading: str, section: str) -> str:
+    """``markdown`` with the ``## `` section that starts with ``heading`` (up to the next ``## ``
+    heading) removed and ``section`` appended at the end; a document without that section simply
+    gets it appended. Benchmarks use it to keep one current section each in a README.
+
+    >>> replace_section("# B\\n\\n## A\\nold\\n\\n## C\\nc\\n", "## A", "## A\\nnew\\n")
+    '# B\\n\\n## C\\nc\\n\\n## A\\nnew\\n'
+    """
+    if heading in markdown:
+        head, _, rest = markdown.partition(heading)
+        nxt = rest.find("\n## ")
+        markdown = head + (rest[nxt + 1:] if nxt >= 0 else "")
+    return markdown.rstrip() + "\n\n" + section
