@@ -75,7 +75,7 @@ class HierarchicalClassifier(nn.Module):
         self.level_sizes = list(taxonomy.level_sizes)
         self.input_dims = {f: int(input_dims[f]) for f in config.modalities}
         self.fusion = fusions.get(config.fusion)(config, self.input_dims, self.level_sizes)
-        self.masker = HierarchicalMasker(taxonomy, config.masking)
+        self.masker = HierarchicalMasker(taxonomy, config.masking, config.decoding)
         self.prior = None
         if config.label_prior != "none":
             self.prior = LabelPrior(self.level_sizes, self.input_dims[config.label_prior_feature],

@@ -30,6 +30,10 @@ class ModelConfig(StrictModel):
     num_attention_heads: int = Field(
         4, gt=0, description="heads of the attention fusion; must divide hidden_dim")
     masking: str = Field("hard", description="dynamic masking mode: none | hard | soft")
+    decoding: Literal["greedy", "best_path"] = Field(
+        "greedy", description="how a path is decoded at prediction time: greedy (best child of the "
+        "chosen parent, level by level) or best_path (the most probable valid path over the whole "
+        "tree under the per-parent softmax; training is unchanged)")
     teacher_forcing: float = Field(
         1.0, ge=0.0, le=1.0,
         description="probability (per product) of masking by the true parent during training")

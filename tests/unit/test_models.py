@@ -328,3 +328,59 @@ def test_lexical_prior_carries_the_lexical_verdict_to_every_level():
 def test_lexical_prior_needs_the_lexical_modality():
     with pytest.raises(ValidationError, match="lexical_prior"):
         _config(modalities=["text", "image"], lexical_prior=True)
+
+
+# ---------------------------------------------------------------- best-path decoding
+def _brute_force_best_leaf(tax, logits: list[torch.Tensor], row: int) -> int:
+    """The leaf whose root-to-leaf path has the largest sum of per-parent log-softmax values."""
+    best, best_leaf = float("-inf"), -1
+    for leaf in tax.leaves.tolist():
+        classes = tax.targets(leaf)
+        total = 0.0
+        for level, cls in enumerate(classes.tolist()):
+            if cls < 0:
+                break
+            z = logits[level][row].double()
+            if level == 0:
+                siblings = torch.ones_like(z, dtype=torch.bool)
+            else:
+                siblings = torch.as_tensor(tax.child_masks[level - 1][classes[level - 1]])
+            total += float(z[cls] - torch.logsumexp(z[siblings], dim=0))
+        if total > best:
+            best, best_leaf = total, leaf
+    return best_leaf
+
+
+@pytest.mark.parametrize("induced", [None, [2, 3, 5]])   # with [2, 3, 5]: a virtual leaf
+@pytest.mark.parametrize("seed", range(5))
+def test_best_path_decoding_finds_the_most_probable_valid_path(induced, seed):
+    from prodcat.models.masking import HierarchicalMasker
+
+    tax = toy_taxonomy() if induced is None else toy_taxonomy().induced(induced)
+    gen = torch.Generator().manual_seed(seed)
+    logits = [3 * torch.randn(64, size, generator=gen) for size in tax.level_sizes]
+    masker = HierarchicalMasker(tax, "hard", "best_path")
+    _, classes = masker(logits)
+    rows = classes.tolist()
+    assert all(tax.is_valid_path(row) for row in rows)
+    nodes = masker.nodes(classes).tolist()
+    assert nodes == [_brute_force_best_leaf(tax, logits, r) for r in range(64)]
+    if induced is None:                                   # two level-0 branches to choose from
+        _, greedy = HierarchicalMasker(tax, "hard", "greedy")(logits)
+        assert (greedy != classes).any(dim=1).sum() > 0  # the search changes some decisions
+
+
+def test_best_path_decoding_is_a_model_setting_and_leaves_training_alone():
+    tax = toy_taxonomy()
+    feats, present, targets = _batch()
+    torch.manual_seed(0)
+    greedy = HierarchicalClassifier(_config(masking="hard", dropout=0.0), tax, DIMS)
+    best = HierarchicalClassifier(_config(masking="hard", dropout=0.0, decoding="best_path"), tax, DIMS)
+    best.load_state_dict(greedy.state_dict())
+    for a, b in zip(greedy.train()(feats, present, targets), best.train()(feats, present, targets)):
+        assert torch.equal(a, b)                           # teacher-forced logits: identical
+    pred = best.eval().predict(feats, present)
+    assert all(tax.is_valid_path(row) for row in pred.classes.tolist())
+    assert ((pred.confidence > 0) == (pred.classes >= 0)).all()
+    with pytest.raises(ValidationError):
+        _config(decoding="beam")
