@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         console.set_verbose(True)
     output = getattr(args, "output", None)
     if output and not storage.is_remote(output) and not os.environ.get(console.LOG_DIR_ENV):
-        console.set_log_dir(os.path.join(output, "logs"))
+        # "_logs": Parquet readers (pyarrow datasets) skip "_" names, so an output folder of
+        # parts (predictions, an embedding store) still reads as one table
+        console.set_log_dir(os.path.join(output, "_logs"))
     try:
         return int(args._run(args) or 0)
     except DataError as err:  # a file that cannot be read: the message names it, no traceback

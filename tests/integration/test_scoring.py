@@ -188,3 +188,23 @@ def test_stored_vectors_give_the_same_predictions_as_raw_inputs(cascade):
     assert raw["category_id"] == reused["category_id"]
     assert np.allclose(raw["confidence"], reused["confidence"], atol=1e-5)
     assert raw["image_status"] == reused["image_status"]
+
+
+def test_a_local_prediction_folder_reads_as_one_table(ray_session, cascade, tmp_path, monkeypatch):
+    """Ray's log goes to <output>/_logs, which pyarrow's dataset reader skips, so the documented
+    `pyarrow.parquet.read_table(<output>)` works on the folder `prodcat score` wrote."""
+    import pyarrow.parquet as pq
+
+    from prodcat.cli import main
+    from prodcat.core import console
+
+    monkeypatch.delenv(console.LOG_DIR_ENV, raising=False)
+    products = cascade["products"].slice(0, 20)
+    src, out = tmp_path / "products.parquet", tmp_path / "pred"
+    pq.write_table(products, src)
+    assert main(["score", "--model", cascade["cascade"], "--input", str(src), "--output", str(out),
+                 "--mode", "text"]) == 0
+    assert (out / "_logs").is_dir() and not (out / "logs").exists()
+    table = pq.read_table(out)
+    assert table.num_rows == 20 and sorted(table["product_id"].to_pylist()) == sorted(
+        products["product_id"].to_pylist())
