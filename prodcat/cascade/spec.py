@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from prodcat.core import storage
 from prodcat.core.taxonomy import Taxonomy
-from prodcat.models.checkpoint import CALIBRATION, CONFIG, DEFAULT_CALIBRATION, TAXONOMY, read_json
+from prodcat.models.files import CALIBRATION, CONFIG, DEFAULT_CALIBRATION, TAXONOMY, read_json
 
 # ---------------------------------------------------------------------- the cascade spec
 FORMAT = "prodcat-cascade/2"

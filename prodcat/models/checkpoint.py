@@ -27,15 +27,22 @@ from prodcat.core.errors import UnreadableFile
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.classifier import HierarchicalClassifier
 from prodcat.models.config import ModelConfig
+from prodcat.models.files import (  # noqa: F401  (re-exported: the checkpoint's file names)
+    CALIBRATION,
+    CONFIG,
+    DEFAULT_CALIBRATION,
+    FORMAT,
+    METRICS,
+    OPTIMIZER,
+    OPTIMIZER_META,
+    TAXONOMY,
+    TRAIN_STATE,
+    WEIGHTS,
+    read_json,
+)
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import SETTINGS as LEXICAL_SETTINGS
 from prodcat.models.lexical import LexicalScorer
-
-FORMAT = "prodcat-checkpoint/1"
-CONFIG, TAXONOMY, WEIGHTS, METRICS, CALIBRATION = (
-    "config.json", "taxonomy.json", "model.safetensors", "metrics.json", "calibration.json")
-OPTIMIZER, OPTIMIZER_META, TRAIN_STATE = "optimizer.safetensors", "optimizer.json", "train_state.json"
-DEFAULT_CALIBRATION = {"temperature": 1.0, "threshold": 0.5}
 
 
 def weights_version(weights: bytes) -> str:
@@ -129,17 +136,6 @@ def load_optimizer_state(optimizer, uri: str) -> None:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def read_json(uri: str, name: str, default: Any = None) -> Any:
-    """One JSON file of a checkpoint (``default`` when absent and a default is given)."""
-    path = storage.join(uri, name)
-    if default is not None and not storage.exists(path):
-        return default
-    try:
-        return json.loads(storage.read_text(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UnreadableFile(path, f"not valid JSON ({err})") from None
 
 
 def write_calibration(uri: str, temperature: float, threshold: float, details: dict | None = None) -> None:

@@ -38,7 +38,7 @@ from ray.serve.handle import DeploymentHandle
 from prodcat.cascade.policy import route
 from prodcat.cascade.spec import CascadeSpec, load_taxonomy_of, resolve_cascade
 from prodcat.core.config import flatten_dotted, load_config
-from prodcat.models.checkpoint import CONFIG, read_json
+from prodcat.models.files import CONFIG, read_json
 from prodcat.serve import guard
 from prodcat.serve.inputs import Gates, PreparedProduct, ProductProblem, prepare
 from prodcat.serve.schemas import (

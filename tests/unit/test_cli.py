@@ -46,6 +46,14 @@ def test_import_has_no_side_effects(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_service_ingress_never_loads_torch(tmp_path):
+    """The HTTP ingress (prodcat.serve.app, with the cascade spec it resolves) reads checkpoints'
+    JSON only; the stage replicas load torch."""
+    code = ("import sys, prodcat.serve.app, prodcat.cascade.spec;"
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_public_name_of_a_package_resolves(package):
     """Each package's docstring names its stage; every name in its public surface loads."""
