@@ -1,12 +1,14 @@
 """Stage 3, the model: fusion of modalities, per-level heads, dynamic masking, checkpoints.
 
 ``config.py`` (:class:`ModelConfig`, importable without torch), ``registry.py`` (the ``fusions``
-and ``masking_modes`` registries), ``fusion.py`` (early, late, attention, average, concat),
-``masking.py`` (none, hard, soft: every prediction a valid path), ``classifier.py``
-(:class:`HierarchicalClassifier`), ``loss.py`` (per-level cross-entropy as named terms),
-``calibration.py`` (temperature scaling, ECE; numpy) and ``checkpoint.py`` (a folder of
-safetensors + JSON, never pickle; :func:`load_checkpoint` → :class:`LoadedModel`). Trained by
-:mod:`prodcat.train`.
+and ``masking_modes`` registries), ``fusion.py`` (early, late, attention, average, concat,
+linear), ``prior.py`` (the label-name prior), ``lexical.py`` (the lexical modality's TF-IDF +
+linear scorer), ``masking.py`` (none, hard, soft; greedy or best-path decoding: every prediction
+a valid path with hard or soft masking), ``classifier.py`` (:class:`HierarchicalClassifier`),
+``loss.py`` (per-level cross-entropy as named terms), ``calibration.py`` (temperature scaling,
+ECE; numpy), ``files.py`` (a checkpoint's file names and JSON, without torch) and
+``checkpoint.py`` (a folder of safetensors + JSON, never pickle; :func:`load_checkpoint` →
+:class:`LoadedModel`). Trained by :mod:`prodcat.train`.
 """
 
 import lazy_loader as _lazy
