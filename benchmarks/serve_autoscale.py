@@ -12,8 +12,9 @@ and runs back to back, on the same cluster and the same products:
 
 Replicas per deployment are sampled every 0.5 s (``serve.status()``), each request's latency and
 status is recorded. Writes ``benchmarks/serve_autoscale.json`` (config, samples, 5-s windows,
-summary) and ``benchmarks/serve_autoscale.png`` (replicas, latency and throughput over time);
-``--readme`` rewrites its section of ``benchmarks/README.md``.
+summary; committed) and ``benchmarks/serve_autoscale.png`` (replicas, latency and throughput over
+time; a local output, not committed: ``--plot-only`` redraws it from the JSON); ``--readme``
+rewrites its section of ``benchmarks/README.md``.
 
   python benchmarks/serve_autoscale.py --cascade runs/main/cascade \\
       --products runs/main/catalog/products.parquet --readme
@@ -257,7 +258,9 @@ def readme_section(result: dict) -> str:
         "CPU from the replicas already serving on this 2-core machine, which is why latency rises "
         "while the stage scales up; once scaled, the p50 latency ratio fixed / autoscaled over the "
         f"second half of the load is {result['ratio_p50_second_half']}.", "",
-        "![replicas and latency over time](serve_autoscale.png)", "",
+        "Plot of replicas and latency over time: `benchmarks/serve_autoscale.png`, drawn by the "
+        "script next to its JSON and not committed (`python benchmarks/serve_autoscale.py "
+        "--plot-only` redraws it from the JSON).", "",
         f"Command: `{meta['command']}`. Raw results: `benchmarks/serve_autoscale.json`.", ""])
 
 

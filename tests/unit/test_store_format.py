@@ -5,14 +5,16 @@ This module imports only numpy, pyarrow and ``prodcat.embed.store`` (with ``prod
 2.60's minimum) and nothing else, with ``--noconftest``; the normal suite runs it on the pinned one.
 
 Format 2 writes zero vectors (no nulls inside fixed-size lists) and lets the status column say
-which vectors exist. A store in format 1 (null vectors, ``tests/fixtures/store_v1``, written by
-pyarrow 26) is read where the installed pyarrow can, else refused with the conversion command;
-``upgrade_store`` converts it.
+which vectors exist. A store in format 1 (null vectors; :mod:`tests.fixtures.store_v1`, which only pyarrow >= 26
+can write: on an older one the store comes from ``$PRODCAT_STORE_V1``, written beforehand by the
+pinned environment) is read where the installed pyarrow can, else refused with the conversion
+command; ``upgrade_store`` converts it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -38,10 +40,10 @@ from prodcat.embed.store import (
     upgrade_store,
     write_part,
 )
+from tests.fixtures.store_v1 import ENV, MISSING_IMAGES, expected_vectors, write_store_v1
 
 pytestmark = pytest.mark.unit
 
-V1 = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1"
 PYARROW_MAJOR = int(pa.__version__.split(".")[0])
 DIMS = {"text": 16, "image": 8}
 
@@ -114,28 +116,39 @@ def test_unreadable_part_stops_unless_skipped(tmp_path):
     assert table.num_rows == 50 and skipped_rows(found) == 40
 
 
-def _copy_v1(tmp_path) -> str:
+@pytest.fixture(scope="module")
+def v1_store(tmp_path_factory) -> Path:
+    """A format-1 store: ``$PRODCAT_STORE_V1`` when set, else written here (pyarrow >= 26)."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    if PYARROW_MAJOR < V1_READABLE_FROM:
+        pytest.skip(f"pyarrow {pa.__version__} cannot write a format-1 store; set {ENV} to one "
+                    "written by `python -m tests.fixtures.store_v1 DIR` under the pinned pyarrow "
+                    "(.ci/run does)")
+    return write_store_v1(tmp_path_factory.mktemp("store_v1"))
+
+
+def _copy_v1(v1_store: Path, tmp_path) -> str:
     store = tmp_path / "v1"
-    shutil.copytree(V1, store)
+    shutil.copytree(v1_store, store)
     return str(store)
 
 
 def _check_v1_values(table: pa.Table) -> None:
-    """The fixture's values (written by tests/fixtures/make_store_v1.py)."""
+    """The fixture's values (tests.fixtures.store_v1), null image vectors read as zeros."""
     text, text_ok = feature_matrix(table, "text")
     image, image_ok = feature_matrix(table, "image")
     assert table.num_rows == 12 and text_ok.all()
-    np.testing.assert_array_equal(text, np.arange(48, dtype=np.float32).reshape(12, 4) / 10)
-    missing = [3, 7, 8, 10]
-    assert np.flatnonzero(~image_ok).tolist() == missing
-    expected = np.arange(36, dtype=np.float32).reshape(12, 3) + 100
-    expected[missing] = 0
+    expected_text, expected = expected_vectors()
+    np.testing.assert_array_equal(text, expected_text)
+    assert np.flatnonzero(~image_ok).tolist() == MISSING_IMAGES
+    expected[MISSING_IMAGES] = 0
     np.testing.assert_array_equal(image, expected)
     assert table["emb_image"].null_count == 0
 
 
-def test_old_format_is_read_or_refused_with_the_conversion_command(tmp_path):
-    store = _copy_v1(tmp_path)
+def test_old_format_is_read_or_refused_with_the_conversion_command(v1_store, tmp_path):
+    store = _copy_v1(v1_store, tmp_path)
     if PYARROW_MAJOR >= V1_READABLE_FROM:
         table, _ = read_store(store)                  # this pyarrow reads format 1: converted
         _check_v1_values(table)
@@ -166,8 +179,8 @@ def test_old_format_without_null_vectors_reads_everywhere(tmp_path):
 
 @pytest.mark.skipif(PYARROW_MAJOR < V1_READABLE_FROM,
                     reason=f"reading format-1 parts needs pyarrow >= {V1_READABLE_FROM}")
-def test_upgrade_store_converts_in_place_and_is_idempotent(tmp_path):
-    store = _copy_v1(tmp_path)
+def test_upgrade_store_converts_in_place_and_is_idempotent(v1_store, tmp_path):
+    store = _copy_v1(v1_store, tmp_path)
     result = upgrade_store(store, log=lambda line: None)
     assert (result["upgraded"], result["rows"], result["parts"]) == (1, 12, 1)
     assert read_manifest(store)["version"] == STORE_VERSION
