@@ -56,6 +56,11 @@ def _replica_rss_mib() -> dict[str, float]:
     return out
 
 
+#: the loopback server's redirects to a private and to the cloud-metadata address
+REDIRECTS = {"/redirect-to-private": "http://10.0.0.1/internal.png",
+             "/redirect-to-metadata": "http://169.254.169.254/latest/meta-data/"}
+
+
 def _tiff() -> bytes:
     from PIL import Image
 
@@ -110,9 +115,9 @@ def image_server(cascade):
                     self.wfile.write(b"\xff" * 1024)
                     time.sleep(0.01)
                 return
-            if self.path == "/redirect-to-private":
+            if self.path in REDIRECTS:                 # to addresses the fetcher must refuse
                 self.send_response(302)
-                self.send_header("Location", "http://10.0.0.1/internal.png")
+                self.send_header("Location", REDIRECTS[self.path])
                 self.end_headers()
                 return
             if self.path == "/image.tiff":
@@ -121,11 +126,6 @@ def image_server(cascade):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                return
-            if self.path == "/redirect-to-metadata":
-                self.send_response(302)
-                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
-                self.end_headers()
                 return
             if not path.is_file():
                 self.send_response(404)
