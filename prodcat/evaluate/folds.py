@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prodcat.core.schema import SPLITS
 from prodcat.evaluate.config import EvaluateConfig
 from prodcat.train.config import apply_overrides
 from prodcat.train.features import FeatureTable
@@ -36,7 +37,7 @@ class Fold:
     protocol: str
     train_platforms: list[str]
     test_platforms: list[str]
-    test_splits: list[str] | None  # None: every split of the test platforms
+    test_splits: list[str] | None  # None: every split of the test platforms (LOPO: all but val)
 
 
 def make_folds(config: EvaluateConfig, protocol: dict, platforms: list[str]) -> list[Fold]:
@@ -58,10 +59,13 @@ def make_folds(config: EvaluateConfig, protocol: dict, platforms: list[str]) -> 
             {"test": p, "train": [q for q in platforms if q != p]} for p in platforms]
         if len(platforms) < 2:
             raise ValueError(f"leave-one-platform-out needs two or more platforms, got {platforms}")
+        lopo_splits = [s for s in SPLITS if s != config.train.data.val_split]
         for f in lopo:
             if f["test"] in platforms and (config.lopo_platforms is None or f["test"] in config.lopo_platforms):
                 train_on = [p for p in f["train"] if p in platforms]
-                folds.append(Fold(f"lopo_{f['test']}", "lopo", train_on, [f["test"]], None))
+                # every split of the held-out platform but validation: model selection reads the
+                # validation splits (in_platform_val, transfer_val), so they never score a choice
+                folds.append(Fold(f"lopo_{f['test']}", "lopo", train_on, [f["test"]], lopo_splits))
     return folds
 
 

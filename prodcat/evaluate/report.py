@@ -111,7 +111,7 @@ def results_markdown(results: dict) -> str:
         ["fold", "train on", "test on", "train rows", "test rows (covered / all)", "coverage",
          "categories covered", "test groups"],
         [[f["fold"], ", ".join(f["train_platforms"]),
-          ", ".join(f["test_platforms"]) + (f" ({', '.join(f['test_splits'])} split)" if f["test_splits"] else " (all splits)"),
+          ", ".join(f["test_platforms"]) + (f" ({', '.join(f['test_splits'])} split{'s' if len(f['test_splits']) > 1 else ''})" if f["test_splits"] else " (all splits)"),
           f["n_train"], f"{f['n_test']:,} / {f['n_test_all']:,}", f"{f['coverage']:.1%}",
           f"{f['covered_categories']} / {f['test_categories']}", f.get("test_groups", "-")]
          for f in folds]))

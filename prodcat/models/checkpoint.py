@@ -207,17 +207,14 @@ class LoadedModel:
         Raises:
             KeyError, ValueError: as :meth:`predict`.
         """
-        import torch
-
         n = self._check(features)
         chunks: list[list[np.ndarray]] = []
         classes = []
         for start in range(0, n, batch_size):
             x, mask = self._tensors(features, present, slice(start, start + batch_size))
-            with torch.no_grad():
-                masked = self.model(x, mask, None, teacher_forcing=False)
+            masked, chosen = _unwrap(self.model).serving(x, mask)       # one forward pass
             chunks.append([z.float().cpu().numpy() for z in masked])
-            classes.append(predict_batch(self.model, x, mask)["classes"])
+            classes.append(chosen.cpu().numpy().astype(np.int64))
         if not chunks:
             return ([np.zeros((0, c), np.float32) for c in self.taxonomy.level_sizes],
                     np.zeros((0, self.taxonomy.num_levels), np.int64))

@@ -119,6 +119,13 @@ class HierarchicalClassifier(nn.Module):
         return self._run(features, present, targets, teacher_forcing)[0]
 
     @torch.no_grad()
+    def serving(self, features: dict[str, Tensor], present: dict[str, Tensor] | None = None
+                ) -> tuple[list[Tensor], Tensor]:
+        """``(masked logits L x [B, C_l], classes long [B, L])`` with predicted parents (no teacher
+        forcing, no gradients): what the service computes, in one forward pass."""
+        return self._run(features, present, None, False)
+
+    @torch.no_grad()
     def predict(self, features: dict[str, Tensor], present: dict[str, Tensor] | None = None,
                 temperature: float = 1.0) -> Prediction:
         """Decode paths with predicted parents (no teacher forcing, no gradients).
