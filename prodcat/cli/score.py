@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate:
         spec = resolve_cascade(config.model, config.text_model, config.multimodal_model)
         taxonomy = load_taxonomy_of(spec.text_model)
-        products = storage.read_table(args.evaluate, columns=["product_id", "category_id", "split", "group_id"])
+        products = storage.read_table(args.evaluate)    # group_id optional (older tables)
+        products = products.select([c for c in ("product_id", "category_id", "split", "group_id")
+                                    if c in products.column_names])
         summary["evaluation"] = evaluate_prediction_table(read_predictions(config.output), products,
                                                      taxonomy, None if args.split == "all" else args.split)
         storage.write_text(storage.join(config.output, "_evaluation.json"),

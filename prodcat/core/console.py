@@ -50,7 +50,8 @@ def set_verbose(value: bool) -> None:
 
 
 def log_dir() -> Path | None:
-    """The folder for Ray's driver log of this command (``<run folder>/logs``), if set."""
+    """The folder for Ray's driver log of this command (the main job's ``<run folder>/logs``, a
+    subcommand's ``<--output>/_logs``), if set."""
     value = os.environ.get(LOG_DIR_ENV)
     return Path(value) if value else None
 

@@ -125,7 +125,6 @@ def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) 
                      f"{100 * ends.get('multimodal_only_hF', float('nan')):.2f}; calibration error "
                      f"(ECE) before → after temperature scaling: {ece}.")
     score = _json(out / "predictions" / "_summary.json")
-    evaluation = _json(out / "predictions" / "_evaluation.json")
     if score:
         text = (f"- **Bulk scoring:** {score.get('rows', 0):,} rows in, {predicted[0]:,} rows "
                 f"out, {predicted[1]:,} with an error; escalation rate "

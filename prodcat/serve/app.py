@@ -276,6 +276,7 @@ class Ingress:
         if not request.products:
             return 422, {"error": {"code": "no_products", "message": "products is empty"}}, []
         threshold = None if mode != "cascade" else self.spec.threshold
+        prepared: list = []            # what a 503 reports when the deadline hits during fetching
         try:
             async with asyncio.timeout(limits.request_timeout_s):   # fetches, decoding, stages
                 prepared = await asyncio.gather(*[prepare(i, p, limits, self.args.fetch, self.gates)
@@ -370,7 +371,7 @@ class Ingress:
                               mode: Mode = Query("cascade", description="cascade (default), text "
                                                  "(stage 1 only) or multimodal (stage 2 only)")):
         status, content = await self._run(body, mode)
-        headers = {"Retry-After": "1"} if status == 503 else None
+        headers = {"Retry-After": str(self.args.ingress.retry_after_s)} if status == 503 else None
         return JSONResponse(content, status_code=status, headers=headers)
 
     @api.get("/v1/taxonomy", summary="The label taxonomy")

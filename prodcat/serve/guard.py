@@ -23,9 +23,10 @@ import json
 import os
 from pathlib import Path
 
+from prodcat.serve.telemetry import record_status
+
 #: per-process settings read by the middleware (set by :func:`configure` in each replica)
-SETTINGS: dict = {"api_key": None, "max_admitted": None, "retry_after_s": 1, "in_flight": 0,
-                  "refused": 0}
+SETTINGS: dict = {"api_key": None, "max_admitted": None, "retry_after_s": 1, "in_flight": 0}
 
 OPEN_PATHS = ("/healthz",)
 ADMITTED_PATHS = ("/v1/categorize",)
@@ -56,7 +57,7 @@ def read_api_key(env: str | None, file: str | None) -> str | None:
 def configure(api_key: str | None, max_admitted: int | None, retry_after_s: int = 1) -> None:
     """Set this replica's key and admission limit."""
     SETTINGS.update(api_key=api_key, max_admitted=max_admitted, retry_after_s=retry_after_s,
-                    in_flight=0, refused=0)
+                    in_flight=0)
 
 
 async def _error(send, status: int, code: str, message: str, headers: dict | None = None) -> None:
@@ -86,6 +87,7 @@ class ApiKeyAuth:
             return await self.app(scope, receive, send)
         given = _presented_key(dict(scope.get("headers") or []))
         if not hmac.compare_digest(given.encode(), key.encode()):
+            record_status(401)
             return await _error(send, 401, "unauthorized", "missing or wrong API key (send "
                                 "'Authorization: Bearer <key>' or 'X-API-Key: <key>')",
                                 {"WWW-Authenticate": 'Bearer realm="prodcat"'})
@@ -103,7 +105,7 @@ class Admission:
         if scope["type"] != "http" or limit is None or scope.get("path") not in ADMITTED_PATHS:
             return await self.app(scope, receive, send)
         if SETTINGS["in_flight"] >= limit:
-            SETTINGS["refused"] += 1
+            record_status(503)                 # the main overload signal, on the dashboard too
             return await _error(send, 503, "overloaded", f"the service is at capacity ({limit} "
                                 "requests in progress on this replica); retry later",
                                 {"Retry-After": SETTINGS["retry_after_s"]})
