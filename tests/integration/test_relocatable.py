@@ -111,9 +111,10 @@ def test_exported_with_weights_to_s3_scores_from_there_and_builds_the_service(
     summary = json.loads(storage.read_text(f"{out}/_summary.json"))
     assert summary["text_model"] == f"{bundle}/text_model"
 
-    # the service builds from there too (tests/cluster serves such a folder over HTTP)
-    app = build_app({"cascade": bundle})
-    assert app is not None
+    # the service builds from there too: build_app reads the cascade, both checkpoints' configs
+    # and taxonomies from S3 and raises when one is missing (tests/cluster serves such a folder
+    # over HTTP)
+    build_app({"cascade": bundle})
 
 
 def test_missing_shared_weights_say_how_to_fix_it(tmp_path, monkeypatch):
