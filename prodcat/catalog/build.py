@@ -18,7 +18,7 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from prodcat.catalog.adapter import AdapterConfig, Reject, builtin_platforms, load_adapter, read_products
 from prodcat.catalog.groups import KEYS, assign_groups, cross_split_pairs, group_summary, image_hashes
@@ -41,7 +41,16 @@ class BuildConfig(StrictModel):
     taxonomy: str | None = Field(None, description="Google taxonomy file; default: the shared one")
     max_depth: int | None = Field(4, ge=1, description="truncate categories deeper than this")
     split_fractions: tuple[float, float, float, float] = Field(
-        FRACTIONS, description="train/val/calib/test shares of the near-duplicate groups")
+        FRACTIONS, description="train/val/calib/test shares of the near-duplicate groups (each >= 0, "
+        "summing to 1)")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, value: tuple[float, float, float, float]):
+        # checked here, before any platform is read or image hashed (split_of checks it again)
+        if min(value) < 0 or abs(sum(value) - 1.0) > 1e-9:
+            raise ValueError(f"split_fractions must be four shares >= 0 summing to 1, got {value}")
+        return value
     group_images: bool = Field(True, description="also group near-identical images (perceptual "
                                "hash of every image: about 1 ms per image)")
     split_seed: str = Field("prodcat", description="salt of the split hash")

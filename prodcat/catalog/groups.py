@@ -13,7 +13,8 @@ Two products of one platform belong to the same group when they share any of the
   Hamming radius would need a neighbour search; not built).
 
 A group's id is its smallest ``product_id``; its split is drawn from a hash of that id
-(:func:`prodcat.catalog.split.split_of`), so every member lands in the same split.
+(:func:`prodcat.catalog.split.split_of`), so every member lands in the same split (and a new,
+smaller member can move the group: see :mod:`prodcat.catalog.split`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 A product's split is drawn from a hash of its near-duplicate group's id
 (:mod:`prodcat.catalog.groups`; the id contains the platform), so near-duplicates never straddle
-splits, and rebuilding the table, adding platforms or sampling never moves a product between
-splits (unless a new product joins two groups).
+splits. Rebuilding the table, adding platforms or sampling never moves a product between splits,
+except when a new product changes its group's id: it joins two groups, or it has a smaller
+``product_id`` than the group's members (the id is the smallest member's), and then the whole
+group may move.
 """
 
 from __future__ import annotations

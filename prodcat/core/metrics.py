@@ -73,9 +73,9 @@ def _output_paths(taxonomy: Taxonomy, true_nodes, pred) -> tuple[np.ndarray, np.
     classes ``[B, L]``."""
     pred = np.asarray(pred, np.int64)
     if pred.ndim == 2:
+        if len(pred) != len(np.asarray(true_nodes)):
+            raise ValueError(f"{len(np.asarray(true_nodes))} true nodes but {len(pred)} predicted paths")
         true_nodes, _ = _check_nodes(taxonomy, true_nodes, np.zeros(len(pred), np.int64))
-        if len(pred) != len(true_nodes):
-            raise ValueError(f"{len(true_nodes)} true nodes but {len(pred)} predicted paths")
         return node_paths(taxonomy, true_nodes), class_paths(taxonomy, pred)
     true_nodes, pred = _check_nodes(taxonomy, true_nodes, pred)
     return node_paths(taxonomy, true_nodes), node_paths(taxonomy, pred)

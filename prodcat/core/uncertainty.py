@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from prodcat.core.metrics import prf_from_counts
+
 #: default number of bootstrap resamples and interval level
 N_RESAMPLES, LEVEL = 1000, 0.95
 
@@ -34,10 +36,8 @@ def group_counts(counts: np.ndarray, groups) -> np.ndarray:
 
 
 def _hf(common, n_pred, n_true, axis=-1):
-    c, p, t = (np.sum(x, axis=axis) for x in (common, n_pred, n_true))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        h_p, h_r = np.where(p > 0, c / p, 0.0), np.where(t > 0, c / t, 0.0)
-        return np.where(h_p + h_r > 0, 2 * h_p * h_r / (h_p + h_r), 0.0)
+    """hF of counts summed along ``axis`` (scipy's bootstrap passes resamples stacked)."""
+    return prf_from_counts(*(np.sum(x, axis=axis) for x in (common, n_pred, n_true)))["hF"]
 
 
 @dataclass
@@ -113,11 +113,9 @@ def verdict(difference: Interval, a: str, b: str) -> str:
     tell them apart at this level."""
     d = difference
     span = f"{100 * d.estimate:+.2f} points [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
-    if d.low > 0:
-        return f"{a} beats {b}: {span}"
-    if d.high < 0:
-        return f"{b} beats {a}: {span}"
-    return f"no real difference between {a} and {b}: {span}"
+    if not d.excludes_zero():
+        return f"no real difference between {a} and {b}: {span}"
+    return f"{a} beats {b}: {span}" if d.low > 0 else f"{b} beats {a}: {span}"
 
 
 def _per_group(counts, groups) -> np.ndarray:

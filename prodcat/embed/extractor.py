@@ -37,7 +37,6 @@ class FeatureExtractor:
         expected: encoder name → fingerprint key the caller expects.
         keep_inputs: also return the other columns of the batch (less the consumed input
             columns) and ``_seconds_<encoder>`` (pipeline use).
-        drop_columns: columns removed from the output (pipeline use).
         num_threads: ``torch.set_num_threads`` for this process (actors), None leaves it.
 
     Raises:
@@ -46,8 +45,7 @@ class FeatureExtractor:
 
     def __init__(self, encoders: Mapping[str, EncoderConfig], image_limits: ImageLimits | None = None,
                  cache_dir: str | None = None, expected: Mapping[str, str] | None = None,
-                 keep_inputs: bool = False, drop_columns: tuple[str, ...] = (),
-                 num_threads: int | None = None) -> None:
+                 keep_inputs: bool = False, num_threads: int | None = None) -> None:
         if num_threads:
             import torch
 
@@ -59,7 +57,7 @@ class FeatureExtractor:
             if found != key:
                 raise StoreMismatch(f"encoder {name!r} loaded weights with fingerprint {found}, "
                                     f"expected {key}: its weights changed during the run")
-        self.keep_inputs, self.drop_columns = keep_inputs, tuple(drop_columns)
+        self.keep_inputs = keep_inputs
 
     @property
     def image_sizes(self) -> list[int]:
@@ -94,8 +92,6 @@ class FeatureExtractor:
                 out[f"_seconds_{name}"] = np.full(n, (time.perf_counter() - start) / max(n, 1))
             for column in enc.inputs.columns():
                 out.pop(column, None)
-        for column in self.drop_columns:
-            out.pop(column, None)
         return out
 
 

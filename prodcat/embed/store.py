@@ -144,10 +144,6 @@ def read_manifest(store: str) -> dict | None:
     return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
 
 
-def _pyarrow_major() -> int:
-    return int(pa.__version__.split(".")[0])
-
-
 def _normalize(table: pa.Table) -> pa.Table:
     """A version-1 part in memory → version 2: null vectors become zero vectors (their status
     already says why they are missing)."""

@@ -88,14 +88,10 @@ class LexicalPrior(nn.Module):
 
     def __init__(self, taxonomy: Taxonomy, scale: float = 1.0) -> None:
         super().__init__()
-        leaves = np.sort(taxonomy.leaves)
+        classes = np.stack([taxonomy.targets(int(leaf)) for leaf in np.sort(taxonomy.leaves)])  # [C, L]
         for level in range(taxonomy.num_levels):
-            anc = np.full(len(leaves), -1, np.int64)
-            for j, leaf in enumerate(leaves):
-                path = taxonomy.path_nodes(int(leaf))
-                if level < len(path):
-                    anc[j] = taxonomy.class_index[path[level]]
-            self.register_buffer(f"leaf_ancestor_{level}", torch.as_tensor(anc), persistent=False)
+            self.register_buffer(f"leaf_ancestor_{level}", torch.as_tensor(classes[:, level].copy()),
+                                 persistent=False)
         self.weight = nn.Parameter(torch.full((taxonomy.num_levels,), float(scale)))
         self.level_sizes = list(taxonomy.level_sizes)
 

@@ -62,3 +62,15 @@ def test_paired_difference_decides_only_when_the_interval_excludes_zero():
     assert same.estimate == 0 and verdict(same, "A", "B").startswith("no real difference")
     with pytest.raises(ValueError, match="same products"):
         paired_difference(base, base[:10], groups)
+
+
+def test_split_fractions_are_refused_before_the_build_reads_anything():
+    from pydantic import ValidationError
+
+    from prodcat.catalog.build import BuildConfig
+
+    with pytest.raises(ValidationError, match="summing to 1"):
+        BuildConfig(split_fractions=(0.5, 0.1, 0.1, 0.1))
+    with pytest.raises(ValidationError, match=">= 0"):
+        BuildConfig(split_fractions=(1.1, -0.1, 0.0, 0.0))
+    assert sum(BuildConfig().split_fractions) == pytest.approx(1.0)
