@@ -174,19 +174,15 @@ def attach_store(table: pa.Table, store: pa.Table, manifest: dict,
 
     index = pc.index_in(table["product_id"], value_set=store["product_id"])
     found = index.is_valid().to_numpy(zero_copy_only=False)
-    rows = index.to_numpy(zero_copy_only=False)
     for f, key in fingerprints.items():
         stored = manifest.get("features", {}).get(f, {}).get("fingerprint", {}).get("key")
         if f"fp_{f}" in table.column_names or f"emb_{f}" not in store.column_names or stored != key:
             continue
-        vectors, present = feature_matrix(store, f)              # [S, D_f], [S]
-        dense = np.zeros((table.num_rows, vectors.shape[1]), np.float32)
-        ok = np.zeros(table.num_rows, bool)
-        dense[found] = vectors[rows[found].astype(np.int64)]
-        ok[found] = present[rows[found].astype(np.int64)]
-        status = store[f"status_{f}"].take(index)
-        table = table.append_column(f"emb_{f}", vector_column(dense, ok))
-        table = table.append_column(f"status_{f}", status)
+        # only this table's rows (null where not stored), never the whole store made dense
+        taken = store.select([f"emb_{f}", f"status_{f}"]).take(index)
+        vectors, present = feature_matrix(taken, f)               # [B, D_f], [B]
+        table = table.append_column(f"emb_{f}", vector_column(vectors, present))
+        table = table.append_column(f"status_{f}", taken[f"status_{f}"])
         table = table.append_column(f"fp_{f}", pc.if_else(pa.array(found), pa.scalar(key),
                                                           pa.scalar(None, pa.string())))
     return table

@@ -60,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         if row["fold"] not in best or row["hF"] > best[row["fold"]]["hF"]:
             best[row["fold"]] = row
     for fold, row in best.items():
-        console.say(f"[evaluate] best in {fold}: {row['model']} hF {row['hF']:.4f}")
+        console.say(f"[evaluate] highest hF in {fold}: {row['model']} {row['hF']:.4f} (a "
+                    "description; choose models on validation, e.g. configs/evaluate.selection.yaml)")
     return 0

@@ -33,30 +33,15 @@ from prodcat.core.console import Progress, say
 from prodcat.core.metrics import hierarchical_counts, hierarchical_metrics, hierarchical_prf, nodes_of
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.uncertainty import hf_interval, paired_difference, verdict
-from prodcat.evaluate.baselines import TfidfBaseline, node_classes, product_texts
+from prodcat.evaluate.baselines import TfidfBaseline, node_classes
 from prodcat.evaluate.config import EvaluateConfig
 from prodcat.evaluate.folds import Fold, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.report import plot_hf, results_markdown, write_report
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.config import TrainConfig, apply_overrides
-from prodcat.train.features import FeatureTable, describe_counts, load_feature_table
+from prodcat.train.features import TEXT, FeatureTable, describe_counts, load_feature_table
 from prodcat.train.lexical import model_inputs
 from prodcat.train.trainer import select_train_rows, train
-
-
-def _texts(products_uri: str, product_ids: np.ndarray) -> list[str]:
-    """Title + description for ``product_ids`` (in that order) from the product table."""
-    import pyarrow.compute as pc
-
-    table = storage.read_table(products_uri, columns=["product_id", "title", "description"])
-    index = pc.index_in(pa_array(product_ids), value_set=table["product_id"])
-    return product_texts(table.take(index))
-
-
-def pa_array(values):
-    import pyarrow as pa
-
-    return pa.array(list(values), pa.string())
 
 
 def score_model(taxonomy, test: FeatureTable, classes: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -154,8 +139,8 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     progress(f"[evaluate] {describe_counts(table.counts, len(table))}")
     platforms = sorted(np.unique(table.column("platform")).tolist())
     folds = make_folds(config, read_protocol(data.products), platforms)
-    texts = dict(zip(table.column("product_id"), _texts(data.products, table.column("product_id")))) \
-        if "tfidf" in config.baselines else {}
+    # title . description per product, already in the table for the lexical modality
+    texts = dict(zip(table.column("product_id"), table.column(TEXT))) if "tfidf" in config.baselines else {}
     rows, fold_info, predictions, comparisons = [], [], {}, []
     runs = Progress("evaluate", len(folds) * (len(cells) + len(config.baselines)), "runs", log=progress)
     for fold in folds:

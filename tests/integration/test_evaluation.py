@@ -32,7 +32,8 @@ def catalogue(tmp_path_factory):
     storage.write_table(products, str(root / "cat" / "products.parquet"))
     storage.write_text(str(root / "cat" / "taxonomy.json"), taxonomy.to_json())
     write_synthetic_store(products, taxonomy, str(root / "emb"), dims={"text": 16, "image": 8})
-    gamma = products.filter(pc.equal(products["platform"], "gamma"))["category_id"].to_numpy()
+    scored = products.filter(pc.not_equal(products["split"], "val"))   # LOPO never scores val
+    gamma = scored.filter(pc.equal(scored["platform"], "gamma"))["category_id"].to_numpy()
     return root, products, float((gamma != MUGS).mean())
 
 
@@ -54,8 +55,9 @@ def test_evaluate_grid_and_baseline_in_platform_and_lopo(ray_session, catalogue,
     assert folds["lopo_gamma"]["train_platforms"] == ["alpha", "beta"]
     assert folds["lopo_gamma"]["coverage"] == pytest.approx(gamma_coverage) and gamma_coverage < 1.0
     assert folds["lopo_gamma"]["covered_categories"] == folds["lopo_gamma"]["test_categories"] - 1
-    assert folds["lopo_alpha"]["n_test"] == folds["lopo_alpha"]["n_test_all"] == int(
-        pc.sum(pc.equal(products["platform"], "alpha")).as_py())
+    assert folds["lopo_alpha"]["n_test"] == folds["lopo_alpha"]["n_test_all"] == int(pc.sum(pc.and_(
+        pc.equal(products["platform"], "alpha"), pc.not_equal(products["split"], "val"))).as_py())
+    assert folds["lopo_alpha"]["test_splits"] == ["train", "calib", "test"]
     rows = results["results"]
     assert len(rows) == 4 * 3
     models = {r["model"] for r in rows}
@@ -93,7 +95,7 @@ def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys)
     assert main(args + [a for o in _overrides(root, tmp_path / "x") if not o.startswith(
         ("output=", "grid.modalities")) for a in ("--set", o)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1].startswith("[evaluate] best in in_platform: early/hard/image hF ")
+    assert printed[-1].startswith("[evaluate] highest hF in in_platform: early/hard/image ")
     results = json.loads((tmp_path / "cli" / "results.json").read_text())["results"]
     assert len(results) == 1 and results[0]["model"] == "early/hard/image"
     assert (tmp_path / "cli" / "report.md").exists()

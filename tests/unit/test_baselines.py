@@ -81,7 +81,7 @@ def test_markdown_report_has_coverage_pivot_and_tables():
     assert "| lopo_alpha | beta | alpha (all splits) | 50 | 10 / 12 | 83.3% | 4 / 5 | - |" in md
     assert "| late/hard/text+image | 0.800 [0.750, 0.850] | 0.800 [0.750, 0.850] |" in md  # the pivot
     assert "| lopo_alpha | late/hard/text+image | +5.00 | [+1.00, +9.00] | late/hard/text+image beats tfidf-linear |" in md
-    assert "Best grid model: **late/hard/text+image**" in md
+    assert "Highest hF in this fold: **late/hard/text+image**" in md and "not a choice" in md
     assert "L1 macro-F1" in md
 
 
