@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 import hdbscan
 import numpy as np
 
-from prodcat.recategorize.config import ClusterSettings, UMAPSettings
+from prodcat.recategorize.config import NOISE, ClusterSettings, UMAPSettings
 from prodcat.recategorize.reduce import MIN_PRODUCTS, reduce
-
-NOISE = -1
 
 
 @dataclass

@@ -22,6 +22,9 @@ VARIANTS = {"simclr+cascade": "SimCLR + cascade (the method)",
             "raw": "raw embeddings, no cascade step"}
 
 
+#: the cluster label of a product no cluster took (HDBSCAN noise / below the soft threshold)
+NOISE = -1
+
 class SimCLRSettings(StrictModel):
     """The projection network trained contrastively on two augmented views of each product."""
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from prodcat.core import storage
 from prodcat.core.report import figure, save_png
+from prodcat.recategorize.config import NOISE
 
-NOISE = -1
 _GREY = (0.82, 0.82, 0.82, 0.5)
 THUMB = 96  # px, the longest side of a product thumbnail
 

@@ -16,7 +16,8 @@ import re
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 
-NOISE = -1
+from prodcat.recategorize.config import NOISE
+
 _TOKEN = r"(?u)\b[^\W\d_][^\W\d_]+\b"  # words of 2+ letters: no sizes, codes or prices
 
 

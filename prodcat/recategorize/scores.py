@@ -20,7 +20,8 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
-NOISE = -1
+from prodcat.recategorize.config import NOISE
+
 METRICS = ("purity", "nmi", "ari", "accuracy")
 
 
