@@ -183,21 +183,34 @@ def fit_out_of_fold(texts: list[str], nodes, groups, taxonomy: Taxonomy,
     come from a model fitted on the other folds (folds by ``groups``, scikit-learn's
     ``GroupKFold``), so near-duplicates of a row never score it.
 
+    A fold whose other rows hold a single category cannot fit a classifier: its rows keep the
+    ``UNSEEN`` score for every leaf, and a warning counts them.
+
     Raises:
-        ValueError: as :meth:`LexicalScorer.fit`.
+        ValueError: as :meth:`LexicalScorer.fit`, or when the rows form fewer than 2 groups.
     """
+    import warnings
+
     from sklearn.model_selection import GroupKFold
 
     config = config or LexicalConfig()
     leaves = np.sort(taxonomy.leaves)
     nodes = np.asarray(nodes, np.int64)
+    n_groups = len(np.unique(np.asarray(groups, object).astype(str)))
+    if n_groups < 2:
+        raise ValueError(f"out-of-fold lexical scores need rows from 2 or more near-duplicate groups; "
+                         f"the {len(texts)} training rows form {n_groups}")
     full = LexicalScorer(config).fit(texts, nodes, leaves)
     oof = np.full((len(texts), len(leaves)), UNSEEN, np.float32)
-    n_groups = len(np.unique(np.asarray(groups, object).astype(str)))
     splitter = GroupKFold(n_splits=min(config.folds, n_groups))
+    unscored = 0
     for fit_rows, score_rows in splitter.split(np.zeros(len(texts)), nodes, groups):
         if len(np.unique(nodes[fit_rows])) < 2:
+            unscored += len(score_rows)
             continue
         part = LexicalScorer(config).fit([texts[i] for i in fit_rows], nodes[fit_rows], leaves)
         oof[score_rows] = part.scores([texts[i] for i in score_rows])
+    if unscored:
+        warnings.warn(f"{unscored} of {len(texts)} training rows keep the 'unseen' lexical score: the "
+                      "other folds' rows of their fold hold a single category", stacklevel=2)
     return full, oof

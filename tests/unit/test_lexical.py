@@ -55,3 +55,14 @@ def test_out_of_fold_scores_never_come_from_a_model_that_saw_the_row():
     assert oof.shape == (len(texts), full.dim)
     assert np.all(oof[-2:, column] == UNSEEN)
     assert np.all(full.scores(texts[-2:])[:, column] > UNSEEN)
+
+
+def test_out_of_fold_scores_need_two_groups_and_say_which_rows_stay_unscored():
+    texts, nodes, taxonomy, ids = _data()
+    with pytest.raises(ValueError, match="2 or more near-duplicate groups"):
+        fit_out_of_fold(texts, nodes, ["one"] * len(texts), taxonomy, LexicalConfig(min_df=1))
+    first = nodes == nodes[0]                     # fold 1: one category; fold 2: the others
+    groups = np.where(first, "a", "b")
+    with pytest.warns(UserWarning, match="keep the 'unseen' lexical score"):
+        _, oof = fit_out_of_fold(texts, nodes, groups, taxonomy, LexicalConfig(min_df=1, folds=2))
+    assert (oof[~first] == UNSEEN).all() and (oof[first] != UNSEEN).any()
