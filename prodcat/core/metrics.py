@@ -12,7 +12,11 @@ earns two of its three nodes, not the full credit its deepest node's ancestors w
 
 A virtual node (a category that is both a label and a parent, see ``prodcat.core.taxonomy``) counts as
 its parent category: its ancestor set is its parent's, so the duplicated category is not counted
-twice, and "Shoes" predicted for a product labelled "Shoes" (virtual leaf) is exact.
+twice, and "Shoes" predicted for a product labelled "Shoes" (virtual leaf) is exact. Output under a
+wrong parent (``[Apparel, Shoes, Kitchen itself]``), "X itself" is scored as what it is, the
+category X: a predicted node that earns credit only when X is on the true path. The predicted and
+true node *sets* are compared, as HiClass does with full-path labels (a test checks this against
+``hiclass.metrics`` on labels built from the taxonomy's path strings).
 
 Sources: hierarchical precision / recall / F1 of Kiritchenko et al. (2005), "Functional annotation
 of genes using hierarchical text categorization", micro-averaged over products as in HiClass
@@ -49,8 +53,13 @@ def node_paths(taxonomy: Taxonomy, nodes) -> np.ndarray:
 
 def class_paths(taxonomy: Taxonomy, level_classes) -> np.ndarray:
     """int ``[B, L]``: the real node a model output at each level, from its per-level classes
-    (``[B, L]``, -1 padded); a virtual node (the parent itself) adds no node (-1), as in
-    :func:`real_paths`. Rows need not be valid paths.
+    (``[B, L]``, -1 padded). Rows need not be valid paths.
+
+    A virtual node ("X itself") is scored as what it is, the category X: under its own parent
+    (the node output one level up is X) it adds no node (-1), as in :func:`real_paths`; under any
+    other parent (an invalid path such as ``[Apparel, Shoes, Kitchen itself]``) it outputs X, held
+    in its own column, so X counts as a predicted node that earns credit only when X is on the
+    true path (:func:`hierarchical_counts` compares node sets, as HiClass does).
 
     Raises:
         ValueError: when ``level_classes`` is not ``[B, L]`` or holds a class out of range.
@@ -64,7 +73,11 @@ def class_paths(taxonomy: Taxonomy, level_classes) -> np.ndarray:
         if (cls >= len(level_nodes)).any():
             raise ValueError(f"level {level} has {len(level_nodes)} classes; got {cls.max()}")
         node = level_nodes[cls.clip(0, None)] if len(level_nodes) else np.zeros_like(cls)
-        out[:, level] = np.where((cls >= 0) & ~taxonomy.virtual[node], node, -1)
+        virtual = taxonomy.virtual[node]
+        above = out[:, level - 1] if level else np.full(len(cls), -1, np.int64)
+        category = np.where(virtual, taxonomy.parent[node], node)   # X for "X itself"
+        duplicate = virtual & (category == above)                   # X itself under X: no new node
+        out[:, level] = np.where((cls >= 0) & ~duplicate, category, -1)
     return out
 
 
@@ -94,8 +107,8 @@ def _check_nodes(taxonomy: Taxonomy, true_nodes, pred_nodes) -> tuple[np.ndarray
 
 def hierarchical_counts(taxonomy: Taxonomy, true_nodes, pred) -> np.ndarray:
     """Per product ``[|T & P|, |P|, |T|]``: int ``[B, 3]``, with T the true path's nodes and P the
-    nodes the prediction output (one per level; see the module docstring): a node counts as shared
-    when the output holds it at its own level. Summed over any subset of products (a split, a
+    nodes the prediction output (at most one per level, see :func:`class_paths`): the sets'
+    intersection, as in HiClass. Summed over any subset of products (a split, a
     platform, the products a cascade escalates, a bootstrap resample) they give that subset's
     micro-averaged scores through :func:`prf_from_counts`.
 
@@ -107,7 +120,9 @@ def hierarchical_counts(taxonomy: Taxonomy, true_nodes, pred) -> np.ndarray:
         ValueError: on mismatched shapes or nodes/classes outside the taxonomy.
     """
     t, p = _output_paths(taxonomy, true_nodes, pred)  # [B, L] each
-    common = ((t == p) & (t >= 0)).sum(axis=1)
+    # node sets: an output node is shared when it is anywhere on the true path (a real node sits
+    # in its own level's column; "X itself" under a wrong parent holds X one column deeper)
+    common = ((p[:, :, None] == t[:, None, :]) & (p[:, :, None] >= 0)).any(axis=2).sum(axis=1)
     return np.stack([common, (p >= 0).sum(axis=1), (t >= 0).sum(axis=1)], axis=1).astype(np.int64)
 
 

@@ -170,27 +170,87 @@ def test_valid_paths_score_the_same_as_classes_or_nodes():
     assert class_paths(TOY, classes).tolist() == node_paths(TOY, PRED).tolist()
 
 
-@settings(max_examples=60, deadline=None)
+# Kitchen (7) is a label and a parent (of Mugs): "Kitchen itself" is a virtual leaf at level 2
+WITH_KITCHEN = TOY.induced([2, 3, 7, 8])
+
+
+def _class_of(tax: Taxonomy, node: int) -> int:
+    return int(tax.class_index[node])
+
+
+def _virtual_child(tax: Taxonomy, category_id: int) -> int:
+    return tax.label_node(category_id)     # "X itself", the leaf a product labelled X trains on
+
+
+def test_x_itself_under_a_wrong_parent_is_scored_as_x():
+    """The hole the review found: ``[Apparel, Shoes, Kitchen itself]`` for a Shoes product was
+    read as ``[Apparel, Shoes]`` (hF 1, accuracy 1); it outputs Kitchen, a wrong node."""
+    tax = WITH_KITCHEN
+    shoes, kitchen = tax.node(2), tax.node(7)
+    classes = np.array([[_class_of(tax, tax.node(1)), _class_of(tax, shoes),
+                         _class_of(tax, _virtual_child(tax, 7))]])
+    assert class_paths(tax, classes).tolist() == [[tax.node(1), shoes, kitchen]]
+    true = np.array([tax.label_node(2)])                        # a product labelled Shoes
+    assert hierarchical_prf(tax, true, classes) == pytest.approx({"hP": 2 / 3, "hR": 1.0, "hF": 0.8})
+    assert hierarchical_metrics(tax, true, nodes_of(tax, classes), classes)["accuracy"] == 0.0
+    # "Kitchen itself" under Kitchen is the valid path of a Kitchen product: exact, nothing added
+    valid = np.array([[_class_of(tax, tax.node(6)), _class_of(tax, kitchen),
+                       _class_of(tax, _virtual_child(tax, 7))]])
+    assert class_paths(tax, valid).tolist() == [[tax.node(6), kitchen, -1]]
+    assert hierarchical_prf(tax, [tax.label_node(7)], valid) == {"hP": 1.0, "hR": 1.0, "hF": 1.0}
+    # X itself under a wrong parent still earns X when X is on the true path: [Home, Kitchen,
+    # Shoes itself] for the Shoes product outputs {Home, Kitchen, Shoes}; T = {Apparel, Shoes}
+    odd = np.array([[_class_of(tax, tax.node(6)), _class_of(tax, kitchen),
+                     _class_of(tax, _virtual_child(tax, 2))]])
+    assert class_paths(tax, odd).tolist() == [[tax.node(6), kitchen, shoes]]
+    assert hierarchical_prf(tax, true, odd) == pytest.approx({"hP": 1 / 3, "hR": 1 / 2, "hF": 0.4})
+
+
+def _path_labels(tax: Taxonomy, rows) -> np.ndarray:
+    """HiClass label arrays built from the taxonomy's path strings, independently of
+    :func:`class_paths`: each output node's full ``A > B`` path ("X itself" reads as X's path)."""
+    return np.array(rows, dtype=object)
+
+
+def _true_labels(tax: Taxonomy, nodes) -> list[list[str]]:
+    out = []
+    for node in nodes:
+        row = [tax.path(int(n)) for n in tax.path_nodes(int(node))]
+        out.append(row + [""] * (tax.num_levels - len(row)))
+    return out
+
+
+def _output_labels(tax: Taxonomy, classes) -> list[list[str]]:
+    return [["" if c < 0 else tax.path(int(tax.level_nodes[level][c])) for level, c in enumerate(row)]
+            for row in np.asarray(classes)]
+
+
+@settings(max_examples=80, deadline=None)
 @given(st.integers(0, 2**31 - 1))
 def test_matches_hiclass_on_random_paths_of_different_depths(seed):
     """The micro hP/hR/hF of HiClass (hiclass.metrics, on per-level label arrays with "" padding)
     equal ours on random true leaves and random, often invalid, per-level outputs that stop at
-    random depths."""
+    random depths, many ending in a virtual "X itself" class under any parent. HiClass reads
+    labels built from the taxonomy's path strings (a node is its full path; "X itself" reads as
+    X's path), not prodcat's own output paths."""
     from hiclass import metrics as hiclass_metrics
 
     rng = np.random.default_rng(seed)
-    tax = TOY if seed % 2 else WITH_VIRTUAL
+    tax = (TOY, WITH_VIRTUAL, WITH_KITCHEN)[seed % 3]
     leaves = tax.leaves
     n = int(rng.integers(1, 30))
     true = rng.choice(leaves, n)
     classes = np.full((n, tax.num_levels), -1)
+    virtual_classes = {level: [i for i, node in enumerate(nodes) if tax.virtual[node]]
+                       for level, nodes in enumerate(tax.level_nodes)}
     for i in range(n):
         depth = int(rng.integers(1, tax.num_levels + 1))
         for level in range(depth):
             classes[i, level] = rng.integers(0, tax.level_sizes[level])
-    def labels(paths):
-        return np.array([["" if v < 0 else str(v) for v in row] for row in paths], dtype=object)
-    t, p = labels(node_paths(tax, true)), labels(class_paths(tax, classes))
+        if virtual_classes.get(depth - 1) and rng.random() < 0.5:   # end in some "X itself"
+            classes[i, depth - 1] = rng.choice(virtual_classes[depth - 1])
+    t = _path_labels(tax, _true_labels(tax, true))
+    p = _path_labels(tax, _output_labels(tax, classes))
     ours = hierarchical_prf(tax, true, classes)
     if not (p != "").any():
         assert ours["hP"] == 0.0
