@@ -1,8 +1,10 @@
-"""Stage 5a, evaluation: models and baselines on the same folds.
+"""Stage 5a, evaluation: models and reference rows on the same folds.
 
-``folds.py`` (in-platform and leave-one-platform-out folds, coverage), ``baselines.py`` (TF-IDF +
-linear SVM), ``grid.py`` (:func:`evaluate`: trains every grid cell with :mod:`prodcat.train` and
-scores it with the one hF), ``report.py`` (``results.json``, ``report.md``, PNG plots).
+``folds.py`` (in-platform and leave-one-platform-out folds, coverage), ``references.py`` (the tuned
+TF-IDF + linear baseline, a logistic regression per embedding, their sum), ``grid.py``
+(:func:`evaluate`: trains every model with :mod:`prodcat.train`, per fold and seed, and scores it
+with the one hF), ``predictions.py`` (every fold's predictions as Parquet), ``report.py``
+(``results.json``, ``report.md``, PNG plots).
 """
 
 import lazy_loader as _lazy
@@ -13,7 +15,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "config": ["EvaluateConfig", "GridSettings"],
         "grid": ["evaluate", "merge_results"],
         "folds": ["Fold", "make_folds"],
-        "baselines": ["TfidfBaseline", "TfidfConfig"],
+        "references": ["reference_models"],
+        "predictions": ["prediction_table", "write_predictions"],
         "report": ["write_report"],
     },
 )

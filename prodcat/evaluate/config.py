@@ -1,5 +1,6 @@
-"""``EvaluateConfig``: which models (a grid over fusion x masking x modality sets), which baselines
-and which protocols ``prodcat evaluate`` runs; ``train`` is the base config every cell overrides."""
+"""``EvaluateConfig``: which models (named overrides and/or a grid over fusion x masking x modality
+sets), which reference rows (:mod:`prodcat.evaluate.references`), which protocols and seeds
+``prodcat evaluate`` runs; ``train`` is the base config every model overrides."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from prodcat.core.config import StrictModel
-from prodcat.evaluate.baselines import TfidfConfig
 from prodcat.train.config import TrainConfig, apply_overrides
+
+#: the tuned lexical baseline's grid, chosen on held-out products by the nested protocol: word
+#: n-grams, or word and character n-grams side by side, each at two strengths of the linear SVM
+REFERENCE_LEXICAL_GRID = [{"analyzer": "word", "C": 0.3}, {"analyzer": "word", "C": 1.0},
+                          {"analyzer": "word+char", "C": 0.3}, {"analyzer": "word+char", "C": 1.0}]
 
 
 class GridSettings(StrictModel):
@@ -36,11 +41,22 @@ class EvaluateConfig(StrictModel):
         "validation protocols for choosing a model (in_platform_val, transfer_val: every ordered "
         "pair of platforms, for the nested leave-one-platform-out score)")
     lopo_platforms: list[str] | None = Field(None, description="held-out platforms; None: every fold")
-    baselines: list[Literal["tfidf"]] = Field(["tfidf"], description="baselines on the same splits")
-    tfidf: TfidfConfig = Field(default_factory=lambda: TfidfConfig(max_features=200_000),
-                               description="the TF-IDF + linear baseline (a large vocabulary)")
+    references: list[Literal["tfidf", "logreg", "tfidf+logreg-text"]] = Field(
+        ["tfidf", "logreg", "tfidf+logreg-text"], description="reference rows on the same folds "
+        "(prodcat.evaluate.references): tfidf: TF-IDF + linear SVM over the leaves, its n-grams and C "
+        "chosen on held-out products of the training platforms (the baseline every model is compared "
+        "with); logreg: a flat logistic regression on each frozen embedding the models read; "
+        "tfidf+logreg-text: the sum of those two's calibrated log-probabilities, equal weights")
+    reference_lexical_grid: list[dict[str, Any]] = Field(
+        default_factory=lambda: [dict(g) for g in REFERENCE_LEXICAL_GRID],
+        description="the tuned baseline's choices (LexicalConfig overrides of train.lexical)")
+    seeds: list[int] = Field([0], min_length=1, description="training seeds (each a different "
+                             "training subsample when train.data.max_train_products is set, and a "
+                             "different initialisation): figures are given as the mean and spread")
+    predictions: bool = Field(True, description="write every fold's predictions per model and seed "
+                              "as Parquet under <output>/predictions")
     test_split: str = Field("test", description="in-platform test split")
-    reference: str = Field("tfidf-linear", description="model every other one is compared with "
+    reference: str = Field("tfidf", description="model every other one is compared with "
                            "(paired bootstrap over near-duplicate groups)")
     output: str = Field("runs/evaluate", description="output folder, local or s3://")
     plots: bool = Field(True, description="write PNG plots")
@@ -53,4 +69,6 @@ class EvaluateConfig(StrictModel):
             raise ValueError("nothing to evaluate: give a grid or named models")
         for name, overrides in self.models.items():
             apply_overrides(self.train, overrides)  # raises ConfigError naming the bad field
+        for overrides in self.reference_lexical_grid:
+            apply_overrides(self.train, {f"lexical.{k}": v for k, v in overrides.items()})
         return self

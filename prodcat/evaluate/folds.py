@@ -7,7 +7,8 @@
 
 Validation protocols, for choosing models (never a test fold):
 
-- ``in_platform_val``: train on every platform's ``train`` split, score on the ``val`` split.
+- ``in_platform_val``: train on every platform's ``train`` split, score on the ``calib`` split
+  (rows that neither early stopping nor decision-level fusion's choices read).
 - ``transfer_val``: for every ordered pair of platforms (A, B), train on A's ``train`` split and
   score on B's ``val`` split. The *nested* cross-platform score of a model for the outer fold that
   holds out P is the mean over the pairs among the other platforms (a leave-one-platform-out inside
@@ -48,7 +49,10 @@ def make_folds(config: EvaluateConfig, protocol: dict, platforms: list[str]) -> 
     """
     folds = []
     if "in_platform_val" in config.protocols:
-        folds.append(Fold("in_platform_val", "in_platform_val", platforms, platforms, ["val"]))
+        # scored on the calibration split: early stopping picks on ``val`` and decision-level
+        # fusion chooses its weights on it, so a choice between models reads rows neither saw
+        folds.append(Fold("in_platform_val", "in_platform_val", platforms, platforms,
+                          [config.train.data.calib_split]))
     if "transfer_val" in config.protocols:
         folds += [Fold(f"val_{a}_to_{b}", "transfer_val", [a], [b], ["val"])
                   for a in platforms for b in platforms if a != b]

@@ -28,20 +28,21 @@ from typing import Callable
 import numpy as np
 
 from prodcat.catalog.build import read_protocol
-from prodcat.core import storage
+from prodcat.core import audit, storage
 from prodcat.core.console import Progress, say
 from prodcat.core.metrics import hierarchical_counts, hierarchical_metrics, hierarchical_prf, nodes_of
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.uncertainty import hf_interval, paired_difference, verdict
-from prodcat.evaluate.baselines import TfidfBaseline, node_classes
 from prodcat.evaluate.config import EvaluateConfig
 from prodcat.evaluate.folds import Fold, grid_cells, make_folds, prepare_fold
+from prodcat.evaluate.predictions import prediction_table, write_predictions
+from prodcat.evaluate.references import reference_models
 from prodcat.evaluate.report import plot_hf, results_markdown, write_report
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.config import TrainConfig, apply_overrides
-from prodcat.train.features import TEXT, FeatureTable, describe_counts, load_feature_table
+from prodcat.train.features import FeatureTable, describe_counts, load_feature_table
 from prodcat.train.lexical import model_inputs
-from prodcat.train.trainer import select_train_rows, train
+from prodcat.train.trainer import train
 
 
 def score_model(taxonomy, test: FeatureTable, classes: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -62,46 +63,53 @@ def score_model(taxonomy, test: FeatureTable, classes: np.ndarray) -> tuple[dict
     return out, counts
 
 
-def run_cell(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable,
-             config: EvaluateConfig) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Train one grid cell on ``fold`` (``table``: the fold's table, in its label space) and score
-    it on ``test``; ``(row, output classes [B, L], counts [B, 3])``."""
+def model_specs(config: EvaluateConfig) -> list[dict]:
+    """The models to run: the named models and grid cells (:func:`grid_cells`, ``kind`` "model"),
+    then the reference rows (:mod:`prodcat.evaluate.references`, ``kind`` "reference")."""
+    cells = [{**c, "kind": "model"} for c in grid_cells(config)]
+    refs = reference_models(config.train, config.models, config.references, config.reference_lexical_grid)
+    for name, overrides in refs.items():
+        model = apply_overrides(config.train, overrides).model
+        cells.append({"name": name, "overrides": overrides, "fusion": model.fusion, "masking": "-",
+                      "modality": "+".join(model.modalities), "modalities": list(model.modalities),
+                      "kind": "reference"})
+    names = [c["name"] for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    return cells
+
+
+def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, config: EvaluateConfig,
+              seed: int) -> tuple[dict, dict, np.ndarray]:
+    """Train one model on ``fold`` (``table``: the fold's rows, in its label space; the model reads
+    only ``fold.train_platforms``) with ``seed``, and score it on ``test``;
+    ``(row, prediction, counts [B, 3])``."""
     safe = cell["name"].replace("/", "_").replace("+", "_")
     cfg = apply_overrides(config.train, {
-        **cell["overrides"], "data.platforms": fold.train_platforms,
-        "output": storage.join(config.output, "runs", fold.name, safe), "name": safe})
+        **cell["overrides"], "data.platforms": fold.train_platforms, "optim.seed": seed,
+        "output": storage.join(config.output, "runs", fold.name, f"{safe}-seed{seed}"), "name": safe})
     start = time.perf_counter()
-    result = train(cfg, table=table, progress=None)
-    loaded = load_checkpoint(result.checkpoint)
+    result = train(cfg, table=table, progress=None, save_model=False)
+    loaded = result.model if result.model is not None else load_checkpoint(result.checkpoint)
+    audit.read(f"test:{fold.name}", test.column("product_id"))
     pred = loaded.predict(*model_inputs(loaded, test))
     metrics, counts = score_model(table.taxonomy, test, pred["classes"])
-    row = {"fold": fold.name, "protocol": fold.protocol, "model": cell["name"], "kind": "grid",
-           **{k: cell[k] for k in ("fusion", "masking", "modality")}, **metrics,
+    row = {"fold": fold.name, "protocol": fold.protocol, "model": cell["name"], "kind": cell["kind"],
+           "seed": seed, **{k: cell[k] for k in ("fusion", "masking", "modality")}, **metrics,
            "epochs": len(result.history), "best_epoch": int(result.metrics["epoch"]),
            "val_hF": result.metrics["val_hF"], "seconds_per_epoch": result.seconds_per_epoch,
            "peak_memory_mb": result.peak_memory_mb, "train_seconds": time.perf_counter() - start,
-           "checkpoint": result.checkpoint, "temperature": result.temperature}
-    return row, pred["classes"], counts
+           "checkpoint": result.checkpoint, "temperature": result.temperature,
+           "train_rows": result.data.get("train_rows")}
+    if result.model is not None:          # decision-level fusion: what it chose, on what
+        row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
+                           "settings": loaded.selection.get("settings", {}),
+                           "heldout": loaded.selection.get("heldout", [])}
+    return row, pred, counts
 
 
-def run_tfidf(table: FeatureTable, fold: Fold, test: FeatureTable, texts: dict[str, str],
-              config: EvaluateConfig) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Fit the TF-IDF baseline on the fold's training rows (the same subsample as the grid when
-    ``train.data.max_train_products`` is set) and score it on ``test``."""
-    cfg = apply_overrides(config.train, {"data.platforms": fold.train_platforms})
-    train_rows = select_train_rows(table.rows(platforms=fold.train_platforms), cfg)
-    start = time.perf_counter()
-    model = TfidfBaseline(config.tfidf).fit([texts[p] for p in train_rows.column("product_id")],
-                                            train_rows.column("node"))
-    classes = node_classes(table.taxonomy, model.predict([texts[p] for p in test.column("product_id")]))
-    metrics, counts = score_model(table.taxonomy, test, classes)
-    row = {"fold": fold.name, "protocol": fold.protocol, "model": "tfidf-linear", "kind": "baseline",
-           "fusion": "-", "masking": "-", "modality": "text (tf-idf)", **metrics,
-           "train_seconds": time.perf_counter() - start}
-    return row, classes, counts
-
-
-def compare(fold: str, counts: dict[str, np.ndarray], groups: np.ndarray, reference: str) -> list[dict]:
+def compare(fold: str, counts: dict[str, np.ndarray], groups: np.ndarray, reference: str,
+            seed: int = 0) -> list[dict]:
     """Every model against ``reference`` on the fold's test products: the paired bootstrap
     interval of ``hF(model) - hF(reference)`` and its verdict."""
     out = []
@@ -109,15 +117,20 @@ def compare(fold: str, counts: dict[str, np.ndarray], groups: np.ndarray, refere
         if name == reference or reference not in counts:
             continue
         d = paired_difference(c, counts[reference], groups)
-        out.append({"fold": fold, "model": name, "reference": reference, "difference": d.estimate,
-                    "low": d.low, "high": d.high, "real": d.excludes_zero(),
+        out.append({"fold": fold, "model": name, "reference": reference, "seed": seed,
+                    "difference": d.estimate, "low": d.low, "high": d.high, "real": d.excludes_zero(),
                     "verdict": verdict(d, name, reference)})
     return out
 
 
 def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
              progress: Callable[[str], None] = say) -> dict:
-    """Run every fold x (grid cell + baselines); write results.json, report.md and plots.
+    """Run every fold x seed x model (named models, grid cells, reference rows); write
+    ``results.json``, ``report.md``, plots and the predictions (:mod:`prodcat.evaluate.predictions`).
+
+    A model of a leave-one-platform-out fold reads only its training platforms: every choice it
+    makes (component settings, weights, temperatures) is made on them (:mod:`prodcat.train.decision`);
+    each read is reported to :mod:`prodcat.core.audit`.
 
     Returns:
         the results dict (as written to ``results.json``).
@@ -129,7 +142,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     ensure_ray()
     start = time.perf_counter()
     data = config.train.data
-    cells = grid_cells(config)
+    cells = model_specs(config)
     features = sorted({f for c in cells for f in c["modalities"]})
     if table is None:
         table = load_feature_table(data.products, data.embeddings, features, data.taxonomy,
@@ -139,11 +152,10 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     progress(f"[evaluate] {describe_counts(table.counts, len(table))}")
     platforms = sorted(np.unique(table.column("platform")).tolist())
     folds = make_folds(config, read_protocol(data.products), platforms)
-    # title . description per product, already in the table for the lexical modality
-    texts = dict(zip(table.column("product_id"), table.column(TEXT))) if "tfidf" in config.baselines else {}
     rows, fold_info, predictions, comparisons = [], [], {}, []
-    runs = Progress("evaluate", len(folds) * (len(cells) + len(config.baselines)), "runs", log=progress)
+    runs = Progress("evaluate", len(folds) * len(cells) * len(config.seeds), "runs", log=progress)
     for fold in folds:
+        audit.read(f"begin:{fold.name}", [])
         fold_table, test, info = prepare_fold(table, fold, config)
         fold_info.append(info)
         progress(f"[evaluate] {fold.name}: train {info['n_train']:,} on {fold.train_platforms} "
@@ -151,25 +163,26 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                  f"{info['n_test_all']:,} (coverage {info['coverage']:.1%}, {info['test_groups']:,} groups)")
         if not len(test):
             continue
-        predictions[fold.name] = {"true": test.column("node"), "taxonomy": fold_table.taxonomy,
-                                  "models": {}}
-        counts = {}
-        for cell in cells:
-            row, classes, counts[cell["name"]] = run_cell(fold_table, fold, cell, test, config)
-            rows.append(row)
-            predictions[fold.name]["models"][cell["name"]] = classes
-            runs.step(f"{fold.name} {cell['name']}: hF {_hf(row)} ({row['epochs']} epochs, "
-                      f"{row['train_seconds']:.0f} s)")
-            storage.write_text(storage.join(config.output, "results.partial.json"),  # crash insurance
-                               json.dumps({"folds": fold_info, "results": rows}, default=float))
-        if "tfidf" in config.baselines:
-            row, classes, counts["tfidf-linear"] = run_tfidf(fold_table, fold, test, texts, config)
-            rows.append(row)
-            predictions[fold.name]["models"]["tfidf-linear"] = classes
-            runs.step(f"{fold.name} tfidf-linear: hF {_hf(row)} ({row['train_seconds']:.0f} s)")
-        comparisons += compare(fold.name, counts, test.column("group_id"), config.reference)
+        for seed in config.seeds:
+            counts, tables = {}, []
+            for cell in cells:
+                row, pred, counts[cell["name"]] = run_model(fold_table, fold, cell, test, config, seed)
+                rows.append(row)
+                tables.append(prediction_table(fold.name, cell["name"], seed, test, fold_table.taxonomy,
+                                               pred["classes"], pred["level_confidence"]))
+                if seed == config.seeds[0]:
+                    predictions.setdefault(fold.name, {"true": test.column("node"), "taxonomy":
+                                                       fold_table.taxonomy, "models": {}})
+                    predictions[fold.name]["models"][cell["name"]] = pred["classes"]
+                runs.step(f"{fold.name}{_seed(config, seed)} {cell['name']}: hF {_hf(row)} "
+                          f"({_how(row)}{row['train_seconds']:.0f} s)")
+                storage.write_text(storage.join(config.output, "results.partial.json"),  # crash insurance
+                                   json.dumps({"folds": fold_info, "results": rows}, default=float))
+            comparisons += compare(fold.name, counts, test.column("group_id"), config.reference, seed)
+            if config.predictions:
+                write_predictions(config.output, fold.name, seed, tables)
     results = {"config": config.model_dump(mode="json"), "folds": fold_info, "results": rows,
-               "comparisons": comparisons,
+               "comparisons": comparisons, "seeds": list(config.seeds),
                "dataset": {"products": data.products, "embeddings": data.embeddings,
                            "features": features, "rows": len(table), "platforms": platforms,
                            "taxonomy_version": table.taxonomy.version, "counts": table.counts},
@@ -179,12 +192,27 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     return results
 
 
+def _seed(config: EvaluateConfig, seed: int) -> str:
+    return f" seed {seed}" if len(config.seeds) > 1 else ""
+
+
+def _how(row: dict) -> str:
+    """A few words on how a model was fitted: epochs, or the decision-level combiner."""
+    combiner = row.get("combiner")
+    if combiner:
+        used = [f"{k} {v:.2f}" for k, v in combiner["weights"].items() if v > 0]
+        return f"{', '.join(used)}; {combiner['decoding']}; "
+    return f"{row['epochs']} epochs, "
+
+
 def transfer_scores(train: TrainConfig, table: FeatureTable, output: str) -> dict[str, float]:
     """The validation hF of ``train``'s model moved across platforms: for every ordered pair
     (A, B), trained on A's train split, scored on B's validation split (in A's label space);
     ``{"val_<A>_to_<B>": hF, ..., "nested_hF": their mean}``. The mean over all pairs is the
-    mean over held-out platforms P of the nested score (pairs among the other platforms), the
-    objective a sweep can optimise (``prodcat tune``, ``sweep.objective: nested_lopo``).
+    objective a sweep optimises to choose the *deployed* model, trained on every platform
+    (``prodcat tune``, ``sweep.objective: nested_lopo``); a choice for the leave-one-platform-out
+    fold that holds out P may only read the pairs among the other platforms
+    (:func:`prodcat.evaluate.report.nested_scores`), never this mean.
 
     Raises:
         ValueError: with fewer than two platforms in ``table``.
@@ -193,14 +221,14 @@ def transfer_scores(train: TrainConfig, table: FeatureTable, output: str) -> dic
     if len(platforms) < 2:
         raise ValueError(f"a cross-platform score needs two or more platforms, got {platforms}")
     config = EvaluateConfig(train=train, grid=None, models={"model": {}}, protocols=["transfer_val"],
-                            baselines=[], output=output, plots=False)
-    cell = grid_cells(config)[0]
+                            references=[], output=output, plots=False, predictions=False)
+    cell = model_specs(config)[0]
     scores: dict[str, float] = {}
     for fold in make_folds(config, {}, platforms):
         fold_table, test, _ = prepare_fold(table, fold, config)
         if len(test) and len(fold_table.rows(splits=[train.data.val_split],
                                              platforms=fold.train_platforms)):
-            scores[fold.name] = run_cell(fold_table, fold, cell, test, config)[0]["hF"]
+            scores[fold.name] = run_model(fold_table, fold, cell, test, config, train.optim.seed)[0]["hF"]
     scores["nested_hF"] = float(np.mean(list(scores.values()))) if scores else 0.0
     return scores
 

@@ -26,43 +26,67 @@ MAX_CLASSES = 20
 def best_grid_model(results: list[dict], fold: str) -> str | None:
     """The grid model with the highest hF in ``fold`` (None when the fold has none): a description
     of that fold's results, never a model choice (on a test fold it would be choosing on test)."""
-    rows = [r for r in results if r["fold"] == fold and r["kind"] == "grid"]
+    rows = [r for r in summarize(results) if r["fold"] == fold and r["kind"] in ("grid", "model")]
     return max(rows, key=lambda r: r["hF"])["model"] if rows else None
 
 
 def first_grid_model(results: list[dict], fold: str) -> str | None:
-    """The fold's first grid model: the config's first named model (the default under test)."""
-    return next((r["model"] for r in results if r["fold"] == fold and r["kind"] == "grid"), None)
+    """The fold's default: the model named ``default``, else the config's first model."""
+    models = [r["model"] for r in results if r["fold"] == fold and r["kind"] in ("grid", "model")]
+    return "default" if "default" in models else (models[0] if models else None)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per (fold, model) over the seeds: the first seed's row with ``hF`` the mean over
+    seeds, ``hF_seeds`` each seed's, ``hF_spread`` ``[min, max]`` and ``hF_ci`` the mean of the
+    seeds' bootstrap intervals (rows without a seed count as one seed)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["fold"], r["model"]), []).append(r)
+    out = []
+    for group in groups.values():
+        hfs = [g["hF"] for g in group]
+        row = {**group[0], "hF": float(np.mean(hfs)), "hF_seeds": hfs,
+               "hF_spread": [float(min(hfs)), float(max(hfs))]}
+        cis = [g["hF_ci"] for g in group if "hF_ci" in g]
+        if cis:
+            row["hF_ci"] = [float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))]
+        for key in ("hP", "hR", "accuracy", "path_consistency"):
+            if all(key in g for g in group):
+                row[key] = float(np.mean([g[key] for g in group]))
+        out.append(row)
+    return out
 
 
 def _hf_ci(r: dict) -> str:
     low, high = r.get("hF_ci", [float("nan"), float("nan")])
+    spread = r.get("hF_spread")
+    if spread and len(r.get("hF_seeds", [])) > 1:
+        return f"{r['hF']:.3f} ({spread[0]:.3f}–{spread[1]:.3f}) [{low:.3f}, {high:.3f}]"
     return f"{r['hF']:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def nested_scores(results: dict) -> dict[str, dict[str, float]]:
     """Per model, the validation scores for choosing it: ``in_platform_val`` and, per platform P,
     ``nested_<P>``: the mean hF over the ``transfer_val`` pairs among the other platforms (a
-    leave-one-platform-out inside the training platforms of the outer fold that holds out P), and
-    ``nested_mean`` over P."""
+    leave-one-platform-out inside the training platforms of the outer fold that holds out P). No
+    mean over P: a mean over every pair reads pairs that train on or score P, so it may not choose
+    a model for the fold that holds out P."""
     rows = results["results"]
     pairs = {f["fold"]: (f["train_platforms"][0], f["test_platforms"][0])
              for f in results["folds"] if f["protocol"] == "transfer_val"}
     platforms = sorted({p for pair in pairs.values() for p in pair})
     out: dict[str, dict[str, float]] = {}
-    for r in rows:
+    for r in summarize(rows):
         model = out.setdefault(r["model"], {})
         if r["fold"] == "in_platform_val":
             model["in_platform_val"] = r["hF"]
     for name, model in out.items():
-        hf = {pairs[r["fold"]]: r["hF"] for r in rows if r["model"] == name and r["fold"] in pairs}
+        hf = {pairs[r["fold"]]: r["hF"] for r in summarize(rows) if r["model"] == name and r["fold"] in pairs}
         for held_out in platforms:
             inner = [v for (a, b), v in hf.items() if held_out not in (a, b)]
             if inner:
                 model[f"nested_{held_out}"] = float(np.mean(inner))
-        nested = [v for k, v in model.items() if k.startswith("nested_")]
-        if nested:
-            model["nested_mean"] = float(np.mean(nested))
     return out
 
 
@@ -76,10 +100,12 @@ def selection_markdown(results: dict) -> list[str]:
     rows = [[m, *[("**" + fmt(s[c]) + "**" if s.get(c) == best[c] else fmt(s[c])) if c in s else "-"
                   for c in columns]] for m, s in scores.items()]
     return ["## Choosing a model on validation (never a test fold)", "",
-            "`in_platform_val`: hF on the validation split, trained on every platform. `nested_P`: "
-            "the mean hF over the ordered pairs of the *other* platforms (train on one's train "
-            "split, score the other's validation split): the leave-one-platform-out inside the "
-            "training platforms of the fold that holds out P; a choice for that fold is made on it.",
+            "`in_platform_val`: hF on the calibration split (rows neither early stopping nor "
+            "decision-level fusion's weights read), trained on every platform's training split: "
+            "the in-platform choice. `nested_P`: the mean hF over the ordered pairs of the *other* "
+            "platforms (train on one's train split, score the other's validation split): the "
+            "leave-one-platform-out inside the training platforms of the fold that holds out P; "
+            "the choice for that fold is made on this column alone.",
             "", markdown_table(["model", *columns], rows), ""]
 
 
@@ -99,19 +125,26 @@ def _data_line(ds: dict) -> list[str]:
 
 
 def results_markdown(results: dict) -> str:
-    """The Markdown report: folds and coverage, hF with 95 % intervals by model and fold, the
-    comparisons with the reference model, then one table per fold."""
-    rows, folds = results["results"], results["folds"]
+    """The Markdown report: folds and coverage, hF with 95 % intervals by model and fold (mean and
+    spread over seeds), the comparisons with the reference model and the error ratio, what the
+    decision-level models chose, then one table per fold."""
+    raw, folds = results["results"], results["folds"]
+    rows = summarize(raw)
+    seeds = results.get("seeds") or sorted({r.get("seed", 0) for r in raw})
     levels = sorted({int(k[5:-9]) for r in rows for k in r if k.startswith("level") and k.endswith("_macro_f1")})
     ds = results["dataset"]
     lines = ["# Evaluation", "",
              f"Products {ds['products']}, embedding store {ds['embeddings']} (features "
              f"{', '.join(ds['features'])}), {ds['rows']:,} labelled products with embeddings on "
-             f"{', '.join(ds['platforms'])}; taxonomy {ds['taxonomy_version']}. "
-             f"Total time {results['seconds']:.0f} s.", "", *_data_line(ds),
+             f"{', '.join(ds['platforms'])}; taxonomy {ds['taxonomy_version']}. Seeds "
+             f"{', '.join(map(str, seeds))}. Total time {results['seconds']:.0f} s.", "", *_data_line(ds),
              "hF is scored on the path each model outputs, level by level (an invalid path loses "
              "credit for its wrong nodes); brackets are 95 % bootstrap intervals over near-duplicate "
-             "groups of the test products. Each fold's label space is its training rows' categories.",
+             "groups of the test products" + (" (the mean of the seeds' intervals; parentheses: the "
+                                              "lowest and highest hF over the seeds, each seed a "
+                                              "different training subsample)" if len(seeds) > 1 else "")
+             + ". Each fold's label space is its training rows' categories; a model of a "
+             "leave-one-platform-out fold reads nothing of the held-out platform before its test.",
              "", "## Folds", ""]
     lines.append(markdown_table(
         ["fold", "train on", "test on", "train rows", "test rows (covered / all)", "coverage",
@@ -131,14 +164,9 @@ def results_markdown(results: dict) -> str:
     lines += ["## hF [95 % CI] by model and fold", "", markdown_table(
         ["model", *fold_names], [[m, *[_hf_ci(by[(f, m)]) if (f, m) in by else "-" for f in fold_names]]
                                  for m in models])]
-    comparisons = results.get("comparisons") or []
-    if comparisons:
-        lines += ["", f"## Against {comparisons[0]['reference']} (paired bootstrap over groups)", "",
-                  "A difference is real when its 95 % interval excludes 0.", "", markdown_table(
-                      ["fold", "model", "hF difference (points)", "95 % CI", "verdict"],
-                      [[c["fold"], c["model"], f"{100 * c['difference']:+.2f}",
-                        f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]",
-                        c["verdict"].split(":")[0]] for c in comparisons])]
+    lines += comparison_markdown(results.get("comparisons") or [], seeds)
+    lines += error_ratio_markdown(rows, _reference(results))
+    lines += choices_markdown(raw)
     lenient = [r for r in rows if r.get("path_consistency", 1.0) < 1.0 and "hF_lenient" in r]
     if lenient:
         lines += ["", "## Invalid paths: the strict hF against the old lenient one", "",
@@ -153,12 +181,12 @@ def results_markdown(results: dict) -> str:
             table_rows.append([r["model"], r["modality"], r["fusion"], r["masking"], _hf_ci(r),
                                r["hP"], r["hR"], *[r.get(f"level{l}_macro_f1", float("nan")) for l in levels],
                                r.get("path_consistency", float("nan")), r.get("accuracy", float("nan")),
-                               int(r["n"]), r.get("epochs", "-"), fmt(r.get("seconds_per_epoch", float("nan")), 2)])
+                               int(r["n"]), r.get("epochs", "-"), fmt(r.get("train_seconds", float("nan")), 1)])
         lines += ["", f"## {fold}", "", markdown_table(
             ["model", "modality", "fusion", "masking", "hF [95 % CI]", "hP", "hR",
-             *[f"L{l} macro-F1" for l in levels], "valid paths", "accuracy", "n", "epochs", "s/epoch"],
+             *[f"L{l} macro-F1" for l in levels], "valid paths", "accuracy", "n", "epochs", "fit s"],
             table_rows)]
-        best = best_grid_model(rows, fold)
+        best = best_grid_model(raw, fold)
         if best:
             r = by[(fold, best)]
             per = ", ".join(f"{p} {v:.3f}" for p, v in r.get("per_platform_hF", {}).items())
@@ -167,11 +195,80 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison_markdown(comparisons: list[dict], seeds: list) -> list[str]:
+    """Every model against the reference: the paired bootstrap difference per seed and how many
+    seeds call it real."""
+    if not comparisons:
+        return []
+    grouped: dict[tuple, list[dict]] = {}
+    for c in comparisons:
+        grouped.setdefault((c["fold"], c["model"]), []).append(c)
+    table = []
+    for (fold, model), cs in grouped.items():
+        better = sum(c["real"] and c["difference"] > 0 for c in cs)
+        worse = sum(c["real"] and c["difference"] < 0 for c in cs)
+        verdict = (f"{model} beats" if better == len(cs) else f"{cs[0]['reference']} beats" if worse == len(cs)
+                   else "no real difference" if not better and not worse
+                   else f"mixed ({better} better, {worse} worse of {len(cs)})")
+        table.append([fold, model, f"{100 * np.mean([c['difference'] for c in cs]):+.2f}",
+                      "; ".join(f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]" for c in cs), verdict])
+    return ["", f"## Against {comparisons[0]['reference']} (paired bootstrap over groups)", "",
+            "A difference is real when its 95 % interval excludes 0" + (
+                f"; one interval per seed ({', '.join(map(str, seeds))}), and a verdict holds when "
+                "every seed agrees" if len(seeds) > 1 else "") + ".", "",
+            markdown_table(["fold", "model", "hF difference (points)", "95 % CI", "verdict"], table)]
+
+
+def _reference(results: dict) -> str:
+    """The reference model's name (a merged report keeps the first config's)."""
+    config = results.get("config") or {}
+    config = config[0] if isinstance(config, list) and config else config
+    return config.get("reference", "tfidf") if isinstance(config, dict) else "tfidf"
+
+
+def error_ratio_markdown(rows: list[dict], reference: str) -> list[str]:
+    """Per fold, ``(1 - hF default) / (1 - hF reference)``: the share of the reference's errors
+    the default still makes (the goal: <= 0.7)."""
+    by = {(r["fold"], r["model"]): r for r in rows}
+    table = []
+    for fold in dict.fromkeys(r["fold"] for r in rows):
+        default = first_grid_model(rows, fold)
+        if default is None or (fold, reference) not in by:
+            continue
+        d, ref = by[(fold, default)]["hF"], by[(fold, reference)]["hF"]
+        ratio = (1 - d) / (1 - ref) if ref < 1 else float("nan")
+        table.append([fold, f"{d:.4f}", f"{ref:.4f}", f"{ratio:.2f}", "yes" if ratio <= 0.7 else "no"])
+    if not table:
+        return []
+    return ["", f"## Error ratio: the default's errors against {reference}'s", "",
+            "(1 − hF default) / (1 − hF reference), means over seeds; the goal is ≤ 0.7 (30 % "
+            "fewer errors than the tuned lexical baseline).", "",
+            markdown_table(["fold", "hF default", f"hF {reference}", "error ratio", "≤ 0.7"], table)]
+
+
+def choices_markdown(rows: list[dict]) -> list[str]:
+    """What each decision-level model chose inside its fold (on held-out products of the
+    training platforms): component weights, decoding, lexical settings (first seed)."""
+    chosen = [r for r in rows if r.get("combiner") and r.get("seed", 0) == rows[0].get("seed", 0)]
+    if not chosen:
+        return []
+    table = []
+    for r in chosen:
+        c = r["combiner"]
+        lexical = c.get("settings", {}).get("lexical")
+        table.append([r["fold"], r["model"],
+                      ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()), c["decoding"],
+                      ", ".join(f"{k}={v}" for k, v in lexical.items()) if lexical else "-",
+                      "; ".join(f"{h['name']} ({h['products']:,})" for h in c.get("heldout", []))])
+    return ["", "## What the decision-level models chose (held-out products of the training platforms)", "",
+            markdown_table(["fold", "model", "weights", "decoding", "lexical", "chosen on (products)"], table)]
+
+
 def plot_hf(results: dict, uri: str) -> None:
     """Grouped bars: hF per model (bars) per fold (groups)."""
     import matplotlib.pyplot as plt
 
-    rows = results["results"]
+    rows = summarize(results["results"])
     folds = list(dict.fromkeys(r["fold"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     by = {(r["fold"], r["model"]): r["hF"] for r in rows}
@@ -274,13 +371,14 @@ def write_report(results: dict, predictions: dict, output: str, plots: bool = Tr
         plot_hf(results, storage.join(output, "hf_by_model.png"))
         written.append("hf_by_model.png")
         for fold, pred in predictions.items():
-            best = first_grid_model(results["results"], fold)   # the default, against TF-IDF
+            best = first_grid_model(results["results"], fold)   # the default, against the reference
             if best is None:
                 continue
             taxonomy = pred["taxonomy"]
             shown = {best: nodes_of(taxonomy, pred["models"][best])}
-            if "tfidf-linear" in pred["models"]:
-                shown["tfidf-linear"] = nodes_of(taxonomy, pred["models"]["tfidf-linear"])
+            reference = _reference(results)
+            if reference in pred["models"]:
+                shown[reference] = nodes_of(taxonomy, pred["models"][reference])
             name = f"per_category_f1_{fold}.png"
             plot_per_category(taxonomy, pred["true"], shown, storage.join(output, name),
                               f"{fold}: per-category F1")

@@ -27,6 +27,8 @@ from prodcat.core.errors import UnreadableFile
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.classifier import HierarchicalClassifier
 from prodcat.models.config import ModelConfig
+from prodcat.models.decision import FORMAT as DECISION_FORMAT
+from prodcat.models.decision import DecisionModel, load_decision
 from prodcat.models.files import (  # noqa: F401  (re-exported: the checkpoint's file names)
     CALIBRATION,
     CONFIG,
@@ -296,8 +298,10 @@ def build_model(model_config, taxonomy: Taxonomy, input_dims: dict[str, int], la
     return HierarchicalClassifier(model_config, taxonomy, dict(input_dims), label_embeddings)
 
 
-def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
-    """Load a checkpoint folder for inference.
+def load_checkpoint(uri: str, device: str = "cpu") -> "LoadedModel | DecisionModel":
+    """Load a checkpoint folder for inference: a neural model (:class:`LoadedModel`) or a
+    decision-level fusion model (:class:`prodcat.models.decision.DecisionModel`, the same
+    interface).
 
     Raises:
         FileNotFoundError: when a required file is missing (names it).
@@ -307,8 +311,11 @@ def load_checkpoint(uri: str, device: str = "cpu") -> LoadedModel:
     from safetensors.torch import load
 
     cfg = read_json(uri, CONFIG)
+    if cfg.get("format") == DECISION_FORMAT:       # decision-level fusion: its own loader
+        return load_decision(uri, cfg, device=device)
     if cfg.get("format") != FORMAT:
-        raise ValueError(f"{uri}: not a {FORMAT} checkpoint (format={cfg.get('format')!r})")
+        raise ValueError(f"{uri}: not a {FORMAT} or {DECISION_FORMAT} checkpoint "
+                         f"(format={cfg.get('format')!r})")
     model_config = ModelConfig.model_validate(cfg["model"])
     taxonomy = Taxonomy.from_json(storage.read_text(storage.join(uri, TAXONOMY)))
     weights = storage.read_bytes(storage.join(uri, WEIGHTS))

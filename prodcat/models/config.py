@@ -14,12 +14,48 @@ from pydantic import Field, field_validator, model_validator
 from prodcat.core.config import StrictModel
 from prodcat.models.registry import fusions, masking_modes
 
+#: ``fusion`` of a decision-level fusion model (:mod:`prodcat.models.decision`): not a torch
+#: module, so not in the ``fusions`` registry of feature-level fusion modules
+DECISION = "decision"
+
+
+class DecisionSettings(StrictModel):
+    """Decision-level fusion (``fusion: decision``): which components, how they are fitted and
+    how their weights are chosen (:mod:`prodcat.train.decision`). Components follow the model's
+    ``modalities`` (``lexical``: the TF-IDF + linear scores; any other: a logistic regression on
+    that embedding) plus ``label`` when ``label_prior`` is not ``none``."""
+
+    structure: Literal["flat", "per_level"] = Field(
+        "flat", description="logistic-regression components: one softmax over the leaves (flat) "
+        "or one per level masked to each parent's children (per-level heads)")
+    linear_C: list[float] = Field([10.0], min_length=1, description="inverse L2 strength of the "
+                                  "logistic regressions; several: chosen on held-out products")
+    lexical_grid: list[dict] = Field(
+        default_factory=list, description="TF-IDF + linear settings to choose from on held-out "
+        "products (each a set of LexicalConfig overrides of `lexical`); empty: `lexical` as it is")
+    combiner: Literal["weights", "equal"] = Field(
+        "weights", description="weights: fitted on held-out products (log-likelihood), then the "
+        "best of them, equal weights and each component alone by held-out hF; equal: all 1")
+    decodings: list[Literal["greedy", "best_path"]] = Field(
+        ["greedy", "best_path"], min_length=1, description="valid-path decodings to choose from "
+        "on held-out products")
+    heldout: list[Literal["cross_platform", "in_platform"]] = Field(
+        ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
+        "cross_platform: each training platform predicted by components fitted on the others "
+        "(leave-one-platform-out inside the training platforms); in_platform: the validation "
+        "split predicted by components fitted on the training split")
+    heldout_per_platform: int = Field(2000, ge=10, description="at most this many held-out "
+                                      "products per platform and held-out set (seeded)")
+    max_iter: int = Field(100, ge=10, description="lbfgs iterations of the logistic regressions")
+
 
 class ModelConfig(StrictModel):
     """Hyper-parameters of :class:`prodcat.models.HierarchicalClassifier`."""
 
     fusion: str = Field(
-        "late", description="fusion module: early | late | attention | average | concat | linear")
+        "late", description="decision (decision-level fusion of calibrated per-modality "
+        "classifiers) or a feature-level fusion module: early | late | attention | average | "
+        "concat | linear")
     late_policy: Literal["mlp", "mean", "max"] = Field(
         "mlp", description="how late fusion combines per-modality logits (ignored by other fusions)")
     modalities: list[str] = Field(
@@ -49,12 +85,15 @@ class ModelConfig(StrictModel):
                                 "level): a decision-level input; needs 'lexical' in modalities")
     level_weights: list[float] | None = Field(
         None, description="loss weight per level (length L, >= 0, not all 0); None = all 1")
+    decision: DecisionSettings = Field(default_factory=DecisionSettings,
+                                       description="decision-level fusion (fusion: decision)")
 
     @field_validator("fusion")
     @classmethod
     def _known_fusion(cls, value: str) -> str:
-        if value not in fusions:
-            raise ValueError(f"unknown fusion {value!r}; choose one of: {', '.join(fusions.names())}")
+        if value not in fusions and value != DECISION:
+            raise ValueError(f"unknown fusion {value!r}; choose one of: "
+                             f"{', '.join([DECISION, *fusions.names()])}")
         return value
 
     @field_validator("masking")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prodcat.core.config import StrictModel, flatten_dotted, load_config, set_dotted
 from prodcat.models.config import ModelConfig
@@ -75,6 +75,15 @@ class TrainConfig(StrictModel):
     inject_failure_at_epoch: int | None = Field(
         None, ge=0, description="fault drill: raise once, after checkpointing this epoch")
 
+    @model_validator(mode="after")
+    def _lexical_grid(self) -> "TrainConfig":
+        for overrides in self.model.decision.lexical_grid:      # each must make a valid LexicalConfig
+            try:
+                LexicalConfig.model_validate({**self.lexical.model_dump(), **overrides})
+            except ValueError as err:
+                raise ValueError(f"model.decision.lexical_grid entry {overrides}: {err}") from None
+        return self
+
 
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """A copy of ``config`` with dotted-name overrides (``{"model.fusion": "late"}``), validated.
@@ -87,3 +96,8 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     for key, value in overrides.items():
         set_dotted(data, key, value)
     return load_config(TrainConfig, None, flatten_dotted(data))
+
+
+def run_prefix(config: TrainConfig) -> str:
+    """``[train]``, or ``[train <name>]`` for a named run (e.g. the main job's ``text``)."""
+    return "[train]" if config.name == "train" else f"[train {config.name}]"

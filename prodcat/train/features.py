@@ -29,6 +29,7 @@ from prodcat.embed.store import feature_matrix, read_manifest, skipped_rows
 from prodcat.embed.store import read_store as _read_store
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import product_text
+from prodcat.train.config import TrainConfig
 
 TARGETS = "targets"
 NODE = "node"
@@ -292,3 +293,23 @@ def describe_counts(counts: dict, used: int | None = None) -> str:
                  f"{len(counts['skipped_unreadable_parts'])} unreadable part(s) skipped "
                  "(--skip-unreadable)")
     return line
+
+
+def select_train_rows(table: FeatureTable, config: TrainConfig) -> FeatureTable:
+    """The training rows of ``config``: the ``data.train_split`` rows of ``table``, a random
+    subsample of ``data.max_train_products`` (seeded by ``optim.seed``) when set.
+
+    Raises:
+        ValueError: when no row is left (names the split, the platforms and the counts).
+    """
+    rows = table.rows(splits=[config.data.train_split])
+    cap = config.data.max_train_products
+    if cap and len(rows) > cap:
+        keep = np.zeros(len(rows), bool)
+        keep[np.random.default_rng(config.optim.seed).permutation(len(rows))[:cap]] = True
+        rows = rows.where(keep)
+    if not len(rows):
+        raise ValueError(f"no training rows (split {config.data.train_split!r}, platforms "
+                         f"{config.data.platforms}; {describe_counts(table.counts, len(table))}); "
+                         "check the config and the store")
+    return rows

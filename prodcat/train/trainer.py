@@ -28,57 +28,32 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from prodcat.core import storage
+from prodcat.core import audit, storage
 from prodcat.core.console import say
 from prodcat.core.runtime import ensure_ray
 from prodcat.models.checkpoint import TRAIN_STATE, copy_checkpoint, load_checkpoint, write_calibration
+from prodcat.models.config import DECISION
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalScorer
 from prodcat.train.calibration import Calibration, calibrate
-from prodcat.train.config import TrainConfig
-from prodcat.train.features import (
+from prodcat.train.config import (
+    TrainConfig,
+    run_prefix,  # noqa: F401  (re-exported)
+)
+from prodcat.train.features import (  # noqa: F401  (select_train_rows re-exported)
     FeatureTable,
     describe_counts,
     load_feature_table,
+    select_train_rows,
 )
 from prodcat.train.labels import label_embeddings
 from prodcat.train.lexical import fit_lexical
 from prodcat.train.loop import train_loop_per_worker
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    Attributes:
-        checkpoint: ``<output>/model``, the best epoch's checkpoint (calibrated).
-        metrics: the best epoch's reported metrics.
-        history: reported metrics of every epoch, in order.
-        seconds_per_epoch: mean training-pass time per epoch (s, validation excluded).
-        peak_memory_mb: the largest worker max-RSS reported (MiB).
-        temperature: the fitted softmax temperature.
-        wall_seconds: the whole call, data loading and calibration included (s).
-        resumed_after: epochs after which the loop restarted from a checkpoint (a worker-group
-            restart under ``FailureConfig``, or a rerun with the same output and name).
-        data: the products used against the catalogue's (:func:`prodcat.train.features.data_counts`)
-            plus ``train_rows`` and ``val_rows`` of this run.
-    """
-
-    checkpoint: str
-    metrics: dict
-    history: list[dict]
-    seconds_per_epoch: float
-    peak_memory_mb: float
-    temperature: float
-    wall_seconds: float
-    run_path: str = ""
-    resumed_after: list[int] = field(default_factory=list)
-    data: dict = field(default_factory=dict)
+from prodcat.train.result import TrainResult
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -110,20 +85,6 @@ def load_training_data(config: TrainConfig, table: FeatureTable | None = None,
         progress(f"{run_prefix(config)} lexical model fitted ({scorer.dim} leaves, "
                  f"{time.perf_counter() - start:.0f} s)")
     return table, scorer
-
-
-def select_train_rows(table: FeatureTable, config: TrainConfig) -> FeatureTable:
-    rows = table.rows(splits=[config.data.train_split])
-    cap = config.data.max_train_products
-    if cap and len(rows) > cap:
-        keep = np.zeros(len(rows), bool)
-        keep[np.random.default_rng(config.optim.seed).permutation(len(rows))[:cap]] = True
-        rows = rows.where(keep)
-    if not len(rows):
-        raise ValueError(f"no training rows (split {config.data.train_split!r}, platforms "
-                         f"{config.data.platforms}; {describe_counts(table.counts, len(table))}); "
-                         "check the config and the store")
-    return rows
 
 
 def loop_config_for(config: TrainConfig, table: FeatureTable, local_dir: str | None = None) -> dict:
@@ -203,7 +164,7 @@ def _best_checkpoint_uri(result, config: TrainConfig) -> tuple[str, dict]:
 
 
 def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: list | None = None,
-          progress: Callable[[str], None] | None = say) -> TrainResult:
+          progress: Callable[[str], None] | None = say, save_model: bool = True) -> TrainResult:
     """Run (or resume) a training run; returns the best checkpoint and the figures.
 
     Args:
@@ -211,12 +172,16 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
             store when many runs share it, e.g. the evaluation grid or a Tune sweep).
         callbacks: Ray Train ``UserCallback`` s (Tune: ``TuneReportCallback()``).
         progress: where one line per epoch and the closing line go (None: silent).
+        save_model: False: a decision-level fusion model is kept in memory only
+            (``TrainResult.model``; the evaluation's runs); neural runs always write checkpoints.
 
     Raises:
         ray.train.TrainingFailedError: when workers fail more than ``scaling.max_failures`` times.
         ValueError: on empty training or validation rows.
     """
 
+    if config.model.fusion == DECISION:
+        return _train_decision(config, table, progress, save_model)
     start = time.perf_counter()
     table, scorer = load_training_data(config, table, progress)  # unreadable data stops before Ray starts
     ensure_ray()
@@ -226,6 +191,7 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
     if progress:
         progress(f"{run_prefix(config)} {describe_counts(table.counts, len(table))}; train "
                  f"{data['train_rows']:,}, val {data['val_rows']:,}")
+    _audit_reads(config, table)
     with EpochLines(config, progress) as queue:
         result = build_trainer(config, table, callbacks, progress_queue=queue).fit()
     best_uri, state = _best_checkpoint_uri(result, config)
@@ -244,8 +210,7 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
                       temperature=temperature, wall_seconds=time.perf_counter() - start,
                       run_path=str(result.path or ""),
                       resumed_after=list(state.get("resumed_after", [])), data=data)
-    storage.write_text(storage.join(config.output, "train_result.json"), json.dumps(
-        res.__dict__, indent=2, default=float))
+    storage.write_text(storage.join(config.output, "train_result.json"), res.to_json())
     if progress:
         progress(f"{run_prefix(config)} best epoch {state['best_epoch'] + 1}: val hF "
                  f"{best['val_hF']:.4f} ({len(history)} epochs, {seconds:.2f} s/epoch, peak "
@@ -253,9 +218,33 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
     return res
 
 
-def run_prefix(config: TrainConfig) -> str:
-    """``[train]``, or ``[train <name>]`` for a named run (e.g. the main job's ``text``)."""
-    return "[train]" if config.name == "train" else f"[train {config.name}]"
+def _audit_reads(config: TrainConfig, table: FeatureTable) -> None:
+    """Report the rows a neural training run reads (:mod:`prodcat.core.audit`): training rows
+    (and the lexical model's out-of-fold fit), validation rows (early stopping), calibration rows."""
+    if not audit.active():
+        return
+    audit.read("fit:neural", select_train_rows(table, config).column("product_id"))
+    audit.read("early_stopping", table.rows(splits=[config.data.val_split]).column("product_id"))
+    audit.read("calibrate", table.rows(splits=[config.data.calib_split]).column("product_id"))
+
+
+def _train_decision(config: TrainConfig, table: FeatureTable | None,
+                    progress: Callable[[str], None] | None, save: bool = True) -> TrainResult:
+    """:func:`train` for ``model.fusion: decision`` (:mod:`prodcat.train.decision`): no Ray Train
+    workers (the components are linear models fitted in this process)."""
+    from prodcat.train.decision import train_decision
+
+    stored = [m for m in config.model.modalities if m != LEXICAL]
+    if table is None:
+        table = load_feature_table(config.data.products, config.data.embeddings, stored,
+                                   config.data.taxonomy, config.data.skip_unreadable)
+    table = table.with_features(stored).rows(platforms=config.data.platforms)
+    if progress:
+        progress(f"{run_prefix(config)} {describe_counts(table.counts, len(table))}")
+    result = train_decision(config, table, progress, save=save)
+    if save:
+        storage.write_text(storage.join(config.output, "train_result.json"), result.to_json())
+    return result
 
 
 class EpochLines:

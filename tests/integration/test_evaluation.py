@@ -1,17 +1,20 @@
-"""``prodcat evaluate`` end to end on a synthetic catalogue + store (tiny dims, Ray Train local
-mode): in-platform and leave-one-platform-out folds with a category only one platform has, a small
-grid plus the TF-IDF baseline on the same rows, and the JSON / Markdown / PNG outputs."""
+"""``prodcat evaluate`` end to end on a synthetic catalogue + store (tiny dims): in-platform and
+leave-one-platform-out folds with a category only one platform has, the decision-level default, a
+neural model (Ray Train local mode) and the reference rows on the same rows, two seeds, the
+predictions Parquet and the JSON / Markdown / PNG outputs; and what every step of a fold reads."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 
 from prodcat.cli import main
-from prodcat.core import storage
+from prodcat.core import audit, storage
 from prodcat.core.config import load_config
 from prodcat.evaluate.folds import grid_cells
 from prodcat.evaluate.grid import EvaluateConfig, evaluate
@@ -41,13 +44,15 @@ def _overrides(root, output):
     return [f"train.data.products={root}/cat/products.parquet", f"train.data.embeddings={root}/emb",
             f"output={output}", "train.optim.epochs=2", "train.optim.batch_size=32",
             "train.model.hidden_dim=16", "train.scaling.num_workers=0", "train.scaling.torch_threads=1",
-            "grid.fusions=[early]", "grid.maskings=[hard]",
-            "grid.modalities={text: [text], text+image: [text, image]}", "tfidf.min_df=1"]
+            "train.model.fusion=decision", "train.model.modalities=[text, image, lexical]",
+            "train.model.label_prior=none", "train.model.lexical_prior=false", "train.lexical.min_df=1",
+            "grid=null", "models={default: {}, early-text: {model.fusion: early, model.modalities: [text]}}",
+            "reference_lexical_grid=[{analyzer: word, C: 0.5}, {analyzer: word+char, C: 0.5}]"]
 
 
-def test_evaluate_grid_and_baseline_in_platform_and_lopo(ray_session, catalogue, tmp_path):
+def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session, catalogue, tmp_path):
     root, products, gamma_coverage = catalogue
-    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval"))
+    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + ["seeds=[0, 1]"])
     results = evaluate(config)
     folds = {f["fold"]: f for f in results["folds"]}
     assert list(folds) == ["in_platform", "lopo_alpha", "lopo_beta", "lopo_gamma"]
@@ -57,47 +62,79 @@ def test_evaluate_grid_and_baseline_in_platform_and_lopo(ray_session, catalogue,
     assert folds["lopo_gamma"]["covered_categories"] == folds["lopo_gamma"]["test_categories"] - 1
     assert folds["lopo_alpha"]["n_test"] == folds["lopo_alpha"]["n_test_all"] == int(pc.sum(pc.and_(
         pc.equal(products["platform"], "alpha"), pc.not_equal(products["split"], "val"))).as_py())
-    assert folds["lopo_alpha"]["test_splits"] == ["train", "calib", "test"]
     rows = results["results"]
-    assert len(rows) == 4 * 3
-    models = {r["model"] for r in rows}
-    assert models == {"early/hard/text", "early/hard/text+image", "tfidf-linear"}
+    models = ["default", "early-text", "tfidf", "logreg-text", "logreg-image", "tfidf+logreg-text"]
+    assert sorted({r["model"] for r in rows}) == sorted(models)
+    assert len(rows) == 4 * len(models) * 2 and {r["seed"] for r in rows} == {0, 1}
     # the held-out platform's own category is not in a LOPO fold's label space
     assert folds["lopo_gamma"]["label_categories"] == folds["in_platform"]["label_categories"] - 1
-    assert folds["lopo_gamma"]["taxonomy_nodes"] < folds["in_platform"]["taxonomy_nodes"]
-    comparisons = results["comparisons"]
-    assert {(c["fold"], c["model"]) for c in comparisons} == {
-        (f, m) for f in folds for m in ("early/hard/text", "early/hard/text+image")}
-    for c in comparisons:
-        assert c["low"] <= c["difference"] <= c["high"] and c["reference"] == "tfidf-linear"
+    assert {(c["fold"], c["model"], c["seed"]) for c in results["comparisons"]} == {
+        (f, m, s) for f in folds for m in models if m != "tfidf" for s in (0, 1)}
+    for c in results["comparisons"]:
+        assert c["low"] <= c["difference"] <= c["high"] and c["reference"] == "tfidf"
     for r in rows:
         assert 0.0 <= r["hF"] <= 1.0 and r["n"] == folds[r["fold"]]["n_test"]
         assert r["hF_ci"][0] <= r["hF"] <= r["hF_ci"][1]
-        assert r["path_consistency"] == 1.0  # hard masking and the flat baseline: valid paths
-        assert "level0_macro_f1" in r and "level2_macro_f1" in r
-    grid_row = next(r for r in rows if r["kind"] == "grid")
-    assert grid_row["epochs"] == 2 and grid_row["seconds_per_epoch"] > 0
+        assert r["path_consistency"] == 1.0  # hard masking and decoding on the tree: valid paths
+    default = next(r for r in rows if r["model"] == "default" and r["fold"] == "lopo_gamma")
+    assert set(default["combiner"]["weights"]) == {"text", "image", "lexical"}
+    assert [h["name"] for h in default["combiner"]["heldout"]] == [
+        "cross_platform:alpha", "cross_platform:beta", "in_platform"]
+    # predictions: one row per (test product, model, seed), recomputable
+    pred = ds.dataset(str(tmp_path / "eval" / "predictions")).to_table()
+    assert pred.num_rows == sum(f["n_test"] for f in folds.values()) * len(models) * 2
+    assert set(pred.column_names) >= {"product_id", "fold", "model", "seed", "category_id",
+                                      "level_category_ids", "level_confidence", "true_category_id"}
+    mine = pred.filter(pc.and_(pc.equal(pred["fold"], "lopo_gamma"), pc.equal(pred["model"], "default")))
+    assert not np.isin(mine["product_id"].to_numpy(zero_copy_only=False), products.filter(
+        pc.not_equal(products["platform"], "gamma"))["product_id"].to_numpy(zero_copy_only=False)).any()
     out = tmp_path / "eval"
-    saved = json.loads((out / "results.json").read_text())
-    assert len(saved["results"]) == 12
     md = (out / "report.md").read_text()
-    assert "## hF [95 % CI] by model and fold" in md and "lopo_gamma" in md and "tfidf-linear" in md
-    assert "## Against tfidf-linear (paired bootstrap over groups)" in md
-    for name in ("hf_by_model.png", "per_category_f1_in_platform.png", "confusion_level0_lopo_beta.png",
-                 "confusion_level1_in_platform.png"):
+    assert "## hF [95 % CI] by model and fold" in md and "lopo_gamma" in md
+    assert "## Against tfidf (paired bootstrap over groups)" in md and "every seed agrees" in md
+    assert "## Error ratio" in md and "## What the decision-level models chose" in md
+    for name in ("hf_by_model.png", "per_category_f1_in_platform.png", "confusion_level0_lopo_beta.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, catalogue, tmp_path):
+    """Every step a fold's models take (component fits, held-out predictions, weight choices,
+    early stopping, calibration) reads rows of the training platforms only; the in-platform fold
+    never reads a test-split row before its test."""
+    root, products, _ = catalogue
+    platform = dict(zip(products["product_id"].to_pylist(), products["platform"].to_pylist()))
+    split = dict(zip(products["product_id"].to_pylist(), products["split"].to_pylist()))
+    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + ["plots=false"])
+    with audit.recording() as reads:
+        evaluate(config)
+    fold, steps = None, {}
+    for r in reads:
+        if r.step.startswith("begin:"):
+            fold = r.step.split(":", 1)[1]
+        elif not r.step.startswith("test:"):
+            steps.setdefault(fold, []).append(r)
+    assert set(steps) == {"in_platform", "lopo_alpha", "lopo_beta", "lopo_gamma"}
+    kinds = {r.step.split("@")[0].split(":")[0] for rs in steps.values() for r in rs}
+    assert {"fit", "predict", "heldout", "calibrate", "early_stopping"} <= kinds
+    for name, fold_reads in steps.items():
+        read = {p for r in fold_reads for p in r.product_ids}
+        assert read, name
+        if name.startswith("lopo_"):
+            assert {platform[p] for p in read} == {"alpha", "beta", "gamma"} - {name[5:]}, name
+        else:
+            assert "test" not in {split[p] for p in read}
 
 
 def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys):
     root, _, _ = catalogue
     args = ["evaluate", "--output", str(tmp_path / "cli"), "--set", "protocols=[in_platform]",
-            "--set", "grid.modalities={image: [image]}", "--set", "baselines=[]"]
+            "--set", "references=[]", "--set", "models={image: {model.modalities: [image]}}"]
     assert main(args + [a for o in _overrides(root, tmp_path / "x") if not o.startswith(
-        ("output=", "grid.modalities")) for a in ("--set", o)]) == 0
+        ("output=", "models=")) for a in ("--set", o)]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1].startswith("[evaluate] highest hF in in_platform: early/hard/image ")
+    assert printed[-1].startswith("[evaluate] highest hF in in_platform: image ")
     results = json.loads((tmp_path / "cli" / "results.json").read_text())["results"]
-    assert len(results) == 1 and results[0]["model"] == "early/hard/image"
+    assert len(results) == 1 and results[0]["model"] == "image"
     assert (tmp_path / "cli" / "report.md").exists()
     # merging two evaluation folders (e.g. in-platform and LOPO run apart) into one report
     assert main(["evaluate", "--merge", str(tmp_path / "cli"), str(tmp_path / "cli"),

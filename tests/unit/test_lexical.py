@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prodcat.evaluate.baselines import product_texts
-from prodcat.models.lexical import UNSEEN, LexicalConfig, LexicalScorer, fit_out_of_fold
+from prodcat.models.lexical import UNSEEN, LexicalConfig, LexicalScorer, fit_out_of_fold, product_texts
 from tests.fixtures.synthetic import synthetic_products
 
 pytestmark = pytest.mark.unit

@@ -58,7 +58,7 @@ def test_config_defaults_and_overrides():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"fusion": "bilinear"}, "choose one of: attention, average, concat, early, late"),
+    ({"fusion": "bilinear"}, "choose one of: decision, attention, average, concat, early, late"),
     ({"masking": "strict"}, "choose one of: hard, none, soft"),
     ({"fusion": "attention", "hidden_dim": 10, "num_attention_heads": 4}, "num_attention_heads=2"),
     ({"teacher_forcing": 1.5}, "less than or equal to 1"),

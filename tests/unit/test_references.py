@@ -1,61 +1,48 @@
-"""The TF-IDF + linear baseline and the evaluation report (Markdown and PNG plots). No Ray."""
+"""The reference rows and the evaluation report (Markdown and PNG plots). No Ray."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from prodcat.core.metrics import path_consistency
-from prodcat.evaluate.baselines import TfidfBaseline, TfidfConfig, node_classes, product_texts
+from prodcat.evaluate.predictions import node_classes
+from prodcat.evaluate.references import reference_models
 from prodcat.evaluate.report import per_category_f1, results_markdown, write_report
+from prodcat.models.lexical import product_texts
 from tests.fixtures.synthetic import synthetic_products, toy_taxonomy
 
 pytestmark = pytest.mark.unit
 
 
-def _data(n: int = 120):
-    table, taxonomy = synthetic_products(n)
-    nodes = np.array([taxonomy.label_node(c) for c in table["category_id"].to_pylist()])
-    return table, taxonomy, nodes
+def test_reference_rows_follow_the_models_features():
+    from prodcat.train.config import TrainConfig
+
+    train = TrainConfig.model_validate({"model": {"fusion": "decision", "modalities": ["text", "lexical"]}})
+    refs = reference_models(train, {"mm": {"model.modalities": ["text", "image", "lexical"]}},
+                            ["tfidf", "logreg", "tfidf+logreg-text"], [{"analyzer": "word+char", "C": 0.5}])
+    assert list(refs) == ["tfidf", "logreg-text", "logreg-image", "tfidf+logreg-text"]
+    assert refs["tfidf"]["model.modalities"] == ["lexical"]
+    assert refs["tfidf+logreg-text"]["model.modalities"] == ["lexical", "text"]
+    for overrides in refs.values():     # flat, equal weights, tuned lexical grid, no label prior
+        assert overrides["model.decision.combiner"] == "equal"
+        assert overrides["model.decision.decodings"] == ["best_path"]
+        assert overrides["model.decision.lexical_grid"] == [{"analyzer": "word+char", "C": 0.5}]
+    alone = reference_models(train, {}, ["logreg"], [])
+    assert list(alone) == ["logreg-text"] and alone["logreg-text"]["model.modalities"] == ["text"]
 
 
-def test_tfidf_learns_category_words_and_gives_valid_paths():
-    table, taxonomy, nodes = _data()
-    texts = product_texts(table)
-    model = TfidfBaseline(TfidfConfig(min_df=1)).fit(texts[:80], nodes[:80])
-    pred = model.predict(texts[80:])
-    assert (pred == nodes[80:]).mean() > 0.95  # the category name is in every synthetic title
-    classes = node_classes(taxonomy, pred)
-    assert classes.shape == (40, taxonomy.num_levels)
-    assert path_consistency(taxonomy, classes) == 1.0
-    assert model.fit_seconds > 0
-
-
-def test_tfidf_unigrams_and_null_descriptions():
-    table, taxonomy, nodes = _data(60)
+def test_product_texts_with_null_descriptions():
+    table, _ = synthetic_products(6)
     table = table.set_column(table.schema.get_field_index("description"), "description",
                              __import__("pyarrow").nulls(len(table), "string"))
-    texts = product_texts(table)
-    assert all(" . " in t for t in texts)
-    model = TfidfBaseline(TfidfConfig(min_df=1, ngram_max=1)).fit(texts, nodes)
-    assert model.predict(["premium boots"]).shape == (1,)
-    assert model.predict([]).shape == (0,)
-
-
-def test_tfidf_errors_say_what_is_wrong():
-    with pytest.raises(RuntimeError, match="fit"):
-        TfidfBaseline().predict(["x"])
-    with pytest.raises(ValueError, match="2 distinct"):
-        TfidfBaseline().fit(["a", "b"], [3, 3])
-    with pytest.raises(ValueError, match="labels"):
-        TfidfBaseline().fit(["a", "b"], [3])
+    assert all(t.endswith(" . ") for t in product_texts(table))
 
 
 def _results():
     rows = []
     for fold in ("in_platform", "lopo_alpha"):
         for model, kind, hf in (("late/hard/text", "grid", 0.7), ("late/hard/text+image", "grid", 0.8),
-                                ("tfidf-linear", "baseline", 0.75)):
+                                ("tfidf", "reference", 0.75)):
             rows.append({"fold": fold, "protocol": fold.split("_")[0], "model": model, "kind": kind,
                          "modality": model.split("/")[-1], "fusion": "late", "masking": "hard",
                          "hF": hf, "hP": hf, "hR": hf, "level0_macro_f1": 0.9, "level1_macro_f1": 0.5,
@@ -68,9 +55,9 @@ def _results():
              {"fold": "lopo_alpha", "protocol": "lopo", "train_platforms": ["beta"],
               "test_platforms": ["alpha"], "test_splits": None, "n_train": 50, "n_test_all": 12,
               "n_test": 10, "coverage": 10 / 12, "test_categories": 5, "covered_categories": 4}]
-    comparisons = [{"fold": "lopo_alpha", "model": "late/hard/text+image", "reference": "tfidf-linear",
+    comparisons = [{"fold": "lopo_alpha", "model": "late/hard/text+image", "reference": "tfidf",
                     "difference": 0.05, "low": 0.01, "high": 0.09, "real": True,
-                    "verdict": "late/hard/text+image beats tfidf-linear: +5.00 points [+1.00, +9.00]"}]
+                    "verdict": "late/hard/text+image beats tfidf: +5.00 points [+1.00, +9.00]"}]
     return {"folds": folds, "results": rows, "seconds": 12.0, "comparisons": comparisons,
             "dataset": {"products": "p", "embeddings": "e", "features": ["image", "text"], "rows": 110,
                         "platforms": ["alpha", "beta"], "taxonomy_version": "toy-1"}}
@@ -80,7 +67,7 @@ def test_markdown_report_has_coverage_pivot_and_tables():
     md = results_markdown(_results())
     assert "| lopo_alpha | beta | alpha (all splits) | 50 | 10 / 12 | 83.3% | 4 / 5 | - |" in md
     assert "| late/hard/text+image | 0.800 [0.750, 0.850] | 0.800 [0.750, 0.850] |" in md  # the pivot
-    assert "| lopo_alpha | late/hard/text+image | +5.00 | [+1.00, +9.00] | late/hard/text+image beats tfidf-linear |" in md
+    assert "| lopo_alpha | late/hard/text+image | +5.00 | [+1.00, +9.00] | late/hard/text+image beats |" in md
     assert "Highest hF in this fold: **late/hard/text+image**" in md and "not a choice" in md
     assert "L1 macro-F1" in md
 
@@ -91,7 +78,7 @@ def test_write_report_writes_json_markdown_and_pngs(tmp_path):
     classes = node_classes(taxonomy, true)
     preds = {"in_platform": {"true": true, "taxonomy": taxonomy, "models": {
         "late/hard/text": classes, "late/hard/text+image": np.roll(classes, 1, axis=0),
-        "tfidf-linear": classes}}}
+        "tfidf": classes}}}
     written = write_report(_results(), preds, str(tmp_path))
     for name in ("results.json", "report.md", "hf_by_model.png", "per_category_f1_in_platform.png",
                  "confusion_level0_in_platform.png", "confusion_level1_in_platform.png"):

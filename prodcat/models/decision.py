@@ -1,0 +1,342 @@
+"""Decision-level fusion: calibrated component classifiers combined by weights, decoded on the tree.
+
+Each component (:mod:`prodcat.models.components`) gives calibrated log-probabilities over the
+taxonomy's C label leaves from one input (the lexical scores, a text / image / joint embedding, a
+fine-tuned text embedding, the label names). The model combines them as a weighted product of
+experts, ``log p(leaf) = sum_k w_k log p_k(leaf) - log Z`` (weights ``w_k >= 0`` fitted on
+products the components were not trained on, :mod:`prodcat.train.decision`; Kittler et al. 1998,
+"On combining classifiers"), and decodes a *valid path* over the tree (dynamic masking as
+decoding): ``greedy`` goes down the tree choosing, under the chosen parent, the child whose subtree
+holds the most probability; ``best_path`` outputs the most probable leaf with its ancestors. Either
+way every output is a valid taxonomy path.
+
+Serving logits (what calibration and the cascade read): per level l, ``log`` of each class's
+subtree probability, masked to the children of the class chosen one level up (``-inf``
+elsewhere); a level's confidence is ``softmax(logits_l / T)`` at the chosen class, so at T = 1 the
+product over the path is the probability of the output node. The global temperature T is fitted
+on the calibration split like any checkpoint's (:mod:`prodcat.train.calibration`).
+
+Checkpoint (a folder, local or ``s3://``; ``docs/contracts.md``): ``config.json`` (``format``
+:data:`FORMAT`, ``model``, ``train``, ``input_dims``, ``features`` with encoder fingerprints,
+``components``: their records, ``combiner``: weights and decoding, ``selection``: what the choice
+was made on), ``components.safetensors`` (``<component>.<tensor>``), ``taxonomy.json``,
+``metrics.json``, ``calibration.json``, and the lexical model's ``lexical.json`` +
+``lexical.safetensors`` when a component reads the ``lexical`` feature. Never pickle.
+
+Letters: B products, C label leaves, L levels, C_l classes at level l, K components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from prodcat.core import storage
+from prodcat.core.taxonomy import Taxonomy
+from prodcat.models.components import Component, component_from_record
+from prodcat.models.config import ModelConfig
+from prodcat.models.files import CALIBRATION, CONFIG, DEFAULT_CALIBRATION, METRICS, TAXONOMY, read_json
+from prodcat.models.lexical import FEATURE as LEXICAL
+from prodcat.models.lexical import LexicalScorer
+
+FORMAT = "prodcat-decision/1"
+COMPONENTS = "components.safetensors"
+DECODINGS = ("greedy", "best_path")
+
+
+class TreeDecoder:
+    """Subtree probabilities and valid-path decoding over a taxonomy's leaves (numpy).
+
+    Args:
+        taxonomy: the tree; its leaves (node order) are the C outputs of every component.
+    """
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        import scipy.sparse as sp
+
+        self.taxonomy = taxonomy
+        self.leaves = np.sort(taxonomy.leaves)                                    # [C]
+        self.paths = np.stack([taxonomy.targets(int(n)) for n in self.leaves])     # [C, L]
+        self.aggregate = []                                                        # [C, C_l] each
+        for level, size in enumerate(taxonomy.level_sizes):
+            on = np.flatnonzero(self.paths[:, level] >= 0)
+            self.aggregate.append(sp.csr_matrix((np.ones(len(on)), (on, self.paths[on, level])),
+                                                shape=(len(self.leaves), size)))
+
+    def level_log_mass(self, log_p: np.ndarray) -> list[np.ndarray]:
+        """Per level ``[B, C_l]``: log of the probability under each class's subtree."""
+        p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            return [np.log(np.asarray(p @ agg)) for agg in self.aggregate]        # sparse right product
+
+    def decode(self, log_p: np.ndarray, decoding: str = "greedy") -> np.ndarray:
+        """Output classes ``[B, L]`` (-1 padded), a valid path each, from normalised leaf
+        log-probabilities ``[B, C]``.
+
+        Raises:
+            ValueError: for an unknown decoding.
+        """
+        if decoding == "best_path":
+            return self.paths[np.argmax(log_p, axis=1)].copy()
+        if decoding != "greedy":
+            raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
+        masses = self.level_log_mass(log_p)
+        classes = np.full((len(log_p), self.taxonomy.num_levels), -1, np.int64)
+        classes[:, 0] = np.argmax(masses[0], axis=1)
+        alive = np.ones(len(log_p), bool)
+        for level, mask in enumerate(self.taxonomy.child_masks, start=1):
+            allowed = mask[classes[:, level - 1].clip(0)]                         # [B, C_l]
+            alive &= allowed.any(axis=1)
+            scores = np.where(allowed, masses[level], -np.inf)
+            classes[:, level] = np.where(alive, np.argmax(scores, axis=1), -1)
+        return classes
+
+    def level_logits(self, log_p: np.ndarray, classes: np.ndarray) -> list[np.ndarray]:
+        """Serving logits: per level ``[B, C_l]`` log subtree probability, ``-inf`` outside the
+        children of the class chosen one level up (``classes [B, L]``)."""
+        masses = self.level_log_mass(log_p)
+        out = [masses[0].astype(np.float32)]
+        for level, mask in enumerate(self.taxonomy.child_masks, start=1):
+            allowed = mask[classes[:, level - 1].clip(0)] & (classes[:, level - 1:level] >= 0)
+            out.append(np.where(allowed, masses[level], -np.inf).astype(np.float32))
+        return out
+
+
+@dataclass
+class Combiner:
+    """Weights of the components' log-probabilities and the decoding.
+
+    Attributes:
+        weights: ``{component name: w >= 0}``; a component with weight 0 is not read.
+        decoding: ``greedy`` or ``best_path`` (see the module docstring).
+    """
+
+    weights: dict[str, float]
+    decoding: str = "greedy"
+
+    def combine(self, log_probs: dict[str, np.ndarray]) -> np.ndarray:
+        """Normalised ``log p(leaf)`` ``[B, C]`` from the components' ``{name: [B, C]}``.
+
+        Raises:
+            ValueError: when every weight is 0 or a weighted component is missing.
+        """
+        used = {k: w for k, w in self.weights.items() if w > 0}
+        if not used:
+            raise ValueError("every combiner weight is 0")
+        missing = [k for k in used if k not in log_probs]
+        if missing:
+            raise ValueError(f"components {missing} have weights but no log-probabilities")
+        z = sum(w * log_probs[k] for k, w in used.items())
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+@dataclass
+class DecisionModel:
+    """A decision-level fusion model, used like :class:`prodcat.models.checkpoint.LoadedModel`
+    (``predict``, ``serving_logits``, ``features``, ``encoders``, ``lexical``, ...), so the
+    evaluation, calibration, the cascade, the service and bulk scoring run it unchanged.
+
+    Attributes:
+        components: the component classifiers (all over the same leaves).
+        combiner: their weights and the decoding.
+        taxonomy: the label space.
+        input_dims: ``{feature: D}`` of every feature a component reads (``lexical``: C).
+        lexical: the TF-IDF + linear model that computes the ``lexical`` feature from text.
+        selection: how the weights and settings were chosen (held-out scores of the candidates).
+    """
+
+    components: list[Component]
+    combiner: Combiner
+    taxonomy: Taxonomy
+    model_config: ModelConfig
+    input_dims: dict[str, int]
+    encoders: dict = field(default_factory=dict)
+    train_config: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
+    metrics: dict = field(default_factory=dict)
+    lexical: LexicalScorer | None = None
+    selection: dict = field(default_factory=dict)
+    version: str = ""
+    device: str = "cpu"
+    uri: str = ""
+    model: Any = None                # no torch module: kept for LoadedModel's interface
+
+    def __post_init__(self) -> None:
+        self.decoder = TreeDecoder(self.taxonomy)
+
+    @property
+    def features(self) -> list[str]:
+        """The features read, in order (those of components with a weight > 0)."""
+        return list(self.input_dims)
+
+    def _check(self, features: dict[str, np.ndarray]) -> int:
+        missing = [f for f in self.features if f not in features]
+        if missing:
+            raise KeyError(f"features {missing} missing; this model needs {self.features}")
+        n = len(next(iter(features.values()))) if features else 0
+        for f in self.features:
+            shape = np.shape(features[f])
+            if shape != (n, self.input_dims[f]):
+                raise ValueError(f"feature {f!r}: expected shape [{n}, {self.input_dims[f]}], got {list(shape)}")
+        return n
+
+    def component_log_probs(self, features: dict[str, np.ndarray],
+                            present: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """``{component: [B, C]}`` calibrated log-probabilities of the weighted components."""
+        present = present or {}
+        return {c.name: c.log_probs(features[c.feature], present.get(c.feature))
+                for c in self.components if self.combiner.weights.get(c.name, 0) > 0}
+
+    def leaf_log_probs(self, features: dict[str, np.ndarray],
+                       present: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Combined, normalised ``log p(leaf)`` ``[B, C]``.
+
+        Raises:
+            KeyError: a needed feature is missing; ValueError: a wrong shape.
+        """
+        self._check(features)
+        return self.combiner.combine(self.component_log_probs(features, present))
+
+    def serving_logits(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
+                       batch_size: int = 4096) -> tuple[list[np.ndarray], np.ndarray]:
+        """``(logits, classes)``: per level ``[B, C_l]`` float32 (log subtree probabilities masked
+        to the chosen parent's children) and the ``[B, L]`` output classes (-1 padded)."""
+        n = self._check(features)
+        chunks, classes = [], []
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            log_p = self.leaf_log_probs({f: v[sl] for f, v in features.items() if f in self.input_dims},
+                                        {f: v[sl] for f, v in (present or {}).items()})
+            chosen = self.decoder.decode(log_p, self.combiner.decoding)
+            chunks.append(self.decoder.level_logits(log_p, chosen))
+            classes.append(chosen)
+        if not chunks:
+            return ([np.zeros((0, c), np.float32) for c in self.taxonomy.level_sizes],
+                    np.zeros((0, self.taxonomy.num_levels), np.int64))
+        return [np.concatenate(level) for level in zip(*chunks)], np.concatenate(classes)
+
+    def predict(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
+                temperature: float | None = None, batch_size: int = 4096) -> dict[str, np.ndarray]:
+        """Categorize B products (the same outputs as ``LoadedModel.predict``).
+
+        Returns:
+            ``category_id`` [B] int64, ``category_path`` [B] str, ``node`` [B] int64, ``classes``
+            [B, L] int64 (-1 padded; a valid path each), ``level_confidence`` [B, L] float32 in
+            [0, 1] (``softmax(logits_l / T)`` at the chosen class; 0 below the output's depth).
+
+        Raises:
+            KeyError: a needed feature is missing; ValueError: a wrong shape or T <= 0.
+        """
+        temperature = float(temperature or self.calibration.get("temperature", 1.0))
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        logits, classes = self.serving_logits(features, present, batch_size)
+        conf = np.zeros(classes.shape, np.float32)
+        for level, z in enumerate(logits):
+            rows = np.flatnonzero(classes[:, level] >= 0)
+            if not len(rows):
+                continue
+            scaled = z[rows] / temperature
+            scaled = scaled - scaled.max(axis=1, keepdims=True)
+            p = np.exp(scaled)
+            conf[rows, level] = p[np.arange(len(rows)), classes[rows, level]] / p.sum(axis=1)
+        nodes = _deepest_nodes(self.taxonomy, classes)
+        return {"node": nodes, "classes": classes, "level_confidence": conf,
+                "category_id": self.taxonomy.ids[nodes].astype(np.int64),
+                "category_path": np.asarray([self.taxonomy.path(int(v)) for v in nodes], object)}
+
+    # ------------------------------------------------------------------ persistence (no pickle)
+    def save(self, uri: str) -> str:
+        """Write the checkpoint folder at ``uri`` (local or ``s3://``); returns ``uri``."""
+        from safetensors.numpy import save
+
+        tensors = {f"{c.name}.{key}": np.ascontiguousarray(value)
+                   for c in self.components for key, value in c.tensors.items()}
+        tensors["leaves"] = self.decoder.leaves
+        weights = save(tensors)
+        features = {f: {"dim": int(d), **self.encoders.get(f, {})} for f, d in self.input_dims.items()}
+        cfg = {"format": FORMAT, "train": self.train_config, "model": self.model_config.model_dump(mode="json"),
+               "input_dims": dict(self.input_dims), "features": features,
+               "taxonomy_version": self.taxonomy.version,
+               "components": [c.record() for c in self.components],
+               "combiner": {"weights": self.combiner.weights, "decoding": self.combiner.decoding},
+               "selection": self.selection}
+        storage.makedirs(uri)
+        storage.write_text(storage.join(uri, CONFIG), _json(cfg))
+        storage.write_text(storage.join(uri, TAXONOMY), self.taxonomy.to_json())
+        storage.write_bytes(storage.join(uri, COMPONENTS), weights)
+        storage.write_text(storage.join(uri, METRICS), _json(self.metrics))
+        storage.write_text(storage.join(uri, CALIBRATION), _json(self.calibration))
+        if self.lexical is not None:
+            self.lexical.save(uri)
+        self.version = hashlib.sha256(weights).hexdigest()[:12]
+        self.uri = uri
+        return uri
+
+
+def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> DecisionModel:
+    """Load a decision-level fusion checkpoint folder.
+
+    Raises:
+        FileNotFoundError: a required file is missing (names it).
+        prodcat.core.errors.UnreadableFile: a damaged JSON or weights file.
+        ValueError: when ``config.json`` is not a :data:`FORMAT` checkpoint.
+    """
+    from safetensors.numpy import load
+
+    from prodcat.core.errors import UnreadableFile
+
+    cfg = cfg or read_json(uri, CONFIG)
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{uri}: not a {FORMAT} checkpoint (format={cfg.get('format')!r})")
+    taxonomy = Taxonomy.from_json(storage.read_text(storage.join(uri, TAXONOMY)))
+    weights = storage.read_bytes(storage.join(uri, COMPONENTS))
+    try:
+        tensors = load(weights)
+    except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
+        raise UnreadableFile(storage.join(uri, COMPONENTS), f"{type(err).__name__}: {err}") from None
+    leaves = tensors.pop("leaves")
+    components = []
+    for record in cfg["components"]:
+        prefix = record["name"] + "."
+        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        components.append(component_from_record(record, leaves, mine))
+    lexical = None
+    if LEXICAL in cfg["input_dims"]:
+        if not LexicalScorer.exists(uri):
+            raise FileNotFoundError(f"{uri}: the model reads the lexical feature but the folder has "
+                                    "no lexical.json; copy the whole checkpoint folder")
+        lexical = LexicalScorer.load(uri)
+    encoders = {f: {k: v for k, v in info.items() if k != "dim"} for f, info in cfg["features"].items()
+                if f != LEXICAL}
+    return DecisionModel(
+        components=components, combiner=Combiner(**cfg["combiner"]), taxonomy=taxonomy,
+        model_config=ModelConfig.model_validate(cfg["model"]), input_dims=cfg["input_dims"],
+        encoders=encoders, train_config=cfg.get("train", {}),
+        calibration=read_json(uri, CALIBRATION, DEFAULT_CALIBRATION), metrics=read_json(uri, METRICS, {}),
+        lexical=lexical, selection=cfg.get("selection", {}),
+        version=hashlib.sha256(weights).hexdigest()[:12], device=device, uri=uri)
+
+
+def _deepest_nodes(taxonomy: Taxonomy, classes: np.ndarray) -> np.ndarray:
+    nodes = np.zeros(len(classes), np.int64)
+    for level, level_nodes in enumerate(taxonomy.level_nodes):
+        cls = classes[:, level]
+        nodes = np.where(cls >= 0, level_nodes[cls.clip(0, len(level_nodes) - 1)], nodes)
+    return nodes
+
+
+def _json(data: Any) -> str:
+    def builtin(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return json.dumps(data, indent=2, sort_keys=True, default=builtin)

@@ -1,0 +1,428 @@
+"""Fitting a decision-level fusion model, every choice made on products its parts were not fit on.
+
+For the training rows R (the ``train`` split of the platforms S in ``data.platforms``, subsampled
+to ``data.max_train_products``), :func:`train_decision`:
+
+1. builds the *held-out sets* (``model.decision.heldout``): ``cross_platform``: for each platform
+   Q in S (when S has two or more), the components are fitted on R without Q and predict Q's
+   training rows whose category the others have (a leave-one-platform-out inside the training
+   platforms); ``in_platform``: fitted on R, they predict the ``val`` split of S. At most
+   ``heldout_per_platform`` products per platform and set (seeded);
+2. chooses each component's settings (``linear_C``, ``lexical_grid``) by the mean held-out hF of
+   that component alone;
+3. fits each component's temperature (held-out negative log-likelihood), then the combiner's
+   weights (maximum held-out log-likelihood of the combination, ``w >= 0``, scipy's L-BFGS-B);
+4. keeps, of the fitted weights, equal weights and every component alone, each with every decoding
+   in ``decodings``, the candidate with the best mean held-out hF: on held-out products the model
+   is never below its best component;
+5. refits the chosen components on all of R, fits the global temperature on the ``calib`` split of
+   S (the serving logits, :mod:`prodcat.train.calibration`) and writes the checkpoint.
+
+Nothing else is read: in a leave-one-platform-out fold (``data.platforms`` = the other platforms)
+no product of the held-out platform is read before its test. Each step reports the products it
+reads to :mod:`prodcat.core.audit`, which the evaluation's tests check.
+
+Letters: B products, C label leaves, K components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from prodcat.core import audit, storage
+from prodcat.core.metrics import hierarchical_counts, prf_from_counts
+from prodcat.core.taxonomy import Taxonomy
+from prodcat.models.components import (
+    Component,
+    LabelComponent,
+    LinearComponent,
+    ScoresComponent,
+    log_softmax,
+)
+from prodcat.models.config import DecisionSettings
+from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder
+from prodcat.models.files import CONFIG
+from prodcat.models.lexical import FEATURE as LEXICAL
+from prodcat.models.lexical import LexicalConfig, LexicalScorer, _hstack, analyzers, make_vectorizer
+from prodcat.train.config import TrainConfig, run_prefix
+from prodcat.train.features import TEXT, FeatureTable, select_train_rows
+from prodcat.train.result import TrainResult
+
+LABEL = "label"
+
+
+# ---------------------------------------------------------------------------------- held-out sets
+@dataclass
+class HeldOut:
+    """One held-out set: components fitted on ``fit`` predict ``rows``."""
+
+    name: str                 # "cross_platform:<Q>" or "in_platform"
+    fit: FeatureTable
+    rows: FeatureTable
+
+
+def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSettings,
+                 val_split: str, seed: int) -> list[HeldOut]:
+    """The held-out sets of :func:`train_decision` (step 1).
+
+    Args:
+        table: every row of the training platforms (all splits).
+        train: the training rows R.
+
+    Raises:
+        ValueError: when no held-out set can be built (one platform and no validation rows).
+    """
+    rng = np.random.default_rng(seed)
+    sets = []
+    platforms = sorted(np.unique(train.column("platform")).tolist())
+    if "cross_platform" in settings.heldout and len(platforms) >= 2:
+        for q in platforms:
+            others = train.where(train.column("platform") != q)
+            mine = train.where(train.column("platform") == q)
+            covered = mine.where(np.isin(mine.column("node"), others.column("node")))
+            covered = _cap(covered, settings.heldout_per_platform, rng)
+            if len(covered) and len(np.unique(others.column("node"))) >= 2:
+                sets.append(HeldOut(f"cross_platform:{q}", others, covered))
+    if "in_platform" in settings.heldout:
+        val = table.rows(splits=[val_split])
+        val = val.where(np.isin(val.column("node"), train.column("node")))
+        parts = [_cap(val.where(val.column("platform") == p), settings.heldout_per_platform, rng)
+                 for p in platforms]
+        keep = np.isin(val.column("product_id"), np.concatenate([p.column("product_id") for p in parts]))
+        if keep.any():
+            sets.append(HeldOut("in_platform", train, val.where(keep)))
+    if not sets:
+        raise ValueError(f"decision-level fusion found no held-out products to choose on: training "
+                         f"platforms {platforms}, heldout={settings.heldout}; add a platform or "
+                         f"validation rows ({val_split!r} split)")
+    return sets
+
+
+def _cap(rows: FeatureTable, n: int, rng: np.random.Generator) -> FeatureTable:
+    if len(rows) <= n:
+        return rows
+    keep = np.zeros(len(rows), bool)
+    keep[rng.choice(len(rows), n, replace=False)] = True
+    return rows.where(keep)
+
+
+# ---------------------------------------------------------------------------------- components
+@dataclass
+class ComponentSpec:
+    """A component to fit: its name, kind, input feature and the settings to choose from."""
+
+    name: str
+    kind: str                 # linear | lexical | label
+    feature: str
+    candidates: list[dict] = field(default_factory=lambda: [{}])
+
+
+def component_specs(config: TrainConfig) -> list[ComponentSpec]:
+    """One spec per modality (``lexical``: the TF-IDF + linear model with its grid; any other: a
+    logistic regression with ``linear_C``), plus ``label`` when the label prior is on."""
+    model, d = config.model, config.model.decision
+    specs = []
+    for m in model.modalities:
+        if m == LEXICAL:
+            grid = d.lexical_grid or [{}]
+            specs.append(ComponentSpec(LEXICAL, "lexical", LEXICAL, [dict(g) for g in grid]))
+        else:
+            specs.append(ComponentSpec(m, "linear", m, [{"C": c} for c in d.linear_C]))
+    if model.label_prior != "none":
+        specs.append(ComponentSpec(LABEL, "label", model.label_prior_feature, [{}]))
+    return specs
+
+
+class Fitter:
+    """Fits components on rows of one label space; caches TF-IDF matrices and held-out scores.
+
+    Args:
+        config: the training config (lexical base settings, decision settings, seed).
+        taxonomy: the label space (its leaves are every component's outputs).
+        label_embeddings: ``[N, D]`` per node for the ``label`` component, or None.
+    """
+
+    #: held-out scores kept across fits in this process (an evaluation fits the same component
+    #: on the same rows for several models): ``{key: [B, C] float32}``, least recently used out
+    _scores: OrderedDict = OrderedDict()
+    MAX_CACHED = 64
+
+    def __init__(self, config: TrainConfig, taxonomy: Taxonomy,
+                 label_embeddings: np.ndarray | None = None) -> None:
+        self.config, self.taxonomy = config, taxonomy
+        self.settings = config.model.decision
+        self.leaves = np.sort(taxonomy.leaves)
+        self.label_embeddings = label_embeddings
+        self._vectorized: dict = {}
+
+    def lexical_config(self, overrides: dict) -> LexicalConfig:
+        data = {**self.config.lexical.model_dump(), **overrides, "seed": self.config.optim.seed}
+        return LexicalConfig.model_validate(data)
+
+    def fit(self, spec: ComponentSpec, setting: dict, rows: FeatureTable,
+            step: str) -> tuple[Component, LexicalScorer | None]:
+        """``(component, lexical scorer or None)`` fitted on ``rows``.
+
+        Raises:
+            ValueError: fewer than 2 labels in ``rows``, or a label component without label
+                embeddings.
+        """
+        audit.read(f"fit:{spec.name}@{step}", rows.column("product_id"))
+        nodes = rows.column("node")
+        if spec.kind == "lexical":
+            scorer = self._fit_lexical(self.lexical_config(setting), rows)
+            comp = ScoresComponent.fit(spec.name, spec.feature, self.taxonomy, **setting)
+            comp.settings = {"lexical": scorer.config.model_dump(), "describe": scorer.config.describe()}
+            return comp, scorer
+        if spec.kind == "label":
+            if self.label_embeddings is None:
+                raise ValueError("the label component needs label embeddings (label_prior on a store "
+                                 "made by `prodcat embed`)")
+            return LabelComponent.fit(spec.name, spec.feature, self.taxonomy, self.label_embeddings), None
+        feats, present, _ = rows.with_features([spec.feature]).arrays()
+        keep = present[spec.feature]
+        return LinearComponent.fit(
+            spec.name, spec.feature, feats[spec.feature][keep], nodes[keep], self.taxonomy,
+            C=float(setting["C"]), structure=self.settings.structure, max_iter=self.settings.max_iter,
+            seed=self.config.optim.seed), None
+
+    def _fit_lexical(self, config: LexicalConfig, rows: FeatureTable) -> LexicalScorer:
+        texts = rows.column(TEXT).tolist()
+        key = (json.dumps({k: v for k, v in config.model_dump().items() if k not in ("C", "seed", "folds")},
+                          sort_keys=True), _digest(rows.column("product_id")))
+        if key not in self._vectorized:
+            vectorizers = {kind: make_vectorizer(config, kind, min_df=min(config.min_df, len(texts)))
+                           for kind in analyzers(config)}
+            x = _hstack([v.fit_transform(texts) for v in vectorizers.values()])
+            self._vectorized = {key: (vectorizers, x)}          # one matrix at a time (memory)
+        vectorizers, x = self._vectorized[key]
+        return LexicalScorer(config).fit_matrix(x, rows.column("node"), self.leaves, vectorizers)
+
+    def raw_scores(self, comp: Component, scorer: LexicalScorer | None, rows: FeatureTable,
+                   step: str) -> np.ndarray:
+        """Uncalibrated scores ``[B, C]`` of a fitted component on ``rows`` (absent inputs: 0)."""
+        audit.read(f"predict:{comp.name}@{step}", rows.column("product_id"))
+        if scorer is not None:
+            return scorer.scores(rows.column(TEXT).tolist()).astype(np.float64)
+        feats, present, _ = rows.with_features([comp.feature]).arrays()
+        out = comp.scores(feats[comp.feature])
+        out[~present[comp.feature]] = 0.0                       # uniform after the softmax
+        return out
+
+    def heldout_scores(self, spec: ComponentSpec, setting: dict, h: HeldOut) -> np.ndarray:
+        """Raw scores ``[B_h, C]`` of ``spec`` with ``setting``, fitted on ``h.fit``, on ``h.rows``
+        (cached per component, setting, fit rows and predicted rows)."""
+        key = (spec.name, spec.kind, spec.feature, json.dumps(setting, sort_keys=True),
+               self.settings.structure, self.settings.max_iter, self.config.optim.seed,
+               json.dumps(self.config.lexical.model_dump(), sort_keys=True) if spec.kind == "lexical" else "",
+               _digest(self.leaves.astype(str)), _digest(h.fit.column("product_id")),
+               _digest(h.rows.column("product_id")))
+        cached = Fitter._scores.get(key)
+        if cached is not None:
+            Fitter._scores.move_to_end(key)
+            audit.read(f"fit:{spec.name}@{h.name}", h.fit.column("product_id"))
+            audit.read(f"predict:{spec.name}@{h.name}", h.rows.column("product_id"))
+            return cached
+        comp, scorer = self.fit(spec, setting, h.fit, h.name)
+        scores = self.raw_scores(comp, scorer, h.rows, h.name).astype(np.float32)
+        Fitter._scores[key] = scores
+        while len(Fitter._scores) > self.MAX_CACHED:
+            Fitter._scores.popitem(last=False)
+        return scores
+
+
+def _digest(values) -> str:
+    return hashlib.sha1("\n".join(map(str, values)).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- choices
+def heldout_hf(taxonomy: Taxonomy, decoder: TreeDecoder, log_p: np.ndarray, nodes: np.ndarray,
+               decoding: str) -> float:
+    """hF of the decoded paths of ``log_p [B, C]`` against label nodes ``[B]``."""
+    classes = decoder.decode(log_p, decoding)
+    return prf_from_counts(*hierarchical_counts(taxonomy, nodes, classes).sum(axis=0))["hF"]
+
+
+def fit_temperature(scores: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    """T > 0 minimising the mean (per held-out set) negative log-likelihood of
+    ``log_softmax(scores / T)`` at the true leaf (``targets``: leaf positions ``[B]``)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t: float) -> float:
+        return float(np.mean([-log_softmax(s, np.exp(log_t))[np.arange(len(t)), t].mean()
+                              for s, t in zip(scores, targets)]))
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded").x))
+
+
+def fit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.ndarray],
+                names: list[str]) -> dict[str, float]:
+    """Weights ``w >= 0`` maximising the mean (per held-out set) log-likelihood of
+    ``softmax(sum_k w_k log p_k)`` at the true leaf (L-BFGS-B with its analytic gradient)."""
+    from scipy.optimize import minimize
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, grad = 0.0, np.zeros(len(w))
+        for lp, t in zip(log_probs, targets):
+            stack = np.stack([lp[n] for n in names])                   # [K, B, C]
+            z = np.tensordot(w, stack, axes=1)                         # [B, C]
+            q = np.exp(log_softmax(z))
+            rows = np.arange(len(t))
+            loss -= (log_softmax(z)[rows, t]).mean()
+            grad -= (stack[:, rows, t] - np.einsum("bc,kbc->kb", q, stack)).mean(axis=1)
+        return loss / len(targets), grad / len(targets)
+
+    result = minimize(objective, np.ones(len(names)), jac=True, method="L-BFGS-B",
+                      bounds=[(0.0, 20.0)] * len(names))
+    return {n: float(w) for n, w in zip(names, result.x)}
+
+
+@dataclass
+class Choice:
+    """What :func:`choose` decided, with the held-out scores it decided on."""
+
+    settings: dict[str, dict]                  # component -> chosen setting
+    temperatures: dict[str, float]
+    combiner: Combiner
+    candidates: list[dict]                     # every candidate with its held-out hF
+    setting_scores: dict[str, list[dict]]      # component -> [{setting, hF}]
+    heldout: list[dict]                        # the held-out sets (name, products)
+
+    @property
+    def heldout_hf(self) -> float:
+        return max(c["hF"] for c in self.candidates)
+
+
+def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
+           log: Callable[[str], None] | None = None) -> Choice:
+    """Steps 2-4 of the module docstring, on the held-out sets ``sets``."""
+    taxonomy, decoder, d = fitter.taxonomy, TreeDecoder(fitter.taxonomy), fitter.settings
+    index = {int(n): i for i, n in enumerate(fitter.leaves)}
+    targets = [np.asarray([index[int(n)] for n in h.rows.column("node")]) for h in sets]
+    nodes = [h.rows.column("node") for h in sets]
+    for h in sets:
+        audit.read(f"heldout:{h.name}", h.rows.column("product_id"))
+    settings, setting_scores, raw = {}, {}, {}
+    for spec in specs:
+        scored = []
+        for setting in spec.candidates:
+            scores = [fitter.heldout_scores(spec, setting, h) for h in sets]
+            hf = float(np.mean([heldout_hf(taxonomy, decoder, log_softmax(s), y, "best_path")
+                                for s, y in zip(scores, nodes)]))
+            scored.append({"setting": setting, "hF": hf, "scores": scores})
+        best = max(scored, key=lambda r: r["hF"])
+        settings[spec.name], raw[spec.name] = best["setting"], best["scores"]
+        setting_scores[spec.name] = [{"setting": r["setting"], "hF": r["hF"]} for r in scored]
+        if log and len(scored) > 1:
+            others = ", ".join(f"{r['hF']:.4f}" for r in scored)
+            log(f"  {spec.name}: chose {best['setting']} (held-out hF {best['hF']:.4f} of {others})")
+    temperatures = {n: fit_temperature(raw[n], targets) for n in raw}
+    log_probs = [{n: log_softmax(raw[n][j], temperatures[n]) for n in raw} for j in range(len(sets))]
+    names = list(raw)
+    weightings = {"equal": {n: 1.0 for n in names}}
+    if d.combiner == "weights" and len(names) > 1:
+        weightings["fitted"] = fit_weights(log_probs, targets, names)
+        weightings.update({f"{n} alone": {m: float(m == n) for m in names} for n in names})
+    candidates = []
+    for label, weights in weightings.items():
+        combiner = Combiner(weights, d.decodings[0])
+        combined = [combiner.combine(lp) for lp in log_probs]
+        for decoding in d.decodings:
+            per_set = [heldout_hf(taxonomy, decoder, c, y, decoding) for c, y in zip(combined, nodes)]
+            candidates.append({"candidate": label, "decoding": decoding, "weights": weights,
+                               "hF": float(np.mean(per_set)),
+                               "per_set": {h.name: float(v) for h, v in zip(sets, per_set)}})
+    best = max(candidates, key=lambda c: c["hF"])      # the first of equals: fitted before alone
+    return Choice(settings, temperatures, Combiner(dict(best["weights"]), best["decoding"]),
+                  candidates, setting_scores,
+                  [{"name": h.name, "fit_products": len(h.fit), "products": len(h.rows)} for h in sets])
+
+
+# ---------------------------------------------------------------------------------- training
+def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[[str], None] | None = None,
+                   save: bool = True):
+    """Fit a decision-level fusion model on ``table`` (the rows of ``data.platforms``, every
+    split) and write its checkpoint to ``<output>/model`` (with ``save``).
+
+    Returns:
+        :class:`prodcat.train.trainer.TrainResult`, with ``model`` the in-memory
+        :class:`~prodcat.models.decision.DecisionModel`.
+
+    Raises:
+        ValueError: fewer than 2 labels among the training rows, or no held-out products.
+    """
+    from prodcat.train.calibration import calibrate
+
+    start = time.perf_counter()
+    say = progress or (lambda _m: None)
+    d, data = config.model.decision, config.data
+    train = select_train_rows(table, config)
+    if len(np.unique(train.column("node"))) < 2:
+        raise ValueError(f"{len(train)} training rows hold fewer than 2 categories: nothing to learn")
+    fitter = Fitter(config, table.taxonomy, _label_embeddings(config, table))
+    specs = component_specs(config)
+    sets = heldout_sets(table, train, d, data.val_split, config.optim.seed)
+    say(f"{run_prefix(config)} decision-level fusion of {', '.join(s.name for s in specs)} on "
+        f"{len(train):,} training rows; choosing on {', '.join(f'{h.name} ({len(h.rows):,})' for h in sets)}")
+    choice = choose(fitter, specs, sets, say)
+    chosen = max(choice.candidates, key=lambda c: c["hF"])
+    say(f"{run_prefix(config)} chose {chosen['candidate']} / {chosen['decoding']} (held-out hF "
+        f"{chosen['hF']:.4f}); weights {', '.join(f'{k} {v:.2f}' for k, v in choice.combiner.weights.items())}")
+    components, lexical = [], None
+    for spec in specs:
+        if choice.combiner.weights.get(spec.name, 0) <= 0:
+            continue                               # a component nobody listens to is not kept
+        comp, scorer = fitter.fit(spec, choice.settings[spec.name], train, "final")
+        comp.temperature = choice.temperatures[spec.name]
+        components.append(comp)
+        lexical = scorer or lexical
+    input_dims = {c.feature: (lexical.dim if c.feature == LEXICAL else table.dims[c.feature])
+                  for c in components}
+    model = DecisionModel(
+        components=components, combiner=choice.combiner, taxonomy=table.taxonomy,
+        model_config=config.model, input_dims=input_dims,
+        encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
+        train_config=config.model_dump(mode="json"), lexical=lexical,
+        selection={"candidates": choice.candidates, "settings": choice.settings,
+                   "setting_scores": choice.setting_scores, "temperatures": choice.temperatures,
+                   "heldout": choice.heldout})
+    calib = table.rows(splits=[data.calib_split])
+    audit.read("calibrate", calib.column("product_id"))
+    calibration = calibrate(model, calib) if len(calib) else None
+    temperature = calibration.temperature if calibration else 1.0
+    model.calibration = {"temperature": temperature, "threshold": config.threshold,
+                         **({"ece_before": calibration.ece_before, "ece_after": calibration.ece_after,
+                             "products": calibration.products} if calibration else {})}
+    metrics = {"epoch": 0, "val_hF": choice.heldout_hf, "heldout_hF": choice.heldout_hf,
+               "train_rows": len(train), "components": [c.name for c in components]}
+    model.metrics = metrics
+    uri = storage.join(config.output, "model")
+    if save:
+        model.save(uri)
+    seconds = time.perf_counter() - start
+    say(f"{run_prefix(config)} fitted in {seconds:.0f} s (T {temperature:.3f})" + (f" → {uri}" if save else ""))
+    return TrainResult(checkpoint=uri if save else "", metrics=metrics, history=[metrics],
+                       seconds_per_epoch=seconds, peak_memory_mb=0.0, temperature=temperature,
+                       wall_seconds=seconds, data={"train_rows": len(train)}, model=model)
+
+
+def _label_embeddings(config: TrainConfig, table: FeatureTable) -> np.ndarray | None:
+    if config.model.label_prior == "none":
+        return None
+    from prodcat.train.labels import label_embeddings
+
+    return label_embeddings(table.taxonomy, config.model, table.manifest)
+
+
+def is_decision_checkpoint(uri: str) -> bool:
+    """True when ``uri`` holds a decision-level fusion checkpoint."""
+    from prodcat.models.decision import FORMAT
+    from prodcat.models.files import read_json
+
+    return read_json(uri, CONFIG, {}).get("format") == FORMAT
