@@ -253,9 +253,17 @@ class DecisionModel:
 
     # ------------------------------------------------------------------ persistence (no pickle)
     def save(self, uri: str) -> str:
-        """Write the checkpoint folder at ``uri`` (local or ``s3://``); returns ``uri``."""
+        """Write the checkpoint folder at ``uri`` (local or ``s3://``); returns ``uri``.
+
+        Raises:
+            ValueError: when a component reads the ``lexical`` feature but the model holds no
+                lexical model to compute it from text.
+        """
         from safetensors.numpy import save
 
+        if LEXICAL in self.input_dims and self.lexical is None:
+            raise ValueError("a component reads the lexical feature but the model has no lexical "
+                             "model (TF-IDF + linear) to compute it; fit one or drop the component")
         tensors = {f"{c.name}.{key}": np.ascontiguousarray(value)
                    for c in self.components for key, value in c.tensors.items()}
         tensors["leaves"] = self.decoder.leaves

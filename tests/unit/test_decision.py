@@ -1,0 +1,144 @@
+"""Decision-level fusion without Ray: every component kind's contract (prodcat.models.components),
+decoding on the tree, the checkpoint round trip (prodcat.models.decision), and the choices
+(prodcat.train.decision: temperatures, weights, never below the best component on held-out rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prodcat.core.metrics import valid_paths
+from prodcat.models.components import component_from_record, component_kinds, log_softmax
+from prodcat.models.config import ModelConfig
+from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, load_decision
+from prodcat.models.lexical import LexicalConfig, LexicalScorer
+from prodcat.train.decision import fit_temperature, fit_weights
+from tests.fixtures.synthetic import toy_taxonomy
+
+pytestmark = pytest.mark.unit
+
+TAX = toy_taxonomy().induced([2, 3, 4, 5, 6, 8, 9])     # Shoes and Home are labels and parents
+LEAVES = np.sort(TAX.leaves)
+
+
+def _data(n: int = 120, dim: int = 12, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    nodes = rng.choice(LEAVES, n)
+    protos = rng.normal(size=(len(TAX), dim))
+    return protos[nodes] + 0.3 * rng.normal(size=(n, dim)), nodes
+
+
+def _fit(kind: str, x: np.ndarray, nodes: np.ndarray):
+    cls = component_kinds.get(kind)
+    if kind == "linear":
+        return cls.fit("c", "text", x, nodes, TAX, C=1.0), x
+    if kind == "scores":
+        scores = np.random.default_rng(1).normal(size=(len(x), len(LEAVES)))
+        return cls.fit("c", "lexical", TAX), scores
+    if kind == "label":
+        return cls.fit("c", "text", TAX, np.random.default_rng(2).normal(size=(len(TAX), x.shape[1]))), x
+    raise AssertionError(f"no contract case for component kind {kind!r}: add one")
+
+
+@pytest.mark.parametrize("kind", component_kinds.names())
+def test_every_component_kind_gives_normalised_log_probs_and_round_trips(kind):
+    x, nodes = _data()
+    comp, inputs = _fit(kind, x, nodes)
+    comp.temperature = 0.7
+    lp = comp.log_probs(inputs)
+    assert lp.shape == (len(x), len(LEAVES)) and np.isfinite(lp).all()
+    assert np.allclose(np.exp(lp).sum(axis=1), 1.0)
+    absent = comp.log_probs(inputs, present=np.arange(len(x)) % 2 == 0)
+    assert np.allclose(absent[1::2], -np.log(len(LEAVES)))          # absent input: uniform
+    again = component_from_record(comp.record(), LEAVES, comp.tensors)
+    assert np.allclose(again.log_probs(inputs), lp)
+
+
+@pytest.mark.parametrize("structure", ["flat", "per_level"])
+def test_linear_components_learn_separable_classes(structure):
+    x, nodes = _data(300)
+    comp = component_kinds.get("linear").fit("text", "text", x[:200], nodes[:200], TAX, C=10.0,
+                                             structure=structure)
+    pred = LEAVES[comp.log_probs(x[200:]).argmax(axis=1)]
+    assert (pred == nodes[200:]).mean() > 0.9
+
+
+def test_decodings_give_valid_paths_and_differ_where_they_should():
+    rng = np.random.default_rng(0)
+    decoder = TreeDecoder(TAX)
+    log_p = log_softmax(rng.normal(size=(200, len(LEAVES))) * 3)
+    for decoding in ("greedy", "best_path"):
+        classes = decoder.decode(log_p, decoding)
+        assert valid_paths(TAX, classes).all(), decoding
+    best = decoder.decode(log_p, "best_path")
+    assert (decoder.paths[log_p.argmax(axis=1)] == best).all()
+    # one leaf of Home holds 0.4 but Apparel's leaves hold 0.6 between them: greedy goes to Apparel
+    p = np.full(len(LEAVES), 1e-9)
+    apparel = [i for i, n in enumerate(LEAVES) if TAX.path(int(n)).startswith("Apparel")]
+    home = [i for i, n in enumerate(LEAVES) if TAX.path(int(n)).startswith("Home")]
+    p[home[0]] = 0.4
+    p[apparel] = 0.6 / len(apparel)
+    lp = np.log(p / p.sum())[None]
+    assert TAX.path(int(TAX.level_nodes[0][decoder.decode(lp, "greedy")[0, 0]])) == "Apparel"
+    assert TAX.path(int(TAX.level_nodes[0][decoder.decode(lp, "best_path")[0, 0]])) == "Home"
+
+
+def _model(temperature: float = 1.0) -> tuple[DecisionModel, dict]:
+    x, nodes = _data(200)
+    texts = [f"{TAX.path(int(n)).split(' > ')[-1]} item {i % 7}" for i, n in enumerate(nodes)]
+    lexical = LexicalScorer(LexicalConfig(analyzer="word+char", min_df=1)).fit(texts, nodes, LEAVES)
+    lin = component_kinds.get("linear").fit("text", "text", x, nodes, TAX, C=1.0)
+    scores = component_kinds.get("scores").fit("lexical", "lexical", TAX)
+    model = DecisionModel(components=[lin, scores], combiner=Combiner({"text": 1.0, "lexical": 0.5}),
+                          taxonomy=TAX, model_config=ModelConfig(fusion="decision", modalities=["text", "lexical"]),
+                          input_dims={"text": x.shape[1], "lexical": len(LEAVES)}, lexical=lexical,
+                          calibration={"temperature": temperature, "threshold": 0.5})
+    feats = {"text": x[:30], "lexical": lexical.scores(texts[:30])}
+    return model, feats
+
+
+def test_serving_confidences_multiply_to_the_output_nodes_probability():
+    model, feats = _model()
+    pred = model.predict(feats)
+    log_p = model.leaf_log_probs(feats)
+    masses = model.decoder.level_log_mass(log_p)
+    for i in range(len(pred["node"])):
+        depth = int((pred["classes"][i] >= 0).sum())
+        deepest = pred["classes"][i, depth - 1]
+        assert np.prod(pred["level_confidence"][i, :depth]) == pytest.approx(
+            np.exp(masses[depth - 1][i, deepest]), rel=1e-4)
+    assert valid_paths(TAX, pred["classes"]).all()
+    assert (pred["category_id"] == TAX.ids[pred["node"]]).all()
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path):
+    model, feats = _model(temperature=1.7)
+    model.save(str(tmp_path / "m"))
+    loaded = load_decision(str(tmp_path / "m"))
+    a, b = model.predict(feats), loaded.predict(feats)
+    assert (a["classes"] == b["classes"]).all()
+    assert np.allclose(a["level_confidence"], b["level_confidence"], atol=1e-5)
+    assert loaded.version == model.version and len(loaded.version) == 12
+    assert loaded.lexical.config.analyzer == "word+char"     # word and character vocabularies travel
+    assert np.allclose(loaded.lexical.scores(["Boots item 1"]), model.lexical.scores(["Boots item 1"]), atol=1e-2)
+    assert not list(tmp_path.glob("m/*.pkl"))
+    with pytest.raises(KeyError, match="lexical"):
+        loaded.predict({"text": feats["text"]})
+    with pytest.raises(ValueError, match="expected shape"):
+        loaded.predict({"text": feats["text"][:, :3], "lexical": feats["lexical"]})
+
+
+def test_temperature_and_weights_are_fitted_on_held_out_rows():
+    rng = np.random.default_rng(0)
+    n, c = 2000, len(LEAVES)
+    targets = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c))
+    logits[np.arange(n), targets] += 2.0
+    truth = 2.5                                              # the data were made at T = 2.5
+    probs = np.exp(log_softmax(logits))
+    sampled = np.array([rng.choice(c, p=row / row.sum()) for row in probs])
+    assert fit_temperature([logits * truth], [sampled]) == pytest.approx(truth, rel=0.15)
+    good = log_softmax(logits)
+    noise = log_softmax(rng.normal(size=(n, c)))
+    weights = fit_weights([{"good": good, "noise": noise}], [sampled], ["good", "noise"])
+    assert weights["good"] > 0.5 and weights["noise"] < 0.1 and min(weights.values()) >= 0
