@@ -29,11 +29,13 @@ from prodcat.core.console import say
 from prodcat.embed.encoders.fingerprint import resolve_weights
 from prodcat.models import lexical
 from prodcat.models.checkpoint import CALIBRATION, CONFIG, METRICS, TAXONOMY, WEIGHTS
+from prodcat.models.decision import COMPONENTS as DECISION_COMPONENTS
 
 #: the files of a checkpoint that inference reads (training state is left behind); the lexical
-#: model's two files exist only in checkpoints that read the lexical feature
+#: model's two files exist only in checkpoints that read the lexical feature, ``components.safetensors``
+#: only in decision-level fusion checkpoints (``model.safetensors`` only in neural ones)
 INFERENCE_FILES = frozenset({CONFIG, TAXONOMY, WEIGHTS, METRICS, CALIBRATION, lexical.WEIGHTS,
-                             lexical.SETTINGS})
+                             lexical.SETTINGS, DECISION_COMPONENTS})
 REPORT_FILES = frozenset({"cascade_report.md", "cascade_report.json", "cascade_curve.png"})
 ENCODERS_DIR = "encoders"
 

@@ -45,6 +45,9 @@ class LexicalConfig(StrictModel):
     char_ngram_min: int = Field(2, ge=1, le=8, description="shortest character n-gram (char_wb)")
     char_ngram_max: int = Field(5, ge=1, le=8, description="longest character n-gram (char_wb)")
     char_max_features: int = Field(100_000, ge=1, description="vocabulary size (character n-grams)")
+    char_max_chars: int = Field(150, ge=10, description="character n-grams read the first this many "
+                                "characters of the text (the title and the start of the description; "
+                                "word n-grams read all of it): bounds the cost of long descriptions")
     min_df: int = Field(2, ge=1, description="ignore n-grams in fewer products")
     sublinear_tf: bool = Field(True, description="1 + log(tf)")
     C: float = Field(1.0, gt=0, description="inverse regularisation of the linear SVM")
@@ -244,12 +247,26 @@ def make_vectorizer(config: LexicalConfig, kind: str, min_df: int | None = None,
         grams = {"analyzer": "word", "ngram_range": (1, config.ngram_max)}
         size = config.max_features
     else:
-        grams = {"analyzer": "char_wb", "ngram_range": (config.char_ngram_min, config.char_ngram_max)}
+        grams = {"analyzer": "char_wb", "ngram_range": (config.char_ngram_min, config.char_ngram_max),
+                 "preprocessor": TextHead(config.char_max_chars)}
         size = config.char_max_features
     if vocabulary is not None:
         return TfidfVectorizer(vocabulary=vocabulary, **grams, **common)
     return TfidfVectorizer(min_df=config.min_df if min_df is None else min_df, max_features=size,
                            **grams, **common)
+
+
+class TextHead:
+    """The character n-grams' preprocessing: accents stripped, lower-cased, the first ``chars``
+    characters (scikit-learn's own steps, which a custom preprocessor replaces, plus the cut)."""
+
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
+
+    def __call__(self, text: str) -> str:
+        from sklearn.feature_extraction.text import strip_accents_unicode
+
+        return strip_accents_unicode(text[: self.chars].lower())
 
 
 def _hstack(blocks: list):

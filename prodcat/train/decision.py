@@ -27,6 +27,7 @@ Letters: B products, C label leaves, K components.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -153,6 +154,10 @@ class Fitter:
     #: on the same rows for several models): ``{key: [B, C] float32}``, least recently used out
     _scores: OrderedDict = OrderedDict()
     MAX_CACHED = 64
+    #: fitted components kept across fits in this process (the in-platform held-out set's fits are
+    #: the final fits; an evaluation's models share them): ``{key: (component, scorer)}``
+    _fits: OrderedDict = OrderedDict()
+    MAX_FITS = 6
 
     def __init__(self, config: TrainConfig, taxonomy: Taxonomy,
                  label_embeddings: np.ndarray | None = None) -> None:
@@ -175,6 +180,25 @@ class Fitter:
                 embeddings.
         """
         audit.read(f"fit:{spec.name}@{step}", rows.column("product_id"))
+        key = self._key(spec, setting, rows)
+        if key in Fitter._fits:
+            Fitter._fits.move_to_end(key)
+            comp, scorer = Fitter._fits[key]
+            return copy.deepcopy(comp), scorer          # components get their own temperature
+        comp, scorer = self._fit(spec, setting, rows)
+        Fitter._fits[key] = (comp, scorer)
+        while len(Fitter._fits) > self.MAX_FITS:
+            Fitter._fits.popitem(last=False)
+        return copy.deepcopy(comp), scorer
+
+    def _key(self, spec: ComponentSpec, setting: dict, rows: FeatureTable) -> tuple:
+        return (spec.name, spec.kind, spec.feature, json.dumps(setting, sort_keys=True),
+                self.settings.structure, self.settings.max_iter, self.config.optim.seed,
+                json.dumps(self.config.lexical.model_dump(), sort_keys=True) if spec.kind == "lexical" else "",
+                _digest(self.leaves.astype(str)), _digest(rows.column("product_id")))
+
+    def _fit(self, spec: ComponentSpec, setting: dict,
+             rows: FeatureTable) -> tuple[Component, LexicalScorer | None]:
         nodes = rows.column("node")
         if spec.kind == "lexical":
             scorer = self._fit_lexical(self.lexical_config(setting), rows)
@@ -219,11 +243,7 @@ class Fitter:
     def heldout_scores(self, spec: ComponentSpec, setting: dict, h: HeldOut) -> np.ndarray:
         """Raw scores ``[B_h, C]`` of ``spec`` with ``setting``, fitted on ``h.fit``, on ``h.rows``
         (cached per component, setting, fit rows and predicted rows)."""
-        key = (spec.name, spec.kind, spec.feature, json.dumps(setting, sort_keys=True),
-               self.settings.structure, self.settings.max_iter, self.config.optim.seed,
-               json.dumps(self.config.lexical.model_dump(), sort_keys=True) if spec.kind == "lexical" else "",
-               _digest(self.leaves.astype(str)), _digest(h.fit.column("product_id")),
-               _digest(h.rows.column("product_id")))
+        key = (*self._key(spec, setting, h.fit), _digest(h.rows.column("product_id")))
         cached = Fitter._scores.get(key)
         if cached is not None:
             Fitter._scores.move_to_end(key)
@@ -400,7 +420,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
                          **({"ece_before": calibration.ece_before, "ece_after": calibration.ece_after,
                              "products": calibration.products} if calibration else {})}
     metrics = {"epoch": 0, "val_hF": choice.heldout_hf, "heldout_hF": choice.heldout_hf,
-               "train_rows": len(train), "components": [c.name for c in components]}
+               "train_rows": len(train), "components": ",".join(c.name for c in components)}
     model.metrics = metrics
     uri = storage.join(config.output, "model")
     if save:

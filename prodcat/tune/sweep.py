@@ -32,6 +32,7 @@ from prodcat.core.config import ConfigError, StrictModel, load_config, parse_ove
 from prodcat.core.console import say
 from prodcat.core.runtime import ensure_ray
 from prodcat.evaluate.grid import transfer_scores
+from prodcat.models.config import DECISION
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import load_feature_table
 from prodcat.train.trainer import build_trainer
@@ -158,6 +159,9 @@ def run_trial(params: dict, *, base: dict, settings: dict, trials_uri: str, tabl
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(base, params, SweepSettings.model_validate(settings),
                           storage.join(trials_uri, trial_id))
+    if config.model.fusion == DECISION:
+        tune.report(_decision_trial(config, table))
+        return
     state = latest_train_state(config.output)
     _log_attempt(config.output, state)
     if state and state.get("history") and (state["stopped"] or state["epoch"] + 1 >= config.optim.epochs):
@@ -184,6 +188,22 @@ def run_nested_trial(params: dict, *, base: dict, settings: dict, trials_uri: st
     config = apply_overrides(config, {"scaling.num_workers": 0})
     nested = ray.remote(num_cpus=0, max_retries=0)(transfer_scores)
     tune.report(ray.get(nested.remote(config, table, config.output)))
+
+
+def _decision_trial(config: TrainConfig, table) -> dict:
+    """A decision-level fusion trial (no epochs, no Ray Train): fitted in a Ray task in the
+    trial's reservation (0 CPUs of its own); reports its held-out hF as ``val_hF`` (the products
+    its choices were made on: the training platforms' validation split and each training platform
+    predicted by components fitted on the others)."""
+    import ray
+
+    def fit(config: TrainConfig, table) -> dict:
+        from prodcat.train.trainer import train
+
+        result = train(config, table=table, progress=None)
+        return {**result.metrics, "best_val_hF": result.metrics["val_hF"], "epoch": 0}
+
+    return ray.get(ray.remote(num_cpus=0, max_retries=0)(fit).remote(config, table))
 
 
 def latest_train_state(output: str) -> dict | None:
