@@ -5,10 +5,9 @@
 ``bundle.py`` the self-contained cascade folder (``prodcat cascade export``),
 ``stage.py`` one stage on raw products (:class:`StageRunner`: encoders + checkpoint; the same
 object in Serve replicas and bulk-scoring actors), ``fit.py`` fits temperatures and τ on
-validation and reports the trade-off (``prodcat cascade fit``), and bulk scoring as a Ray Data job
-(``prodcat score``) is ``inputs.py`` (any table, CSV, JSON Lines or raw export → rows, none
-dropped), ``bulk.py`` (the actor pools and the job) and ``parts.py`` (resumable prediction
-parts). Served over HTTP by :mod:`prodcat.serve`.
+validation and reports the trade-off (``prodcat cascade fit``, config in ``config.py``). The cascade
+runs over a whole catalogue in :mod:`prodcat.score` (``prodcat score``) and over HTTP in
+:mod:`prodcat.serve`.
 """
 
 import lazy_loader as _lazy
@@ -19,11 +18,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "policy": ["route", "combine_confidence", "cascade_curve", "choose_threshold", "CascadeGoal", "CascadeCurve", "ESCALATE_ALL"],
         "spec": ["CascadeSpec", "read_cascade", "write_cascade", "resolve_cascade"],
         "bundle": ["export_cascade"],
-        "config": ["ScoreConfig", "CascadeFitConfig"],
+        "config": ["CascadeFitConfig"],
         "stage": ["StageRunner"],
         "fit": ["fit_cascade"],
-        "bulk": ["score", "evaluate_prediction_table"],
-        "parts": ["read_predictions"],
-        "inputs": ["read_input"],
     },
 )

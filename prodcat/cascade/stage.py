@@ -4,7 +4,7 @@ Letters: B products in a batch, D_f dimension of feature f, L taxonomy levels.
 
 :class:`StageRunner` is one stage: a checkpoint plus the encoders it was trained on; raw products in
 (title, description, image file or bytes), predictions out. The same object runs in Serve replicas
-(``prodcat/serve/app.py``), in the Ray Data actors of bulk scoring (:mod:`prodcat.cascade.bulk`) and when
+(``prodcat/serve/app.py``), in the Ray Data actors of bulk scoring (:mod:`prodcat.score.job`) and when
 ``prodcat cascade fit`` times the stages: one code path for online and offline inference.
 """
 

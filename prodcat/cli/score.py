@@ -53,9 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # lazy: stage modules load torch and Ray; importing them here keeps 'prodcat --help' fast
-    from prodcat.cascade.bulk import ScoreConfig, evaluate_prediction_table, score
-    from prodcat.cascade.parts import read_predictions
-    from prodcat.cascade.spec import load_taxonomy_of, resolve_cascade
+    from prodcat.score import ScoreConfig, evaluate_output, score
 
     flags = {"model": args.model, "text_model": args.text_model,
              "multimodal_model": args.multimodal_model, "threshold": args.threshold,
@@ -66,18 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_unreadable:
         overrides.append("skip_unreadable=true")
     config = load_config(ScoreConfig, args.config, overrides)
-    summary = score(config, overwrite=args.overwrite)
+    score(config, overwrite=args.overwrite)
     if args.evaluate:
-        spec = resolve_cascade(config.model, config.text_model, config.multimodal_model)
-        taxonomy = load_taxonomy_of(spec.text_model)
-        products = storage.read_table(args.evaluate)    # group_id optional (older tables)
-        products = products.select([c for c in ("product_id", "category_id", "split", "group_id")
-                                    if c in products.column_names])
-        summary["evaluation"] = evaluate_prediction_table(read_predictions(config.output), products,
-                                                     taxonomy, None if args.split == "all" else args.split)
-        storage.write_text(storage.join(config.output, "_evaluation.json"),
-                           json.dumps(summary["evaluation"], indent=2))
-        e = summary["evaluation"]
+        e = evaluate_output(config, args.evaluate, None if args.split == "all" else args.split)
         console.say(f"[score] hF on the {e['split'] or 'labelled'} rows: {e['hF']:.4f} over "
                     f"{e['products']:,} products → {storage.join(config.output, '_evaluation.json')}")
     return 0

@@ -150,7 +150,7 @@ def test_ray_job_submit_sweep_stop_resume_and_scoring(ray_start_cluster, cascade
                "--output", str(out), "--set", "text_num_cpus=0.5", "--set", "multimodal_num_cpus=0.5",
                timeout=600, check=False)
     assert _status(address, scoring) == "SUCCEEDED", done.stdout[-3000:]
-    from prodcat.cascade.parts import read_predictions
+    from prodcat.score.parts import read_predictions
 
     table = read_predictions(str(out))
     assert table.num_rows == cascade["products"].num_rows

@@ -56,8 +56,8 @@ def wait_until(condition, timeout_s: float, what: str, job: Background | None = 
 
 
 def test_bulk_scoring_survives_its_worker_node_killed(cluster, cascade, tmp_path, report):
-    from prodcat.cascade.bulk import ScoreConfig, score
-    from prodcat.cascade.parts import done_rows, list_parts, read_predictions
+    from prodcat.score import ScoreConfig, score
+    from prodcat.score.parts import done_rows, list_parts, read_predictions
 
     products, _ = synthetic_products(720, image_dir=tmp_path / "images", seed=7)
     src, out = tmp_path / "products.parquet", tmp_path / "pred"

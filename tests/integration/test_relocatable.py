@@ -82,8 +82,8 @@ def test_a_cascade_from_before_format_2_loads_and_exports(cascade, tmp_path, mon
 
 def test_exported_with_weights_to_s3_scores_from_there_and_builds_the_service(
         ray_session, cascade, s3_bucket, tmp_path, monkeypatch):
-    from prodcat.cascade.parts import read_predictions
     from prodcat.cli import main
+    from prodcat.score.parts import read_predictions
     from prodcat.serve.app import build_app
 
     bundle = f"{s3_bucket}/models/cascade"

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prodcat.cascade.bulk import ScoreConfig, evaluate_prediction_table, score
-from prodcat.cascade.inputs import read_input
-from prodcat.cascade.parts import done_rows, list_parts, read_predictions
 from prodcat.core import storage
 from prodcat.core.schema import PREDICTION_SCHEMA
+from prodcat.score import ScoreConfig, evaluate_prediction_table, score
+from prodcat.score.inputs import read_input
+from prodcat.score.parts import done_rows, list_parts, read_predictions
 
 pytestmark = pytest.mark.integration
 
@@ -171,9 +171,9 @@ def test_cascade_fit_writes_spec_report_and_curve(cascade, tmp_path):
 def test_stored_vectors_give_the_same_predictions_as_raw_inputs(cascade):
     """Reusing embedding-store vectors (fingerprints match) is exact, and rows the store lacks
     are encoded from their raw inputs."""
-    from prodcat.cascade.bulk import attach_store, checkpoint_fingerprints
     from prodcat.cascade.stage import StageRunner
     from prodcat.embed.store import read_store
+    from prodcat.score.features import attach_store, checkpoint_fingerprints
 
     products = cascade["products"].slice(0, 24)
     batch = products.select(["product_id", "title", "description", "image_uri"])

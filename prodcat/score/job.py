@@ -1,5 +1,6 @@
 """Bulk scoring: the two-stage cascade as a Ray Data job, with the same
-:class:`prodcat.cascade.stage.StageRunner` the Serve replicas use.
+:class:`prodcat.cascade.stage.StageRunner` the Serve replicas use (the stage package after
+:mod:`prodcat.cascade`, which fits the cascade this job runs).
 
 Bulk scoring (``prodcat score``)::
 
@@ -24,31 +25,21 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from prodcat.cascade.config import ScoreConfig
-from prodcat.cascade.inputs import INPUT_COLUMNS, input_fingerprint, read_input
-from prodcat.cascade.parts import PartWriter, done_rows, prediction_table
 from prodcat.cascade.policy import route
 from prodcat.cascade.spec import CascadeSpec, resolve_cascade
 from prodcat.cascade.stage import StageRunner
 from prodcat.core import storage
 from prodcat.core.console import Progress, say
-from prodcat.core.metrics import hierarchical_counts, hierarchical_prf
 from prodcat.core.runtime import ensure_ray
-from prodcat.core.taxonomy import Taxonomy
-from prodcat.core.uncertainty import hf_interval
-from prodcat.embed.store import (
-    feature_matrix,
-    read_manifest,
-    read_store,
-    skipped_rows,
-    vector_column,
-)
-from prodcat.models.checkpoint import CONFIG, WEIGHTS, read_json, weights_version
+from prodcat.embed.store import skipped_rows, vector_column
+from prodcat.models.checkpoint import WEIGHTS, weights_version
+from prodcat.score.config import ScoreConfig
+from prodcat.score.features import attach_store, load_store
+from prodcat.score.inputs import INPUT_COLUMNS, input_fingerprint, read_input
+from prodcat.score.parts import PartWriter, done_rows, prediction_table
 
 
-# ---------------------------------------------------------------------- bulk scoring: actors
 class StageActor:
     """Ray Data callable class: one :class:`StageRunner` per actor, pyarrow batches in and out.
 
@@ -122,7 +113,6 @@ def _blocks(table: pa.Table, rows: int) -> list[pa.Table]:
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)] or [table]
 
 
-# ---------------------------------------------------------------------- bulk scoring: the job
 def _job_record(config: ScoreConfig, spec: CascadeSpec, table: pa.Table) -> dict:
 
     versions = {name: weights_version(storage.read_bytes(storage.join(uri, WEIGHTS)))
@@ -156,62 +146,6 @@ def _check_job(output: str, job: dict, overwrite: bool) -> None:
     storage.write_text(uri, json.dumps(job, indent=2))
 
 
-def checkpoint_fingerprints(checkpoint: str) -> dict[str, str]:
-    """``{feature: encoder fingerprint key}`` recorded in a checkpoint's ``config.json``, for the
-    features an encoder makes (the lexical feature is computed from the text, never stored)."""
-    features = read_json(checkpoint, CONFIG).get("features", {})
-    keys = {f: info.get("fingerprint", {}).get("key") for f, info in features.items()}
-    return {f: key for f, key in keys.items() if key}
-
-
-def attach_store(table: pa.Table, store: pa.Table, manifest: dict,
-                 fingerprints: dict[str, str]) -> pa.Table:
-    """Add ``emb_<f>``, ``status_<f>``, ``fp_<f>`` from an embedding store for each feature whose
-    store fingerprint equals the stage's. Vectors are never null: rows not in the store get a
-    zero vector with null status and fingerprint (encoded later); the status says which vectors
-    exist (:func:`prodcat.embed.store.feature_matrix`). Features already attached are left alone."""
-    import pyarrow.compute as pc
-
-    index = pc.index_in(table["product_id"], value_set=store["product_id"])
-    found = index.is_valid().to_numpy(zero_copy_only=False)
-    for f, key in fingerprints.items():
-        stored = manifest.get("features", {}).get(f, {}).get("fingerprint", {}).get("key")
-        if f"fp_{f}" in table.column_names or f"emb_{f}" not in store.column_names or stored != key:
-            continue
-        # only this table's rows (null where not stored), never the whole store made dense
-        taken = store.select([f"emb_{f}", f"status_{f}"]).take(index)
-        vectors, present = feature_matrix(taken, f)               # [B, D_f], [B]
-        table = table.append_column(f"emb_{f}", vector_column(vectors, present))
-        table = table.append_column(f"status_{f}", taken[f"status_{f}"])
-        table = table.append_column(f"fp_{f}", pc.if_else(pa.array(found), pa.scalar(key),
-                                                          pa.scalar(None, pa.string())))
-    return table
-
-
-def _load_store(config: ScoreConfig, spec: CascadeSpec, log) -> tuple[pa.Table | None, dict, dict]:
-    """``(store table or None, manifest, {stage: fingerprints})``."""
-
-    fps = {"text": checkpoint_fingerprints(spec.text_model),
-           "multimodal": checkpoint_fingerprints(spec.multimodal_model)}
-    if not config.features_from:
-        return None, {}, fps
-    features = sorted(set(fps["text"]) | set(fps["multimodal"]))
-    manifest = read_manifest(config.features_from)
-    if manifest is None:
-        raise FileNotFoundError(f"no embedding store at {config.features_from}")
-    usable = [f for f in features if manifest.get("features", {}).get(f, {}).get(
-        "fingerprint", {}).get("key") in (fps["text"].get(f), fps["multimodal"].get(f))]
-    columns = ["product_id"] + [c for f in usable for c in (f"emb_{f}", f"status_{f}")]
-    store, manifest = read_store(config.features_from, columns=columns,
-                                 skip_unreadable=config.skip_unreadable)
-    if manifest["skipped"]:
-        log(f"[score] skipped {len(manifest['skipped'])} unreadable store part(s) with "
-            f"{skipped_rows(manifest):,} rows (--skip-unreadable); those rows are encoded")
-    log(f"[score] reusing {', '.join(usable) or 'no'} vectors of {store.num_rows} products from "
-        f"{config.features_from} (fingerprints match); other features and rows are encoded")
-    return store, manifest, fps
-
-
 def score(config: ScoreConfig, overwrite: bool = False,
           log: Callable[[str], None] = say) -> dict:
     """Score ``config.input`` into ``config.output``; returns the summary (also ``_summary.json``).
@@ -237,7 +171,7 @@ def score(config: ScoreConfig, overwrite: bool = False,
         f"score, {bad.num_rows:,} that cannot be scored (written with their error)")
     writer = PartWriter(config.output, config.rows_per_file, total=table.num_rows, done=len(done))
     writer.add(prediction_table(bad))
-    store, manifest, fps = _load_store(config, spec, log) if good.num_rows else (None, {}, {})
+    store, manifest, fps = load_store(config, spec, log) if good.num_rows else (None, {}, {})
     if store is not None and config.mode != "multimodal":
         good = attach_store(good, store, manifest, fps["text"])
     seconds: dict[str, float] = {}
@@ -311,49 +245,3 @@ def _finish(config, job, table, done, writer, seconds, text_rows, escalated, sta
         f"{summary['errors_this_run']:,} with an error); {summary['products_per_s']} products/s; "
         f"escalation rate {'-' if rate is None else f'{100 * rate:.1f} %'} → {config.output}")
     return summary
-
-
-def output_classes(taxonomy: Taxonomy, level_ids: list) -> np.ndarray:
-    """Per-level classes ``[B, L]`` (-1 padded) of the paths predictions output (``level_ids``: per
-    row the category id output at each level, or None for a row with an error; an id outside the
-    taxonomy counts as no output)."""
-    classes = np.full((len(level_ids), taxonomy.num_levels), -1, np.int64)
-    for i, ids in enumerate(level_ids):
-        for cid in ids or ():
-            if cid in taxonomy:
-                node = taxonomy.node(int(cid))
-                classes[i, len(taxonomy.path_nodes(node)) - 1] = taxonomy.class_index[node]
-    return classes
-
-
-def evaluate_prediction_table(predictions: pa.Table, products: pa.Table, taxonomy: Taxonomy,
-                              split: str | None = "test") -> dict:
-    """hP/hR/hF (the one hF, :func:`prodcat.core.metrics.hierarchical_prf`, on the path each
-    prediction output) against a product table's labels, on ``split`` (None: all labelled rows),
-    overall and per answering stage; with the share of valid output paths."""
-    labels = products.select([c for c in ("product_id", "category_id", "split", "group_id")
-                              if c in products.column_names])
-    if split:
-        labels = labels.filter(pc.equal(labels["split"], split))
-    labels = labels.filter(pc.is_valid(labels["category_id"]))
-    index = pc.index_in(labels["product_id"], value_set=predictions["product_id"])
-    labels, index = labels.filter(pc.is_valid(index)), index.filter(pc.is_valid(index))
-    pred = predictions.take(index)
-    true_nodes = np.asarray([taxonomy.label_node(int(c)) if c in taxonomy else 0
-                             for c in labels["category_id"].to_pylist()], np.int64)
-    classes = output_classes(taxonomy, pred["level_ids"].to_pylist())
-    stages = np.asarray([s or "error" for s in pred["stage"].to_pylist()], object)
-    valid = pred["valid_path"].to_numpy(zero_copy_only=False)
-    out = {"split": split, "products": int(len(true_nodes)),
-           **hierarchical_prf(taxonomy, true_nodes, classes),
-           "valid_paths": float(np.mean(valid == True)) if len(valid) else 0.0}  # noqa: E712 (nulls)
-    groups = (labels["group_id"].to_numpy(zero_copy_only=False) if "group_id" in labels.column_names
-              else labels["product_id"].to_numpy(zero_copy_only=False))
-    if len(true_nodes):
-        ci = hf_interval(hierarchical_counts(taxonomy, true_nodes, classes), groups)
-        out["hF_ci"] = [ci.low, ci.high]
-    for stage in sorted(set(stages)):
-        sel = stages == stage
-        out[f"{stage}_products"] = int(sel.sum())
-        out[f"{stage}_hF"] = hierarchical_prf(taxonomy, true_nodes[sel], classes[sel])["hF"]
-    return out

@@ -22,7 +22,6 @@ from prodcat.core.telemetry import inc, set_gauge
 ROWS_KEY = b"prodcat_rows"
 
 
-# ---------------------------------------------------------------------- bulk scoring: output
 def _encode_rows(rows: np.ndarray) -> str:
     """Sorted row positions → JSON list of ``[start, stop)`` ranges."""
     rows = np.sort(np.asarray(rows, np.int64))

@@ -13,7 +13,6 @@ import math
 
 import pyarrow as pa
 
-from prodcat.cascade.config import ScoreConfig
 from prodcat.catalog.adapter import (
     AdapterConfig,
     CategorySpec,
@@ -24,8 +23,8 @@ from prodcat.catalog.adapter import (
 )
 from prodcat.catalog.text import clean_text
 from prodcat.core import storage
+from prodcat.score.config import ScoreConfig
 
-# ---------------------------------------------------------------------- bulk scoring: input
 INPUT_COLUMNS = ("product_id", "title", "description", "image_uri")
 
 
