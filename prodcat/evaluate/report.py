@@ -165,7 +165,7 @@ def results_markdown(results: dict) -> str:
         ["model", *fold_names], [[m, *[_hf_ci(by[(f, m)]) if (f, m) in by else "-" for f in fold_names]]
                                  for m in models])]
     lines += comparison_markdown(results.get("comparisons") or [], seeds)
-    lines += error_ratio_markdown(rows, _reference(results))
+    lines += error_ratio_markdown(rows, reference_of(results))
     lines += choices_markdown(raw)
     lenient = [r for r in rows if r.get("path_consistency", 1.0) < 1.0 and "hF_lenient" in r]
     if lenient:
@@ -219,7 +219,7 @@ def comparison_markdown(comparisons: list[dict], seeds: list) -> list[str]:
             markdown_table(["fold", "model", "hF difference (points)", "95 % CI", "verdict"], table)]
 
 
-def _reference(results: dict) -> str:
+def reference_of(results: dict) -> str:
     """The reference model's name (a merged report keeps the first config's)."""
     config = results.get("config") or {}
     config = config[0] if isinstance(config, list) and config else config
@@ -376,7 +376,7 @@ def write_report(results: dict, predictions: dict, output: str, plots: bool = Tr
                 continue
             taxonomy = pred["taxonomy"]
             shown = {best: nodes_of(taxonomy, pred["models"][best])}
-            reference = _reference(results)
+            reference = reference_of(results)
             if reference in pred["models"]:
                 shown[reference] = nodes_of(taxonomy, pred["models"][reference])
             name = f"per_category_f1_{fold}.png"

@@ -47,6 +47,8 @@ class DecisionSettings(StrictModel):
     heldout_per_platform: int = Field(2000, ge=10, description="at most this many held-out "
                                       "products per platform and held-out set (seeded)")
     max_iter: int = Field(100, ge=10, description="lbfgs iterations of the logistic regressions")
+    parallel: bool = Field(True, description="fit the cross-platform held-out sets' components in "
+                           "parallel Ray tasks (1 CPU each) when Ray is running")
 
 
 class ModelConfig(StrictModel):

@@ -145,26 +145,39 @@ def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) 
 
 
 def _evaluation_headline(evaluation: dict) -> list[str]:
-    """Per test fold: the main job's default model against the TF-IDF baseline, with intervals and
-    the paired-bootstrap verdict; the best model when it is another."""
-    rows = evaluation.get("results", [])
-    comparisons = {(c["fold"], c["model"]): c for c in evaluation.get("comparisons", [])}
+    """Per test fold: the main job's default model against the tuned lexical baseline (mean over
+    seeds, intervals, the paired-bootstrap verdict, the error ratio); the best model when it is
+    another."""
+    from prodcat.evaluate.report import reference_of, summarize
+
+    rows = summarize(evaluation.get("results", []))
+    reference = reference_of(evaluation)
+    comparisons: dict[tuple, list[dict]] = {}
+    for c in evaluation.get("comparisons", []):
+        comparisons.setdefault((c["fold"], c["model"]), []).append(c)
     lines = []
     for fold in dict.fromkeys(r["fold"] for r in rows):
         if fold.startswith(("val_", "in_platform_val")):
             continue
         mine = {r["model"]: r for r in rows if r["fold"] == fold}
-        default = mine.get("default") or max((r for r in mine.values() if r.get("kind") == "grid"),
-                                             key=lambda r: r["hF"], default=None)
-        baseline = mine.get("tfidf-linear")
+        default = mine.get("default") or next((r for r in mine.values() if r.get("kind") in ("grid", "model")), None)
+        baseline = mine.get(reference)
         if default is None:
             continue
         text = f"- **hF, {fold}** (test, n = {default['n']:,.0f}): {default['model']} {_ci(default)}"
         if baseline is not None:
-            text += f"; TF-IDF + linear {_ci(baseline)}"
-            verdict = comparisons.get((fold, default["model"]))
-            if verdict:
-                text += f" → {verdict['verdict']}"
+            text += f"; {reference} (tuned lexical baseline) {_ci(baseline)}"
+            found = comparisons.get((fold, default["model"]), [])
+            if found:
+                real = [c for c in found if c["real"]]
+                if len(real) == len(found):
+                    winner = default["model"] if found[0]["difference"] > 0 else reference
+                    text += f" → {winner} beats ({100 * found[0]['difference']:+.2f} points "
+                    text += f"[{100 * found[0]['low']:+.2f}, {100 * found[0]['high']:+.2f}])"
+                else:
+                    text += " → no real difference"
+            if baseline["hF"] < 1:
+                text += f"; error ratio {(1 - default['hF']) / (1 - baseline['hF']):.2f}"
         best = max(mine.values(), key=lambda r: r["hF"])
         if best is not default and best is not baseline:
             text += f"; best {best['model']} {_ci(best)}"

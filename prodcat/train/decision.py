@@ -240,10 +240,23 @@ class Fitter:
         out[~present[comp.feature]] = 0.0                       # uniform after the softmax
         return out
 
+    def _scores_key(self, spec: ComponentSpec, setting: dict, h: HeldOut) -> tuple:
+        return (*self._key(spec, setting, h.fit), _digest(h.rows.column("product_id")))
+
+    def cached(self, spec: ComponentSpec, setting: dict, h: HeldOut) -> bool:
+        """True when :meth:`heldout_scores` would not fit anything."""
+        return self._scores_key(spec, setting, h) in Fitter._scores
+
+    def store(self, spec: ComponentSpec, setting: dict, h: HeldOut, scores: np.ndarray) -> None:
+        """Keep held-out scores computed elsewhere (a Ray task, :func:`prefetch`)."""
+        Fitter._scores[self._scores_key(spec, setting, h)] = np.asarray(scores, np.float32)
+        while len(Fitter._scores) > self.MAX_CACHED:
+            Fitter._scores.popitem(last=False)
+
     def heldout_scores(self, spec: ComponentSpec, setting: dict, h: HeldOut) -> np.ndarray:
         """Raw scores ``[B_h, C]`` of ``spec`` with ``setting``, fitted on ``h.fit``, on ``h.rows``
         (cached per component, setting, fit rows and predicted rows)."""
-        key = (*self._key(spec, setting, h.fit), _digest(h.rows.column("product_id")))
+        key = self._scores_key(spec, setting, h)
         cached = Fitter._scores.get(key)
         if cached is not None:
             Fitter._scores.move_to_end(key)
@@ -260,6 +273,45 @@ class Fitter:
 
 def _digest(values) -> str:
     return hashlib.sha1("\n".join(map(str, values)).encode()).hexdigest()
+
+
+def _remote_scores(config: dict, taxonomy: str, label_embeddings, spec: ComponentSpec,
+                   settings: list[dict], h: HeldOut) -> list[np.ndarray]:
+    """A Ray task: the held-out scores of ``spec`` under each of ``settings`` on ``h`` (one
+    vectorization of the text shared by the settings)."""
+    fitter = Fitter(TrainConfig.model_validate(config), Taxonomy.from_json(taxonomy), label_embeddings)
+    return [fitter.heldout_scores(spec, setting, h) for setting in settings]
+
+
+def prefetch(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut]) -> None:
+    """Fit the cross-platform held-out sets' components in parallel Ray tasks (one per component
+    and set, 1 CPU each) while this process fits the in-platform set (whose fits are the final
+    ones, kept here); a no-op without a running Ray or with fewer than two tasks. The reads are
+    reported here, where :mod:`prodcat.core.audit` records them."""
+    import ray
+
+    jobs = [(spec, [s for s in spec.candidates if not fitter.cached(spec, s, h)], h)
+            for spec in specs if spec.kind != "label" for h in sets if h.name != "in_platform"]
+    jobs = [job for job in jobs if job[1]]
+    if not fitter.settings.parallel or len(jobs) < 2 or not ray.is_initialized():
+        return
+    config, taxonomy = fitter.config.model_dump(mode="json"), fitter.taxonomy.to_json()
+    labels = None if fitter.label_embeddings is None else ray.put(fitter.label_embeddings)
+    refs = {h.name: ray.put(h) for h in sets}
+    task = ray.remote(num_cpus=1, max_retries=1)(_remote_scores)
+    futures = [task.remote(config, taxonomy, labels, spec, settings, refs[h.name])
+               for spec, settings, h in jobs]
+    for spec, settings, h in jobs:
+        audit.read(f"fit:{spec.name}@{h.name}", h.fit.column("product_id"))
+        audit.read(f"predict:{spec.name}@{h.name}", h.rows.column("product_id"))
+    for spec in specs:                       # meanwhile, here: the in-platform set (final fits)
+        for h in sets:
+            if h.name == "in_platform":
+                for setting in spec.candidates:
+                    fitter.heldout_scores(spec, setting, h)
+    for (spec, settings, h), future in zip(jobs, futures):
+        for setting, scores in zip(settings, ray.get(future)):
+            fitter.store(spec, setting, h, scores)
 
 
 # ---------------------------------------------------------------------------------- choices
@@ -328,6 +380,7 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
     nodes = [h.rows.column("node") for h in sets]
     for h in sets:
         audit.read(f"heldout:{h.name}", h.rows.column("product_id"))
+    prefetch(fitter, specs, sets)
     settings, setting_scores, raw = {}, {}, {}
     for spec in specs:
         scored = []

@@ -28,13 +28,15 @@ def _run_folder(out: Path) -> None:
         "seconds": 1.5, "taxonomy": {"nodes": 9, "nodes_per_level": [2, 3, 4]}})
     _write(out / "catalog" / "build_summary.md", "# Catalogue build\n\n## Unified taxonomy\n")
     _write(out / "eval" / "results.json", {"results": [
-        _result("in_platform", "default", "grid", 0.91),
-        _result("in_platform", "tfidf-linear", "baseline", 0.95),
-        _result("lopo_a", "default", "grid", 0.72, n=4),
-        _result("lopo_a", "late/hard/image", "grid", 0.75, n=4),
-        _result("lopo_a", "tfidf-linear", "baseline", 0.61, n=4)], "comparisons": [
-        {"fold": "in_platform", "model": "default", "verdict": "tfidf-linear beats default: -4.00 points"},
-        {"fold": "lopo_a", "model": "default", "verdict": "default beats tfidf-linear: +11.00 points"}]})
+        _result("in_platform", "default", "model", 0.91),
+        _result("in_platform", "tfidf", "reference", 0.95),
+        _result("lopo_a", "default", "model", 0.72, n=4),
+        _result("lopo_a", "late/hard/image", "model", 0.75, n=4),
+        _result("lopo_a", "tfidf", "reference", 0.61, n=4)], "comparisons": [
+        {"fold": "in_platform", "model": "default", "difference": -0.04, "low": -0.06, "high": -0.02,
+         "real": True},
+        {"fold": "lopo_a", "model": "default", "difference": 0.11, "low": 0.05, "high": 0.17,
+         "real": True}], "config": {"reference": "tfidf"}})
     _write(out / "eval" / "report.md", "# Evaluation\n\n![hf](hf_by_model.png)\n")
     _write(out / "cascade" / "cascade.json", {"threshold": 0.8, "validation": {
         "test": {"hF": 0.9, "escalation_rate": 0.25},
@@ -66,10 +68,12 @@ def test_report_headline_and_sections_come_from_stage_outputs(tmp_path):
     assert "12 records read from 2 platforms → 10 accepted, 2 rejected" in md
     assert "1.5 min" in md
     # the default model against the baseline, with intervals and the paired verdict
-    assert ("**hF, in_platform** (test, n = 10): default 0.910 [0.890, 0.930]; TF-IDF + linear "
-            "0.950 [0.930, 0.970] → tfidf-linear beats default: -4.00 points." in md)
-    assert ("**hF, lopo_a** (test, n = 4): default 0.720 [0.700, 0.740]; TF-IDF + linear 0.610 "
-            "[0.590, 0.630] → default beats tfidf-linear: +11.00 points; best late/hard/image 0.750" in md)
+    assert ("**hF, in_platform** (test, n = 10): default 0.910 [0.890, 0.930]; tfidf (tuned lexical "
+            "baseline) 0.950 [0.930, 0.970] → tfidf beats (-4.00 points [-6.00, -2.00]); error ratio 1.80."
+            in md)
+    assert ("**hF, lopo_a** (test, n = 4): default 0.720 [0.700, 0.740]; tfidf (tuned lexical baseline) "
+            "0.610 [0.590, 0.630] → default beats (+11.00 points [+5.00, +17.00]); error ratio 0.72; "
+            "best late/hard/image 0.750" in md)
     assert "hF 90.00 at 25.0 % escalation (tau 0.800" in md
     assert "3 rows in, 3 rows out, 1 with an error" in md
     assert "| rows in / rows out | 3 / 3 |" in md
