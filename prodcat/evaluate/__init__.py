@@ -1,4 +1,4 @@
-"""Stage 5a, evaluation: models and baselines on the same folds.
+"""Stage 5, evaluation: models and baselines on the same folds.
 
 ``folds.py`` (in-platform and leave-one-platform-out folds, coverage), ``baselines.py`` (TF-IDF +
 linear SVM), ``grid.py`` (:func:`evaluate`: trains every grid cell with :mod:`prodcat.train` and

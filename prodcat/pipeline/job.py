@@ -1,9 +1,11 @@
 """The main job: every stage, in order, into one run folder, with a report a person can read.
 
-catalog build → embed → train (text-only stage-1 model and multimodal stage-2 model) → evaluate
-(in-platform and leave-one-platform-out) → recategorize (finer subcategories of one category:
-SimCLR, UMAP, cascade clustering) → cascade fit → bulk scoring → the cascade service started,
-a handful of real products categorized over HTTP, the service stopped → ``report.md``.
+The steps are :data:`prodcat.core.stages.MAIN_JOB_STEPS` (the stages the main job runs, in the one
+stage order, then the report): catalog build → embed → train (text-only stage-1 model and
+multimodal stage-2 model) → evaluate (in-platform and leave-one-platform-out) → recategorize
+(finer subcategories of one category: SimCLR, UMAP, cascade clustering) → cascade fit → bulk
+scoring → the cascade service started, a handful of real products categorized over HTTP, the
+service stopped → ``report.md``.
 
 Each stage runs the same entry point as its ``prodcat`` subcommand (the ``command`` callable,
 ``prodcat.cli.main(argv)`` when started by ``prodcat pipeline``) on one local Ray instance, so the
@@ -30,10 +32,12 @@ from prodcat.core.config import StrictModel
 from prodcat.core.console import say
 from prodcat.core.paths import REPO_ROOT
 from prodcat.core.runtime import ensure_ray
+from prodcat.core.stages import MAIN_JOB_STEPS
 from prodcat.pipeline.demo import serve_demo
 from prodcat.pipeline.report import write_report
 
-STAGES = ("catalog", "embed", "train", "evaluate", "recategorize", "cascade", "score", "serve", "report")
+#: the steps of the main job, in order (defined in prodcat.core.stages)
+STAGES = MAIN_JOB_STEPS
 
 
 class PipelineConfig(StrictModel):
