@@ -53,8 +53,9 @@ class PipelineConfig(StrictModel):
     evaluate: str = Field("configs/evaluate.default.yaml", description="EvaluateConfig YAML")
     text_modalities: list[str] = Field(["text", "lexical"], description="the cascade's text stage: "
                                        "features read from the text alone")
-    multimodal_modalities: list[str] = Field(["text", "image", "lexical"], description="the cascade's "
-                                             "multimodal stage (the default model)")
+    multimodal_modalities: list[str] | None = Field(
+        None, description="the cascade's multimodal stage; None: the default model's own "
+        "(prodcat/models/presets/default.yaml, as the train config names it)")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
     recategorize: str = Field("configs/recategorize.default.yaml",
                               description="RecategorizeConfig YAML (prodcat recategorize propose)")
@@ -147,11 +148,13 @@ class Pipeline:
               "--products", self.path("catalog", "products.parquet"),
               "--output", self.path("embeddings")])
 
-    def _train_argv(self, name: str, modalities: list[str]) -> list[str]:
+    def _train_argv(self, name: str, modalities: list[str] | None) -> list[str]:
         argv = ["train", "--config", _repo_path(self.config.train),
                 "--products", self.path("catalog", "products.parquet"),
                 "--embeddings", self.path("embeddings"), "--output", self.path("train", name),
-                "--set", f"model.modalities={json.dumps(modalities)}", "--set", f"name={name}"]
+                "--set", f"name={name}"]
+        if modalities:
+            argv += ["--set", f"model.modalities={json.dumps(modalities)}"]
         if self.config.max_epochs:
             argv += ["--set", f"optim.epochs={self.config.max_epochs}"]
         return argv

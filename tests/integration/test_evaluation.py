@@ -40,7 +40,7 @@ def catalogue(tmp_path_factory):
 def _overrides(root, output):
     return [f"train.data.products={root}/cat/products.parquet", f"train.data.embeddings={root}/emb",
             f"output={output}", "train.optim.epochs=2", "train.optim.batch_size=32",
-            "train.model.hidden_dim=16", "train.scaling.num_workers=0", "train.scaling.torch_threads=1",
+            "train.model.preset=null", "train.model.hidden_dim=16", "train.scaling.num_workers=0", "train.scaling.torch_threads=1",
             "grid.fusions=[early]", "grid.maskings=[hard]",
             "grid.modalities={text: [text], text+image: [text, image]}", "tfidf.min_df=1"]
 

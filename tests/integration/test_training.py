@@ -33,7 +33,7 @@ def synthetic_data(tmp_path_factory):
     storage.write_text(str(root / "cat" / "taxonomy.json"), taxonomy.to_json())
     write_synthetic_store(products, taxonomy, str(root / "emb"), dims={"text": 16, "image": 8})
     return [f"data.products={root}/cat/products.parquet", f"data.embeddings={root}/emb",
-            "optim.batch_size=32", "optim.patience=10", "model.hidden_dim=16",
+            "optim.batch_size=32", "optim.patience=10", "model.preset=null", "model.hidden_dim=16",
             "model.num_attention_heads=2", "scaling.torch_threads=1"]
 
 
@@ -102,7 +102,7 @@ def test_short_run_on_a_real_data_slice(ray_session, tmp_path):
     config = load_config(TrainConfig, None, [
         f"data.products={REAL}/catalog/products.parquet", f"data.embeddings={REAL}/embeddings",
         "data.max_train_products=2000", "optim.epochs=2", "scaling.num_workers=0",
-        "model.hidden_dim=32", f"output={tmp_path}/real"])
+        "model.preset=null", "model.hidden_dim=32", f"output={tmp_path}/real"])
     result = train(config)
     assert len(result.history) == 2 and 0.0 <= result.metrics["val_hF"] <= 1.0
     assert result.metrics["val_path_consistency"] > 0.99  # hard masking gives valid paths

@@ -197,7 +197,8 @@ def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path):
     """objective: nested_lopo: each trial trains on one platform and scores the other's validation
     split, both ways; the sweep ranks trials by the mean (nested_hF), never by a test fold."""
     space = _space(tmp_path, {"model.fusion": {"grid": ["early"]}},
-                   base={"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16,
+                   base={"optim.epochs": 2, "optim.batch_size": 32, "model.preset": None,
+                         "model.hidden_dim": 16,
                          "scaling.torch_threads": 1},
                    sweep={"objective": "nested_lopo", "num_samples": 1, "max_concurrent_trials": 1,
                           "cpus_per_trial": 0.5})

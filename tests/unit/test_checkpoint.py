@@ -36,8 +36,9 @@ DIMS = {"text": 12, "image": 6}
 
 def _model(fusion: str = "late", masking: str = "hard", seed: int = 0):
     torch.manual_seed(seed)
-    config = load_config(TrainConfig, None, [f"model.fusion={fusion}", f"model.masking={masking}",
-                                             "model.hidden_dim=16", "model.num_attention_heads=2"])
+    config = load_config(TrainConfig, None, ["model.preset=null", f"model.fusion={fusion}",
+                                             f"model.masking={masking}", "model.hidden_dim=16",
+                                             "model.num_attention_heads=2"])
     model = HierarchicalClassifier(config.model, toy_taxonomy(), DIMS).eval()
     return model, config
 
@@ -202,8 +203,9 @@ def test_join_features_zero_fills_missing_and_drops_unlabelled_or_unembedded():
 def test_train_config_overrides_by_dotted_name():
     base = TrainConfig()
     changed = apply_overrides(base, {"model.fusion": "attention", "optim.lr": 3e-4,
-                                     "model.modalities": ["text"], "data.platforms": ["hm"]})
-    assert (changed.model.fusion, changed.optim.lr, changed.model.modalities) == ("attention", 3e-4, ["text"])
+                                     "model.modalities": ["text", "lexical"], "data.platforms": ["hm"]})
+    assert (changed.model.fusion, changed.optim.lr, changed.model.modalities) == (
+        "attention", 3e-4, ["text", "lexical"])
     assert changed.data.platforms == ["hm"]
     assert base.model_dump() == TrainConfig().model_dump()  # the original is untouched
     with pytest.raises(ConfigError, match="optim"):
