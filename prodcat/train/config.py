@@ -24,9 +24,9 @@ from prodcat.models.preset import apply_preset
 class DataSettings(StrictModel):
     """Where the training data comes from and which rows and features are used."""
 
-    products: str = Field("runs/main/catalog/products.parquet", description="product table (Parquet)")
+    products: str = Field("runs/sample/catalog/products.parquet", description="product table (Parquet)")
     taxonomy: str | None = Field(None, description="taxonomy.json; default: beside the product table")
-    embeddings: str = Field("runs/main/embeddings", description="embedding store folder")
+    embeddings: str = Field("runs/sample/embeddings", description="embedding store folder")
     platforms: list[str] | None = Field(None, description="train/validate on these platforms; None: all")
     train_split: str = Field("train", description="split name of the training rows")
     val_split: str = Field("val", description="split name of the validation rows (early stopping)")
