@@ -193,9 +193,11 @@ def test_sweep_on_s3_is_interrupted_resumed_and_reported(ray_session, synthetic_
     assert again["fits"] == summary["fits"] and again["best"] == summary["best"]
 
 
-def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path):
+def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path, capsys):
     """objective: nested_lopo: each trial trains on one platform and scores the other's validation
-    split, both ways; the sweep ranks trials by the mean (nested_hF), never by a test fold."""
+    split, both ways; the sweep ranks trials by the mean (nested_hF), never by a test fold. The
+    terminal gets prodcat's lines (a line per ended trial, progress, the best); Ray Tune's status
+    tables go to the sweep's logs/tune.log."""
     space = _space(tmp_path, {"model.fusion": {"grid": ["early"]}},
                    base={"optim.epochs": 2, "optim.batch_size": 32, "model.preset": None,
                          "model.hidden_dim": 16,
@@ -204,10 +206,17 @@ def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path):
                           "cpus_per_trial": 0.5})
     spec = build_spec(space, "nested", str(tmp_path / "tune"), base_overrides=synthetic_data)
     assert spec.settings.metric == "nested_hF"
-    summary = run_sweep(spec, verbose=0)
+    summary = run_sweep(spec, verbose=1)
     table = _read_csv(summary["files"]["trials.csv"])
     best = summary["best"]
     assert len(table) == 1 and best["trial_id"] == table["trial_id"][0]
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"[tune] trial 1/1 {best['trial_id']} early: nested hF ")
+               and line.endswith(tuple("0123456789")) and ", done, " in line for line in out), out
+    assert any(line.startswith("[tune] 1/1 trials ended (0 running)") and "best so far" in line
+               for line in out), out
+    assert not any("Trial status" in line for line in out), out
+    assert "Trial status" in (tmp_path / "tune" / "nested" / "logs" / "tune.log").read_text()
     assert 0.0 < best["best_val_hF"] <= 1.0                       # the nested score, ranked on
     trial = tmp_path / "tune" / "nested" / "trials" / best["trial_id"]
     for pair in ("val_alpha_to_beta", "val_beta_to_alpha"):       # one model per ordered pair
