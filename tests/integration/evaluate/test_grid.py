@@ -5,7 +5,6 @@ grid plus the TF-IDF baseline on the same rows, and the JSON / Markdown / PNG ou
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from prodcat.cli import main
 from prodcat.core import storage
 from prodcat.core.config import load_config
+from prodcat.core.paths import REPO_ROOT
 from prodcat.evaluate.folds import grid_cells
 from prodcat.evaluate.grid import EvaluateConfig, evaluate
 from tests.fixtures.store import write_synthetic_store
@@ -107,7 +107,7 @@ def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys)
 
 
 def test_grid_cells_cover_every_combination():
-    config = load_config(EvaluateConfig, str(Path(__file__).resolve().parents[2] / "configs" / "evaluate.grid.yaml"))
+    config = load_config(EvaluateConfig, str(REPO_ROOT / "configs" / "evaluate.grid.yaml"))
     cells = grid_cells(config)
     assert len(cells) == 18 and len({c["name"] for c in cells}) == 18
     assert {tuple(c["modalities"]) for c in cells} == {("text",), ("image",), ("text", "image")}

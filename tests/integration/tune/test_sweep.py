@@ -15,6 +15,7 @@ from ray import tune as ray_tune
 
 from prodcat.core import storage
 from prodcat.core.config import ConfigError, load_config
+from prodcat.core.paths import REPO_ROOT
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.tune.cli import main
 from prodcat.tune.results import FILES
@@ -23,7 +24,7 @@ from prodcat.tune.sweep import SweepExists, build_spec, load_spec, run_sweep
 from tests.fixtures.store import write_synthetic_store
 from tests.fixtures.synthetic import synthetic_products
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SMOKE = str(REPO / "tune" / "spaces" / "smoke.yaml")
 FUSION = str(REPO / "tune" / "spaces" / "fusion.yaml")
 
