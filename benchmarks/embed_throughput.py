@@ -102,7 +102,7 @@ def benchmark_config(path: str, threads: int, text_tokens: int | None):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--products", default=str(REPO / "runs/main/catalog/products.parquet"))
+    parser.add_argument("--products", default=str(REPO / "runs/sample/catalog/products.parquet"))
     parser.add_argument("--config", default=str(REPO / "configs/encoders.offline.yaml"))
     parser.add_argument("--n", type=int, default=2000, help="products measured (≥ 2,000 for the record)")
     parser.add_argument("--warm-n", type=int, default=64, help="products of the start-up probe run")

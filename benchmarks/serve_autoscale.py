@@ -16,8 +16,8 @@ summary; committed) and ``benchmarks/serve_autoscale.png`` (replicas, latency an
 time; a local output, not committed: ``--plot-only`` redraws it from the JSON); ``--readme``
 rewrites its section of ``benchmarks/README.md``.
 
-  python benchmarks/serve_autoscale.py --cascade runs/main/cascade \\
-      --products runs/main/catalog/products.parquet --readme
+  python benchmarks/serve_autoscale.py --cascade runs/sample/cascade \\
+      --products runs/sample/catalog/products.parquet --readme
 """
 
 from __future__ import annotations

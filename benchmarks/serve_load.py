@@ -6,8 +6,8 @@ base64) in batches at a fixed concurrency, once per mode, and reports per mode: 
 products/s, p50/p99 latency (ms), the escalation rate and the hF of the answers on the same
 products. Results go to a JSON file and a "Serving" section appended to benchmarks/README.md.
 
-  python benchmarks/serve_load.py --cascade runs/main/cascade \\
-      --products runs/main/catalog/products.parquet --products-per-mode 512 --concurrency 4
+  python benchmarks/serve_load.py --cascade runs/sample/cascade \\
+      --products runs/sample/catalog/products.parquet --products-per-mode 512 --concurrency 4
   python benchmarks/serve_load.py --url http://127.0.0.1:8000 ...   # an already running service
 """
 
@@ -183,7 +183,7 @@ def bulk_lines(folders: list[str]) -> list[str]:
     rows += ["", "products/s = rows scored / pipeline seconds (reading and writing excluded); "
              "stage 2's rate includes starting its actor pool (loading the encoders), which "
              "dominates when only a few hundred rows escalate. hF on the test split of "
-             "`runs/main/catalog/products.parquet`, in points."]
+             "`runs/sample/catalog/products.parquet`, in points."]
     return ["", *rows, ""]
 
 
@@ -197,8 +197,8 @@ def append_section(readme: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cascade", default="runs/main/cascade", help="cascade.json or its folder")
-    parser.add_argument("--products", default="runs/main/catalog/products.parquet")
+    parser.add_argument("--cascade", default="runs/sample/cascade", help="cascade.json or its folder")
+    parser.add_argument("--products", default="runs/sample/catalog/products.parquet")
     parser.add_argument("--split", default="test")
     parser.add_argument("--products-per-mode", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8, help="products per request")

@@ -1,4 +1,4 @@
-"""Stage 5b, the two-stage cascade: a light text stage, then the multimodal stage for the rest.
+"""Stage 8, the two-stage cascade: a light text stage, then the multimodal stage for the rest.
 
 ``policy.py`` is the pure routing rule and the hF-against-escalation curve (numpy only),
 ``spec.py`` the deployed cascade (``cascade.json``: two checkpoints, temperatures, τ),

@@ -14,9 +14,9 @@ class CascadeFitConfig(StrictModel):
 
     text_model: str = Field(description="stage-1 checkpoint (text encoder + text-only head)")
     multimodal_model: str = Field(description="stage-2 checkpoint (image/joint encoders + fusion)")
-    products: str = Field("runs/main/catalog/products.parquet", description="product table")
-    embeddings: str = Field("runs/main/embeddings", description="embedding store both were trained on")
-    output: str = Field("runs/main/cascade", description="folder for cascade.json and the report")
+    products: str = Field("runs/sample/catalog/products.parquet", description="product table")
+    embeddings: str = Field("runs/sample/embeddings", description="embedding store both were trained on")
+    output: str = Field("runs/sample/cascade", description="folder for cascade.json and the report")
     bundle: bool = Field(True, description="copy both checkpoints into the output folder, so it "
                          "works wherever it is copied (False: name them by absolute path)")
     goal: CascadeGoal = Field(default_factory=CascadeGoal, description="what tau is chosen for")

@@ -1,11 +1,12 @@
-"""The ``prodcat`` command: one subcommand per module of this package, in pipeline order.
+"""The ``prodcat`` command: one subcommand per module of this package, listed in the stage order
+of :data:`prodcat.core.stages.COMMANDS` (the one definition of the order).
 
-    prodcat catalog build   → product table          prodcat cascade fit → cascade.json + report
-    prodcat embed           → embedding store        prodcat score       → predictions (Ray Data)
-    prodcat train           → checkpoint             prodcat serve       → HTTP service (Ray Serve)
-    prodcat evaluate        → evaluation report      prodcat tune        → Ray Tune sweep
-    prodcat recategorize    → proposed subcategories, accepted ones into the taxonomy
-    prodcat pipeline        → all of it on the real catalogues, with one report
+    prodcat catalog build   → product table          prodcat tune         → Ray Tune sweep
+    prodcat embed           → embedding store        prodcat recategorize → finer subcategories
+    prodcat train           → checkpoint             prodcat cascade fit  → cascade.json + report
+    prodcat evaluate        → evaluation report      prodcat score        → predictions (Ray Data)
+    prodcat serve           → HTTP service (Ray Serve)
+    prodcat pipeline        → the main job: every stage on the real catalogues, with one report
 
 Each module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; stage
 modules are imported inside ``run`` so ``prodcat --help`` stays fast. Every subcommand takes
@@ -25,10 +26,7 @@ import sys
 import prodcat
 from prodcat.core import console, storage
 from prodcat.core.errors import DataError
-
-#: subcommands in the order a product flows through them (``--help`` lists them so)
-ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "recategorize",
-         "pipeline")
+from prodcat.core.stages import COMMANDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(otherwise they go to the run folder's logs/ and Ray's session folder)")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     found = {m.name for m in pkgutil.iter_modules(__path__)}
-    for name in [n for n in ORDER if n in found] + sorted(found - set(ORDER)):
+    for name in [n for n in COMMANDS if n in found] + sorted(found - set(COMMANDS)):
         module = importlib.import_module(f"{__name__}.{name}")
         command = sub.add_parser(name.replace("_", "-"), help=module.HELP, parents=[common],
                                  description=module.__doc__,

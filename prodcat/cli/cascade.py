@@ -1,11 +1,11 @@
 """The two-stage cascade: fit temperatures and the threshold tau on validation, report the
 cost/accuracy trade-off (hF against escalation rate, with each stage's cost per product).
 
-  prodcat cascade fit --text-model runs/main/text/model --multimodal-model runs/main/mm/model
+  prodcat cascade fit --text-model runs/sample/text/model --multimodal-model runs/sample/mm/model
   prodcat cascade fit ... --goal hf_within=0.5      # smallest escalation within 0.5 hF points
   prodcat cascade fit ... --goal max_escalation=0.3 # best hF sending at most 30% to stage 2
-  prodcat cascade show runs/main/cascade            # print cascade.json
-  prodcat cascade export runs/main/cascade s3://bucket/cascade --include-weights
+  prodcat cascade show runs/sample/cascade            # print cascade.json
+  prodcat cascade export runs/sample/cascade s3://bucket/cascade --include-weights
 
 Writes <output>/cascade.json (loaded by `prodcat serve` and `prodcat score --model`),
 cascade_report.md, cascade_report.json and cascade_curve.png, with both checkpoints inside the
@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--multimodal-model", help="stage-2 checkpoint")
     fit.add_argument("--products", help="product table (labels, splits, raw inputs for timing)")
     fit.add_argument("--embeddings", help="embedding store both models were trained on")
-    fit.add_argument("--output", help="report folder (default runs/main/cascade)")
+    fit.add_argument("--output", help="report folder (default runs/sample/cascade)")
     fit.add_argument("--goal", metavar="KIND=VALUE",
                      help="hf_within=0.5 (default), max_escalation=0.3 or min_hf=80")
     fit.add_argument("--skip-unreadable", action="store_true",

@@ -1,12 +1,12 @@
 """Embed products with text, image and joint encoders (Ray Data actor pools) into the store.
 
   prodcat embed --config configs/encoders.offline.yaml \\
-      --products runs/main/catalog/products.parquet --output runs/main/embeddings
+      --products runs/sample/catalog/products.parquet --output runs/sample/embeddings
   prodcat embed --config configs/encoders.production.yaml --products s3://b/cat --output s3://b/emb
   prodcat embed ... --set encoders.image.image_size=128 --set encoders.text.pool_size=2
   prodcat embed ... --limit 2000         # embed at most 2,000 new products, resume later
-  prodcat embed --show --output runs/main/embeddings   # describe an existing store
-  prodcat embed --upgrade-store --output runs/main/embeddings  # convert an older store format
+  prodcat embed --show --output runs/sample/embeddings   # describe an existing store
+  prodcat embed --upgrade-store --output runs/sample/embeddings  # convert an older store format
 
 A rerun skips products already in the store with the same encoder fingerprints; a store made
 with other weights is refused (use a new --output or --overwrite). A store part that cannot be

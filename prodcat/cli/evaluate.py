@@ -1,8 +1,8 @@
 """Evaluate a grid of models and the TF-IDF baseline, in-platform and leave-one-platform-out.
 
-  prodcat evaluate --config configs/evaluate.default.yaml --output runs/main/eval
-  prodcat evaluate --config configs/evaluate.grid.yaml --output runs/main/eval-grid
-  prodcat evaluate --merge runs/main/eval-in runs/main/eval-lopo --output runs/main/eval-all
+  prodcat evaluate --config configs/evaluate.default.yaml --output runs/sample/eval
+  prodcat evaluate --config configs/evaluate.grid.yaml --output runs/sample/eval-grid
+  prodcat evaluate --merge runs/sample/eval-in runs/sample/eval-lopo --output runs/sample/eval-all
   prodcat evaluate --config configs/evaluate.default.yaml --set protocols=[in_platform] \\
       --set grid.fusions=[early,late,attention] --set train.data.max_train_products=5000
 

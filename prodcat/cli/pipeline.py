@@ -19,6 +19,7 @@ import os
 
 from prodcat.core import console
 from prodcat.core.config import load_config
+from prodcat.core.stages import MAIN_JOB_STEPS
 
 HELP = "run the whole pipeline on the real catalogues and write a report (the main job)"
 
@@ -31,8 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="products per (platform, category) in the default sample (25)")
     parser.add_argument("--max-epochs", type=int, help="cap the epochs of every training run")
     parser.add_argument("--stages", nargs="+", metavar="STAGE",
-                        help="run only these stages: catalog embed train evaluate recategorize "
-                        "cascade score serve report")
+                        choices=MAIN_JOB_STEPS,
+                        help="run only these stages (in this order, whatever order they are "
+                        f"given in): {' '.join(MAIN_JOB_STEPS)}")
     parser.add_argument("--config", help="PipelineConfig YAML; flags override it")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any PipelineConfig field, e.g. --set demo_products=10")

@@ -1,13 +1,13 @@
 """Bulk scoring: the two-stage cascade as a Ray Data job.
 
-  prodcat score --model runs/main/cascade --input runs/main/catalog/products.parquet \\
-                --output runs/main/predictions
+  prodcat score --model runs/sample/cascade --input runs/sample/catalog/products.parquet \\
+                --output runs/sample/predictions
   prodcat score --model s3://bucket/cascade --input s3://bucket/new.jsonl.gz --output s3://bucket/pred
-  prodcat score --model runs/main/cascade --adapter my_shop.yaml --input export.csv --output pred/
-  prodcat score --model runs/main/cascade --adapter myntra hm flipkart --output pred/  # raw exports
-  prodcat score ... --features-from runs/main/embeddings   # reuse stored vectors (same weights)
+  prodcat score --model runs/sample/cascade --adapter my_shop.yaml --input export.csv --output pred/
+  prodcat score --model runs/sample/cascade --adapter myntra hm flipkart --output pred/  # raw exports
+  prodcat score ... --features-from runs/sample/embeddings   # reuse stored vectors (same weights)
   prodcat score ... --mode multimodal          # stage 2 for every row (no routing)
-  prodcat score ... --evaluate runs/main/catalog/products.parquet   # hF on the test split
+  prodcat score ... --evaluate runs/sample/catalog/products.parquet   # hF on the test split
 
 Every input row appears exactly once in the output: predicted, or with its error. Rerunning the
 same command after an interruption scores only the rows not yet written.

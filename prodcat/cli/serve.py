@@ -1,8 +1,8 @@
 """Run the cascade service locally (the same application ``serve deploy serve/config.yaml``
-deploys on a cluster).
+deploys on a cluster), with the config's ``proxy_location`` and ``http_options``.
 
   prodcat serve                                   # serve/config.yaml, http://127.0.0.1:8000
-  prodcat serve --port 8080 --set cascade=runs/main/cascade
+  prodcat serve --port 8080 --set cascade=runs/sample/cascade
   prodcat serve --set multimodal_stage.num_gpus=1 --set limits.max_products=16
   prodcat serve --check                           # validate the config and the models, then exit
 
@@ -18,7 +18,7 @@ import signal
 import threading
 
 from prodcat.core.runtime import ensure_ray
-from prodcat.serve.settings import DEFAULT_CONFIG, app_args, load_serve_config
+from prodcat.serve.settings import DEFAULT_CONFIG, app_args, load_serve_config, start_options
 
 HELP = "run the cascade HTTP service locally on Ray Serve (serve/config.yaml)"
 
@@ -43,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_serve_config(args.config)
     app_cfg = (config.get("applications") or [{}])[0]
     build_args = app_args(config, args.set)
-    http = dict(config.get("http_options") or {})
-    http["host"] = args.host or http.get("host", "127.0.0.1")
-    http["port"] = args.port or http.get("port", 8000)
+    options = start_options(config, args.host, args.port)    # proxy_location and http_options
+    http = options["http_options"]
 
     application = build_app(build_args)
     if args.check:
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ray import serve
 
     ensure_ray(args.address)
-    serve.start(http_options=http)
+    serve.start(**options)
     serve.run(application, name=app_cfg.get("name", "prodcat"),
               route_prefix=app_cfg.get("route_prefix", "/"))
     url = f"http://{http['host']}:{http['port']}"

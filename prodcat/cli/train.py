@@ -2,8 +2,8 @@
 
   prodcat train --config configs/train.default.yaml
   prodcat train --config configs/train.default.yaml --set model.fusion=late --set optim.lr=3e-4
-  prodcat train --products runs/main/catalog/products.parquet --embeddings runs/main/embeddings \\
-      --output runs/main/train --set scaling.num_workers=2 --set scaling.cpus_per_worker=0.5
+  prodcat train --products runs/sample/catalog/products.parquet --embeddings runs/sample/embeddings \\
+      --output runs/sample/train --set scaling.num_workers=2 --set scaling.cpus_per_worker=0.5
   prodcat train --show-config --config configs/train.default.yaml   # print the resolved config
 
 Checkpoints (safetensors + JSON) are written every epoch under <output>/ray/<name>; the best one

@@ -5,6 +5,8 @@
   prodcat tune --space tune/spaces/smoke.yaml --dry-run                  # check the space only
   prodcat tune --name fusion --report          # rewrite the report from the saved results
 
+One line per trial that ends (values, validation hF, why it ended), progress with an ETA and the
+best so far; Ray Tune's status tables go to <storage>/<name>/logs/tune.log (--verbose: here).
 The same command as ``python -m prodcat.tune`` (which ``ray job submit`` can run without the
 ``prodcat`` script on the PATH). Writes <storage>/<name>/report/: trials.csv, trials.md,
 trials.png, best_config.yaml (for 'prodcat train --config'), evaluate_best.yaml and summary.json.

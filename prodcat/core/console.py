@@ -19,11 +19,13 @@ progress) and Ray's "token authentication is enabled" notice for a local instanc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 VERBOSE_ENV = "PRODCAT_VERBOSE"
 LOG_DIR_ENV = "PRODCAT_LOG_DIR"
@@ -34,9 +36,32 @@ EXPECTED = ("Progress bars disabled", "Token authentication is enabled",
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d -- %(message)s"
 
 
+_terminal = None   # the terminal's stream while other code's print() goes to a file (prints_to)
+
+
 def say(message: str) -> None:
-    """Print one line for a person (stdout, flushed)."""
-    print(message, flush=True)
+    """Print one line for a person (stdout, flushed; the terminal also inside :func:`prints_to`)."""
+    print(message, file=_terminal or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def prints_to(path: str | Path | None) -> Iterator[Path | None]:
+    """Inside the block, what other code prints (Ray Tune's status tables) is appended to
+    ``path`` while :func:`say` keeps writing to the terminal. With :func:`verbose`, or no
+    ``path``, nothing changes. Yields the file, or None when nothing is redirected."""
+    global _terminal
+    if path is None or verbose() or _terminal is not None:
+        yield None
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as file:
+        _terminal = sys.stdout
+        try:
+            with contextlib.redirect_stdout(file):
+                yield path
+        finally:
+            _terminal = None
 
 
 def verbose() -> bool:
@@ -102,7 +127,8 @@ def route_ray_logs(log_dir: str | Path | None) -> Path | None:
     return path
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``m:ss`` or ``h:mm:ss``."""
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -151,7 +177,7 @@ class Progress:
             text += f" {self.unit}"
         text += f", {self.rate:,.1f} {self.unit}/s"
         if self.total and 0 < self.count < self.total and self.rate > 0:
-            text += f", ETA {_clock((self.total - self.count) / self.rate)}"
+            text += f", ETA {clock((self.total - self.count) / self.rate)}"
         return text
 
     def advance(self, n: int = 1) -> None:
@@ -169,12 +195,12 @@ class Progress:
         self._last = time.perf_counter()
         eta = ""
         if self.total and 0 < self.count < self.total:
-            eta = f"; ETA {_clock((self.total - self.count) * self.elapsed / self.count)}"
+            eta = f"; ETA {clock((self.total - self.count) * self.elapsed / self.count)}"
         of = f"/{self.total}" if self.total else ""
         self.log(f"[{self.stage}] {self.count}{of} {text}{eta}")
 
     def done(self, note: str = "") -> None:
         """Print the closing line: count, elapsed time and rate (plus ``note``)."""
-        self.log(f"[{self.stage}] {self.count:,} {self.unit} in {_clock(self.elapsed)} "
+        self.log(f"[{self.stage}] {self.count:,} {self.unit} in {clock(self.elapsed)} "
                  f"({self.rate:,.1f} {self.unit}/s)" + (f"; {note}" if note else ""))
 

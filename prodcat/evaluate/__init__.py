@@ -1,4 +1,4 @@
-"""Stage 5a, evaluation: models and reference rows on the same folds.
+"""Stage 5, evaluation: models and reference rows on the same folds.
 
 ``folds.py`` (in-platform and leave-one-platform-out folds, coverage), ``references.py`` (the tuned
 TF-IDF + linear baseline, a logistic regression per embedding, their sum), ``grid.py``

@@ -1,6 +1,7 @@
 """Stage 3, the model: fusion of modalities, per-level heads, dynamic masking, checkpoints.
 
-``config.py`` (:class:`ModelConfig`, importable without torch), ``registry.py`` (the ``fusions``
+``config.py`` (:class:`ModelConfig`, importable without torch), ``preset.py`` (named presets,
+``presets/<name>.yaml``: ``default`` is the default model), ``registry.py`` (the ``fusions``
 and ``masking_modes`` registries), ``fusion.py`` (early, late, attention, average, concat,
 linear), ``prior.py`` (the label-name prior), ``lexical.py`` (the lexical modality's TF-IDF +
 linear scorer), ``masking.py`` (none, hard, soft; greedy or best-path decoding: every prediction
@@ -17,6 +18,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "config": ["ModelConfig"],
+        "preset": ["load_preset", "preset_names", "ModelPreset"],
         "registry": ["fusions", "masking_modes"],
         "classifier": ["HierarchicalClassifier", "Prediction"],
         "masking": ["HierarchicalMasker", "MaskingMode"],

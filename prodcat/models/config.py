@@ -1,5 +1,8 @@
 """``ModelConfig``: fusion, masking and head hyper-parameters of the hierarchical classifier.
 
+The field defaults are what a preset leaves unset; the default model is the preset ``default``
+(``prodcat/models/presets/default.yaml``, :mod:`prodcat.models.preset`), which configs name as
+``model: {preset: default}`` and :class:`prodcat.train.config.TrainConfig` starts from.
 A Tune search space overrides these fields by name (``model.fusion``, ``model.masking``, ...).
 Fusion and masking names are checked against their registries (``prodcat.models.registry``:
 ``fusions``, ``masking_modes``; no torch is imported); an unknown name lists the valid ones.

@@ -1,9 +1,11 @@
 """The main job: every stage, in order, into one run folder, with a report a person can read.
 
-catalog build → embed → train (text-only stage-1 model and multimodal stage-2 model) → evaluate
-(in-platform and leave-one-platform-out) → recategorize (finer subcategories of one category:
-SimCLR, UMAP, cascade clustering) → cascade fit → bulk scoring → the cascade service started,
-a handful of real products categorized over HTTP, the service stopped → ``report.md``.
+The steps are :data:`prodcat.core.stages.MAIN_JOB_STEPS` (the stages the main job runs, in the one
+stage order, then the report): catalog build → embed → train (text-only stage-1 model and
+multimodal stage-2 model) → evaluate (in-platform and leave-one-platform-out) → recategorize
+(finer subcategories of one category: SimCLR, UMAP, cascade clustering) → cascade fit → bulk
+scoring → the cascade service started, a handful of real products categorized over HTTP, the
+service stopped → ``report.md``.
 
 Each stage runs the same entry point as its ``prodcat`` subcommand (the ``command`` callable,
 ``prodcat.cli.main(argv)`` when started by ``prodcat pipeline``) on one local Ray instance, so the
@@ -30,10 +32,12 @@ from prodcat.core.config import StrictModel
 from prodcat.core.console import say
 from prodcat.core.paths import REPO_ROOT
 from prodcat.core.runtime import ensure_ray
+from prodcat.core.stages import MAIN_JOB_STEPS
 from prodcat.pipeline.demo import serve_demo
 from prodcat.pipeline.report import write_report
 
-STAGES = ("catalog", "embed", "train", "evaluate", "recategorize", "cascade", "score", "serve", "report")
+#: the steps of the main job, in order (defined in prodcat.core.stages)
+STAGES = MAIN_JOB_STEPS
 
 
 class PipelineConfig(StrictModel):
@@ -49,8 +53,9 @@ class PipelineConfig(StrictModel):
     evaluate: str = Field("configs/evaluate.default.yaml", description="EvaluateConfig YAML")
     text_modalities: list[str] = Field(["text", "lexical"], description="the cascade's text stage: "
                                        "features read from the text alone")
-    multimodal_modalities: list[str] = Field(["text", "image", "lexical"], description="the cascade's "
-                                             "multimodal stage (the default model)")
+    multimodal_modalities: list[str] | None = Field(
+        None, description="the cascade's multimodal stage; None: the default model's own "
+        "(prodcat/models/presets/default.yaml, as the train config names it)")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
     recategorize: str = Field("configs/recategorize.default.yaml",
                               description="RecategorizeConfig YAML (prodcat recategorize propose)")
@@ -143,11 +148,13 @@ class Pipeline:
               "--products", self.path("catalog", "products.parquet"),
               "--output", self.path("embeddings")])
 
-    def _train_argv(self, name: str, modalities: list[str]) -> list[str]:
+    def _train_argv(self, name: str, modalities: list[str] | None) -> list[str]:
         argv = ["train", "--config", _repo_path(self.config.train),
                 "--products", self.path("catalog", "products.parquet"),
                 "--embeddings", self.path("embeddings"), "--output", self.path("train", name),
-                "--set", f"model.modalities={json.dumps(modalities)}", "--set", f"name={name}"]
+                "--set", f"name={name}"]
+        if modalities:
+            argv += ["--set", f"model.modalities={json.dumps(modalities)}"]
         if self.config.max_epochs:
             argv += ["--set", f"optim.epochs={self.config.max_epochs}"]
         return argv

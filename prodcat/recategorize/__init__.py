@@ -1,4 +1,4 @@
-"""Stage 6, recategorization: the finer categories a taxonomy lacks, found in the data.
+"""Stage 7, recategorization: the finer categories a taxonomy lacks, found in the data.
 
 For a category (or several, as Ray tasks side by side) of a catalogue with an embedding store:
 ``simclr.py`` trains a projection network contrastively (NT-Xent) on two augmented views of each

@@ -1,5 +1,6 @@
-"""Bulk scoring: the cascade that :mod:`prodcat.cascade` fitted, over a whole catalogue, as a
-Ray Data job (``prodcat score``); every input row appears exactly once, predicted or with its error.
+"""Stage 9, bulk scoring: the cascade that :mod:`prodcat.cascade` fitted, over a whole catalogue,
+as a Ray Data job (``prodcat score``); every input row appears exactly once, predicted or with its
+error.
 
 ``config.py`` is :class:`ScoreConfig`, ``inputs.py`` any table, CSV, JSON Lines file or raw export →
 rows (none dropped), ``features.py`` the embedding-store vectors a run reuses, ``job.py`` the actor

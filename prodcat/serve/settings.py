@@ -26,6 +26,27 @@ def load_serve_config(path: str | None = None) -> dict:
     return read_mapping(path or str(REPO_ROOT / DEFAULT_CONFIG))
 
 
+#: where Ray Serve runs HTTP proxies (``proxy_location`` in the Serve config)
+PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
+
+
+def start_options(config: dict, host: str | None = None, port: int | None = None) -> dict:
+    """Keyword arguments of ``ray.serve.start`` from a Serve config: ``proxy_location`` (default
+    ``HeadOnly``, as ``serve deploy`` does) and ``http_options`` (``host``/``port`` given here win
+    over the config's; defaults 127.0.0.1:8000).
+
+    Raises:
+        ValueError: an unknown ``proxy_location`` (the message lists the valid ones).
+    """
+    proxy = config.get("proxy_location") or "HeadOnly"
+    if proxy not in PROXY_LOCATIONS:
+        raise ValueError(f"proxy_location: {proxy!r} is not one of {', '.join(PROXY_LOCATIONS)}")
+    http = dict(config.get("http_options") or {})
+    http["host"] = host or http.get("host", "127.0.0.1")
+    http["port"] = port or http.get("port", 8000)
+    return {"proxy_location": proxy, "http_options": http}
+
+
 def app_args(config: dict, overrides: list[str]) -> dict:
     """The first application's ``args`` with ``--set field.sub=value`` overrides applied."""
     apps = config.get("applications") or [{}]

@@ -4,6 +4,9 @@
 platforms), ``optim`` (AdamW, epochs, early stopping), ``scaling`` (Ray Train workers, GPUs),
 ``output`` and ``name`` (the same output + name resumes). A Tune search space or ``--set``
 overrides fields by dotted name (:func:`apply_overrides`). Importing this module loads no torch.
+
+The model comes from a named preset (:mod:`prodcat.models.preset`): ``model: {preset: default}``
+in YAML, fields beside it override the preset's; ``TrainConfig()`` is the default model.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ from pydantic import Field, model_validator
 from prodcat.core.config import StrictModel, flatten_dotted, load_config, set_dotted
 from prodcat.models.config import ModelConfig
 from prodcat.models.lexical import LexicalConfig
+from prodcat.models.preset import apply_preset
 
 
 class DataSettings(StrictModel):
     """Where the training data comes from and which rows and features are used."""
 
-    products: str = Field("runs/main/catalog/products.parquet", description="product table (Parquet)")
+    products: str = Field("runs/sample/catalog/products.parquet", description="product table (Parquet)")
     taxonomy: str | None = Field(None, description="taxonomy.json; default: beside the product table")
-    embeddings: str = Field("runs/main/embeddings", description="embedding store folder")
+    embeddings: str = Field("runs/sample/embeddings", description="embedding store folder")
     platforms: list[str] | None = Field(None, description="train/validate on these platforms; None: all")
     train_split: str = Field("train", description="split name of the training rows")
     val_split: str = Field("val", description="split name of the validation rows (early stopping)")
@@ -60,7 +64,8 @@ class ScalingSettings(StrictModel):
 class TrainConfig(StrictModel):
     """Everything a training run needs; Tune and ``--set`` override fields by dotted name."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig, description="classifier (prodcat.models)")
+    model: ModelConfig = Field(description="classifier (prodcat.models): a preset "
+                               "({preset: default}, the default when omitted) and fields over it")
     data: DataSettings = Field(default_factory=DataSettings)
     optim: OptimSettings = Field(default_factory=OptimSettings)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
@@ -74,6 +79,11 @@ class TrainConfig(StrictModel):
                              description="cascade threshold written to calibration.json")
     inject_failure_at_epoch: int | None = Field(
         None, ge=0, description="fault drill: raise once, after checkpointing this epoch")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_preset(cls, data: Any) -> Any:
+        return apply_preset(data)
 
     @model_validator(mode="after")
     def _lexical_grid(self) -> "TrainConfig":

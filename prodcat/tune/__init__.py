@@ -1,4 +1,5 @@
-"""Ray Tune sweeps over the training config (``python -m prodcat.tune`` or ``prodcat tune``).
+"""Stage 6, tuning: Ray Tune sweeps over the training config (``python -m prodcat.tune`` or
+``prodcat tune``).
 
 ``space.py`` (search spaces as YAML over ``TrainConfig`` fields, checked before anything runs),
 ``sweep.py`` (trials are ``prodcat train`` runs under ASHA; resumable, local or ``s3://``),

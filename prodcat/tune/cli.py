@@ -9,6 +9,9 @@
   ray job submit --working-dir . -- python -m prodcat.tune --space tune/spaces/fusion.yaml \\
       --storage s3://bucket/tune --name fusion --set data.products=s3://... --resume
 
+Prints one line per trial that ends (its values, validation hF, why it ended: ASHA, early stopping,
+completed, error), the progress with an ETA and the best trial so far; Ray Tune's own status tables
+go to <storage>/<name>/logs/tune.log (--verbose shows them on the terminal instead).
 'ray job stop' (SIGTERM) stops a sweep like Ctrl+C: Tune saves its state, --resume continues it.
 Each trial is the TorchTrainer of 'prodcat train' built from the base config plus the sampled
 values. Writes <storage>/<name>/report/: trials.csv, trials.md (every trial sorted by hF with its
@@ -34,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prodcat.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(parser)
+    parser.add_argument("--verbose", action="store_true", help="Ray Tune's status tables and Ray's "
+                        "own log lines on the terminal (otherwise in the sweep's logs/ folder)")
     return parser
 
 
@@ -63,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="only rewrite <storage>/<name>/report from the saved results")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate the space and print the resolved sweep, run nothing")
-    parser.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no Ray Tune status tables at all (not even in logs/tune.log)")
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -77,7 +83,12 @@ def _settings(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; ``main([...])`` works from tests."""
-    return run(build_parser().parse_args(argv))
+    from prodcat.core import console
+
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        console.set_verbose(True)
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,13 +126,11 @@ def run(args: argparse.Namespace) -> int:
         ensure_ray(args.address)
     stop_on_sigterm()
     try:
-        summary = run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
+        run_sweep(spec, resume=args.resume, verbose=0 if args.quiet else 1)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary.get(k) for k in ("experiment", "trials", "stops", "wall_seconds", "best")},
-                     default=str))
-    return 0
+    return 0  # the closing lines name the report, its summary.json and the best trial
 
 
 def stop_on_sigterm() -> None:

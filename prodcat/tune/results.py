@@ -28,8 +28,10 @@ FILES = ("trials.csv", "trials.md", "trials.png", "best_config.yaml", "evaluate_
          "summary.json")
 
 
-def _stop_reason(error: Any, status: str, epochs: int, planned: int, last: dict, patience: int,
-                 rungs: set[int]) -> str:
+def stop_reason(error: Any, status: str, epochs: int, planned: int, last: dict, patience: int,
+                rungs: set[int]) -> str:
+    """Why a trial ended (the ``stop`` column): ``epochs`` run of ``planned``, its ``last`` report,
+    the loop's ``patience``, ASHA's ``rungs``."""
     if error is not None or status == "ERROR":
         return "error"
     if status not in ("TERMINATED", ""):
@@ -39,6 +41,41 @@ def _stop_reason(error: Any, status: str, epochs: int, planned: int, last: dict,
     if last.get("epoch", -1) - last.get("best_epoch", -1) >= patience:
         return "patience"
     return "asha" if epochs in rungs else "budget"  # ASHA stops only at its rungs
+
+
+#: short names of searched fields in a trial's description (others: the field's last name)
+SHORT = {"model.hidden_dim": "h", "model.dropout": "dropout ", "model.teacher_forcing": "tf ",
+         "model.label_prior_scale": "prior×", "model.level_weights": "level weights ",
+         "optim.lr": "lr ", "optim.weight_decay": "wd ", "optim.epochs": "epochs ",
+         "optim.batch_size": "batch "}
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A trial's sampled values in a few words: names for categorical values (``early, hard,
+    text+image``), short labels for numbers (``h256, lr 1.2e-03``)."""
+    words = []
+    for key, value in params.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            words.append("+".join(value))
+        elif isinstance(value, str):
+            words.append(value if key != "model.label_prior" else f"prior {value}")
+        elif isinstance(value, bool):
+            words.append(f"{key.rsplit('.', 1)[-1]} {'on' if value else 'off'}")
+        elif value is None:
+            words.append(f"{SHORT.get(key, key.rsplit('.', 1)[-1] + ' ').strip()} default")
+        else:
+            words.append(f"{SHORT.get(key, key.rsplit('.', 1)[-1] + ' ')}{_number(value)}")
+    return ", ".join(words)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value and (abs(value) < 1e-2 or abs(value) >= 1e4):
+        return f"{value:.1e}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_number(v) for v in value) + "]"
+    return str(value)
 
 
 def asha_rungs(spec) -> set[int]:
@@ -76,7 +113,7 @@ def trial_rows(spec, grid, statuses: dict[str, str] | None = None
         patience = int(params.get("optim.patience") or base["optim"]["patience"])
         rows.append({
             "trial_id": trial_id,
-            "stop": _stop_reason(result.error, statuses.get(trial_id, ""), epochs, planned, metrics,
+            "stop": stop_reason(result.error, statuses.get(trial_id, ""), epochs, planned, metrics,
                                  patience, rungs),
             OBJECTIVE: metrics.get(OBJECTIVE, metrics.get(spec.settings.metric)),
             "val_hF_last": metrics.get(spec.settings.metric), "epochs": epochs, "planned_epochs": planned,
@@ -200,7 +237,8 @@ def write_report(spec, grid, fit_seconds: float | None, resumed: bool = False,
              f"{summary['wall_seconds']:.0f} s → {out}")
     if "best" in summary:
         progress(f"[tune] best {summary['best']['trial_id']}: {OBJECTIVE}="
-                 f"{summary['best'][OBJECTIVE]:.4f} {summary['best']['params']}")
+                 f"{summary['best'][OBJECTIVE]:.4f} ({describe(summary['best']['params'])}) → "
+                 f"prodcat train --config {storage.join(out, 'best_config.yaml')}")
     return summary
 
 

@@ -22,12 +22,13 @@ Layout of a sweep at ``<storage>/<name>`` (local folder or ``s3://``):
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Callable, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from prodcat.core import storage
+from prodcat.core import console, storage
 from prodcat.core.config import ConfigError, StrictModel, load_config, parse_override
 from prodcat.core.console import say
 from prodcat.core.runtime import ensure_ray
@@ -37,7 +38,8 @@ from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import load_feature_table
 from prodcat.train.trainer import build_trainer
 from prodcat.tune.cleanup import PG_LOG, TrialPlacementGroups, release_sweep
-from prodcat.tune.results import write_report
+from prodcat.tune.progress import SweepProgress
+from prodcat.tune.results import asha_rungs, write_report
 from prodcat.tune.space import SearchSpace, load_space, validate_space
 
 SPEC_FILE = "sweep.json"
@@ -268,6 +270,27 @@ def _trainable(spec: SweepSpec, table):
     return tune.with_resources(trainable, {"cpu": cpus})
 
 
+def progress_callback(spec: SweepSpec) -> SweepProgress:
+    """The callback that prints a line per ended trial, the progress and the best so far."""
+    nested = spec.settings.objective == "nested_lopo"
+    return SweepProgress(total=spec.settings.num_samples * spec.space.num_grid_points(),
+                         keys=list(spec.space.params), base_epochs=int(spec.base["optim"]["epochs"]),
+                         base_patience=int(spec.base["optim"]["patience"]),
+                         rungs=set() if nested else asha_rungs(spec), metric=spec.settings.metric)
+
+
+def log_folder(spec: SweepSpec) -> str:
+    """Where the sweep's own logs go (Ray Tune's status tables ``tune.log``, Ray's ``ray.log``):
+    ``<experiment>/logs`` for local storage; for ``s3://`` storage the command's log folder, else
+    ``$TMPDIR/prodcat-tune/<name>``."""
+    import os
+    import tempfile
+
+    if not storage.is_remote(spec.uri):
+        return os.path.join(spec.uri, "logs")
+    return str(console.log_dir() or os.path.join(tempfile.gettempdir(), "prodcat-tune", spec.name))
+
+
 def _new_tuner(spec: SweepSpec, trainable, callbacks: list, verbose: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -312,7 +335,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, callbacks: Sequence = (), v
     """
     from ray import tune
 
-    ensure_ray()
+    logs = log_folder(spec)
+    ensure_ray(log_dir=logs)
     saved = load_spec(spec.uri)
     path, filesystem = _tune_storage(spec.uri)
     restorable = tune.Tuner.can_restore(path, storage_filesystem=filesystem)
@@ -326,6 +350,12 @@ def run_sweep(spec: SweepSpec, resume: bool = False, callbacks: Sequence = (), v
         spec = spec.model_copy(update={"settings": saved.settings})  # Tune keeps the old settings
     storage.write_text(storage.join(spec.uri, SPEC_FILE), spec.model_dump_json(indent=2))
     start = time.perf_counter()
+    s = spec.settings
+    tables = (f"Ray Tune's status tables: {os.path.join(logs, 'tune.log')} (--verbose shows them here)"
+              if verbose and not console.verbose() else "")
+    progress(f"[tune] sweep {spec.name}: {s.num_samples * spec.space.num_grid_points()} trials, "
+             f"{s.max_concurrent_trials} at once, {s.cpus_per_trial:g} CPU + {s.gpus_per_trial} GPU "
+             f"each, ranked by {s.metric} → {spec.uri}" + (f"; {tables}" if tables else ""))
     table = preload_table(spec)
     progress(f"[tune] data: {len(table):,} products, features {table.features}")
     trials_uri = storage.join(spec.uri, "trials")
@@ -335,8 +365,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False, callbacks: Sequence = (), v
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=filesystem)
     else:
-        tuner = _new_tuner(spec, trainable, [TrialPlacementGroups(trials_uri), *callbacks], verbose)
-    grid = tuner.fit()
+        tuner = _new_tuner(spec, trainable, [TrialPlacementGroups(trials_uri),
+                                             progress_callback(spec), *callbacks], verbose)
+    with console.prints_to(os.path.join(logs, "tune.log") if verbose else None):
+        grid = tuner.fit()
     fit_seconds = time.perf_counter() - start
     time.sleep(2.0)  # the trials' actors are ending; then free what their controllers left
     release_sweep(trials_uri)

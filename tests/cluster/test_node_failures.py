@@ -167,7 +167,7 @@ def test_training_resumes_from_its_checkpoint_after_its_node_dies(cluster, tmp_p
     def config(out: str, *extra: str) -> TrainConfig:
         return load_config(TrainConfig, None, [
             f"data.products={tmp_path}/cat/products.parquet", f"data.embeddings={tmp_path}/emb",
-            "model.modalities=[text,image]", "model.hidden_dim=32", "optim.epochs=3",
+            "model.preset=null", "model.modalities=[text,image]", "model.hidden_dim=32", "optim.epochs=3",
             "optim.patience=3", "optim.batch_size=32", "scaling.cpus_per_worker=0.5",
             "scaling.torch_threads=1", "scaling.max_failures=2", f"output={out}", *extra])
 

@@ -15,6 +15,7 @@ from ray import tune as ray_tune
 
 from prodcat.core import storage
 from prodcat.core.config import ConfigError, load_config
+from prodcat.core.paths import REPO_ROOT
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.tune.cli import main
 from prodcat.tune.results import FILES
@@ -23,7 +24,7 @@ from prodcat.tune.sweep import SweepExists, build_spec, load_spec, run_sweep
 from tests.fixtures.store import write_synthetic_store
 from tests.fixtures.synthetic import synthetic_products
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SMOKE = str(REPO / "tune" / "spaces" / "smoke.yaml")
 FUSION = str(REPO / "tune" / "spaces" / "fusion.yaml")
 
@@ -193,20 +194,30 @@ def test_sweep_on_s3_is_interrupted_resumed_and_reported(ray_session, synthetic_
     assert again["fits"] == summary["fits"] and again["best"] == summary["best"]
 
 
-def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path):
+def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path, capsys):
     """objective: nested_lopo: each trial trains on one platform and scores the other's validation
-    split, both ways; the sweep ranks trials by the mean (nested_hF), never by a test fold."""
+    split, both ways; the sweep ranks trials by the mean (nested_hF), never by a test fold. The
+    terminal gets prodcat's lines (a line per ended trial, progress, the best); Ray Tune's status
+    tables go to the sweep's logs/tune.log."""
     space = _space(tmp_path, {"model.fusion": {"grid": ["early"]}},
-                   base={"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16,
+                   base={"optim.epochs": 2, "optim.batch_size": 32, "model.preset": None,
+                         "model.hidden_dim": 16,
                          "scaling.torch_threads": 1},
                    sweep={"objective": "nested_lopo", "num_samples": 1, "max_concurrent_trials": 1,
                           "cpus_per_trial": 0.5})
     spec = build_spec(space, "nested", str(tmp_path / "tune"), base_overrides=synthetic_data)
     assert spec.settings.metric == "nested_hF"
-    summary = run_sweep(spec, verbose=0)
+    summary = run_sweep(spec, verbose=1)
     table = _read_csv(summary["files"]["trials.csv"])
     best = summary["best"]
     assert len(table) == 1 and best["trial_id"] == table["trial_id"][0]
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"[tune] trial 1/1 {best['trial_id']} early: nested hF ")
+               and line.endswith(tuple("0123456789")) and ", done, " in line for line in out), out
+    assert any(line.startswith("[tune] 1/1 trials ended (0 running)") and "best so far" in line
+               for line in out), out
+    assert not any("Trial status" in line for line in out), out
+    assert "Trial status" in (tmp_path / "tune" / "nested" / "logs" / "tune.log").read_text()
     assert 0.0 < best["best_val_hF"] <= 1.0                       # the nested score, ranked on
     trial = tmp_path / "tune" / "nested" / "trials" / best["trial_id"]
     for pair in ("val_alpha_to_beta", "val_beta_to_alpha"):       # one model per ordered pair

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import prodcat.cli
+import prodcat.core.stages
 from prodcat.cli import main
 
 pytestmark = pytest.mark.unit
@@ -29,8 +30,7 @@ def test_catalog_build_help_explains_outputs(capsys):
     assert "products.parquet" in out and "--sample-per-category" in out
 
 
-PACKAGES = ["core", "catalog", "embed", "models", "train", "evaluate", "cascade", "serve", "tune",
-            "recategorize", "pipeline", "cli"]
+PACKAGES = list(prodcat.core.stages.PACKAGES)
 
 
 def test_import_has_no_side_effects(tmp_path):

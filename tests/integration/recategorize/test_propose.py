@@ -104,7 +104,8 @@ def test_propose_review_apply_train_and_map(ray_session, tmp_path, capsys):
     # prodcat train on the extended catalogue: the model predicts the new nodes
     config = load_config(TrainConfig, None, [
         f"data.products={tmp_path}/ext/products.parquet", f"data.embeddings={cat['embeddings']}",
-        "optim.epochs=4", "optim.batch_size=32", "optim.lr=3e-3", "model.hidden_dim=32",
+        "optim.epochs=4", "optim.batch_size=32", "optim.lr=3e-3",
+        "model.preset=null", "model.hidden_dim=32",
         "scaling.num_workers=0", "scaling.torch_threads=1", f"output={tmp_path}/train"])
     model = load_checkpoint(train(config).checkpoint)
     assert model.taxonomy.version == new.version

@@ -80,7 +80,7 @@ def _bad_image_products(tmp_path) -> tuple[pa.Table, dict]:
     from PIL import Image
 
     from tests.fixtures.synthetic import synthetic_products
-    from tests.unit.test_imaging import _encoded, _png_with_header_size
+    from tests.unit.embed.test_imaging import _encoded, _png_with_header_size
 
     table, _ = synthetic_products(28, image_dir=tmp_path / "img")
     bad = tmp_path / "bad"

@@ -1,16 +1,14 @@
-"""Checkpoints (safetensors + JSON, local and S3), the feature join they are trained from, the
-training config, and temperature fitting. No Ray."""
+"""Checkpoints (safetensors + JSON, local and S3) and temperature fitting. No Ray."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
-from prodcat.core.config import ConfigError, load_config
+from prodcat.core.config import load_config
 from prodcat.models import HierarchicalClassifier
 from prodcat.models.checkpoint import (
     CALIBRATION,
@@ -24,10 +22,8 @@ from prodcat.models.checkpoint import (
     weights_version,
     write_calibration,
 )
-from prodcat.train.config import TrainConfig, apply_overrides
-from prodcat.train.features import FeatureTable, join_features
-from tests.fixtures.store import synthetic_store
-from tests.fixtures.synthetic import synthetic_products, toy_taxonomy
+from prodcat.train.config import TrainConfig
+from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
 
@@ -36,8 +32,9 @@ DIMS = {"text": 12, "image": 6}
 
 def _model(fusion: str = "late", masking: str = "hard", seed: int = 0):
     torch.manual_seed(seed)
-    config = load_config(TrainConfig, None, [f"model.fusion={fusion}", f"model.masking={masking}",
-                                             "model.hidden_dim=16", "model.num_attention_heads=2"])
+    config = load_config(TrainConfig, None, ["model.preset=null", f"model.fusion={fusion}",
+                                             f"model.masking={masking}", "model.hidden_dim=16",
+                                             "model.num_attention_heads=2"])
     model = HierarchicalClassifier(config.model, toy_taxonomy(), DIMS).eval()
     return model, config
 
@@ -172,42 +169,3 @@ def test_s3_round_trip(s3_bucket):
     feats, present = _batch()
     assert loaded.metrics["val_hF"] == 0.25 and loaded.uri == uri
     assert loaded.predict(feats, present)["node"].shape == (9,)
-
-
-# ------------------------------------------------------------------ the joined feature table
-def test_join_features_zero_fills_missing_and_drops_unlabelled_or_unembedded():
-    products, taxonomy = synthetic_products(30)
-    cids = products["category_id"].to_pylist()
-    cids[0] = None  # unlabelled
-    products = products.set_column(products.schema.get_field_index("category_id"), "category_id",
-                                   pa.array(cids, pa.int64()))
-    store, _ = synthetic_store(products, taxonomy, dims={"text": 4, "image": 3})
-    store = store.slice(0, 25)  # a partial store: the last 5 products are not embedded yet
-    table = FeatureTable(join_features(products, store, ["text", "image"], taxonomy),
-                         ["text", "image"], {"text": 4, "image": 3}, taxonomy)
-    assert table.column("product_id").tolist() == products["product_id"].to_pylist()[1:25]
-    feats, present, targets = table.arrays()
-    ids = table.column("product_id").tolist()
-    missing_image = [i for i, pid in enumerate(ids) if int(pid.split(":")[1]) % 7 == 6]
-    assert missing_image and not present["image"][missing_image].any()
-    assert (feats["image"][missing_image] == 0).all() and present["text"].all()
-    assert targets.shape == (24, taxonomy.num_levels)
-    nodes = table.column("node")
-    assert all((targets[i] == taxonomy.targets(int(n))).all() for i, n in enumerate(nodes))
-    with pytest.raises(KeyError, match="clip"):
-        join_features(products, store, ["clip"], taxonomy)
-
-
-# ------------------------------------------------------------------ config and calibration
-def test_train_config_overrides_by_dotted_name():
-    base = TrainConfig()
-    changed = apply_overrides(base, {"model.fusion": "attention", "optim.lr": 3e-4,
-                                     "model.modalities": ["text"], "data.platforms": ["hm"]})
-    assert (changed.model.fusion, changed.optim.lr, changed.model.modalities) == ("attention", 3e-4, ["text"])
-    assert changed.data.platforms == ["hm"]
-    assert base.model_dump() == TrainConfig().model_dump()  # the original is untouched
-    with pytest.raises(ConfigError, match="optim"):
-        apply_overrides(base, {"optim.lrr": 1.0})
-    with pytest.raises(ConfigError, match="unknown fusion"):
-        load_config(TrainConfig, None, ["model.fusion=nope"])
-

@@ -1,11 +1,11 @@
 """Ray Train end to end on a synthetic store (tiny dims): checkpoints every epoch, an injected
 failure restarts the worker group from the last checkpoint, a rerun resumes, and the result equals
-an uninterrupted run; S3 output; the CLI; a real-data slice when the real store has been built."""
+an uninterrupted run; S3 output; the CLI; and the default model on a slice of the real catalogues
+embedded with the real encoders (built by the test from ../shared)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +21,6 @@ from tests.fixtures.synthetic import synthetic_products
 
 pytestmark = pytest.mark.integration
 
-REAL = Path(__file__).resolve().parents[2] / "runs" / "main"
-
 
 @pytest.fixture(scope="module")
 def synthetic_data(tmp_path_factory):
@@ -33,7 +31,7 @@ def synthetic_data(tmp_path_factory):
     storage.write_text(str(root / "cat" / "taxonomy.json"), taxonomy.to_json())
     write_synthetic_store(products, taxonomy, str(root / "emb"), dims={"text": 16, "image": 8})
     return [f"data.products={root}/cat/products.parquet", f"data.embeddings={root}/emb",
-            "optim.batch_size=32", "optim.patience=10", "model.hidden_dim=16",
+            "optim.batch_size=32", "optim.patience=10", "model.preset=null", "model.hidden_dim=16",
             "model.num_attention_heads=2", "scaling.torch_threads=1"]
 
 
@@ -88,21 +86,30 @@ def test_checkpoints_fail_resume_on_s3_and_match_an_uninterrupted_run(
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
 
 
-def _real_store_rows() -> int:
-    if not (REAL / "embeddings" / "manifest.json").exists():
-        return 0
-    from prodcat.embed.store import read_store
+@pytest.fixture(scope="module")
+def real_slice(tmp_path_factory, shared):
+    """The first 200 records of each real export → a product table (prodcat.catalog.build) and an
+    embedding store made with the real offline encoders (tests.fixtures.catalog)."""
+    from tests.fixtures.catalog import real_catalogue, real_store
 
-    return read_store(str(REAL / "embeddings"), ["product_id"])[0].num_rows
+    root = tmp_path_factory.mktemp("real")
+    products = real_catalogue(root, records=200)
+    return products, real_store(products, str(root / "embeddings"))
 
 
-@pytest.mark.skipif(_real_store_rows() < 2000,
-                    reason="the real embedding store (runs/main/embeddings) is not built yet")
-def test_short_run_on_a_real_data_slice(ray_session, tmp_path):
+def test_the_default_model_trains_on_a_real_data_slice(ray_session, real_slice, tmp_path):
+    """TrainConfig() is the default model (text, image and lexical features, label-name and
+    lexical priors): trained on real embeddings it learns and outputs valid paths, and its
+    checkpoint names the real encoders' weights."""
+    products, store = real_slice
     config = load_config(TrainConfig, None, [
-        f"data.products={REAL}/catalog/products.parquet", f"data.embeddings={REAL}/embeddings",
-        "data.max_train_products=2000", "optim.epochs=2", "scaling.num_workers=0",
-        "model.hidden_dim=32", f"output={tmp_path}/real"])
+        f"data.products={products}", f"data.embeddings={store}", "optim.epochs=3",
+        "scaling.num_workers=0", "scaling.torch_threads=1", f"output={tmp_path}/real"])
+    assert config.model == TrainConfig().model
     result = train(config)
-    assert len(result.history) == 2 and 0.0 <= result.metrics["val_hF"] <= 1.0
+    assert len(result.history) == 3 and 0.0 <= result.metrics["val_hF"] <= 1.0
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.metrics["val_path_consistency"] > 0.99  # hard masking gives valid paths
+    manifest = json.loads(storage.read_text(f"{store}/manifest.json"))
+    encoders = load_checkpoint(result.checkpoint).encoders
+    assert encoders["text"]["fingerprint"]["key"] == manifest["features"]["text"]["fingerprint"]["key"]
