@@ -1,6 +1,7 @@
 """The ``prodcat`` command: one subcommand per module of this package, in pipeline order.
 
     prodcat catalog build   → product table          prodcat cascade fit → cascade.json + report
+    prodcat finetune        → a fine-tuned text encoder (a new encoder version, Ray Train)
     prodcat embed           → embedding store        prodcat score       → predictions (Ray Data)
     prodcat train           → checkpoint             prodcat serve       → HTTP service (Ray Serve)
     prodcat evaluate        → evaluation report      prodcat tune        → Ray Tune sweep
@@ -27,7 +28,7 @@ from prodcat.core import console, storage
 from prodcat.core.errors import DataError
 
 #: subcommands in the order a product flows through them (``--help`` lists them so)
-ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "recategorize",
+ORDER = ("catalog", "finetune", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "recategorize",
          "pipeline")
 
 
