@@ -68,12 +68,15 @@ class FinetuneScaling(StrictModel):
                                       "(default: round(cpus_per_worker), at least 1)")
 
 
+#: the base encoder when the config names none: the offline text encoder (configs/encoders.offline.yaml)
+DEFAULT_ENCODER = {"family": "text", "weights": "shared:models/all-MiniLM-L6-v2", "max_tokens": 64}
+
+
 class FinetuneConfig(StrictModel):
     """Everything a fine-tuning run needs; ``--set`` overrides fields by dotted name."""
 
     encoder: TextEncoderConfig = Field(
-        default_factory=lambda: TextEncoderConfig(weights="shared:models/all-MiniLM-L6-v2",
-                                                  max_tokens=64),
+        default_factory=lambda: TextEncoderConfig(**DEFAULT_ENCODER),
         description="the base text encoder (weights: hub id, local folder, s3:// or shared:), "
         "with the text, pooling, normalisation and token limit the fine-tuned encoder keeps")
     data: FinetuneData = Field(default_factory=FinetuneData)
@@ -87,6 +90,14 @@ class FinetuneConfig(StrictModel):
     feature_prefix: str = Field("ft_", description="feature_prefix of the fine-tuned encoder, so "
                                 "its feature (ft_text) sits beside the frozen one (text)")
     keep_checkpoints: int = Field(2, ge=1, description="epoch checkpoints kept (the latest ones)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encoder_defaults(cls, data):
+        """``--set encoder.max_tokens=32`` alone keeps the default weights (and vice versa)."""
+        if isinstance(data, dict) and isinstance(data.get("encoder"), dict):
+            data = {**data, "encoder": {**DEFAULT_ENCODER, **data["encoder"]}}
+        return data
 
     @field_validator("encoder")
     @classmethod
