@@ -4,6 +4,7 @@ of :data:`prodcat.core.stages.COMMANDS` (the one definition of the order).
     prodcat catalog build   → product table          prodcat tune         → Ray Tune sweep
     prodcat embed           → embedding store        prodcat recategorize → finer subcategories
     prodcat train           → checkpoint             prodcat cascade fit  → cascade.json + report
+    prodcat finetune        → a fine-tuned text encoder (a new encoder version, Ray Train)
     prodcat evaluate        → evaluation report      prodcat score        → predictions (Ray Data)
     prodcat serve           → HTTP service (Ray Serve)
     prodcat pipeline        → the main job: every stage on the real catalogues, with one report

@@ -8,8 +8,13 @@
   prodcat embed --show --output runs/sample/embeddings   # describe an existing store
   prodcat embed --upgrade-store --output runs/sample/embeddings  # convert an older store format
 
-A rerun skips products already in the store with the same encoder fingerprints; a store made
-with other weights is refused (use a new --output or --overwrite). A store part that cannot be
+A rerun skips products already in the store with the same encoder fingerprints; a feature the
+store holds with other weights is refused (use a new --output or --overwrite). Encoders whose
+features the store does not hold yet are added to it: e.g. a fine-tuned text encoder
+(`prodcat finetune` writes <output>/encoder.yaml, feature ft_text):
+  prodcat embed --config runs/finetune/encoder.yaml --products <products.parquet> --output <store>
+embeds every product for ft_text only, in parts of its own beside the stored ones (nothing stored
+is rewritten; resumable like any run); --show lists each feature with the products it holds. A store part that cannot be
 read stops the command with the file named, unless --skip-unreadable is given (its products are
 then embedded again and the count is in the summary).
 """
@@ -49,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: stage modules load torch and Ray; importing them here keeps 'prodcat --help' fast
     from prodcat.embed.pipeline import EmbedConfig, run_embedding
-    from prodcat.embed.store import read_store, upgrade_store
+    from prodcat.embed.store import embedded_ids, read_store, upgrade_store
 
     if args.upgrade_store:
         if not args.output:
@@ -61,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         table, manifest = read_store(args.output, columns=["product_id"],
                                      skip_unreadable=args.skip_unreadable)
+        per_feature, _ = embedded_ids(args.output, skip_unreadable=args.skip_unreadable)
         print(json.dumps({"rows": table.num_rows, "version": manifest.get("version", 1),
                           "skipped_unreadable": manifest["skipped"], "features": {
-            f: {"dim": d["dim"], "fingerprint": d["fingerprint"]["key"], "encoder": d["encoder"]}
+            f: {"dim": d["dim"], "fingerprint": d["fingerprint"]["key"], "encoder": d["encoder"],
+                "rows": len(per_feature.get(f, []))}
             for f, d in manifest["features"].items()}}, indent=2))
         return 0
     overrides = list(args.set)

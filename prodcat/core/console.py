@@ -128,10 +128,13 @@ def route_ray_logs(log_dir: str | Path | None) -> Path | None:
 
 
 def clock(seconds: float) -> str:
-    """``m:ss`` or ``h:mm:ss``."""
+    """``m:ss`` (or ``h:mm:ss``) of a duration in seconds, for progress lines."""
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+_clock = clock
 
 
 class Progress:

@@ -35,7 +35,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("embed", "product table → embedding store (Ray Data)", ("embed",)),
     Stage("models", "fusion, per-level heads, dynamic masking, checkpoints (a library)", (),
           main_job=False),
-    Stage("train", "embedding store + labels → calibrated checkpoint (Ray Train)", ("train",)),
+    Stage("train", "product texts → a fine-tuned text encoder; embedding store + labels → "
+          "calibrated checkpoint (Ray Train)", ("finetune", "train")),
     Stage("evaluate", "models and baselines on in-platform and leave-one-platform-out folds",
           ("evaluate",)),
     Stage("tune", "sweeps over the training config (Ray Tune)", ("tune",), main_job=False),

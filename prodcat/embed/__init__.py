@@ -5,7 +5,8 @@ joint: OpenCLIP), each with a fingerprint of its weights; ``imaging.py`` decodes
 (byte and pixel limits, a reason for every failure); ``extractor.py`` is the per-batch code (the
 same object in Ray Data actors and Serve replicas); ``pipeline.py`` streams products through
 decode tasks and one actor pool per encoder; ``store.py`` is the embedding store (Parquet parts +
-``manifest.json``, resumable, never mixing vectors from other weights). Next stage:
+``manifest.json``, resumable, never mixing vectors from other weights; an encoder added later
+gets parts of its own beside the stored features). Next stage:
 :mod:`prodcat.models` (the classifier) and :mod:`prodcat.train`.
 """
 
@@ -16,7 +17,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "pipeline": ["EmbedConfig", "run_embedding"],
         "extractor": ["FeatureExtractor", "decode_images"],
-        "store": ["read_store", "read_manifest", "StoreMismatch", "feature_matrix"],
+        "store": ["read_store", "read_manifest", "read_vectors", "embedded_ids", "StoreMismatch",
+                  "feature_matrix"],
         "imaging": ["ImageLimits", "ImageDecodeError", "decode_image", "load_image"],
     },
 )

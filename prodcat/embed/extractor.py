@@ -55,8 +55,12 @@ class FeatureExtractor:
         for name, key in (expected or {}).items():
             found = self.encoders[name].fingerprint.key
             if found != key:
-                raise StoreMismatch(f"encoder {name!r} loaded weights with fingerprint {found}, "
-                                    f"expected {key}: its weights changed during the run")
+                raise StoreMismatch(
+                    f"encoder {name!r} loaded weights {cfg_weights(encoders[name])} with fingerprint "
+                    f"{found}, expected {key}: these are not the weights its vectors were made with "
+                    "(the store's, or the checkpoint's at training). Point weights at the encoder "
+                    "version the vectors came from (a cascade exported with --include-weights "
+                    "carries it), or embed and train again with these weights")
         self.keep_inputs = keep_inputs
 
     @property
@@ -93,6 +97,11 @@ class FeatureExtractor:
             for column in enc.inputs.columns():
                 out.pop(column, None)
         return out
+
+
+def cfg_weights(config: EncoderConfig) -> str:
+    """The weights reference of an encoder config, quoted for messages."""
+    return repr(getattr(config, "weights", "?"))
 
 
 def decode_images(batch: Mapping, sizes: list[int], limits: ImageLimits | None = None) -> dict:

@@ -13,8 +13,24 @@ run the model; rows sorted by token count within ``tokenize_batch_size`` product
 encoders' batches carry little padding. Pools and GPU fractions: :mod:`prodcat.embed.pools`.
 
 The store it writes is :mod:`prodcat.embed.store` (an interrupted run leaves only whole parts; a
-rerun embeds the products not yet in the store and refuses a store made with other weights); the
-per-batch code in the actors is :class:`prodcat.embed.extractor.FeatureExtractor`.
+rerun embeds the products not yet in the store and refuses a feature the store holds with other
+weights); the per-batch code in the actors is :class:`prodcat.embed.extractor.FeatureExtractor`.
+
+Adding an encoder to an existing store: a config whose encoders make features the store does not
+hold yet (e.g. a fine-tuned text encoder with ``feature_prefix: ft_``) adds them to the store's
+manifest and embeds, for them only, every product of the table (the stored features are left as
+they are; the encoders whose features are complete are not run). Encoders are grouped by the
+products they still lack, and each group writes parts of its own features.
+
+From Python, e.g. per evaluation fold (``product_ids``: a subset of the table's rows)::
+
+    from prodcat.embed import EmbedConfig, read_vectors, run_embedding
+    from prodcat.embed.encoders import TextEncoderConfig
+    cfg = EmbedConfig(products="runs/x/catalog/products.parquet", output="runs/x/emb_fold",
+                      encoders={"text_ft": TextEncoderConfig(weights="runs/ft/encoder",
+                                                              feature_prefix="ft_", max_tokens=64)})
+    run_embedding(cfg, product_ids=ids)                  # resumable; adds to an existing store
+    ids, x, present = read_vectors("runs/x/emb_fold", "ft_text", product_ids=ids)  # [N, D]
 """
 
 from __future__ import annotations
@@ -45,8 +61,10 @@ from prodcat.embed.extractor import FeatureExtractor, decode_images
 from prodcat.embed.imaging import ImageLimits
 from prodcat.embed.pools import describe_pools, gpu_fractions, pool_strategy
 from prodcat.embed.store import (
+    embedded_ids,
     make_manifest,
     prepare_store,
+    read_manifest,
     skipped_rows,
     to_store_table,
     write_part,
@@ -125,12 +143,16 @@ def _write_stage(batch: dict, store: str, run_id: str, manifest: dict, encoders:
     return row
 
 
-def load_products(uri: str, done: pa.Array, limit: int | None) -> tuple[pa.Table, int]:
+def load_products(uri: str, done: pa.Array, limit: int | None,
+                  product_ids: pa.Array | list[str] | None = None) -> tuple[pa.Table, int]:
     """The product rows still to embed (nulls in text and image columns made empty strings),
-    and the table's total row count."""
+    and the table's total row count (of the rows in ``product_ids`` when given: a subset)."""
     import pyarrow.compute as pc
 
     table = storage.read_table(uri, columns=INPUT_COLUMNS)
+    if product_ids is not None:
+        table = table.filter(pc.is_in(table["product_id"], value_set=pa.array(
+            [str(p) for p in product_ids], pa.string())))
     total = table.num_rows
     if len(done):
         table = table.filter(pc.invert(pc.is_in(table["product_id"], value_set=done)))
@@ -228,13 +250,41 @@ def plan_pools(config: EmbedConfig, inputs: dict[str, Inputs], gpus_available: f
     return gpus, prepared
 
 
+def plan_groups(config: EmbedConfig, described: dict, done: dict[str, pa.Array]
+                ) -> list[tuple[list[str], pa.Array]]:
+    """``[(encoder names, product ids they all hold)]``: encoders grouped by the products already
+    embedded for every feature they make, in config order (usually one group; two when an
+    encoder is added to a store, or a rerun finishes a group that was interrupted)."""
+    groups: dict[tuple, tuple[list[str], pa.Array]] = {}
+    for name in config.encoders:
+        features = [f for f, d in described.items() if d["encoder"] == name]
+        have = None
+        for f in features:
+            ids = set(done.get(f, pa.array([], pa.string())).to_pylist())
+            have = ids if have is None else have & ids
+        key = tuple(sorted(have or ()))
+        if key in groups:
+            groups[key][0].append(name)
+        else:
+            groups[key] = ([name], pa.array(list(key), pa.string()))
+    return list(groups.values())
+
+
 def run_embedding(config: EmbedConfig, overwrite: bool = False,
-                  log: Callable[[str], None] = say, log_every_s: float = 5.0) -> dict:
-    """Embed the products not yet in the store; returns the run summary (also written to
-    ``<store>/summary-<run>.json``).
+                  log: Callable[[str], None] = say, log_every_s: float = 5.0,
+                  product_ids: pa.Array | list[str] | None = None) -> dict:
+    """Embed the products not yet in the store (for each of the config's features); returns the
+    run summary (also written to ``<store>/summary-<run>.json``).
+
+    Features the store does not hold yet are added to it (its manifest, then parts of their own:
+    module docstring); the features it holds are never rewritten.
+
+    Args:
+        product_ids: embed only these rows of the product table (e.g. one evaluation fold's).
 
     Raises:
-        StoreMismatch: the store holds vectors from other encoders (and not ``overwrite``).
+        StoreMismatch: the store holds one of the config's features with other weights (and not
+            ``overwrite``).
         StoreFormatError: the store is in an older format (``prodcat embed --upgrade-store``).
         UnreadableStorePart: a part cannot be read (and not ``config.skip_unreadable``).
         ValueError: ``products`` or ``output`` not set.
@@ -245,31 +295,42 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     start = time.perf_counter()
     described, inputs = describe_encoders(config)
     manifest = make_manifest(described)
+    before = None if overwrite else read_manifest(config.output)
     done, found = prepare_store(config.output, manifest, overwrite, config.skip_unreadable)
     unreadable = found.get("skipped", [])
     if unreadable:
         log(f"[embed] skipped {len(unreadable)} unreadable store part(s) with {skipped_rows(found):,} "
             f"rows (--skip-unreadable): {', '.join(s['file'] for s in unreadable)}; their "
             "products are embedded again")
-    products, total = load_products(config.products, done, config.limit)
+    added = [f for f in described if before is not None and f not in before["features"]]
+    if added:
+        names = [f"{f} ({described[f]['encoder']}, fingerprint {described[f]['fingerprint']['key']})"
+                 for f in added]
+        log(f"[embed] adding {', '.join(names)} to the store at {config.output}, beside "
+            f"{', '.join(before['features'])}")
+    per_feature = embedded_ids(config.output, list(described), config.skip_unreadable)[0] \
+        if before is not None else {}
+    groups = plan_groups(config, described, per_feature)
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    log(f"[embed] {total:,} products, {len(done):,} already in the store, {products.num_rows:,} to "
-        f"embed this run ({run_id}); features: "
-        + ", ".join(f"{f} ({d['encoder']}, {d['dim']}-d)" for f, d in described.items()))
     ensure_ray()
     gpus, inputs = plan_pools(config, inputs, cluster_gpus(), log)
     ds_start, ds_epoch = time.perf_counter(), time.time()
-    rows = []
-    if products.num_rows:
-        ds = build_dataset(products, config, described, inputs, gpus, config.output, run_id, manifest)
-        progress = Progress("embed", products.num_rows, "products", every_s=log_every_s, log=log)
-        for row in ds.iter_rows():
-            rows.append(row)
-            progress.advance(int(row["rows"]))
-            record_part(row, run_id, sum(int(r["rows"]) for r in rows) / products.num_rows)
+    rows, total, group_summaries = [], 0, []
+    for names, group_done in groups:
+        products, total = load_products(config.products, group_done, config.limit, product_ids)
+        features = {f: d for f, d in described.items() if d["encoder"] in names}
+        log(f"[embed] {total:,} products, {_already(products, total, group_done, config.limit):,} "
+            f"already in the store, {products.num_rows:,} to embed this run ({run_id}); features: "
+            + ", ".join(f"{f} ({d['encoder']}, {d['dim']}-d)" for f, d in features.items()))
+        group_rows = embed_group(products, config, names, features, inputs, gpus, run_id, log,
+                                 log_every_s)
+        rows += group_rows
+        group_summaries.append({"encoders": names, "features": list(features),
+                                "embedded": sum(int(r["rows"]) for r in group_rows)})
     summary = summarize(rows, config, described, gpus, run_id, len(done), total,
                         pipeline_s=time.perf_counter() - ds_start, wall_s=time.perf_counter() - start,
                         started_at=ds_epoch)
+    summary["groups"], summary["added_features"] = group_summaries, added
     summary["skipped_unreadable"] = {"parts": [s["file"] for s in unreadable],
                                      "rows": skipped_rows(found)}
     storage.write_text(storage.join(config.output, f"summary-{run_id}.json"),
@@ -282,6 +343,31 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     else:
         log(f"[embed] nothing new to embed: all {total:,} products already in {config.output}")
     return summary
+
+
+def _already(todo: pa.Table, total: int, done: pa.Array, limit: int | None) -> int:
+    """Rows of the table already embedded (``total`` less those still to do, before ``limit``)."""
+    return total - todo.num_rows if limit is None or todo.num_rows < limit else min(len(done), total)
+
+
+def embed_group(products: pa.Table, config: EmbedConfig, names: list[str], features: dict,
+                inputs: dict, gpus: dict, run_id: str, log: Callable[[str], None],
+                log_every_s: float) -> list[dict]:
+    """Run the pipeline of the encoders ``names`` over ``products``, writing parts that hold
+    their ``features``; returns one summary row per part written."""
+    if not products.num_rows:
+        return []
+    group = config.model_copy(update={"encoders": {n: config.encoders[n] for n in names}})
+    manifest = make_manifest(features)
+    ds = build_dataset(products, group, features, {n: inputs[n] for n in names}, gpus,
+                       config.output, run_id, manifest)
+    progress = Progress("embed", products.num_rows, "products", every_s=log_every_s, log=log)
+    rows: list[dict] = []
+    for row in ds.iter_rows():
+        rows.append(row)
+        progress.advance(int(row["rows"]))
+        record_part(row, run_id, sum(int(r["rows"]) for r in rows) / products.num_rows)
+    return rows
 
 
 def record_part(row: dict, run_id: str, share_done: float) -> None:
@@ -311,7 +397,7 @@ def summarize(rows: list[dict], config: EmbedConfig, described: dict, gpus: dict
                 statuses[feature][status] += count
     encoders = {}
     for name, enc in config.encoders.items():
-        busy = sum(float(r[f"seconds_{name}"]) for r in rows)
+        busy = sum(float(r.get(f"seconds_{name}", 0.0)) for r in rows)
         encoders[name] = {"busy_s": round(busy, 2), "pool_size": enc.pool_size,
                           "max_pool_size": enc.max_pool_size or enc.pool_size,
                           "num_gpus": gpus.get(name, 0.0), "batch_size": enc.batch_size,

@@ -21,6 +21,17 @@ Store format versions (:data:`STORE_VERSION`):
 A part that cannot be read stops :func:`read_store` with :class:`UnreadableStorePart` (the file
 named) unless the caller passes ``skip_unreadable=True``; then the parts left out and their row
 counts are listed in the returned manifest under ``"skipped"``.
+
+Adding an encoder to an existing store: a part holds the features of the encoders of the run that
+wrote it, so a store can hold parts of different feature sets (e.g. ``text``/``image`` parts from
+the first run, ``ft_text`` parts from a later run that added a fine-tuned encoder). The manifest
+names every feature; each part's metadata names its own (a subset, with the same fingerprints).
+:func:`prepare_store` merges new features into the manifest (a feature already there with another
+fingerprint is refused); :func:`embedded_ids` says which products each feature holds; the reader
+joins the features a caller asks for by ``product_id``, and a row is returned for a product when
+every asked feature has a vector (or a recorded failure) for it, the same "partial store"
+semantics as a run that has not finished. Parts are never rewritten: nothing already stored is
+touched by adding a feature.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prodcat.core import storage
 from prodcat.core.errors import DataError, UnreadableFile
@@ -81,17 +93,37 @@ def _signature(manifest: dict) -> dict[str, tuple]:
     return {f: (d["fingerprint"]["key"], d["dim"]) for f, d in manifest["features"].items()}
 
 
-def check_compatible(found: dict, wanted: dict, where: str) -> None:
-    """Raise :class:`StoreMismatch` unless both manifests have the same features, fingerprints
-    and dimensions (batch sizes, devices and the store format version may differ)."""
-    a, b = _signature(found), _signature(wanted)
-    if a == b:
-        return
-    diff = sorted(f for f in set(a) | set(b) if a.get(f) != b.get(f))
-    detail = "; ".join(f"{f}: store {a.get(f, ('absent',))[0]} vs config {b.get(f, ('absent',))[0]}"
-                       for f in diff)
-    raise StoreMismatch(f"{where} was made with other encoders ({detail}). Write to a new output "
-                        "folder, or pass --overwrite to replace the store.")
+def check_part(found: dict, manifest: dict, where: str) -> None:
+    """Raise :class:`StoreMismatch` unless every feature of a part (``found``, its metadata) is in
+    the store's ``manifest`` with the same fingerprint and dimension (a part may hold a subset of
+    the store's features: those of the run that wrote it)."""
+    a, b = _signature(found), _signature(manifest)
+    bad = sorted(f for f in a if b.get(f) != a[f])
+    if bad:
+        detail = "; ".join(f"{f}: part {a[f][0]} vs store {b.get(f, ('absent',))[0]}" for f in bad)
+        raise StoreMismatch(f"{where} was made with other encoders than its store's manifest names "
+                            f"({detail}); it does not belong to this store")
+
+
+def merge_manifest(existing: dict, wanted: dict, where: str) -> tuple[dict, list[str]]:
+    """``(merged manifest, features added)``: ``existing`` plus the features of ``wanted`` it does
+    not have yet (appended in ``wanted``'s order).
+
+    Raises:
+        StoreMismatch: a feature in both with another fingerprint or dimension (its vectors would
+            not be comparable); the message says to write to a new folder or pass --overwrite.
+    """
+    a, b = _signature(existing), _signature(wanted)
+    clash = sorted(f for f in b if f in a and a[f] != b[f])
+    if clash:
+        detail = "; ".join(f"{f}: store {a[f][0]} vs config {b[f][0]}" for f in clash)
+        raise StoreMismatch(f"{where} was made with other encoders ({detail}). Write to a new "
+                            "output folder, give the new encoder another feature_prefix to add it "
+                            "beside the stored one, or pass --overwrite to replace the store.")
+    added = [f for f in b if f not in a]
+    merged = dict(existing, features={**existing["features"],
+                                      **{f: wanted["features"][f] for f in added}})
+    return merged, added
 
 
 def store_schema(manifest: dict) -> pa.Schema:
@@ -172,16 +204,11 @@ def part_rows(uri: str) -> int | None:
         return None
 
 
-def read_part(uri: str, manifest: dict, columns: list[str] | None = None,
-              store: str | None = None) -> pa.Table:
-    """One part in format 2 (a version-1 part is converted in memory), checked against the
-    manifest.
+def part_manifest(uri: str) -> dict:
+    """The manifest a part carries in its metadata (its features, their fingerprints, format).
 
     Raises:
-        StoreMismatch: the part has no prodcat metadata or other encoders.
-        StoreFormatError: a version-1 part this pyarrow cannot read (the message says how to
-            convert the store).
-        UnreadableStorePart: any other file that cannot be read.
+        UnreadableStorePart: the footer cannot be read. StoreMismatch: no prodcat metadata.
     """
     import pyarrow.parquet as pq
 
@@ -193,8 +220,26 @@ def read_part(uri: str, manifest: dict, columns: list[str] | None = None,
         raise UnreadableStorePart(uri, f"{type(err).__name__}: {err}") from None
     if PARQUET_KEY not in meta:
         raise StoreMismatch(f"{uri} has no prodcat metadata: not a part of this store")
-    found = json.loads(meta[PARQUET_KEY])
-    check_compatible(found, manifest, uri)
+    return json.loads(meta[PARQUET_KEY])
+
+
+def read_part(uri: str, manifest: dict, columns: list[str] | None = None,
+              store: str | None = None, found: dict | None = None) -> pa.Table:
+    """One part in format 2 (a version-1 part is converted in memory), checked against the
+    store's manifest (the part may hold a subset of its features); ``found``: the part's own
+    manifest when already read (:func:`part_manifest`).
+
+    Raises:
+        StoreMismatch: the part has no prodcat metadata or other encoders.
+        StoreFormatError: a version-1 part this pyarrow cannot read (the message says how to
+            convert the store).
+        UnreadableStorePart: any other file that cannot be read.
+    """
+    import pyarrow.parquet as pq
+
+    found = found if found is not None else part_manifest(uri)
+    check_part(found, manifest, uri)
+    fs, path = storage.filesystem(uri)
     try:
         with fs.open_input_file(path) as f:
             table = pq.read_table(f, columns=columns)
@@ -209,9 +254,84 @@ def read_part(uri: str, manifest: dict, columns: list[str] | None = None,
     return _normalize(table) if found.get("version", 1) < 2 else table
 
 
+def _scan(store: str, manifest: dict, skip_unreadable: bool) -> tuple[list[tuple[str, dict]], list[dict]]:
+    """``([(part uri, its manifest)], skipped)``: every part's metadata, checked against the store's
+    ``manifest``; unreadable footers are skipped (listed) with ``skip_unreadable``, else raised."""
+    parts, skipped = [], []
+    for uri in list_parts(store):
+        try:
+            found = part_manifest(uri)
+        except UnreadableStorePart as err:
+            if not skip_unreadable:
+                raise
+            skipped.append({"file": uri, "rows": part_rows(uri), "error": str(err.args[0])})
+            continue
+        check_part(found, manifest, uri)
+        parts.append((uri, found))
+    return parts, skipped
+
+
+def _feature_columns(feature: str) -> tuple[str, str]:
+    return f"emb_{feature}", f"status_{feature}"
+
+
+def _requested(columns: list[str] | None, manifest: dict) -> list[str]:
+    """The features ``columns`` asks for, in manifest order; every feature when it names none
+    (``None`` or only ``product_id``).
+
+    Raises:
+        KeyError: a column of a feature the store does not have (lists the ones it has).
+    """
+    features = list(manifest["features"])
+    if columns is None:
+        return features
+    asked = {c.split("_", 1)[1] for c in columns if c.startswith(("emb_", "status_"))}
+    unknown = sorted(asked - set(features))
+    if unknown:
+        raise KeyError(f"features {unknown} are not in the embedding store; it has {sorted(features)}")
+    return [f for f in features if f in asked] or features
+
+
+def _first_rows(table: pa.Table) -> pa.Table:
+    """``table`` with each ``product_id`` kept once (its first row)."""
+    _, first = np.unique(table["product_id"].to_numpy(zero_copy_only=False), return_index=True)
+    return table.take(np.sort(first)) if len(first) < table.num_rows else table
+
+
+def _read_parts(parts: list[tuple[str, dict]], manifest: dict, columns: list[str] | None,
+                features: list[str], store: str, skip_unreadable: bool,
+                skipped: list[dict]) -> dict[str, list[pa.Table]]:
+    """Per requested feature, the tables (``product_id`` + its asked columns) of the parts that
+    hold it; each part is read once."""
+    by_feature: dict[str, list[pa.Table]] = {f: [] for f in features}
+    for uri, found in parts:
+        mine = [f for f in features if f in found["features"]]
+        if not mine:
+            continue
+        wanted = ["product_id"] + [c for f in mine for c in _feature_columns(f)
+                                   if columns is None or c in columns]
+        try:
+            table = read_part(uri, manifest, wanted, store, found)
+        except UnreadableStorePart as err:
+            if not skip_unreadable:
+                raise
+            skipped.append({"file": uri, "rows": part_rows(uri), "error": str(err.args[0])})
+            continue
+        for f in mine:
+            by_feature[f].append(table.select(
+                ["product_id"] + [c for c in _feature_columns(f) if c in wanted]))
+    return by_feature
+
+
 def read_store(store: str, columns: list[str] | None = None,
                skip_unreadable: bool = False) -> tuple[pa.Table, dict]:
     """``(table, manifest)`` of an embedding store; a product embedded twice is kept once.
+
+    The table holds ``product_id`` and the asked columns (all columns when ``columns`` is None):
+    one row per product that has every asked feature (all the store's features when ``columns``
+    names none), in the order the first asked feature's parts hold them. A store whose parts all
+    hold the same features is read as it is; one with added features joins them by
+    ``product_id`` (module docstring).
 
     Every vector column comes back without nulls (a version-1 store is converted in memory where
     this pyarrow reads it). With ``skip_unreadable``, parts that cannot be read are left out and
@@ -220,6 +340,7 @@ def read_store(store: str, columns: list[str] | None = None,
 
     Raises:
         FileNotFoundError: no manifest at ``store``.
+        KeyError: a column of a feature the store does not have.
         StoreMismatch: a part made with other encoders than the manifest names.
         StoreFormatError: a version-1 part that this pyarrow cannot read.
         UnreadableStorePart: a part that cannot be read (unless ``skip_unreadable``).
@@ -227,23 +348,61 @@ def read_store(store: str, columns: list[str] | None = None,
     manifest = read_manifest(store)
     if manifest is None:
         raise FileNotFoundError(f"no embedding store at {store} (no {MANIFEST})")
-    tables, skipped = [], []
-    for uri in list_parts(store):
-        try:
-            tables.append(read_part(uri, manifest, columns, store))
-        except UnreadableStorePart as err:
-            if not skip_unreadable:
-                raise
-            skipped.append({"file": uri, "rows": part_rows(uri), "error": str(err.args[0])})
+    features = _requested(columns, manifest)
+    parts, skipped = _scan(store, manifest, skip_unreadable)
+    schema = store_schema(manifest)
+    names = columns or schema.names
+    if all(set(features) <= set(found["features"]) for _, found in parts):
+        tables = []                          # every part holds every asked feature: one table
+        for uri, found in parts:
+            try:
+                tables.append(read_part(uri, manifest, names, store, found))
+            except UnreadableStorePart as err:
+                if not skip_unreadable:
+                    raise
+                skipped.append({"file": uri, "rows": part_rows(uri), "error": str(err.args[0])})
+        manifest = dict(manifest, skipped=skipped)
+        if not tables:
+            return schema.empty_table().select(names), manifest
+        return _first_rows(pa.concat_tables(tables)), manifest
+    by_feature = _read_parts(parts, manifest, columns, features, store, skip_unreadable, skipped)
     manifest = dict(manifest, skipped=skipped)
-    if not tables:
-        empty = store_schema(manifest).empty_table()
-        return empty.select(columns or empty.column_names), manifest
-    table = pa.concat_tables(tables)
-    _, first = np.unique(table["product_id"].to_numpy(zero_copy_only=False), return_index=True)
-    if len(first) < table.num_rows:
-        table = table.take(np.sort(first))
-    return table, manifest
+    if any(not tables for tables in by_feature.values()):
+        return schema.empty_table().select(names), manifest
+    merged = {f: _first_rows(pa.concat_tables(tables)) for f, tables in by_feature.items()}
+    ids = merged[features[0]]["product_id"]
+    for f in features[1:]:
+        ids = ids.filter(pc.is_in(ids, value_set=merged[f]["product_id"]))
+    out = {"product_id": ids}
+    for f in features:
+        rows = merged[f].take(pc.index_in(ids, value_set=merged[f]["product_id"]))
+        out.update({c: rows[c] for c in rows.column_names if c != "product_id"})
+    fields = [schema.field(n) for n in names]
+    return pa.table([out[n] for n in names], schema=pa.schema(fields, metadata=schema.metadata)), manifest
+
+
+def embedded_ids(store: str, features: list[str] | None = None,
+                 skip_unreadable: bool = False) -> tuple[dict[str, pa.Array], list[dict]]:
+    """``({feature: product ids it holds (each once)}, skipped parts)`` for ``features`` (default
+    all the store's): what a rerun or an added encoder still has to embed.
+
+    Raises:
+        FileNotFoundError: no store at ``store``; as :func:`read_store` otherwise.
+    """
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise FileNotFoundError(f"no embedding store at {store} (no {MANIFEST})")
+    features = list(manifest["features"]) if features is None else list(features)
+    parts, skipped = _scan(store, manifest, skip_unreadable)
+    by_feature = _read_parts(parts, manifest, ["product_id"], features, store, skip_unreadable,
+                             skipped)
+    out = {}
+    for f, tables in by_feature.items():
+        ids = (pa.concat_tables(tables)["product_id"].combine_chunks() if tables
+               else pa.array([], pa.string()))
+        out[f] = pa.array(np.unique(ids.to_numpy(zero_copy_only=False)).tolist(), pa.string()) \
+            if len(ids) else ids
+    return out, skipped
 
 
 def skipped_rows(manifest: dict) -> int:
@@ -274,13 +433,38 @@ def feature_matrix(table: pa.Table, feature: str) -> tuple[np.ndarray, np.ndarra
     return out, present
 
 
-def prepare_store(store: str, manifest: dict, overwrite: bool = False,
-                  skip_unreadable: bool = False) -> tuple[pa.Array, dict]:
-    """Create or check the store; returns ``(product ids already embedded (to skip), the
-    read's manifest with its "skipped" parts)``.
+def read_vectors(store: str, feature: str, product_ids=None, skip_unreadable: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(product ids [N] (str), vectors float32 [N, D], present bool [N])`` of one feature: every
+    product the store holds it for, or exactly ``product_ids`` in their order (a product the
+    store lacks gets a zero vector and ``present`` False, as does a recorded failure).
 
     Raises:
-        StoreMismatch: an existing store made with other encoders (unless ``overwrite``).
+        FileNotFoundError: no store at ``store``. KeyError: ``feature`` not in the store.
+    """
+    table, _ = read_store(store, ["product_id", f"emb_{feature}", f"status_{feature}"],
+                          skip_unreadable)
+    x, present = feature_matrix(table, feature)
+    ids = table["product_id"].to_numpy(zero_copy_only=False)
+    if product_ids is None:
+        return ids.astype(str), x, present
+    wanted = pa.array([str(p) for p in product_ids], pa.string())
+    index = pc.index_in(wanted, value_set=table["product_id"]).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(index.astype(float))
+    rows = np.where(found, np.nan_to_num(index.astype(float)), 0).astype(np.int64)
+    out = np.zeros((len(wanted), x.shape[1]), np.float32)
+    out[found] = x[rows[found]]
+    return np.asarray(wanted.to_pylist(), dtype=str), out, found & present[rows] if len(x) else found
+
+
+def prepare_store(store: str, manifest: dict, overwrite: bool = False,
+                  skip_unreadable: bool = False) -> tuple[pa.Array, dict]:
+    """Create or check the store, adding ``manifest``'s features it does not hold yet to its
+    manifest (an encoder added to an existing store); returns ``(product ids that already have
+    every feature of ``manifest`` (to skip), the read's manifest with its "skipped" parts)``.
+
+    Raises:
+        StoreMismatch: a feature the store holds with another fingerprint (unless ``overwrite``).
         StoreFormatError: an existing store in an older format (unless ``overwrite``).
         UnreadableStorePart: a part that cannot be read (unless ``skip_unreadable``: its
             products are then embedded again).
@@ -293,14 +477,17 @@ def prepare_store(store: str, manifest: dict, overwrite: bool = False,
     if existing is None:
         storage.write_text(storage.join(store, MANIFEST), json.dumps(manifest, indent=2))
         return pa.array([], pa.string()), dict(manifest, skipped=[])
-    check_compatible(existing, manifest, f"the store at {store}")
+    merged, added = merge_manifest(existing, manifest, f"the store at {store}")
     if existing.get("version", 1) < STORE_VERSION:
         raise StoreFormatError(
             f"the store at {store} is in format {existing.get('version', 1)}; this version of "
             f"prodcat writes format {STORE_VERSION}. Convert it first with "
             f"`{upgrade_command(store)}` (or pass --overwrite to embed everything again)")
+    if added:        # before any part of the new features is written: readers accept them
+        storage.write_text(storage.join(store, MANIFEST), json.dumps(merged, indent=2))
     _remove_temp_files(store)
-    table, found = read_store(store, columns=["product_id"], skip_unreadable=skip_unreadable)
+    table, found = read_store(store, columns=["product_id"] + [
+        f"status_{f}" for f in manifest["features"]], skip_unreadable=skip_unreadable)
     return table["product_id"].combine_chunks(), found
 
 
@@ -327,8 +514,10 @@ def upgrade_store(store: str, log: Callable[[str], None] = print) -> dict:
             meta = pq.read_schema(f).metadata or {}
         if json.loads(meta.get(PARQUET_KEY, b"{}")).get("version", 1) >= STORE_VERSION:
             continue
-        schema = store_schema(manifest)
-        table = read_part(uri, manifest, store=store)
+        found = part_manifest(uri)
+        schema = store_schema(dict(manifest, features={
+            f: manifest["features"][f] for f in found["features"]}))
+        table = read_part(uri, manifest, store=store, found=found)
         table = pa.Table.from_arrays([table[name].combine_chunks() for name in schema.names],
                                      schema=schema)
         storage.write_table_atomic(table, uri)

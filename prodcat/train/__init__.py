@@ -4,7 +4,9 @@
 ``config.py`` is :class:`TrainConfig` (model, data, optimiser, scaling), ``loop.py`` is the
 per-worker loop (one epoch: train, validate hF, checkpoint, report), ``trainer.py`` the driver
 (:func:`train`: a ``TorchTrainer``, early stopping, resume, the best checkpoint copied to
-``<output>/model`` and calibrated). Used by :mod:`prodcat.evaluate`, :mod:`prodcat.cascade` and
+``<output>/model`` and calibrated). ``finetune.py`` (:func:`finetune`, with
+``finetune_config.py`` and the per-worker ``finetune_loop.py``) fine-tunes a text encoder end to
+end on a ``TorchTrainer`` into a new encoder version (``prodcat finetune``). Used by :mod:`prodcat.evaluate`, :mod:`prodcat.cascade` and
 :mod:`prodcat.tune`.
 """
 
@@ -16,5 +18,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "config": ["TrainConfig", "apply_overrides"],
         "features": ["FeatureTable", "load_feature_table"],
         "trainer": ["train", "build_trainer", "TrainResult"],
+        "finetune": ["finetune", "FinetuneResult"],
+        "finetune_config": ["FinetuneConfig"],
     },
 )

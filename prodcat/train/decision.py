@@ -225,7 +225,9 @@ class Fitter:
             vectorizers = {kind: make_vectorizer(config, kind, min_df=min(config.min_df, len(texts)))
                            for kind in analyzers(config)}
             x = _hstack([v.fit_transform(texts) for v in vectorizers.values()])
-            self._vectorized = {key: (vectorizers, x)}          # one matrix at a time (memory)
+            self._vectorized[key] = (vectorizers, x)
+            while len(self._vectorized) > 8:                     # sparse matrices: a few MiB each
+                self._vectorized.pop(next(iter(self._vectorized)))
         vectorizers, x = self._vectorized[key]
         return LexicalScorer(config).fit_matrix(x, rows.column("node"), self.leaves, vectorizers)
 

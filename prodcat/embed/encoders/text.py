@@ -14,6 +14,16 @@ from prodcat.embed.encoders.fingerprint import Fingerprint, resolve_weights, wei
 from prodcat.embed.encoders.inputs import TextInputs, input_column
 
 
+def pool_hidden(hidden, mask, pooling: str):
+    """Token states ``[B, T, H]`` and mask ``[B, T]`` → one vector per row ``[B, H]``: the mean
+    over real tokens (``mean``) or the first token (``cls``). The text encoder and fine-tuning
+    (:mod:`prodcat.train.finetune_loop`) both pool here, so a fine-tuned encoder is a drop-in."""
+    if pooling == "cls":
+        return hidden[:, 0]                                                  # [B, H]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)                            # [B, T, 1]
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)         # [B, H]
+
+
 class TextEncoder(Encoder):
     """``AutoTokenizer`` + ``AutoModel`` from a local folder (hub ids are downloaded first).
 
@@ -72,12 +82,7 @@ class TextEncoder(Encoder):
         mask_t = self.to_device(mask).long()                              # [B, T]
         with torch.inference_mode(), self.autocast():
             hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state  # [B, T, H]
-        if self.config.pooling == "cls":
-            pooled = hidden[:, 0]                                           # [B, H]
-        else:
-            weights = mask_t.unsqueeze(-1).to(hidden.dtype)                 # [B, T, 1]
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, H]
-        return self.finish(pooled)
+        return self.finish(pool_hidden(hidden, mask_t, self.config.pooling))
 
     def forward(self, inputs: Mapping) -> dict[str, np.ndarray]:
         out = {}

@@ -192,3 +192,56 @@ def test_upgrade_store_converts_in_place_and_is_idempotent(v1_store, tmp_path):
     assert upgrade_store(store, log=lambda line: None)["upgraded"] == 0
     done, _ = prepare_store(store, read_manifest(store))   # now appendable
     assert len(done) == 12
+
+
+def test_a_feature_added_to_an_existing_store_is_merged_beside_the_stored_ones(tmp_path):
+    """An encoder added later (feature ``ft``) gets parts of its own: the stored parts are not
+    touched, the manifest names both, readers join by product_id, and a product is returned when
+    every asked feature has it (a partly added feature reads as a partial store)."""
+    from prodcat.embed.store import StoreMismatch, embedded_ids, read_vectors
+
+    store, manifest = str(tmp_path / "store"), _manifest()
+    prepare_store(store, manifest)
+    first = _batch(40, 0, seed=1)
+    write_part(to_store_table(first, manifest), store, "frozen")
+    frozen = {p: Path(p).read_bytes() for p in list_parts(store)}
+
+    added = make_manifest({"ft": {"encoder": "ft", "modality": "text", "dim": 4,
+                                  "image_size": None, "fingerprint": {"key": "fp-ft"}}})
+    done, _ = prepare_store(store, added)              # nothing of "ft" yet; manifest merged
+    assert len(done) == 0 and list(read_manifest(store)["features"]) == ["text", "image", "ft"]
+    rng = np.random.default_rng(3)
+    ft = {"product_id": first["product_id"][25:] + ["shop:99"],   # 15 of the stored + one new
+          "emb_ft": rng.normal(size=(16, 4)).astype(np.float32), "status_ft": ["ok"] * 16}
+    write_part(to_store_table(ft, added), store, "added")
+
+    assert {p: Path(p).read_bytes() for p in frozen} == frozen           # nothing rewritten
+    ids, _ = embedded_ids(store)
+    assert len(ids["text"]) == 40 and len(ids["ft"]) == 16
+    assert prepare_store(store, added)[0].to_pylist() == ft["product_id"]
+    assert len(prepare_store(store, manifest)[0]) == 40                # the frozen set: complete
+    text_only, _ = read_store(store, ["product_id", "emb_text", "status_text"])
+    assert text_only["product_id"].to_pylist() == first["product_id"]
+    both, _ = read_store(store)                                       # all features: the overlap
+    assert both["product_id"].to_pylist() == first["product_id"][25:]
+    assert both.column_names == ["product_id", "emb_text", "status_text", "emb_image",
+                                 "status_image", "emb_ft", "status_ft"]
+    np.testing.assert_array_equal(feature_matrix(both, "ft")[0], ft["emb_ft"][:15])
+    text, ok = feature_matrix(both, "text")
+    assert ok.tolist() == [s == "ok" for s in first["status_text"][25:]] and not ok.all()
+    np.testing.assert_array_equal(text[ok], first["emb_text"][25:][ok])
+
+    pids, x, present = read_vectors(store, "ft", ["shop:30", "shop:1", "shop:99"])
+    assert pids.tolist() == ["shop:30", "shop:1", "shop:99"] and present.tolist() == [True, False, True]
+    np.testing.assert_array_equal(x[0], ft["emb_ft"][5]) and not x[1].any()
+
+    other = make_manifest({"ft": {"encoder": "ft", "modality": "text", "dim": 4,
+                                  "image_size": None, "fingerprint": {"key": "fp-other"}}})
+    with pytest.raises(StoreMismatch, match="feature_prefix"):        # same name, other weights
+        prepare_store(store, other)
+    stray = tmp_path / "stray"                                        # a part of another store
+    prepare_store(str(stray), other)
+    name = write_part(to_store_table(ft, other), str(stray), "x")
+    shutil.copy(stray / name, Path(store) / name)
+    with pytest.raises(StoreMismatch, match="does not belong"):
+        read_store(store)

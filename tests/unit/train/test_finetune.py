@@ -1,0 +1,72 @@
+"""The pieces of fine-tuning that need no Ray: the config's rules, which rows train, the
+learning-rate schedule and each worker's share of an epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prodcat.core import storage
+from prodcat.core.config import ConfigError, load_config
+from prodcat.train.finetune import training_rows
+from prodcat.train.finetune_config import FinetuneConfig
+from prodcat.train.finetune_loop import epoch_rows, lr_factor, steps_per_epoch
+from tests.fixtures.synthetic import synthetic_products
+
+pytestmark = pytest.mark.unit
+
+
+def test_config_rules_are_explained():
+    with pytest.raises(ConfigError, match="separate"):
+        load_config(FinetuneConfig, None, ["encoder.text_fields=separate"])
+    with pytest.raises(ConfigError, match="collide"):
+        load_config(FinetuneConfig, None, ["feature_prefix=''"])
+    config = load_config(FinetuneConfig, "configs/finetune.default.yaml")
+    assert config.encoder.max_tokens == 64 and config.optim.epochs <= 2
+    assert config.data.max_train_products and config.feature_prefix == "ft_"
+
+
+def test_training_rows_are_the_folds_training_split_subsampled_by_seed(tmp_path):
+    products, _ = synthetic_products(300, platforms=("alpha", "beta", "gamma"))
+    uri = str(tmp_path / "products.parquet")
+    storage.write_table(products, uri)
+
+    def rows(*extra):
+        return training_rows(load_config(FinetuneConfig, None, [f"data.products={uri}", *extra]))
+
+    fold = rows("data.platforms=[alpha,gamma]")
+    chosen = set(fold["product_id"].to_pylist())
+    table = products.to_pylist()
+    assert chosen == {r["product_id"] for r in table
+                      if r["platform"] in ("alpha", "gamma") and r["split"] == "train"}
+    small = rows("data.platforms=[alpha,gamma]", "data.max_train_products=50")
+    again = rows("data.platforms=[alpha,gamma]", "data.max_train_products=50")
+    other = rows("data.platforms=[alpha,gamma]", "data.max_train_products=50", "data.sample_seed=1")
+    assert small.num_rows == 50 and set(small["product_id"].to_pylist()) <= chosen
+    assert small["product_id"].to_pylist() == again["product_id"].to_pylist()
+    assert small["product_id"].to_pylist() != other["product_id"].to_pylist()
+    counts = {}
+    for c in small["category_id"].to_pylist():
+        counts[c] = counts.get(c, 0) + 1
+    big = rows("data.platforms=[alpha,gamma]", "data.max_train_products=50",
+               f"data.min_products_per_label={sorted(counts.values())[len(counts) // 2]}")
+    assert 0 < big.num_rows < 50
+    with pytest.raises(ValueError, match="no training rows"):
+        rows("data.platforms=[delta]")
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    factors = [lr_factor(s, 100, 0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] == pytest.approx(1 / 90)
+    assert lr_factor(0, 10, 0.0) == 1.0
+
+
+def test_each_worker_takes_an_equal_disjoint_share_of_one_seeded_permutation():
+    shares = [epoch_rows(103, seed=4, epoch=2, rank=r, world=3) for r in range(3)]
+    assert [len(s) for s in shares] == [34, 34, 34]
+    merged = np.concatenate(shares)
+    assert len(set(merged.tolist())) == 102 and merged.max() < 103
+    assert np.array_equal(shares[1], epoch_rows(103, seed=4, epoch=2, rank=1, world=3))
+    assert not np.array_equal(shares[0], epoch_rows(103, seed=4, epoch=3, rank=0, world=3))
+    assert steps_per_epoch(103, 3, 8) == 5
