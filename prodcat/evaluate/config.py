@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from prodcat.core.config import StrictModel
+from prodcat.evaluate.finetuning import FinetuneSettings
 from prodcat.train.config import TrainConfig, apply_overrides
 
 #: the tuned lexical baseline's grid, chosen on held-out products by the nested protocol: word
@@ -55,6 +56,9 @@ class EvaluateConfig(StrictModel):
                              "different initialisation): figures are given as the mean and spread")
     predictions: bool = Field(True, description="write every fold's predictions per model and seed "
                               "as Parquet under <output>/predictions")
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings, description="a text encoder "
+                                       "fine-tuned inside each fold, on its training platforms only, "
+                                       "for the models that read its feature (ft_text)")
     test_split: str = Field("test", description="in-platform test split")
     reference: str = Field("tfidf", description="model every other one is compared with "
                            "(paired bootstrap over near-duplicate groups)")

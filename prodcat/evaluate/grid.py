@@ -34,6 +34,7 @@ from prodcat.core.metrics import hierarchical_counts, hierarchical_metrics, hier
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.uncertainty import hf_interval, paired_difference, verdict
 from prodcat.evaluate.config import EvaluateConfig
+from prodcat.evaluate.finetuning import fold_feature
 from prodcat.evaluate.folds import Fold, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.predictions import prediction_table, write_predictions
 from prodcat.evaluate.references import reference_models
@@ -144,9 +145,10 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     data = config.train.data
     cells = model_specs(config)
     features = sorted({f for c in cells for f in c["modalities"]})
+    tuned = config.finetune.feature if config.finetune.feature in features else None
     if table is None:
-        table = load_feature_table(data.products, data.embeddings, features, data.taxonomy,
-                                   data.skip_unreadable)
+        table = load_feature_table(data.products, data.embeddings, [f for f in features if f != tuned],
+                                   data.taxonomy, data.skip_unreadable)
     if data.platforms:
         table = table.rows(platforms=data.platforms)
     progress(f"[evaluate] {describe_counts(table.counts, len(table))}")
@@ -163,6 +165,12 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                  f"{info['n_test_all']:,} (coverage {info['coverage']:.1%}, {info['test_groups']:,} groups)")
         if not len(test):
             continue
+        if tuned:                 # the fold's own fine-tuned encoder, trained on its training platforms
+            x, present, info["finetune"] = fold_feature(
+                config.finetune, data.products, config.output, fold.name, fold.train_platforms,
+                fold_table.column("product_id"), config.seeds[0], progress)
+            fold_table = fold_table.add_feature(tuned, x, present)
+            test = fold_table.where(np.isin(fold_table.column("product_id"), test.column("product_id")))
         for seed in config.seeds:
             counts, tables = {}, []
             for cell in cells:

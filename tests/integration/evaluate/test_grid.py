@@ -148,3 +148,32 @@ def test_grid_cells_cover_every_combination():
     cells = grid_cells(config)
     assert len(cells) == 18 and len({c["name"] for c in cells}) == 18
     assert {tuple(c["modalities"]) for c in cells} == {("text",), ("image",), ("text", "image")}
+
+
+def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_session, catalogue, tmp_path):
+    """finetune.config: the fold's models read ``ft_text`` from a tiny BERT fine-tuned on the
+    fold's training platforms only; the fine-tuning reads nothing of the held-out platform."""
+    from tests.fixtures.models import build_tiny_bert
+
+    root, products, _ = catalogue
+    bert = build_tiny_bert(tmp_path / "bert")
+    platform = dict(zip(products["product_id"].to_pylist(), products["platform"].to_pylist()))
+    repo = Path(__file__).resolve().parents[3]
+    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + [
+        "protocols=[lopo]", "lopo_platforms=[gamma]", "references=[tfidf]", "plots=false",
+        "models={default-ft: {model.modalities: [ft_text, lexical]}}",
+        f"finetune.config={repo}/configs/finetune.default.yaml",
+        "finetune.overrides={encoder.weights: " + str(bert) + ", encoder.max_tokens: 32, "
+        "encoder.num_cpus: 0.5, encoder.batch_size: 16, encoder.pool_size: 1, optim.epochs: 1, "
+        "optim.batch_size: 16, data.max_train_products: 60, scaling.cpus_per_worker: 1, "
+        "scaling.torch_threads: 1}"])
+    with audit.recording() as reads:
+        results = evaluate(config)
+    fold = results["folds"][0]
+    assert fold["fold"] == "lopo_gamma" and fold["finetune"]["train_products"] == 60
+    assert fold["finetune"]["embedded"] > 0
+    tuned = [r for r in reads if r.step == "finetune@lopo_gamma"]
+    assert len(tuned) == 1 and {platform[p] for p in tuned[0].product_ids} == {"alpha", "beta"}
+    row = next(r for r in results["results"] if r["model"] == "default-ft")
+    assert set(row["combiner"]["weights"]) == {"ft_text", "lexical"} and 0.0 <= row["hF"] <= 1.0
+    assert (tmp_path / "eval" / "finetune" / "lopo_gamma" / "encoder" / "model.safetensors").exists()

@@ -1,0 +1,73 @@
+"""A fine-tuned text encoder per fold: the evaluation's models that read its feature see only it.
+
+For each fold, :func:`fold_feature` fine-tunes the text encoder (:func:`prodcat.train.finetune.finetune`,
+Ray Train) on the ``train`` split of the fold's *training* platforms only (in a
+leave-one-platform-out fold the held-out platform is never read), embeds the fold's rows with the
+new encoder version into a store of its own (``<output>/finetune/<fold>/embeddings``, resumable),
+and returns the vectors aligned with the fold's rows, which the evaluation adds to the fold's
+feature table as ``finetune.feature`` (default ``ft_text``). One fine-tuning per fold, with the
+first seed: the seeds then vary the models trained on top of it.
+
+Known bias, stated in the report: the decision-level models choose their weights on held-out
+products of the training platforms; the fold's encoder was fine-tuned on all of those platforms,
+so its component looks better there than on a platform it never saw.
+
+Letters: B products, D dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import Field
+
+from prodcat.core import audit, storage
+from prodcat.core.config import StrictModel, load_config
+
+
+class FinetuneSettings(StrictModel):
+    """Fine-tuning the text encoder inside each fold (for models that read ``feature``)."""
+
+    config: str | None = Field(None, description="FinetuneConfig YAML (e.g. configs/finetune.default.yaml); "
+                               "null: no fine-tuning (models may not read `feature`)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted FinetuneConfig overrides, "
+                                      "e.g. {data.max_train_products: 6000, optim.epochs: 2}")
+    feature: str = Field("ft_text", description="the feature the fine-tuned encoder makes "
+                         "(feature_prefix + 'text')")
+
+
+def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_name: str,
+                 train_platforms: list[str], product_ids: np.ndarray, seed: int,
+                 progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(vectors float32 [B, D], present bool [B], summary)`` of the fold's encoder for
+    ``product_ids`` (the fold's rows, in order).
+
+    Raises:
+        ValueError: ``settings.config`` is not set.
+    """
+    from prodcat.embed.pipeline import EmbedConfig, run_embedding
+    from prodcat.embed.store import read_vectors
+    from prodcat.train.finetune import finetune, training_rows
+    from prodcat.train.finetune_config import FinetuneConfig
+
+    if not settings.config:
+        raise ValueError(f"models read the fine-tuned feature {settings.feature!r}: set "
+                         "finetune.config (e.g. configs/finetune.default.yaml)")
+    folder = storage.join(output, "finetune", fold_name)
+    config = load_config(FinetuneConfig, settings.config, {
+        **settings.overrides, "data.products": products, "data.platforms": list(train_platforms),
+        "data.sample_seed": seed, "optim.seed": seed, "output": folder, "name": fold_name})
+    audit.read(f"finetune@{fold_name}", training_rows(config)["product_id"].to_pylist())
+    result = finetune(config, progress=progress)
+    if result.feature != settings.feature:
+        raise ValueError(f"the fine-tuned encoder makes feature {result.feature!r}, not "
+                         f"{settings.feature!r}: set finetune.feature or feature_prefix")
+    store = storage.join(folder, "embeddings")
+    embed = load_config(EmbedConfig, result.snippet, {"products": products, "output": store})
+    run_embedding(embed, product_ids=[str(p) for p in product_ids],
+                  log=progress or (lambda _m: None))
+    _, x, present = read_vectors(store, settings.feature, product_ids=product_ids)
+    return x, present, {"fold": fold_name, "encoder": result.encoder, "fingerprint": result.fingerprint,
+                        "train_products": result.train_products, "products_per_s": result.products_per_s,
+                        "seconds": result.seconds, "embedded": int(present.sum())}
