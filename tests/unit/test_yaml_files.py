@@ -47,6 +47,13 @@ def _recategorize(path: Path, request) -> None:
     load_config(RecategorizeConfig, path)
 
 
+def _finetune(path: Path, request) -> None:
+    from prodcat.core.config import load_config
+    from prodcat.train.finetune_config import FinetuneConfig
+
+    load_config(FinetuneConfig, path)
+
+
 def _preset(path: Path, request) -> None:
     from prodcat.models.preset import load_preset
 
@@ -97,6 +104,7 @@ RULES = {  # repository-relative glob → validator
     "configs/train.*.yaml": _train,
     "configs/evaluate.*.yaml": _evaluate,
     "configs/recategorize.*.yaml": _recategorize,
+    "configs/finetune.*.yaml": _finetune,
     "prodcat/models/presets/*.yaml": _preset,
     "tune/spaces/*.yaml": _space,
     "serve/*.yaml": _serve,
