@@ -56,6 +56,11 @@ class PipelineConfig(StrictModel):
     multimodal_modalities: list[str] | None = Field(
         None, description="the cascade's multimodal stage; None: the default model's own "
         "(prodcat/models/presets/default.yaml, as the train config names it)")
+    finetune: str | None = Field(
+        "configs/finetune.default.yaml", description="FinetuneConfig YAML: the text encoder is "
+        "fine-tuned on the training split (prodcat finetune, Ray Train), its vectors added to the "
+        "store (ft_text) and read by both cascade stages; null: no fine-tuning. --full fine-tunes "
+        "on 6,000 products for 2 epochs; the full-size evaluation fine-tunes one encoder per fold")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
     recategorize: str = Field("configs/recategorize.default.yaml",
                               description="RecategorizeConfig YAML (prodcat recategorize propose)")
@@ -160,8 +165,31 @@ class Pipeline:
         return argv
 
     def stage_train(self) -> None:
-        self._cli(self._train_argv("text", self.config.text_modalities))
-        self._cli(self._train_argv("multimodal", self.config.multimodal_modalities))
+        tuned = self._finetune()
+        multimodal = self.config.multimodal_modalities or self._preset_modalities()
+        self._cli(self._train_argv("text", self.config.text_modalities + tuned))
+        self._cli(self._train_argv("multimodal", multimodal + tuned))
+
+    def _finetune(self) -> list[str]:
+        """Fine-tune the text encoder and add its feature to the store; ``[feature]`` (or ``[]``
+        without ``finetune``)."""
+        if not self.config.finetune:
+            return []
+        argv = ["finetune", "--config", _repo_path(self.config.finetune),
+                "--products", self.path("catalog", "products.parquet"), "--output", self.path("finetune")]
+        if self.config.full:
+            argv += ["--set", "data.max_train_products=6000", "--set", "optim.epochs=2"]
+        self._cli(argv)
+        self._cli(["embed", "--config", self.path("finetune", "encoder.yaml"),
+                   "--products", self.path("catalog", "products.parquet"),
+                   "--output", self.path("embeddings")])
+        return [json.loads(Path(self.path("finetune", "finetune_result.json")).read_text())["feature"]]
+
+    def _preset_modalities(self) -> list[str]:
+        from prodcat.core.config import load_config
+        from prodcat.train.config import TrainConfig
+
+        return list(load_config(TrainConfig, _repo_path(self.config.train)).model.modalities)
 
     def stage_evaluate(self) -> None:
         argv = ["evaluate", "--config", _repo_path(self.config.evaluate),
