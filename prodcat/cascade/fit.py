@@ -62,6 +62,17 @@ def _check_store(loaded, manifest: dict, store: str) -> None:
                                 f"{loaded.uri} was trained on {want}")
 
 
+def held_out_ece(loaded, rows, temperature: float) -> list[float]:
+    """``[ECE at T = 1, ECE at T]`` of the path confidence on ``rows`` (the test split: rows the
+    temperature was not fitted on), so the calibration is judged where it was not made."""
+    from prodcat.models.calibration import expected_calibration_error, path_confidence
+    from prodcat.train.calibration import serving_predictions
+
+    logits, classes, correct = serving_predictions(loaded, rows)
+    return [expected_calibration_error(path_confidence(logits, classes, t), correct)
+            for t in (1.0, temperature)]
+
+
 def _predict(loaded, table, temperature: float, mode: str):
     """``(confidence [B], output classes [B, L])`` of one model on a feature table."""
     pred = loaded.predict(*model_inputs(loaded, table), temperature=temperature)
@@ -135,9 +146,11 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
     calibration = {"text": calibrate(text, splits[config.calib_split]),
                    "multimodal": calibrate(mm, splits[config.calib_split])}
     t_text, t_mm = calibration["text"].temperature, calibration["multimodal"].temperature
+    test_ece = {name: held_out_ece(model, splits[config.test_split], c.temperature)
+                for (name, c), model in zip(calibration.items(), (text, mm))}
     log("[cascade] temperatures on the calibration split (serving logits): " + "; ".join(
-        f"{name} {c.temperature:.3f} (ECE {c.ece_before:.3f} → {c.ece_after:.3f})"
-        for name, c in calibration.items()))
+        f"{name} {c.temperature:.3f} (ECE {c.ece_before:.3f} → {c.ece_after:.3f}; on the test split "
+        f"{test_ece[name][0]:.3f} → {test_ece[name][1]:.3f})" for name, c in calibration.items()))
     costs = {"text": float("nan"), "multimodal_after_text": float("nan"), "multimodal": float("nan")}
     if config.cost_sample:
         costs = measure_stage_costs(config.text_model, config.multimodal_model, config.products,
@@ -166,6 +179,7 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
         f"{100 * ci.high:.2f}]")
     validation = {"temperature": {"text": t_text, "multimodal": t_mm},
                   "ece": {name: [c.ece_before, c.ece_after] for name, c in calibration.items()},
+                  "ece_test": test_ece,
                   "calibration": {name: c.to_dict() for name, c in calibration.items()},
                   "fitted_on": config.calib_split, "calib": calib_point, "test": test_point,
                   "endpoints": {name: {"text_only_hF": c.text_only_hf,
@@ -188,6 +202,10 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
                        report_markdown(spec, curves, config, text.version, mm.version)
                        + f"\nData: {describe_counts(table.counts)}.\n")
     return report
+
+
+def _ece_pair(pair: list[float] | None) -> str:
+    return "-" if not pair else f"{pair[0]:.3f} → {pair[1]:.3f}"
 
 
 def _describe(point: dict) -> str:
@@ -261,9 +279,12 @@ def report_markdown(spec: CascadeSpec, curves: dict[str, CascadeCurve], config: 
         "model's own predicted parents), so that the path confidence the cascade routes on matches "
         "how often the output path is exactly right. ECE: expected calibration error (15 bins).", "",
         markdown_table(["stage", "temperature", "ECE at T = 1", "ECE after", "products",
-                        "exact-path accuracy"],
+                        "exact-path accuracy", "test split: ECE at T = 1 → after"],
                        [[name, c["temperature"], c["ece_before"], c["ece_after"], c["products"],
-                         c["accuracy"]] for name, c in cal.items()]),
+                         c["accuracy"], _ece_pair(v.get("ece_test", {}).get(name))]
+                        for name, c in cal.items()]),
+        "", "The first columns are measured on the calibration split the temperature was fitted "
+        "on; the last on the test split, which the fit did not read.",
         "", "![reliability diagrams](reliability.png)", "",
         "## The chosen threshold", ""]
     rows = []
