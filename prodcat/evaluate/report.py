@@ -357,6 +357,34 @@ def plot_confusion(taxonomy: Taxonomy, true: np.ndarray, pred_classes: np.ndarra
     return True
 
 
+RESULT_COLUMNS = ("fold", "protocol", "model", "kind", "seed", "n", "hF", "hF_low", "hF_high", "hP",
+                  "hR", "accuracy", "path_consistency", "train_seconds")
+COMPARISON_COLUMNS = ("fold", "model", "reference", "seed", "difference", "low", "high", "real")
+
+
+def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def results_csv(rows: list[dict]) -> str:
+    """``results.csv``: one line per (fold, model, seed) with hF, its interval, hP, hR."""
+    return _csv([{**r, "hF_low": r.get("hF_ci", [None, None])[0], "hF_high": r.get("hF_ci", [None, None])[1]}
+                 for r in rows], RESULT_COLUMNS)
+
+
+def comparisons_csv(comparisons: list[dict]) -> str:
+    """``comparisons.csv``: one line per (fold, model, seed): hF(model) - hF(reference), the paired
+    bootstrap interval, whether it excludes 0."""
+    return _csv(comparisons, COMPARISON_COLUMNS)
+
+
 def write_report(results: dict, predictions: dict, output: str, plots: bool = True) -> list[str]:
     """Write ``results.json``, ``report.md`` and (with ``plots``) the PNGs; returns the file names.
 
@@ -364,8 +392,10 @@ def write_report(results: dict, predictions: dict, output: str, plots: bool = Tr
         predictions: ``{fold: {"true": nodes [B], "taxonomy": the fold's Taxonomy,
             "models": {model: output classes [B, L]}}}``.
     """
-    written = ["results.json", "report.md"]
+    written = ["results.json", "report.md", "results.csv", "comparisons.csv"]
     storage.write_text(storage.join(output, "results.json"), json.dumps(results, indent=2, default=float))
+    storage.write_text(storage.join(output, "results.csv"), results_csv(results["results"]))
+    storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(results.get("comparisons") or []))
     md = results_markdown(results)
     if plots and results["results"]:
         plot_hf(results, storage.join(output, "hf_by_model.png"))

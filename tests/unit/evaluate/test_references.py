@@ -84,6 +84,9 @@ def test_write_report_writes_json_markdown_and_pngs(tmp_path):
                  "confusion_level0_in_platform.png", "confusion_level1_in_platform.png"):
         assert name in written and (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "hf_by_model.png").read_bytes()[:4] == b"\x89PNG"
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("fold,protocol,model,kind,seed,n,hF,hF_low,hF_high") and len(lines) == 7
+    assert "lopo_alpha,late/hard/text+image,tfidf,,0.05,0.01,0.09,True" in (tmp_path / "comparisons.csv").read_text()
     assert "![hf_by_model.png](hf_by_model.png)" in (tmp_path / "report.md").read_text()
 
 
