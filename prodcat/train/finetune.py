@@ -46,7 +46,14 @@ from prodcat.core.runtime import ensure_ray
 from prodcat.embed.encoders import TextEncoderConfig
 from prodcat.embed.encoders.inputs import TextInputs, input_column
 from prodcat.train.finetune_config import FinetuneConfig
-from prodcat.train.finetune_loop import ENCODER_DIR, HEAD, HEAD_META, STATE, finetune_loop_per_worker
+from prodcat.train.finetune_loop import (
+    ENCODER_DIR,
+    HEAD,
+    HEAD_META,
+    STATE,
+    finetune_loop_per_worker,
+    run_settings,
+)
 
 ENCODER_META = "prodcat_encoder.json"
 SNIPPET = "encoder.yaml"
@@ -174,8 +181,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         callbacks: Ray Train ``UserCallback`` s for the run (tests watch checkpoints with one).
 
     Raises:
-        ValueError: no training rows, or a checkpoint of this output + name trained on other
-            labels. ray.train.TrainingFailedError: workers failed more than
+        ValueError: no training rows, or a checkpoint of this output + name made with other
+            settings or labels (raised by the workers: Ray reports it as a worker error). ray.train.TrainingFailedError: workers failed more than
             ``scaling.max_failures`` times.
     """
     import ray
@@ -186,7 +193,9 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
     rows = training_rows(config)
     data = tokenize_rows(rows, config.encoder)
     head = {"labels": [int(c) for c in data["label_ids"]], "pooling": config.encoder.pooling,
-            "normalize": config.encoder.normalize}
+            "normalize": config.encoder.normalize,
+            "logit_scale": config.logit_scale if config.encoder.normalize else 1.0,
+            "settings": run_settings(config)}
     n = len(data["labels"])
     log(f"[finetune] {n:,} training products ({config.data.train_split} split, platforms "
         f"{', '.join(config.data.platforms) if config.data.platforms else 'all'}), "

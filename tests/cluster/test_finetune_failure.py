@@ -32,7 +32,7 @@ def test_fine_tuning_resumes_from_its_checkpoint_after_its_node_dies_mid_epoch(c
     def config(out: str) -> FinetuneConfig:
         return load_config(FinetuneConfig, None, [
             f"encoder.weights={base}", "encoder.max_tokens=32", f"data.products={tmp_path}/cat/products.parquet",
-            "optim.epochs=3", "optim.batch_size=8", "optim.lr=5e-4", "optim.head_lr=1e-2",
+            "optim.epochs=3", "optim.batch_size=8", "optim.lr=1e-4", "optim.head_lr=1e-3",
             "optim.log_every_s=0.2", "scaling.cpus_per_worker=1", "scaling.torch_threads=1",
             "scaling.max_failures=2", f"output={out}"])
 

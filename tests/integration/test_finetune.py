@@ -220,3 +220,23 @@ def test_a_checkpoint_on_the_fine_tuned_feature_scores_by_fingerprint(tuned, sto
             StageRunner(checkpoint, "text", device="cpu")
     finally:
         saved.write_bytes(original)
+
+
+def test_fine_tuning_writes_its_encoder_to_s3(ray_session, s3_bucket, tmp_path):
+    """Output on s3://: Ray Train's checkpoints, the encoder folder and its snippet all there; the
+    encoder loads from the URI with the recorded fingerprint."""
+    base = build_tiny_bert(tmp_path / "bert")
+    products, _ = synthetic_products(60)
+    storage.write_table(products, str(tmp_path / "products.parquet"))
+    out = f"{s3_bucket}/ft"
+    result = finetune(load_config(FinetuneConfig, None, [
+        f"encoder.weights={base}", "encoder.max_tokens=16", f"data.products={tmp_path}/products.parquet",
+        "optim.epochs=1", "optim.batch_size=16", "scaling.cpus_per_worker=1",
+        "scaling.torch_threads=1", f"output={out}"]), progress=None)
+    assert result.encoder == f"{out}/encoder" and result.snippet == f"{out}/encoder.yaml"
+    for name in ("encoder/model.safetensors", "encoder/config.json", "encoder/prodcat_encoder.json",
+                 "encoder.yaml", "head/head.safetensors", "finetune_result.json"):
+        assert storage.exists(f"{out}/{name}"), name
+    encoder = build_encoder(load_config(EmbedConfig, result.snippet).encoders["text_ft"].model_copy(
+        update={"device": "cpu"}), cache_dir=tmp_path / "cache")
+    assert encoder.fingerprint.key == result.fingerprint
