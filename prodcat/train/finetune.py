@@ -52,6 +52,7 @@ from prodcat.train.finetune_loop import (
     HEAD_META,
     STATE,
     finetune_loop_per_worker,
+    resume_problem,
     run_settings,
 )
 
@@ -147,6 +148,35 @@ def _storage(config: FinetuneConfig) -> tuple[str, Any]:
     return os.path.abspath(os.path.join(config.output, "ray")), None
 
 
+def latest_checkpoint(config: FinetuneConfig) -> str | None:
+    """The URI of the newest epoch checkpoint of this output + name (what a rerun resumes from),
+    or None when the run has none yet."""
+    import pyarrow.fs as pafs
+
+    run = storage.join(config.output, "ray", config.name)
+    fs, path = storage.filesystem(run)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return None
+    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path))
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    return storage.join(run, names[-1]) if names else None
+
+
+def check_resumable(config: FinetuneConfig, head: dict) -> None:
+    """Before starting Ray Train: a rerun of this output + name must have the settings and
+    labels of the run it resumes.
+
+    Raises:
+        ValueError: naming the fields that changed (or the label count).
+    """
+    latest = latest_checkpoint(config)
+    if latest is None or not storage.exists(storage.join(latest, HEAD_META)):
+        return
+    problem = resume_problem(json.loads(storage.read_text(storage.join(latest, HEAD_META))), head)
+    if problem:
+        raise ValueError(f"{problem} ({latest})")
+
+
 def build_trainer(config: FinetuneConfig, data_ref, head: dict, progress_queue=None,
                   callbacks: list | None = None):
     """The ``TorchTrainer`` for ``config`` (call ``.fit()``); ``data_ref``: an ObjectRef of the
@@ -182,7 +212,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
 
     Raises:
         ValueError: no training rows, or a checkpoint of this output + name made with other
-            settings or labels (raised by the workers: Ray reports it as a worker error). ray.train.TrainingFailedError: workers failed more than
+            settings or labels (checked before Ray Train starts). ray.train.TrainingFailedError: workers failed more than
             ``scaling.max_failures`` times.
     """
     import ray
@@ -196,6 +226,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
             "normalize": config.encoder.normalize,
             "logit_scale": config.logit_scale if config.encoder.normalize else 1.0,
             "settings": run_settings(config)}
+    check_resumable(config, head)
     n = len(data["labels"])
     log(f"[finetune] {n:,} training products ({config.data.train_split} split, platforms "
         f"{', '.join(config.data.platforms) if config.data.platforms else 'all'}), "

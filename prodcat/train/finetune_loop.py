@@ -137,6 +137,23 @@ def run_settings(config: FinetuneConfig) -> dict:
     return {k: v for k, v in sorted(flat.items()) if not k.startswith(RESUMABLE_CHANGES)}
 
 
+def resume_problem(found: dict, head_meta: dict) -> str | None:
+    """Why a checkpoint's ``head.json`` (``found``) cannot be resumed by a run whose head is
+    ``head_meta`` (other settings, other labels), or None when it can."""
+    old, new = found.get("settings", {}), head_meta.get("settings", {})
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        return ("the checkpoint of this output + name was made with other settings ("
+                + ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in changed)
+                + "); resume with the same settings (only optim.epochs, logging and scaling may "
+                "change), or use another output or name")
+    if found.get("labels") != head_meta["labels"]:
+        return (f"the checkpoint of this output + name was trained on {len(found.get('labels', []))} "
+                f"other labels than this run's {len(head_meta['labels'])} (a different data "
+                "selection); use another output or name")
+    return None
+
+
 def save_state(folder: str, model, optimizer, state: dict, head_meta: dict, tokenizer_path: str) -> None:
     """Write a fine-tuning checkpoint into the local ``folder`` (module docstring)."""
     from safetensors.torch import save_file
@@ -170,18 +187,9 @@ def restore_state(folder: str, model, head_meta: dict) -> dict:
     from safetensors.torch import load_file
 
     with open(os.path.join(folder, HEAD_META)) as f:
-        found = json.load(f)
-    old, new = found.get("settings", {}), head_meta.get("settings", {})
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        raise ValueError(f"the checkpoint of this output + name was made with other settings "
-                         f"({', '.join(f'{k}: {old.get(k)!r} then, {new.get(k)!r} now' for k in changed)}); "
-                         "resume with the same settings (only optim.epochs, logging and scaling may "
-                         "change), or use another output or name")
-    if found.get("labels") != head_meta["labels"]:
-        raise ValueError(f"the checkpoint in {folder} was trained on {len(found.get('labels', []))} "
-                         f"other labels than this run's {len(head_meta['labels'])}: a different data "
-                         "selection; use another output or name")
+        problem = resume_problem(json.load(f), head_meta)
+    if problem:
+        raise ValueError(problem)
     model.head.load_state_dict(load_file(os.path.join(folder, HEAD)))
     with open(os.path.join(folder, STATE)) as f:
         return json.load(f)

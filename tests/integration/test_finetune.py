@@ -53,6 +53,9 @@ def tuned(ray_session, tmp_path_factory):
 
     lines: list[str] = []
     first = finetune(config(1), progress=lines.append)
+    with pytest.raises(ValueError, match=r"optim.head_lr: 0.03 then, 0.01 now"):
+        finetune(config(2).model_copy(update={"optim": config(2).optim.model_copy(
+            update={"head_lr": 0.01})}), progress=None)       # not a resume of the same run
     result = finetune(config(2), progress=lines.append)
     return {"root": root, "base": base, "products": products, "first": first, "result": result,
             "lines": lines, "config": config(2)}
