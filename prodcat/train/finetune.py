@@ -73,7 +73,9 @@ class FinetuneResult:
         feature: the feature it makes (``ft_text`` by default).
         snippet: ``<output>/encoder.yaml``.
         history: per epoch ``epoch``, ``train_loss``, ``train_accuracy`` (on training batches,
-            dropout on), ``products_per_s``, ``epoch_seconds``, ``step``.
+            dropout on), ``products_per_s`` (all workers), ``epoch_seconds``, ``step``,
+            ``cpu_seconds`` and ``products_per_cpu_s`` (rank 0's process CPU time: a rate that
+            does not depend on what else the machine runs).
         products_per_s: training products per second over all epochs run (all workers).
         seconds: the whole call (s), data preparation and export included.
         train_products: rows trained on; labels: classes of the head.

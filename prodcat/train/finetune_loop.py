@@ -259,6 +259,7 @@ def _one_epoch(model, optimizer, data: dict, epoch: int, state: dict, total: int
     model.train()
     step, loss_sum, correct, seen = state["step"], 0.0, 0, 0
     start = last = time.perf_counter()
+    cpu_start = time.process_time()                   # this worker's CPU time, all its threads
     for k, batch in enumerate(batches):
         mask_np = data["mask"][batch]
         width = max(1, int(mask_np.sum(axis=1).max()))                 # trim padding
@@ -287,10 +288,11 @@ def _one_epoch(model, optimizer, data: dict, epoch: int, state: dict, total: int
             say(f"[finetune] epoch {epoch + 1}/{opt.epochs}: step {step}/{total}, loss "
                 f"{loss_sum / seen:.3f}, {rate:.1f} products/s, ETA "
                 f"{_clock((total - step) * opt.batch_size * world / rate)}")
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {"epoch": epoch, "step": step, "steps": step - state["step"], "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1), "products": seen * world,
-            "epoch_seconds": seconds, "products_per_s": seen * world / seconds if seconds else 0.0}
+            "epoch_seconds": seconds, "products_per_s": seen * world / seconds if seconds else 0.0,
+            "cpu_seconds": cpu, "products_per_cpu_s": seen / cpu if cpu else 0.0}
 
 
 def _report(metrics: dict, model, optimizer, state: dict, head_meta: dict, base: str, rank: int) -> None:
