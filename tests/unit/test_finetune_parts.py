@@ -26,6 +26,15 @@ def test_config_rules_are_explained():
     assert config.data.max_train_products and config.feature_prefix == "ft_"
 
 
+def test_the_command_resolves_its_config(capsys):
+    from prodcat.cli import main
+
+    assert main(["finetune", "--config", "configs/finetune.default.yaml", "--show-config",
+                 "--set", "optim.epochs=1", "--products", "x/products.parquet"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 1" in out and "products: x/products.parquet" in out and "feature_prefix: ft_" in out
+
+
 def test_training_rows_are_the_folds_training_split_subsampled_by_seed(tmp_path):
     products, _ = synthetic_products(300, platforms=("alpha", "beta", "gamma"))
     uri = str(tmp_path / "products.parquet")
