@@ -46,7 +46,15 @@ from prodcat.core.runtime import ensure_ray
 from prodcat.embed.encoders import TextEncoderConfig
 from prodcat.embed.encoders.inputs import TextInputs, input_column
 from prodcat.train.finetune_config import FinetuneConfig
-from prodcat.train.finetune_loop import ENCODER_DIR, HEAD, HEAD_META, STATE, finetune_loop_per_worker
+from prodcat.train.finetune_loop import (
+    ENCODER_DIR,
+    HEAD,
+    HEAD_META,
+    STATE,
+    finetune_loop_per_worker,
+    resume_problem,
+    run_settings,
+)
 
 ENCODER_META = "prodcat_encoder.json"
 SNIPPET = "encoder.yaml"
@@ -65,7 +73,9 @@ class FinetuneResult:
         feature: the feature it makes (``ft_text`` by default).
         snippet: ``<output>/encoder.yaml``.
         history: per epoch ``epoch``, ``train_loss``, ``train_accuracy`` (on training batches,
-            dropout on), ``products_per_s``, ``epoch_seconds``, ``step``.
+            dropout on), ``products_per_s`` (all workers), ``epoch_seconds``, ``step``,
+            ``cpu_seconds`` and ``products_per_cpu_s`` (rank 0's process CPU time: a rate that
+            does not depend on what else the machine runs).
         products_per_s: training products per second over all epochs run (all workers).
         seconds: the whole call (s), data preparation and export included.
         train_products: rows trained on; labels: classes of the head.
@@ -140,6 +150,35 @@ def _storage(config: FinetuneConfig) -> tuple[str, Any]:
     return os.path.abspath(os.path.join(config.output, "ray")), None
 
 
+def latest_checkpoint(config: FinetuneConfig) -> str | None:
+    """The URI of the newest epoch checkpoint of this output + name (what a rerun resumes from),
+    or None when the run has none yet."""
+    import pyarrow.fs as pafs
+
+    run = storage.join(config.output, "ray", config.name)
+    fs, path = storage.filesystem(run)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return None
+    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path))
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    return storage.join(run, names[-1]) if names else None
+
+
+def check_resumable(config: FinetuneConfig, head: dict) -> None:
+    """Before starting Ray Train: a rerun of this output + name must have the settings and
+    labels of the run it resumes.
+
+    Raises:
+        ValueError: naming the fields that changed (or the label count).
+    """
+    latest = latest_checkpoint(config)
+    if latest is None or not storage.exists(storage.join(latest, HEAD_META)):
+        return
+    problem = resume_problem(json.loads(storage.read_text(storage.join(latest, HEAD_META))), head)
+    if problem:
+        raise ValueError(f"{problem} ({latest})")
+
+
 def build_trainer(config: FinetuneConfig, data_ref, head: dict, progress_queue=None,
                   callbacks: list | None = None):
     """The ``TorchTrainer`` for ``config`` (call ``.fit()``); ``data_ref``: an ObjectRef of the
@@ -174,8 +213,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         callbacks: Ray Train ``UserCallback`` s for the run (tests watch checkpoints with one).
 
     Raises:
-        ValueError: no training rows, or a checkpoint of this output + name trained on other
-            labels. ray.train.TrainingFailedError: workers failed more than
+        ValueError: no training rows, or a checkpoint of this output + name made with other
+            settings or labels (checked before Ray Train starts). ray.train.TrainingFailedError: workers failed more than
             ``scaling.max_failures`` times.
     """
     import ray
@@ -186,7 +225,10 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
     rows = training_rows(config)
     data = tokenize_rows(rows, config.encoder)
     head = {"labels": [int(c) for c in data["label_ids"]], "pooling": config.encoder.pooling,
-            "normalize": config.encoder.normalize}
+            "normalize": config.encoder.normalize,
+            "logit_scale": config.logit_scale if config.encoder.normalize else 1.0,
+            "settings": run_settings(config)}
+    check_resumable(config, head)
     n = len(data["labels"])
     log(f"[finetune] {n:,} training products ({config.data.train_split} split, platforms "
         f"{', '.join(config.data.platforms) if config.data.platforms else 'all'}), "

@@ -5,8 +5,12 @@ normalised exactly as :class:`prodcat.embed.encoders.text.TextEncoder` embeds
 (:func:`prodcat.embed.encoders.text.pool_hidden`, then L2 normalisation when the encoder config
 says so), under a flat linear head over the label leaves; cross-entropy trains both end to end.
 
+The head reads ``logit_scale`` x the normalised vector (a cosine classifier's temperature).
+
 Each epoch every worker takes its share of one seeded permutation of the training rows (rank r
-of W takes rows ``perm[r::W]``, all workers the same count, so DDP steps stay in lock step), runs
+of W takes rows ``perm[r::W]``, all workers the same count, so DDP steps stay in lock step), cut
+into batches of similar token counts (sorted within windows of ``optim.bucket_window`` batches,
+then shuffled: less padding), runs
 AdamW with a linear warm-up and decay, and rank 0 writes a checkpoint: ``encoder/`` (the encoder
 in ``save_pretrained`` layout with its tokenizer), ``head.safetensors`` + ``head.json``,
 ``optimizer.safetensors`` + ``optimizer.json`` and ``finetune_state.json`` (safetensors and JSON,
@@ -37,8 +41,10 @@ ENCODER_DIR = "encoder"
 HEAD, HEAD_META, STATE = "head.safetensors", "head.json", "finetune_state.json"
 
 
-def build_classifier(encoder_path: str, num_labels: int, pooling: str, normalize: bool):
-    """An :class:`EncoderClassifier` (torch ``nn.Module``) on the weights at ``encoder_path``."""
+def build_classifier(encoder_path: str, num_labels: int, pooling: str, normalize: bool,
+                     logit_scale: float = 1.0):
+    """An :class:`EncoderClassifier` (torch ``nn.Module``) on the weights at ``encoder_path``; the
+    head reads ``logit_scale`` x the (normalised) vector."""
     import torch
     from transformers import AutoModel
 
@@ -59,7 +65,7 @@ def build_classifier(encoder_path: str, num_labels: int, pooling: str, normalize
             return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
 
         def forward(self, ids, mask):
-            return self.head(self.embed(ids, mask))                                    # [B, C]
+            return self.head(self.embed(ids, mask) * logit_scale)                     # [B, C]
 
     return EncoderClassifier()
 
@@ -91,11 +97,63 @@ def epoch_rows(n: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarr
     return perm[rank::world][: n // world]
 
 
+def epoch_batches(lengths: np.ndarray, seed: int, epoch: int, rank: int, world: int,
+                  batch_size: int, window: int) -> list[np.ndarray]:
+    """This worker's batches for ``epoch`` (:func:`epoch_rows` cut into ``batch_size`` rows):
+    within each window of ``window`` batches the rows are sorted by token count (``lengths``
+    ``[N]``), so a batch pads little, and the batches are then shuffled (seeded). ``window`` <= 1:
+    plain random batches. Always :func:`steps_per_epoch` batches."""
+    rows = epoch_rows(len(lengths), seed, epoch, rank, world)
+    if window <= 1:
+        return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    span, batches = window * batch_size, []
+    for start in range(0, len(rows), span):
+        chunk = rows[start:start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = np.random.default_rng([seed, epoch, rank, 1]).permutation(len(batches))
+    return [batches[i] for i in order]
+
+
 def steps_per_epoch(n: int, world: int, batch_size: int) -> int:
     return math.ceil((n // world) / batch_size)
 
 
 # ------------------------------------------------------------------------------ checkpoints
+#: fields a resumed run may change: how long, how it logs, where and on what it runs
+RESUMABLE_CHANGES = ("optim.epochs", "optim.log_every_s", "scaling.", "output", "name",
+                     "keep_checkpoints", "encoder_name", "feature_prefix", "encoder.device",
+                     "encoder.batch_size", "encoder.pool_size", "encoder.max_pool_size",
+                     "encoder.num_cpus", "encoder.num_gpus", "encoder.gpu_cost",
+                     "encoder.num_threads", "encoder.precision")
+
+
+def run_settings(config: FinetuneConfig) -> dict:
+    """The dotted fields of ``config`` that a resumed run must keep (everything that changes
+    the rows, the model or the optimisation), for comparison with a checkpoint's."""
+    from prodcat.core.config import flatten_dotted
+
+    flat = flatten_dotted(config.model_dump(mode="json"))
+    return {k: v for k, v in sorted(flat.items()) if not k.startswith(RESUMABLE_CHANGES)}
+
+
+def resume_problem(found: dict, head_meta: dict) -> str | None:
+    """Why a checkpoint's ``head.json`` (``found``) cannot be resumed by a run whose head is
+    ``head_meta`` (other settings, other labels), or None when it can."""
+    old, new = found.get("settings", {}), head_meta.get("settings", {})
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        return ("the checkpoint of this output + name was made with other settings ("
+                + ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in changed)
+                + "); resume with the same settings (only optim.epochs, logging and scaling may "
+                "change), or use another output or name")
+    if found.get("labels") != head_meta["labels"]:
+        return (f"the checkpoint of this output + name was trained on {len(found.get('labels', []))} "
+                f"other labels than this run's {len(head_meta['labels'])} (a different data "
+                "selection); use another output or name")
+    return None
+
+
 def save_state(folder: str, model, optimizer, state: dict, head_meta: dict, tokenizer_path: str) -> None:
     """Write a fine-tuning checkpoint into the local ``folder`` (module docstring)."""
     from safetensors.torch import save_file
@@ -117,23 +175,22 @@ def save_state(folder: str, model, optimizer, state: dict, head_meta: dict, toke
         json.dump(state, f, indent=2)
 
 
-def restore_state(folder: str, model, optimizer, head_meta: dict) -> dict:
-    """Load the head, optimizer and loop state of a checkpoint (the encoder was built from its
-    ``encoder/``); returns the loop state.
+def restore_state(folder: str, model, head_meta: dict) -> dict:
+    """Load the head and loop state of a checkpoint (the encoder was built from its
+    ``encoder/``; the optimizer is restored once the model is on its device); returns the loop
+    state.
 
     Raises:
-        ValueError: the checkpoint was trained on other labels (another run in this folder).
+        ValueError: the checkpoint was made with other settings or labels (another run in this
+            output + name).
     """
     from safetensors.torch import load_file
 
     with open(os.path.join(folder, HEAD_META)) as f:
-        found = json.load(f)
-    if found.get("labels") != head_meta["labels"]:
-        raise ValueError(f"the checkpoint in {folder} was trained on {len(found.get('labels', []))} "
-                         f"other labels than this run's {len(head_meta['labels'])}: a different data "
-                         "selection; use another output or name")
+        problem = resume_problem(json.load(f), head_meta)
+    if problem:
+        raise ValueError(problem)
     model.head.load_state_dict(load_file(os.path.join(folder, HEAD)))
-    load_optimizer_state(optimizer, folder)
     with open(os.path.join(folder, STATE)) as f:
         return json.load(f)
 
@@ -166,14 +223,17 @@ def finetune_loop_per_worker(loop_config: dict) -> None:
         torch.manual_seed(opt.seed)
         source = os.path.join(folder, ENCODER_DIR) if folder else base
         model = build_classifier(source, len(head_meta["labels"]), config.encoder.pooling,
-                                 config.encoder.normalize)
-        optimizer = torch.optim.AdamW(param_groups(model, opt))
+                                 config.encoder.normalize, head_meta["logit_scale"])
         state = {"epoch": -1, "step": 0, "history": [], "resumed_after": []}
         if folder:     # a restarted worker group, or a rerun with the same output + name
-            state = restore_state(folder, model, optimizer, head_meta)
+            state = restore_state(folder, model, head_meta)
             state["resumed_after"] = state["resumed_after"] + [state["epoch"]]
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
-        "find_unused_parameters": True})       # the pooler (unused by mean pooling) gets no grad
+        groups = param_groups(model, opt)
+        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
+            "find_unused_parameters": True})   # the pooler (unused by mean pooling) gets no grad
+        optimizer = torch.optim.AdamW(groups)  # after the move: its state lands on the device
+        if folder:
+            load_optimizer_state(optimizer, folder)
     device = ray.train.torch.get_device()
     n = len(data["labels"])
     total = opt.epochs * steps_per_epoch(n, world, opt.batch_size)
@@ -194,12 +254,13 @@ def _one_epoch(model, optimizer, data: dict, epoch: int, state: dict, total: int
 
     opt = config.optim
     torch.manual_seed(opt.seed * 100_003 + epoch * 1_009 + rank)   # dropout: same after a resume
-    rows = epoch_rows(len(data["labels"]), opt.seed, epoch, rank, world)
+    batches = epoch_batches(data["mask"].sum(axis=1), opt.seed, epoch, rank, world,
+                            opt.batch_size, opt.bucket_window)
     model.train()
     step, loss_sum, correct, seen = state["step"], 0.0, 0, 0
     start = last = time.perf_counter()
-    for begin in range(0, len(rows), opt.batch_size):
-        batch = rows[begin:begin + opt.batch_size]
+    cpu_start = time.process_time()                   # this worker's CPU time, all its threads
+    for k, batch in enumerate(batches):
         mask_np = data["mask"][batch]
         width = max(1, int(mask_np.sum(axis=1).max()))                 # trim padding
         ids = torch.from_numpy(data["ids"][batch, :width].astype(np.int64)).to(device)
@@ -221,16 +282,17 @@ def _one_epoch(model, optimizer, data: dict, epoch: int, state: dict, total: int
         correct += int((logits.argmax(-1) == labels).sum())
         seen += len(batch)
         now = time.perf_counter()
-        if now - last >= opt.log_every_s and begin + opt.batch_size < len(rows):
+        if now - last >= opt.log_every_s and k + 1 < len(batches):
             last = now
             rate = seen * world / (now - start)
             say(f"[finetune] epoch {epoch + 1}/{opt.epochs}: step {step}/{total}, loss "
                 f"{loss_sum / seen:.3f}, {rate:.1f} products/s, ETA "
                 f"{_clock((total - step) * opt.batch_size * world / rate)}")
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {"epoch": epoch, "step": step, "steps": step - state["step"], "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1), "products": seen * world,
-            "epoch_seconds": seconds, "products_per_s": seen * world / seconds if seconds else 0.0}
+            "epoch_seconds": seconds, "products_per_s": seen * world / seconds if seconds else 0.0,
+            "cpu_seconds": cpu, "products_per_cpu_s": seen / cpu if cpu else 0.0}
 
 
 def _report(metrics: dict, model, optimizer, state: dict, head_meta: dict, base: str, rank: int) -> None:

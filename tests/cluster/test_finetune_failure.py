@@ -26,14 +26,14 @@ def test_fine_tuning_resumes_from_its_checkpoint_after_its_node_dies_mid_epoch(c
     from prodcat.train.finetune_config import FinetuneConfig
 
     base = build_tiny_bert(tmp_path / "bert", hidden=128)
-    products, _ = synthetic_products(1200, platforms=("alpha", "beta"), seed=3)
+    products, _ = synthetic_products(2400, platforms=("alpha", "beta"), seed=3)
     storage.write_table(products, str(tmp_path / "cat/products.parquet"))
 
     def config(out: str) -> FinetuneConfig:
         return load_config(FinetuneConfig, None, [
             f"encoder.weights={base}", "encoder.max_tokens=32", f"data.products={tmp_path}/cat/products.parquet",
-            "optim.epochs=3", "optim.batch_size=8", "optim.lr=5e-4", "optim.head_lr=1e-2",
-            "optim.log_every_s=0.2", "scaling.cpus_per_worker=1", "scaling.torch_threads=1",
+            "optim.epochs=3", "optim.batch_size=8", "optim.lr=1e-4", "optim.head_lr=1e-3",
+            "optim.log_every_s=0.1", "scaling.cpus_per_worker=1", "scaling.torch_threads=1",
             "scaling.max_failures=2", f"output={out}"])
 
     out, marker, lines = str(tmp_path / "interrupted"), tmp_path / "registered", []

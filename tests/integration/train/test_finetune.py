@@ -21,7 +21,7 @@ from prodcat.core.config import load_config
 from prodcat.embed.encoders import TextEncoderConfig, build_encoder
 from prodcat.embed.pipeline import EmbedConfig, run_embedding
 from prodcat.embed.store import StoreMismatch, list_parts, read_manifest, read_store, read_vectors
-from prodcat.train.finetune import finetune
+from prodcat.train.finetune import FinetuneResult, finetune
 from prodcat.train.finetune_config import FinetuneConfig
 from tests.fixtures.models import build_tiny_bert
 from tests.fixtures.synthetic import synthetic_products
@@ -36,24 +36,33 @@ def _sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def tuned(ray_session, tmp_path_factory):
     """A tiny BERT fine-tuned on platforms alpha and beta of a 3-platform synthetic catalogue: one
-    epoch, then a rerun of the same output + name with two epochs (it resumes after epoch 0)."""
+    epoch, then ``prodcat finetune`` on the same output + name with two epochs (it resumes after
+epoch 0)."""
     root = tmp_path_factory.mktemp("ft")
     base = build_tiny_bert(root / "bert")
     products, taxonomy = synthetic_products(240, platforms=("alpha", "beta", "gamma"))
     storage.write_table(products, str(root / "cat/products.parquet"))
     storage.write_text(str(root / "cat/taxonomy.json"), taxonomy.to_json())
 
+    def overrides(epochs: int) -> list[str]:
+        return [f"encoder.weights={base}", "encoder.max_tokens=32", "encoder.num_cpus=0.5",
+                "encoder.batch_size=16", f"data.products={root}/cat/products.parquet",
+                "data.platforms=[alpha,beta]", f"optim.epochs={epochs}", "optim.batch_size=16",
+                "optim.lr=1e-3", "optim.head_lr=3e-2", "optim.warmup=0.0",
+                "scaling.cpus_per_worker=1", "scaling.torch_threads=1"]
+
     def config(epochs: int) -> FinetuneConfig:
-        return load_config(FinetuneConfig, None, [
-            f"encoder.weights={base}", "encoder.max_tokens=32", "encoder.num_cpus=0.5",
-            "encoder.batch_size=16", f"data.products={root}/cat/products.parquet",
-            "data.platforms=[alpha,beta]", f"optim.epochs={epochs}", "optim.batch_size=16",
-            "optim.lr=1e-3", "optim.head_lr=3e-2", "optim.warmup=0.0", "scaling.cpus_per_worker=1",
-            "scaling.torch_threads=1", f"output={root}/out"])
+        return load_config(FinetuneConfig, None, overrides(epochs) + [f"output={root}/out"])
 
     lines: list[str] = []
     first = finetune(config(1), progress=lines.append)
-    result = finetune(config(2), progress=lines.append)
+    with pytest.raises(ValueError, match=r"optim.head_lr: 0.03 then, 0.01 now"):
+        finetune(config(2).model_copy(update={"optim": config(2).optim.model_copy(
+            update={"head_lr": 0.01})}), progress=None)       # not a resume of the same run
+    # the command, with the same output + name: resumes the run for a second epoch
+    assert main(["finetune", "--output", f"{root}/out",
+                 *[a for o in overrides(2) for a in ("--set", o)]]) == 0
+    result = FinetuneResult(**json.loads((root / "out/finetune_result.json").read_text()))
     return {"root": root, "base": base, "products": products, "first": first, "result": result,
             "lines": lines, "config": config(2)}
 
@@ -85,7 +94,7 @@ def test_fine_tuning_writes_a_new_encoder_version(tuned):
     assert result.history[0] == tuned["first"].history[0]
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
     assert result.products_per_s > 0
-    assert any(line.startswith("[finetune] epoch 2/2: loss ") and "products/s" in line
+    assert any(line.startswith("[finetune] epoch 1/1: loss ") and "products/s" in line
                for line in tuned["lines"])
 
 
@@ -220,3 +229,23 @@ def test_a_checkpoint_on_the_fine_tuned_feature_scores_by_fingerprint(tuned, sto
             StageRunner(checkpoint, "text", device="cpu")
     finally:
         saved.write_bytes(original)
+
+
+def test_fine_tuning_writes_its_encoder_to_s3(ray_session, s3_bucket, tmp_path):
+    """Output on s3://: Ray Train's checkpoints, the encoder folder and its snippet all there; the
+    encoder loads from the URI with the recorded fingerprint."""
+    base = build_tiny_bert(tmp_path / "bert")
+    products, _ = synthetic_products(60)
+    storage.write_table(products, str(tmp_path / "products.parquet"))
+    out = f"{s3_bucket}/ft"
+    result = finetune(load_config(FinetuneConfig, None, [
+        f"encoder.weights={base}", "encoder.max_tokens=16", f"data.products={tmp_path}/products.parquet",
+        "optim.epochs=1", "optim.batch_size=16", "scaling.cpus_per_worker=1",
+        "scaling.torch_threads=1", f"output={out}"]), progress=None)
+    assert result.encoder == f"{out}/encoder" and result.snippet == f"{out}/encoder.yaml"
+    for name in ("encoder/model.safetensors", "encoder/config.json", "encoder/prodcat_encoder.json",
+                 "encoder.yaml", "head/head.safetensors", "finetune_result.json"):
+        assert storage.exists(f"{out}/{name}"), name
+    encoder = build_encoder(load_config(EmbedConfig, result.snippet).encoders["text_ft"].model_copy(
+        update={"device": "cpu"}), cache_dir=tmp_path / "cache")
+    assert encoder.fingerprint.key == result.fingerprint

@@ -10,7 +10,7 @@ from prodcat.core import storage
 from prodcat.core.config import ConfigError, load_config
 from prodcat.train.finetune import training_rows
 from prodcat.train.finetune_config import FinetuneConfig
-from prodcat.train.finetune_loop import epoch_rows, lr_factor, steps_per_epoch
+from prodcat.train.finetune_loop import epoch_batches, epoch_rows, lr_factor, steps_per_epoch
 from tests.fixtures.synthetic import synthetic_products
 
 pytestmark = pytest.mark.unit
@@ -24,6 +24,15 @@ def test_config_rules_are_explained():
     config = load_config(FinetuneConfig, "configs/finetune.default.yaml")
     assert config.encoder.max_tokens == 64 and config.optim.epochs <= 2
     assert config.data.max_train_products and config.feature_prefix == "ft_"
+
+
+def test_the_command_resolves_its_config(capsys):
+    from prodcat.cli import main
+
+    assert main(["finetune", "--config", "configs/finetune.default.yaml", "--show-config",
+                 "--set", "optim.epochs=1", "--products", "x/products.parquet"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 1" in out and "products: x/products.parquet" in out and "feature_prefix: ft_" in out
 
 
 def test_training_rows_are_the_folds_training_split_subsampled_by_seed(tmp_path):
@@ -70,3 +79,21 @@ def test_each_worker_takes_an_equal_disjoint_share_of_one_seeded_permutation():
     assert np.array_equal(shares[1], epoch_rows(103, seed=4, epoch=2, rank=1, world=3))
     assert not np.array_equal(shares[0], epoch_rows(103, seed=4, epoch=3, rank=0, world=3))
     assert steps_per_epoch(103, 3, 8) == 5
+
+
+def test_batches_of_similar_length_cover_the_share_once_and_pad_less():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 65, 500)
+    plain = epoch_batches(lengths, 1, 0, 0, 2, 16, window=1)
+    bucketed = epoch_batches(lengths, 1, 0, 0, 2, 16, window=8)
+    share = epoch_rows(500, 1, 0, 0, 2)
+    assert len(plain) == len(bucketed) == steps_per_epoch(500, 2, 16)
+    assert sorted(np.concatenate(bucketed).tolist()) == sorted(share.tolist())
+    assert np.array_equal(np.concatenate(plain), share)
+
+    def padded(batches):
+        return sum(lengths[b].max() * len(b) for b in batches)
+
+    assert padded(bucketed) < 0.85 * padded(plain)
+    again = epoch_batches(lengths, 1, 0, 0, 2, 16, window=8)
+    assert all(np.array_equal(a, b) for a, b in zip(bucketed, again))
