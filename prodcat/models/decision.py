@@ -39,12 +39,19 @@ from prodcat.core import storage
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.components import Component, component_from_record
 from prodcat.models.config import ModelConfig
-from prodcat.models.files import CALIBRATION, CONFIG, DEFAULT_CALIBRATION, METRICS, TAXONOMY, read_json
+from prodcat.models.files import (
+    CALIBRATION,
+    COMPONENTS,
+    CONFIG,
+    DEFAULT_CALIBRATION,
+    METRICS,
+    TAXONOMY,
+    read_json,
+)
+from prodcat.models.files import DECISION_FORMAT as FORMAT
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalScorer
 
-FORMAT = "prodcat-decision/1"
-COMPONENTS = "components.safetensors"
 DECODINGS = ("greedy", "best_path")
 
 
