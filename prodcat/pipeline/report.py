@@ -54,9 +54,19 @@ def _throughput(out: Path) -> list[str]:
     elif emb:
         lines.append(f"| embed | nothing new to embed: {emb['skipped_already_embedded']:,} products "
                      "already in the store (no run summary with throughput is kept in it) |")
+    tuned = _json(out / "finetune" / "finetune_result.json")
+    if tuned:
+        lines.append(f"| fine-tuning ({tuned.get('feature')}) | {tuned.get('train_products', 0):,} "
+                     f"products × {len(tuned.get('history', []))} epoch(s), "
+                     f"{tuned.get('products_per_s', 0):.1f} products/s, {tuned.get('seconds', 0):.0f} s |")
     for name in ("text", "multimodal"):
         res = _json(out / "train" / name / "train_result.json")
-        if res:
+        if res and "heldout_hF" in res.get("metrics", {}):      # decision-level fusion: no epochs
+            m = res["metrics"]
+            lines.append(f"| train ({name}) | decision-level fusion of {m.get('components', '?').replace(',', ', ')} "
+                         f"fitted in {res['wall_seconds']:.0f} s on {m.get('train_rows', 0):,} rows; "
+                         f"held-out hF {m['heldout_hF']:.4f} |")
+        elif res:
             lines.append(f"| train ({name}) | {res['seconds_per_epoch']:.2f} s/epoch, peak "
                          f"{res['peak_memory_mb']:.0f} MiB, val hF {res['metrics'].get('val_hF', 0):.4f} |")
     score = _json(out / "predictions" / "_summary.json")
