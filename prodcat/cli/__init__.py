@@ -5,6 +5,8 @@
     prodcat train           → checkpoint             prodcat serve       → HTTP service (Ray Serve)
     prodcat evaluate        → evaluation report      prodcat tune        → Ray Tune sweep
     prodcat recategorize    → proposed subcategories, accepted ones into the taxonomy
+    prodcat catalog suggest-mapping / review → a new platform's mapping, suggested then reviewed
+    prodcat onboard measure → those suggestions and partial paths measured per LOPO fold
     prodcat pipeline        → all of it on the real catalogues, with one report
 
 Each module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; stage
@@ -28,7 +30,7 @@ from prodcat.core.errors import DataError
 
 #: subcommands in the order a product flows through them (``--help`` lists them so)
 ORDER = ("catalog", "embed", "train", "evaluate", "cascade", "score", "serve", "tune", "recategorize",
-         "pipeline")
+         "onboard", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:
