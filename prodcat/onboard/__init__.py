@@ -19,7 +19,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "config": ["SuggestConfig", "MeasureConfig"],
         "suggest": ["suggest_mapping", "suggest", "vote", "resolve_model"],
-        "compare": ["compare"],
         "measure": ["measure"],
     },
 )

@@ -36,6 +36,10 @@ class SuggestConfig(StrictModel):
         50, ge=1, description="products scored per source category, chosen by a hash of product_id "
         "(stored ones first with features_from); None: all")
     top_k: int = Field(3, ge=1, description="suggestions per source category")
+    ranking: Literal["votes", "names"] = Field(
+        "names", description="order of the top_k candidates (the categories most products voted "
+        "for): by those votes, or by the similarity of their names to the source category's (chosen "
+        "on the leave-one-platform-out folds)")
     examples: int = Field(4, ge=0, description="example products shown per source category")
     taxonomy: str | None = Field(None, description="Google taxonomy file for paths; default the shared one")
     seed: str = Field("prodcat", description="salt of the sampling hash")
@@ -65,6 +69,9 @@ class MeasureConfig(StrictModel):
         "adapter without a mapping, as a new platform arrives (rows not in the store are encoded)")
     max_per_category: int | None = Field(25, ge=1, description="products scored per source category")
     abstain_target: float = Field(0.95, ge=0, le=1, description="the target precision reported per fold")
+    ranking: Literal["nested", "votes", "names"] = Field(
+        "nested", description="order of the candidates: nested = for each held-out platform the "
+        "ranking with the better top-1 agreement on the other platforms")
     agreement_goal: float = Field(0.9, ge=0, le=1, description="the top-1 agreement a recommended "
                                   "confidence threshold must reach on the other platforms")
     page: bool = Field(True, description="write each fold's review.html")

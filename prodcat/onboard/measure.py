@@ -10,13 +10,15 @@ For every leave-one-platform-out fold (held-out platform P, training platforms =
    the hP / hR / coverage of partial answers on P's labelled products (all splits but validation,
    the categories the model covers) as the target precision moves;
 3. mapping suggestions for P's source categories with that model (:func:`prodcat.onboard.suggest.
-   suggest`: bulk scoring, votes, names, ``mapping.yaml``, ``suggestions.parquet``, ``review.html``),
-   from P's products in the run's product table (``source: products``: stored vectors) or from its
-   whole export read without a mapping (``source: export``);
-4. the suggestions against P's hand-made mapping (:mod:`prodcat.onboard.compare`), and the
-   confidence threshold recommended for P from the *other* platforms' folds (the smallest whose
-   accepted categories agree with their hand mappings ``agreement_goal`` of the time), with P's
-   agreement and coverage at it.
+   suggest_items`: bulk scoring, votes, names), from P's products in the run's product table
+   (``source: products``: stored vectors) or from its whole export read without a mapping
+   (``source: export``);
+4. the suggestions against P's hand-made mapping (:mod:`prodcat.onboard.compare`) under each
+   ranking of the candidates (votes, names); with ``ranking: nested`` P's ranking is the one with
+   the better top-1 agreement on the *other* platforms; the confidence threshold recommended for P
+   also comes from the other platforms (the smallest whose accepted categories agree with their hand
+   mappings ``agreement_goal`` of the time), with P's agreement and coverage at it; the chosen
+   ranking's ``mapping.yaml``, ``suggestions.parquet``, ``review.html`` are written.
 
 Output folder: ``lopo_<P>/`` (the suggestion files, ``comparison.json``, the fold's ``model/``),
 ``onboard.json``, ``report.md``, ``agreement.png``, ``abstain_curve.png``.
@@ -45,9 +47,10 @@ from prodcat.core.taxonomy import load_google_taxonomy
 from prodcat.embed.store import read_manifest
 from prodcat.models.checkpoint import copy_checkpoint, load_checkpoint
 from prodcat.models.files import CALIBRATION, CONFIG, DEFAULT_CALIBRATION, read_json
-from prodcat.onboard import compare
+from prodcat.onboard.compare import at_threshold, compare, plot_agreement
+from prodcat.onboard.compare import recommend as recommend_threshold
 from prodcat.onboard.config import MeasureConfig
-from prodcat.onboard.suggest import ModelRef, sample_rows, suggest
+from prodcat.onboard.suggest import RANKINGS, ModelRef, rank, sample_rows, suggest_items, write_suggestions
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import FeatureTable, load_feature_table
 from prodcat.train.lexical import model_inputs
@@ -157,33 +160,39 @@ def measure(config: MeasureConfig, log: Callable[[str], None] = say) -> dict:
         model = load_checkpoint(checkpoint)
         absts = fold_abstention(model, table, platform, others, train, checkpoint, config.abstain_target)
         rows, counts, read = platform_rows(config, platform, products)
-        items: list = []
-        summary = suggest(rows, counts, platform, platform, ModelRef(checkpoint, "checkpoint", checkpoint),
-                          folder, features_from=config.embeddings, scoring=config.scoring,
-                          page=config.page, log=log, keep=items)
+        ref = ModelRef(checkpoint, "checkpoint", checkpoint)
+        items, taxonomy = suggest_items(rows, counts, ref, folder, features_from=config.embeddings,
+                                        scoring=config.scoring, log=log)
         labels = {int(model.taxonomy.ids[n]) for n in model.taxonomy.leaves}
-        result = compare.compare(items, CategoryMapping.for_platform(platform), labels, google, max_depth)
-        storage.write_text(storage.join(folder, "comparison.json"), json.dumps(result, indent=2))
+        hand = CategoryMapping.for_platform(platform)
+        results = {r: compare(rank(items, r), hand, labels, google, max_depth) for r in RANKINGS}
         folds[platform] = {"model": origin, "fusion": model.model_config.fusion, "read": read,
-                           "suggest": summary, "comparison": {k: v for k, v in result.items()
-                                                              if k != "categories"},
                            "abstain": absts, "seconds": round(time.perf_counter() - t0, 1),
-                           "_rows": [r for r in result["categories"] if r["coverable"]]}
-        c = result["coverable"]
-        log(f"[onboard] lopo_{platform}: {result['counts']['source_categories']} source categories, "
-            f"{result['counts']['coverable']} coverable; top-1 {_pct(c.get('top1'))}, top-3 "
-            f"{_pct(c.get('top3'))} (product-weighted {_pct(c.get('top1_weighted'))} / "
-            f"{_pct(c.get('top3_weighted'))}); partial paths at {config.abstain_target}: hP "
-            f"{_pct(absts['at_target']['hP'])}, full paths {_pct(absts['at_target']['full_paths'])} "
-            f"({folds[platform]['seconds']} s)")
+                           "_items": items, "_results": results, "_counts": counts, "_ref": ref,
+                           "_scored": len(rows), "_version": taxonomy.version}
+    choose_rankings(folds, config.ranking)
     recommend(folds, config.agreement_goal)
-    out = {"config": config.model_dump(mode="json"), "folds": {p: {k: v for k, v in f.items() if k != "_rows"}
-                                                               for p, f in folds.items()},
+    for platform, fold in folds.items():
+        folder = storage.join(config.output, f"lopo_{platform}")
+        fold["suggest"] = write_suggestions(
+            rank(fold["_items"], fold["ranking"]["chosen"]), fold["_counts"], platform, platform,
+            fold["_ref"], folder, fold["_scored"], fold["_version"], fold["ranking"]["chosen"],
+            config.page, log)
+        result = fold["_results"][fold["ranking"]["chosen"]]
+        storage.write_text(storage.join(folder, "comparison.json"), json.dumps(result, indent=2))
+        c, absts = result["coverable"], fold["abstain"]
+        log(f"[onboard] lopo_{platform}: {result['counts']['source_categories']} source categories, "
+            f"{result['counts']['coverable']} coverable; ranked by {fold['ranking']['chosen']}: top-1 "
+            f"{_pct(c.get('top1'))}, top-3 {_pct(c.get('top3'))} (product-weighted "
+            f"{_pct(c.get('top1_weighted'))} / {_pct(c.get('top3_weighted'))}); partial paths at "
+            f"{config.abstain_target}: hP {_pct(absts['at_target']['hP'])}, full paths "
+            f"{_pct(absts['at_target']['full_paths'])} ({fold['seconds']} s)")
+    out = {"config": config.model_dump(mode="json"), "folds": {p: public(f) for p, f in folds.items()},
            "seconds": round(time.perf_counter() - start, 1)}
     storage.write_text(storage.join(config.output, "onboard.json"), json.dumps(out, indent=2))
-    compare.plot_agreement({p: f["comparison"]["curve"] for p, f in folds.items()},
-                           storage.join(config.output, "agreement.png"),
-                           {p: f["recommended"]["threshold"] for p, f in folds.items()})
+    plot_agreement({p: f["comparison"]["curve"] for p, f in out["folds"].items()},
+                   storage.join(config.output, "agreement.png"),
+                   {p: f["recommended"]["threshold"] for p, f in out["folds"].items()})
     plot_abstention({f"lopo_{p}": f["abstain"]["curve"] for p, f in folds.items()},
                     storage.join(config.output, "abstain_curve.png"))
     storage.write_text(storage.join(config.output, REPORT), report_markdown(out))
@@ -191,18 +200,45 @@ def measure(config: MeasureConfig, log: Callable[[str], None] = say) -> dict:
     return out
 
 
-def recommend(folds: dict, goal: float) -> None:
-    """Per fold the threshold recommended from the other folds' coverable categories, and this
-    fold's agreement and share at it; adds ``recommended`` to each fold and ``all`` (from every
-    fold, for the next platform)."""
+def public(fold: dict) -> dict:
+    """A fold's JSON-ready record: the chosen ranking's comparison (without the per-category rows)
+    and the top-1 agreement of every ranking."""
+    result = fold["_results"][fold["ranking"]["chosen"]]
+    return {**{k: v for k, v in fold.items() if not k.startswith("_")},
+            "comparison": {k: v for k, v in result.items() if k != "categories"}}
+
+
+def _coverable(fold: dict, ranking: str) -> list[dict]:
+    return [r for r in fold["_results"][ranking]["categories"] if r["coverable"]]
+
+
+def choose_rankings(folds: dict, how: str) -> None:
+    """The ranking of each fold: ``how`` itself, or (``nested``) the one whose top-1 agreement over
+    the *other* folds' coverable categories is higher (votes on a tie); adds ``ranking``."""
     for platform, fold in folds.items():
-        others = [r for p, f in folds.items() if p != platform for r in f["_rows"]]
-        threshold = compare.recommend(others, goal)
+        others = {r: [x for p, f in folds.items() if p != platform for x in _coverable(f, r)]
+                  for r in RANKINGS}
+        on_others = {r: float(np.mean([x["top1"] for x in rows])) if rows else 0.0
+                     for r, rows in others.items()}
+        chosen = how if how != "nested" else max(RANKINGS, key=lambda r: (on_others[r], r == "votes"))
+        fold["ranking"] = {"chosen": chosen, "how": how, "top1_on_others": on_others,
+                           "top1_here": {r: fold["_results"][r]["coverable"].get("top1") for r in RANKINGS}}
+
+
+def recommend(folds: dict, goal: float) -> None:
+    """Per fold the threshold recommended from the other folds' coverable categories (under the
+    fold's ranking), and this fold's agreement and share at it; adds ``recommended`` to each fold
+    and ``recommended_for_new_platforms`` (from every fold)."""
+    for platform, fold in folds.items():
+        chosen = fold["ranking"]["chosen"]
+        others = [r for p, f in folds.items() if p != platform for r in _coverable(f, chosen)]
+        threshold = recommend_threshold(others, goal)
         fold["recommended"] = {"goal": goal, "chosen_on": sorted(p for p in folds if p != platform),
-                               **compare.at_threshold(fold["_rows"], threshold)}
-    pooled = [r for f in folds.values() for r in f["_rows"]]
+                               **at_threshold(_coverable(fold, chosen), threshold)}
     for fold in folds.values():
-        fold["recommended_for_new_platforms"] = compare.recommend(pooled, goal)
+        chosen = fold["ranking"]["chosen"]
+        fold["recommended_for_new_platforms"] = recommend_threshold(
+            [r for f in folds.values() for r in _coverable(f, chosen)], goal)
 
 
 def _pct(value) -> str:
@@ -210,21 +246,25 @@ def _pct(value) -> str:
 
 
 def summary_rows(folds: dict) -> list[list]:
-    """One row per held-out platform: the mapping suggestions' figures."""
+    """One row per held-out platform: the mapping suggestions' figures (the chosen ranking's)."""
     rows = []
     for p, f in folds.items():
         c, n, r = f["comparison"]["coverable"], f["comparison"]["counts"], f["recommended"]
+        here = f["ranking"]["top1_here"]
         rows.append([p, n["source_categories"], n["coverable"], n["not_coverable"], n["excluded_by_hand"],
-                     _pct(c.get("top1")), _pct(c.get("top3")), _pct(c.get("top1_weighted")),
-                     _pct(c.get("top3_weighted")), f"{100 * c['hF']:.1f}" if "hF" in c else "n/a",
+                     f["ranking"]["chosen"], _pct(c.get("top1")), _pct(c.get("top3")),
+                     _pct(c.get("top1_weighted")), _pct(c.get("top3_weighted")),
+                     f"{100 * c['hF']:.1f}" if "hF" in c else "n/a",
+                     " / ".join(_pct(here.get(k)) for k in RANKINGS),
                      "none" if r["threshold"] is None else f"{r['threshold']:.2f}",
                      _pct(r["agreement"]), _pct(r["share"])])
     return rows
 
 
 SUMMARY_HEADERS = ["held out", "source categories", "coverable", "not coverable", "excluded by hand",
-                   "top-1", "top-3", "top-1 (products)", "top-3 (products)", "hF (top-1)",
-                   "threshold (from others)", "agreement ≥ threshold", "share ≥ threshold"]
+                   "ranking (from others)", "top-1", "top-3", "top-1 (products)", "top-3 (products)",
+                   "hF (top-1)", "top-1 by votes / by names", "threshold (from others)",
+                   "agreement ≥ threshold", "share ≥ threshold"]
 
 
 def abstain_rows(folds: dict, target: float) -> list[list]:
@@ -253,7 +293,10 @@ def report_markdown(result: dict) -> str:
                                else "its products in the run's product table") + f", at most "
              f"{cfg['max_per_category']} products per category), compared with its hand-made mapping. "
              "Coverable: the hand-mapped category is one the model has a head for; the others cannot "
-             "be suggested and are listed below. The threshold is the smallest suggestion confidence "
+             "be suggested and are listed below. The top-3 candidates are the categories most of the "
+             "category's products voted for; the ranking orders them by those votes or by the "
+             "similarity of their names to the source category's, chosen per platform on the other "
+             "platforms. The threshold is the smallest suggestion confidence "
              f"whose accepted categories agree with the hand mapping ≥ {cfg['agreement_goal']:.0%} on "
              "the *other* platforms.", "",
              markdown_table(SUMMARY_HEADERS, summary_rows(folds)), "",

@@ -13,6 +13,11 @@ checkpoint), and each source category gets its top-k Google categories by the pr
 - ``confidence`` of the suggestion: ``votes / (scored + 1) x mean_confidence``, the share (shrunk
   when few products were scored) times how sure the model was of them: in [0, 1].
 
+The top-k candidates are the categories most products voted for; ``ranking`` orders them by those
+votes or (``names``, the default) by the similarity of their names to the source category's: the
+ranking chosen on the leave-one-platform-out folds (:mod:`prodcat.onboard.measure` chooses it for
+each held-out platform on the other platforms; ``docs/notes/issue-20.md``).
+
 Output folder: ``mapping.yaml`` (the format of ``prodcat/catalog/mappings/*.yaml``, every entry
 ``accepted: false``, with a fingerprint of the export's source categories), ``suggestions.parquet``
 (:data:`SUGGESTION_SCHEMA`), ``review.html`` (:mod:`prodcat.onboard.page`), ``summary.json`` and the
@@ -27,7 +32,7 @@ import hashlib
 import json
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -284,46 +289,94 @@ def mapping_document(platform: str, items: list[CategorySuggestion], header: dic
             "mappings": mappings, "excluded": excluded}
 
 
-def suggest(rows: list[dict], counts: Counter, platform: str, adapter_ref: str, model: ModelRef,
-            output: str, mode: str = "cascade", features_from: str | None = None,
-            scoring: ScoringSettings | None = None, top_k: int = 3, examples: int = 4,
-            page: bool = True, log: Callable[[str], None] = say, keep: list | None = None) -> dict:
-    """Suggestions for already-read (and sampled) ``rows`` of one platform whose export holds the
-    source categories ``counts``; writes the output folder; returns the summary (and extends
-    ``keep`` with the :class:`CategorySuggestion` s).
+RANKINGS = ("votes", "names")
+
+
+def rank(items: list[CategorySuggestion], ranking: str) -> list[CategorySuggestion]:
+    """The suggestions ordered by ``ranking``: ``votes`` (the share of the category's products,
+    then their confidence) or ``names`` (the same top-k candidates, ordered by the similarity of
+    their names to the source category's; votes break ties, and without a text encoder the
+    order stays the votes'). Copies; ``rank`` renumbered.
+
+    Raises:
+        ValueError: for an unknown ranking.
+    """
+    if ranking not in RANKINGS:
+        raise ValueError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
+    out = []
+    for item in items:
+        cands = list(item.candidates)
+        if ranking == "names" and all(c.name_similarity is not None for c in cands):
+            cands.sort(key=lambda c: (-c.name_similarity, c.rank))
+        cands = [replace(c, rank=r) for r, c in enumerate(cands, start=1)]
+        out.append(replace(item, candidates=cands))
+    return out
+
+
+def suggest_items(rows: list[dict], counts: Counter, model: ModelRef, output: str, mode: str = "cascade",
+                  features_from: str | None = None, scoring: ScoringSettings | None = None,
+                  top_k: int = 3, examples: int = 4,
+                  log: Callable[[str], None] = say) -> tuple[list[CategorySuggestion], Taxonomy]:
+    """Score ``rows`` (bulk scoring into ``<output>/predictions``) and build the suggestions of
+    every source category of ``counts`` in the votes' order; ``(items, the model's taxonomy)``.
 
     Raises:
         FileNotFoundError, ValueError: from bulk scoring (a missing model, input or store).
     """
-    from prodcat.onboard.page import write_review_page
-
-    start = time.perf_counter()
     taxonomy = Taxonomy.from_json(storage.read_text(storage.join(model.text_checkpoint, TAXONOMY)))
     pred = score_products(rows, model, output, mode, features_from, scoring or ScoringSettings(), log)
-    items = build_suggestions(rows, pred, counts, taxonomy, model, top_k, examples)
-    if keep is not None:
-        keep.extend(items)
+    return build_suggestions(rows, pred, counts, taxonomy, model, top_k, examples), taxonomy
+
+
+def write_suggestions(items: list[CategorySuggestion], counts: Counter, platform: str, adapter_ref: str,
+                      model: ModelRef, output: str, scored: int, taxonomy_version: str,
+                      ranking: str, page: bool = True, log: Callable[[str], None] = say) -> dict:
+    """Write ``mapping.yaml``, ``suggestions.parquet``, ``review.html`` and ``summary.json`` of
+    ``items`` (already ranked) into ``output``; returns the summary."""
+    from prodcat.onboard.page import write_review_page
+
     header = {"platform": platform, "adapter": adapter_ref,
               "fingerprint": categories_fingerprint(counts), "source_categories": sorted(counts),
-              "products": int(sum(counts.values())), "scored": int(len(rows)), "model": model.uri,
-              "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    doc = mapping_document(platform, items, header, taxonomy.version.split("+")[0])
+              "products": int(sum(counts.values())), "scored": int(scored), "model": model.uri,
+              "ranking": ranking, "made": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    doc = mapping_document(platform, items, header, taxonomy_version.split("+")[0])
     write_suggested_mapping(storage.join(output, "mapping.yaml"), doc)
     storage.write_table(suggestion_table(platform, items), storage.join(output, "suggestions.parquet"))
     if page:
         write_review_page(storage.join(output, "review.html"), platform, items, header)
     confident = [s.confidence for s in items if s.candidates]
-    summary = {"platform": platform, "adapter": adapter_ref, "model": model.uri,
+    summary = {"platform": platform, "adapter": adapter_ref, "model": model.uri, "ranking": ranking,
                "source_categories": len(items), "with_suggestion": len(confident),
-               "products": header["products"], "scored": len(rows),
+               "products": header["products"], "scored": int(scored),
                "median_confidence": float(np.median(confident)) if confident else None,
-               "fingerprint": header["fingerprint"], "seconds": round(time.perf_counter() - start, 1),
+               "fingerprint": header["fingerprint"],
                "files": ["mapping.yaml", "suggestions.parquet", "summary.json", "predictions/"]
                + (["review.html"] if page else [])}
     storage.write_text(storage.join(output, "summary.json"), json.dumps(summary, indent=2))
     log(f"[suggest] {platform}: {len(items)} source categories, {len(confident)} with a suggestion "
-        f"(median confidence {summary['median_confidence'] or 0:.2f}) from {len(rows):,} scored "
-        f"products → {output}")
+        f"(median confidence {summary['median_confidence'] or 0:.2f}) from {scored:,} scored "
+        f"products, ranked by {ranking} → {output}")
+    return summary
+
+
+def suggest(rows: list[dict], counts: Counter, platform: str, adapter_ref: str, model: ModelRef,
+            output: str, mode: str = "cascade", features_from: str | None = None,
+            scoring: ScoringSettings | None = None, top_k: int = 3, examples: int = 4,
+            ranking: str = "names", page: bool = True, log: Callable[[str], None] = say) -> dict:
+    """Suggestions for already-read (and sampled) ``rows`` of one platform whose export holds the
+    source categories ``counts`` (:func:`suggest_items`, :func:`rank`, :func:`write_suggestions`);
+    returns the summary.
+
+    Raises:
+        FileNotFoundError, ValueError: from bulk scoring (a missing model, input or store).
+    """
+    start = time.perf_counter()
+    items, taxonomy = suggest_items(rows, counts, model, output, mode, features_from, scoring, top_k,
+                                    examples, log)
+    summary = write_suggestions(rank(items, ranking), counts, platform, adapter_ref, model, output,
+                                len(rows), taxonomy.version, ranking, page, log)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    storage.write_text(storage.join(output, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 
@@ -346,7 +399,7 @@ def suggest_mapping(config: SuggestConfig, log: Callable[[str], None] = say) -> 
     ref = config.adapter if not storage.exists(config.adapter) else storage.absolute(config.adapter)
     return suggest(sample, counts, adapter.platform, ref, resolve_model(config.model), config.output,
                    config.mode, config.features_from, config.scoring, config.top_k, config.examples,
-                   config.page, log)
+                   config.ranking, config.page, log)
 
 
 def _stored_ids(store: str) -> set[str]:

@@ -163,30 +163,41 @@ def test_an_export_without_its_category_column_is_a_clear_error(cascade, tmp_pat
     assert "['body', 'image_file', 'name', 'sku']" in err
 
 
-def test_bulk_scoring_and_the_python_api_answer_partial_paths(ray_session, cascade, tmp_path):
+@pytest.fixture(scope="module")
+def abstain_cascade(cascade, tmp_path_factory):
+    """The tiny cascade with abstention thresholds fitted on its products (as `cascade fit` fits
+    them on the calibration split)."""
     from prodcat.cascade import abstain
     from prodcat.cascade.spec import read_cascade, write_cascade
     from prodcat.cascade.stage import StageRunner
-    from prodcat.score import ScoreConfig, score
-    from prodcat.score.parts import read_predictions
 
     products = cascade["products"]
     true = np.asarray([cascade["taxonomy"].label_node(c) for c in products["category_id"].to_pylist()])
     batch = {k: products[k].to_pylist() for k in ("product_id", "title", "description", "image_uri")}
     spec = read_cascade(cascade["cascade"])
-    tables = {}
     for stage, uri in (("text", spec.text_model), ("multimodal", spec.multimodal_model)):
         runner = StageRunner(uri, stage, device="cpu")
-        pred = runner.model.predict(*_features(runner, batch))
-        tables[stage] = abstain.fit_table(runner.model.taxonomy, pred["classes"], pred["level_confidence"], true)
-    spec.abstain = tables
-    folder = tmp_path / "cascade"
+        feats, status = runner.features(batch)
+        pred = runner.model.predict(feats, {f: status[f] == "ok" for f in feats})
+        spec.abstain[stage] = abstain.fit_table(runner.model.taxonomy, pred["classes"],
+                                                pred["level_confidence"], true)
+    folder = tmp_path_factory.mktemp("abstain") / "cascade"
     write_cascade(spec, str(folder))
+    return {"folder": str(folder), "spec": spec, "batch": batch, "n": len(true)}
+
+
+def test_bulk_scoring_and_the_python_api_answer_partial_paths(ray_session, abstain_cascade, cascade, tmp_path):
+    from prodcat.cascade import abstain
+    from prodcat.cascade.stage import StageRunner
+    from prodcat.score import ScoreConfig, score
+    from prodcat.score.parts import read_predictions
+
+    spec, batch = abstain_cascade["spec"], abstain_cascade["batch"]
     # the Python API: the same products with and without a target
     runner = StageRunner(spec.text_model, "text", device="cpu")
     full = runner.predict_batch(batch)
     partial = runner.predict_batch(batch, abstain=spec.abstain_thresholds("text", 0.95))
-    assert full["stopped_at_level"] == [None] * len(true)
+    assert full["stopped_at_level"] == [None] * abstain_cascade["n"]
     depth_full = [len(p) for p in full["path"]]
     depth = [len(p) for p in partial["path"]]
     assert all(d <= f for d, f in zip(depth, depth_full)) and sum(depth) < sum(depth_full)
@@ -196,10 +207,10 @@ def test_bulk_scoring_and_the_python_api_answer_partial_paths(ray_session, casca
         assert reason == abstain.COMPLETE if len(p) == len(f) else reason.startswith(f"level {len(p)}")
     # bulk scoring: the same, as columns
     out = tmp_path / "pred"
-    score(ScoreConfig(model=str(folder), input=cascade["products_uri"], output=str(out), abstain_target=0.95,
-                      text_num_cpus=0.5, multimodal_num_cpus=0.5))
+    score(ScoreConfig(model=abstain_cascade["folder"], input=cascade["products_uri"], output=str(out),
+                      abstain_target=0.95, text_num_cpus=0.5, multimodal_num_cpus=0.5))
     table = read_predictions(str(out))
-    assert table.num_rows == len(true)
+    assert table.num_rows == abstain_cascade["n"]
     levels = table["stopped_at_level"].to_pylist()
     ids = table["level_ids"].to_pylist()
     assert all(lv == len(i or []) - 1 for lv, i in zip(levels, ids))
@@ -208,6 +219,32 @@ def test_bulk_scoring_and_the_python_api_answer_partial_paths(ray_session, casca
         spec.abstain_thresholds("text", 1.2)
 
 
-def _features(runner, batch):
-    feats, status = runner.features(batch)
-    return feats, {f: status[f] == "ok" for f in feats}
+def test_the_service_answers_the_same_request_with_and_without_abstention(ray_session, abstain_cascade,
+                                                                          cascade):
+    from ray import serve
+
+    from prodcat.serve.app import build_app
+
+    args = {"cascade": abstain_cascade["folder"], "ingress": {"num_cpus": 0.05, "max_replicas": 1},
+            "text_stage": {"num_cpus": 0.1, "max_replicas": 1, "device": "cpu"},
+            "multimodal_stage": {"num_cpus": 0.1, "max_replicas": 1, "device": "cpu"}}
+    handle = serve.run(build_app(args), name="abstain", _local_testing_mode=True)
+    rows = cascade["products"].to_pylist()[:16]
+    request = {"products": [{"id": r["product_id"], "title": r["title"], "description": r["description"]}
+                            for r in rows]}
+    full = handle.categorize.remote(request).result()["body"]
+    partial = handle.categorize.remote(request, "cascade", 0.95).result()["body"]
+    assert full["abstain"] is None and partial["abstain"] == 0.95
+    assert all(p["stopped_at_level"] is None for p in full["predictions"])
+    shorter = 0
+    for a, b in zip(full["predictions"], partial["predictions"]):
+        assert b["path"] == a["path"][:len(b["path"])] and b["stopped_at_level"] == len(b["path"]) - 1
+        assert b["category_id"] == (b["path"][-1]["id"] if b["path"] else None)
+        shorter += len(b["path"]) < len(a["path"])
+    assert shorter > 0
+    bad = handle.categorize.remote(request, "cascade", 1.5).result()
+    assert bad["status"] == 422 and "[0, 1]" in bad["body"]["error"]["message"]
+    # a cascade fitted before abstention existed: a clear error at build time when it is the default
+    args["cascade"] = cascade["cascade"]
+    with pytest.raises(ValueError, match="rerun `prodcat cascade fit`"):
+        build_app({**args, "abstain": {"target_precision": 0.95}})

@@ -187,3 +187,21 @@ def test_comparison_with_a_hand_mapping_counts_coverable_categories_apart():
     assert at[0.4]["accepted"] == 2 and at[0.4]["agreement"] == pytest.approx(0.5)
     assert at[0.5]["accepted"] == 0 and at[0.5]["agreement"] is None
     assert recommend(rows, 0.5) == 0.25 and recommend(rows, 0.6) is None
+
+
+def test_ranking_by_names_reorders_the_voted_candidates_only():
+    from prodcat.onboard.suggest import rank
+
+    tax = toy_taxonomy()
+    item = CategorySuggestion("Footwear > Sandals", 4, 4)
+    item.candidates = vote(["s"] * 4, [3, 3, 3, 4], [0.9] * 4, tax)["s"]
+    item.candidates[0].name_similarity, item.candidates[1].name_similarity = 0.2, 0.7
+    by_names = rank([item], "names")[0]
+    assert [c.category_id for c in by_names.candidates] == [4, 3]
+    assert [c.rank for c in by_names.candidates] == [1, 2]
+    assert by_names.confidence == pytest.approx(suggestion_confidence(1, 4, 0.9))   # its own votes
+    assert [c.category_id for c in item.candidates] == [3, 4]                       # a copy
+    item.candidates[1].name_similarity = None                                       # no encoder
+    assert [c.category_id for c in rank([item], "names")[0].candidates] == [3, 4]
+    with pytest.raises(ValueError, match="unknown ranking"):
+        rank([item], "random")
