@@ -115,8 +115,10 @@ def check_fresh(suggested: dict, categories: Iterable[str], where: str) -> None:
         return
     then = set(suggested.get("source_categories") or [])
     new, gone = sorted(now - then), sorted(then - now)
-    detail = (f": {len(new)} new ({'; '.join(new[:5])}{' ...' if len(new) > 5 else ''}), {len(gone)} "
-              f"gone ({'; '.join(gone[:5])}{' ...' if len(gone) > 5 else ''})" if then else "")
+    def listed(names: list[str]) -> str:
+        return f" ({'; '.join(names[:5])}{' ...' if len(names) > 5 else ''})" if names else ""
+
+    detail = f": {len(new)} new{listed(new)}, {len(gone)} gone{listed(gone)}" if then else ""
     raise StaleSuggestions(
         f"{where} was suggested for another version of the {suggested.get('platform')} export "
         f"(source categories fingerprint {suggested['fingerprint']}, the export now has "

@@ -25,6 +25,18 @@ from prodcat.core.config import load_config
 HELP = "score products with the cascade (Ray Data); resumable; every input row appears once"
 
 
+def _precision(text: str) -> float:
+    """A target precision in [0, 1] (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a target precision is a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"the target precision per level must be in [0, 1] (e.g. 0.95), "
+                                         f"got {value}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="ScoreConfig YAML; flags below override it")
     parser.add_argument("--model", help="cascade.json or its folder (from `prodcat cascade fit`)")
@@ -43,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="predictions folder, local or s3://")
     parser.add_argument("--mode", choices=["cascade", "text", "multimodal"])
     parser.add_argument("--limit", type=int, help="score only the first N rows")
-    parser.add_argument("--abstain", type=float, metavar="PRECISION",
+    parser.add_argument("--abstain", type=_precision, metavar="PRECISION",
                         help="partial paths: stop each answer at the deepest level whose calibrated "
                         "confidence reaches the threshold fitted for this target precision per "
                         "level (in [0, 1], e.g. 0.95) on the calibration split; the output's "
