@@ -179,7 +179,8 @@ def share_bar(share: float) -> str:
 
 
 def render_page(title: str, intro: list[str], cards: list[Card], sort_keys: dict[str, str],
-                default_sort: str, writer: str, decisions_help: str, tools: str = "") -> str:
+                default_sort: str, writer: str, decisions_help: str, tools: str = "",
+                download: str = "decisions.yaml") -> str:
     """The whole page as one HTML string.
 
     Args:
@@ -191,6 +192,7 @@ def render_page(title: str, intro: list[str], cards: list[Card], sort_keys: dict
         decisions_help: what to do with the decisions file (HTML-escaped here).
         tools: more controls for the top bar (HTML); the writer may define ``pageHash(params)``
             to read its own URL parameters.
+        download: the file name the decisions download as.
     """
     e = html.escape
     options = "".join(f'<option value="{e(k)}">{e(v)}</option>' for k, v in sort_keys.items())
@@ -207,7 +209,7 @@ def render_page(title: str, intro: list[str], cards: list[Card], sort_keys: dict
         f"<span>{len(cards)} to review</span></div></header>",
         '<main id="cards">', "".join(_card(i, c) for i, c in enumerate(cards)), "</main>",
         f"<footer><h2>Your decisions</h2><p>{e(decisions_help)}</p>",
-        '<p><a id="download" download="decisions.yaml" href="#">Download decisions.yaml</a></p>',
+        f'<p><a id="download" download="{e(download)}" href="#">Download {e(download)}</a></p>',
         '<textarea id="decisions" readonly></textarea></footer>',
         f"<script>const DEFAULT_SORT={json.dumps(default_sort)};{_SCRIPT}{writer}</script>",
         "</body></html>"])

@@ -46,7 +46,7 @@ def cards(summary: dict) -> list[Card]:
             e = html.escape
             controls = (f'<label><input type="checkbox" class="accept"> accept as a subcategory of '
                         f'{e(entry["path"].split(" > ")[-1])}</label> <label>name <input type="text" '
-                        f'class="name" value="{e(c["name"])}"></label>')
+                        f'class="name" size="28" value="{e(c["name"])}"></label>')
             card = Card(
                 key=f"{entry['category_id']}/{c['cluster']}",
                 heading=f"{entry['path']} › cluster {c['cluster']}: {c['name']}",
@@ -84,7 +84,8 @@ def write_review_page(output: str, summary: dict) -> str:
         items, {"size": "size", "purity": "share of its largest platform label",
                 "platforms": "platforms"}, "size", script,
         "Apply it: prodcat recategorize apply --proposals <this folder> --accept accept.yaml "
-        "--output <new catalogue folder>; it refuses a review made for other proposals.")
+        "--output <new catalogue folder>; it refuses a review made for other proposals.",
+        download="accept.yaml")
     uri = storage.join(output, PAGE)
     storage.write_text(uri, text)
     return uri
