@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -205,3 +206,28 @@ def test_ranking_by_names_reorders_the_voted_candidates_only():
     assert [c.category_id for c in rank([item], "names")[0].candidates] == [3, 4]
     with pytest.raises(ValueError, match="unknown ranking"):
         rank([item], "random")
+
+
+def test_each_fold_takes_its_ranking_and_threshold_from_the_other_folds():
+    from prodcat.onboard.measure import choose_rankings
+    from prodcat.onboard.measure import recommend as recommend_folds
+
+    def rows(top1s, conf):
+        return {"categories": [{"coverable": True, "top1": t, "confidence": conf} for t in top1s],
+                "coverable": {"top1": float(np.mean(top1s))}}
+
+    folds = {  # on the others: a sees votes 3/4 vs names 2/4; b a tie (votes); c names 5/5
+        "a": {"_results": {"votes": rows([0, 0, 1], 0.5), "names": rows([1, 1, 1], 0.5)}},
+        "b": {"_results": {"votes": rows([0, 1], 0.3), "names": rows([1, 1], 0.3)}},
+        "c": {"_results": {"votes": rows([1, 1], 0.9), "names": rows([0, 0], 0.9)}},
+    }
+    choose_rankings(folds, "nested")
+    assert {p: f["ranking"]["chosen"] for p, f in folds.items()} == {"a": "votes", "b": "votes",
+                                                                     "c": "names"}
+    assert folds["c"]["ranking"]["top1_on_others"]["names"] == pytest.approx(1.0)
+    recommend_folds(folds, 0.9)
+    # a (votes) from b and c under votes: conf 0.3 → [0, 1], 0.9 → [1, 1]: 0.9 needs t > 0.3
+    assert folds["a"]["recommended"]["threshold"] == pytest.approx(0.35)
+    assert folds["a"]["recommended"]["accepted"] == 3             # a's own: 0.5 ≥ 0.35, 1 of 3 right
+    assert folds["a"]["recommended"]["agreement"] == pytest.approx(1 / 3)
+    assert folds["a"]["recommended"]["chosen_on"] == ["b", "c"]
