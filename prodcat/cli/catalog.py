@@ -10,7 +10,7 @@ A new platform without a mapping (the generic adapter, README "Using your own ca
 
   prodcat catalog suggest-mapping --adapter myshop.yaml --model runs/sample/cascade --output sugg/
       # → sugg/mapping.yaml (every entry accepted: false), suggestions.parquet, review.html
-  prodcat catalog review --suggestions sugg/mapping.yaml --accept-above 0.8 --exclude-rest \
+  prodcat catalog review --suggestions sugg/mapping.yaml --accept-above 0.2 --exclude-rest \\
       --output myshop_mapping.yaml      # or --decisions decisions.yaml from review.html
   prodcat catalog build --platform myntra hm myshop.yaml   # myshop.yaml: mapping: myshop_mapping.yaml
 """

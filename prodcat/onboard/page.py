@@ -1,7 +1,7 @@
 """``review.html`` of mapping suggestions: one card per source category (example products with
 their images and the model's answers, the top suggestions with their evidence, a choice), sorted
 by confidence; the decisions download as the YAML ``prodcat catalog review --decisions`` reads.
-``#accept=0.8`` in the URL ticks every top suggestion at or above that confidence."""
+``#accept=0.2`` in the URL ticks every top suggestion at or above that confidence."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def write_review_page(uri: str, platform: str, items, header: dict) -> str:
         "as the adapter's mapping. Undecided categories stay unreviewed (a build refuses them) "
         "unless --exclude-rest leaves them out.",
         tools=('<label>Accept all ≥ <input id="accept_above" type="number" min="0" max="1" '
-               'step="0.05" value="0.8" style="width:60px"></label> <button type="button" '
+               'step="0.05" value="0.2" style="width:60px"></label> <button type="button" '
                "onclick=\"acceptAbove(parseFloat(document.getElementById('accept_above').value))\">"
                "tick</button>") + tools)
     storage.write_text(uri, text)
