@@ -164,8 +164,8 @@ class StageRunner:
             ``stage``, ``model_version``, ``image_status`` (None when the stage reads no image),
             ``stopped_at_level`` (with ``abstain``: the last level kept, -1 when none is, and
             ``category_id`` None; else None) and ``stop_reason`` (why it stopped there; else None).
-            With ``abstain`` the path columns hold the partial path; ``confidence`` stays the full
-            path's (what the cascade routes on).
+            With ``abstain`` the path columns hold the partial path; ``confidence`` and
+            ``valid_path`` stay the full path's (``confidence`` is what the cascade routes on).
         """
         feats, status = self.features(batch)
         present = {f: status[f] == "ok" for f in feats}
