@@ -52,6 +52,20 @@ def weights_version(weights: bytes) -> str:
     return hashlib.sha256(weights).hexdigest()[:12]
 
 
+def checkpoint_version(uri: str) -> str:
+    """The version of the checkpoint at ``uri`` as loading it reports it (``LoadedModel.version`` /
+    ``DecisionModel.version``): the sha256 prefix of its weights file, ``model.safetensors`` or,
+    for a decision-level fusion checkpoint, ``components.safetensors``; without loading it.
+
+    Raises:
+        FileNotFoundError: when the weights file is missing.
+    """
+    from prodcat.models.decision import COMPONENTS
+
+    decision = read_json(uri, CONFIG, {}).get("format") == DECISION_FORMAT
+    return weights_version(storage.read_bytes(storage.join(uri, COMPONENTS if decision else WEIGHTS)))
+
+
 def _unwrap(model):
     return getattr(model, "module", model)  # DistributedDataParallel → the model
 

@@ -33,7 +33,7 @@ from prodcat.core import storage
 from prodcat.core.console import Progress, say
 from prodcat.core.runtime import ensure_ray
 from prodcat.embed.store import skipped_rows, vector_column
-from prodcat.models.checkpoint import WEIGHTS, weights_version
+from prodcat.models.checkpoint import checkpoint_version
 from prodcat.score.config import ScoreConfig
 from prodcat.score.features import attach_store, load_store
 from prodcat.score.inputs import INPUT_COLUMNS, input_fingerprint, read_input
@@ -119,7 +119,7 @@ def _blocks(table: pa.Table, rows: int) -> list[pa.Table]:
 
 def _job_record(config: ScoreConfig, spec: CascadeSpec, table: pa.Table) -> dict:
 
-    versions = {name: weights_version(storage.read_bytes(storage.join(uri, WEIGHTS)))
+    versions = {name: checkpoint_version(uri)       # neural or decision-level checkpoints alike
                 for name, uri in (("text", spec.text_model), ("multimodal", spec.multimodal_model))}
     return {"input": config.input, "adapters": config.adapters, "rows": table.num_rows,
             "features_from": config.features_from,

@@ -100,3 +100,26 @@ def test_a_requested_target_uses_the_next_fitted_one_up():
     assert abstain.thresholds_for(table, 0.9) == [0.5]
     with pytest.raises(ValueError, match="above the largest fitted"):
         abstain.thresholds_for(table, 0.99)
+
+
+def test_a_decision_level_model_answers_partial_paths_through_the_same_interface(tmp_path):
+    from prodcat.models.checkpoint import checkpoint_version, load_checkpoint
+    from prodcat.models.components import component_kinds
+    from prodcat.models.config import ModelConfig
+    from prodcat.models.decision import Combiner, DecisionModel
+
+    tax = toy_taxonomy().induced([2, 3, 4, 5, 6, 8, 9])        # Shoes and Home: labels and parents
+    rng = np.random.default_rng(0)
+    nodes = rng.choice(np.sort(tax.leaves), 300)
+    x = rng.normal(size=(len(tax), 8))[nodes] + 1.2 * rng.normal(size=(300, 8))   # noisy: some wrong
+    linear = component_kinds.get("linear").fit("text", "text", x, nodes, tax, C=1.0)
+    DecisionModel(components=[linear], combiner=Combiner({"text": 1.0}), taxonomy=tax,
+                  model_config=ModelConfig(fusion="decision", modalities=["text"]),
+                  input_dims={"text": 8}).save(str(tmp_path / "m"))
+    model = load_checkpoint(str(tmp_path / "m"))
+    assert checkpoint_version(str(tmp_path / "m")) == model.version      # what bulk scoring records
+    pred = model.predict({"text": x})
+    assert pred["classes"].shape == pred["level_confidence"].shape == (300, tax.num_levels)
+    table = abstain.fit_table(tax, pred["classes"], pred["level_confidence"], nodes)
+    full, partial = abstain.curve(tax, table, pred["classes"], pred["level_confidence"], nodes, targets=(0.95,))
+    assert full["hP"] < 0.95 <= partial["hP"] + 1e-9 and partial["hR"] < full["hR"]
