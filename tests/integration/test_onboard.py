@@ -2,7 +2,9 @@
 `prodcat catalog suggest-mapping` (bulk scoring on Ray with a tiny real cascade) → a build that
 refuses the unreviewed suggestions → `prodcat catalog review` → `prodcat catalog build` with the
 reviewed file → `prodcat embed` and `prodcat train` on a catalogue that includes it; a changed
-export makes the suggestions stale; bulk scoring and the Python API answer partial paths."""
+export makes the suggestions stale; bulk scoring and the Python API answer partial paths (the
+service: tests/integration/test_serve.py, which must run no Serve application in local testing
+mode before its own)."""
 
 from __future__ import annotations
 
@@ -165,25 +167,9 @@ def test_an_export_without_its_category_column_is_a_clear_error(cascade, tmp_pat
 
 @pytest.fixture(scope="module")
 def abstain_cascade(cascade, tmp_path_factory):
-    """The tiny cascade with abstention thresholds fitted on its products (as `cascade fit` fits
-    them on the calibration split)."""
-    from prodcat.cascade import abstain
-    from prodcat.cascade.spec import read_cascade, write_cascade
-    from prodcat.cascade.stage import StageRunner
+    from tests.fixtures.cascade import with_abstention
 
-    products = cascade["products"]
-    true = np.asarray([cascade["taxonomy"].label_node(c) for c in products["category_id"].to_pylist()])
-    batch = {k: products[k].to_pylist() for k in ("product_id", "title", "description", "image_uri")}
-    spec = read_cascade(cascade["cascade"])
-    for stage, uri in (("text", spec.text_model), ("multimodal", spec.multimodal_model)):
-        runner = StageRunner(uri, stage, device="cpu")
-        feats, status = runner.features(batch)
-        pred = runner.model.predict(feats, {f: status[f] == "ok" for f in feats})
-        spec.abstain[stage] = abstain.fit_table(runner.model.taxonomy, pred["classes"],
-                                                pred["level_confidence"], true)
-    folder = tmp_path_factory.mktemp("abstain") / "cascade"
-    write_cascade(spec, str(folder))
-    return {"folder": str(folder), "spec": spec, "batch": batch, "n": len(true)}
+    return with_abstention(cascade, tmp_path_factory.mktemp("abstain") / "cascade")
 
 
 def test_bulk_scoring_and_the_python_api_answer_partial_paths(ray_session, abstain_cascade, cascade, tmp_path):
@@ -217,34 +203,3 @@ def test_bulk_scoring_and_the_python_api_answer_partial_paths(ray_session, absta
     assert all(r for r in table["stop_reason"].to_pylist())
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         spec.abstain_thresholds("text", 1.2)
-
-
-def test_the_service_answers_the_same_request_with_and_without_abstention(ray_session, abstain_cascade,
-                                                                          cascade):
-    from ray import serve
-
-    from prodcat.serve.app import build_app
-
-    args = {"cascade": abstain_cascade["folder"], "ingress": {"num_cpus": 0.05, "max_replicas": 1},
-            "text_stage": {"num_cpus": 0.1, "max_replicas": 1, "device": "cpu"},
-            "multimodal_stage": {"num_cpus": 0.1, "max_replicas": 1, "device": "cpu"}}
-    handle = serve.run(build_app(args), name="abstain", _local_testing_mode=True)
-    rows = cascade["products"].to_pylist()[:16]
-    request = {"products": [{"id": r["product_id"], "title": r["title"], "description": r["description"]}
-                            for r in rows]}
-    full = handle.categorize.remote(request).result()["body"]
-    partial = handle.categorize.remote(request, "cascade", 0.95).result()["body"]
-    assert full["abstain"] is None and partial["abstain"] == 0.95
-    assert all(p["stopped_at_level"] is None for p in full["predictions"])
-    shorter = 0
-    for a, b in zip(full["predictions"], partial["predictions"]):
-        assert b["path"] == a["path"][:len(b["path"])] and b["stopped_at_level"] == len(b["path"]) - 1
-        assert b["category_id"] == (b["path"][-1]["id"] if b["path"] else None)
-        shorter += len(b["path"]) < len(a["path"])
-    assert shorter > 0
-    bad = handle.categorize.remote(request, "cascade", 1.5).result()
-    assert bad["status"] == 422 and "[0, 1]" in bad["body"]["error"]["message"]
-    # a cascade fitted before abstention existed: a clear error at build time when it is the default
-    args["cascade"] = cascade["cascade"]
-    with pytest.raises(ValueError, match="rerun `prodcat cascade fit`"):
-        build_app({**args, "abstain": {"target_precision": 0.95}})
