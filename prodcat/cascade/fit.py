@@ -11,10 +11,13 @@ on), then on the calibration split (``calib``: products neither training nor ear
 3. builds the hF-vs-escalation curve and picks tau for the stated :class:`CascadeGoal`;
 4. measures each stage's cost per product (ms) on raw products (encoders + head, this machine);
 5. reports the same curve on the test split, and the test point that tau lands on with a 95 %
-   bootstrap interval over near-duplicate groups.
+   bootstrap interval over near-duplicate groups;
+6. fits each stage's abstention thresholds for a grid of target precisions per level
+   (:mod:`prodcat.cascade.abstain`) and reports hP against hR of the cascade's partial answers
+   as the target moves (``abstain_curve.png``).
 
 Outputs in ``output``: ``cascade.json`` (what serving and bulk scoring load), ``cascade_report.json``,
-``cascade_report.md``, ``cascade_curve.png`` and ``reliability.png``.
+``cascade_report.md``, ``cascade_curve.png``, ``reliability.png`` and ``abstain_curve.png``.
 
 Letters: B products, L levels.
 """
@@ -28,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from prodcat.cascade import abstain
 from prodcat.cascade.bundle import bundle_checkpoints
 from prodcat.cascade.config import CascadeFitConfig
 from prodcat.cascade.policy import (
@@ -74,10 +78,38 @@ def held_out_ece(loaded, rows, temperature: float) -> list[float]:
 
 
 def _predict(loaded, table, temperature: float, mode: str):
-    """``(confidence [B], output classes [B, L])`` of one model on a feature table."""
+    """``(confidence [B], output classes [B, L], level confidences [B, L])`` of one model on a
+    feature table."""
     pred = loaded.predict(*model_inputs(loaded, table), temperature=temperature)
     level_conf = np.where(pred["classes"] >= 0, pred["level_confidence"], np.nan)
-    return combine_confidence(level_conf, mode), pred["classes"]
+    return combine_confidence(level_conf, mode), pred["classes"], pred["level_confidence"]
+
+
+def fit_abstention(taxonomy, outputs: dict, calib_split: str, threshold: float) -> tuple[dict, dict]:
+    """``(tables, curves)``: each stage's thresholds fitted on ``calib_split``
+    (:func:`prodcat.cascade.abstain.fit_table`), and per split the hP / hR / coverage of the
+    cascade's partial answers (text stage below tau escalated to the multimodal stage, each with
+    its own thresholds) for the full paths and each target of
+    :data:`prodcat.cascade.abstain.CURVE_TARGETS`.
+
+    Args:
+        outputs: ``{split: {"true": [B], "confidence": [B], "text": (classes, level conf),
+            "multimodal": (classes, level conf)}}``.
+    """
+    calib = outputs[calib_split]
+    tables = {stage: abstain.fit_table(taxonomy, *calib[stage], calib["true"])
+              for stage in ("text", "multimodal")}
+    curves = {}
+    for name, out in outputs.items():
+        up = route(out["confidence"], threshold)[:, None]
+        classes = np.where(up, out["multimodal"][0], out["text"][0])
+        conf = np.where(up, out["multimodal"][1], out["text"][1])
+        by_target: dict = {None: None}
+        for target in abstain.CURVE_TARGETS:
+            t = {s: abstain.as_array(abstain.thresholds_for(tables[s], target)) for s in tables}
+            by_target[target] = np.where(up, t["multimodal"][None, :], t["text"][None, :])
+        curves[name] = abstain.curve_points(taxonomy, classes, conf, out["true"], by_target)
+    return {"fitted_on": calib_split, **tables}, curves
 
 
 def measure_stage_costs(text_model: str, multimodal_model: str, products_uri: str, split: str,
@@ -158,11 +190,13 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
                                     config.torch_threads)
         log(f"[cascade] ms per product: text {costs['text']:.2f}, multimodal after text "
             f"{costs['multimodal_after_text']:.2f}, multimodal alone {costs['multimodal']:.2f}")
-    curves, counts = {}, {}
+    curves, counts, outputs = {}, {}, {}
     for name, rows in splits.items():
-        conf, text_classes = _predict(text, rows, t_text, config.confidence_mode)
-        _, mm_classes = _predict(mm, rows, t_mm, config.confidence_mode)
+        conf, text_classes, text_lc = _predict(text, rows, t_text, config.confidence_mode)
+        _, mm_classes, mm_lc = _predict(mm, rows, t_mm, config.confidence_mode)
         true = rows.column("node")
+        outputs[name] = {"true": true, "confidence": conf, "text": (text_classes, text_lc),
+                         "multimodal": (mm_classes, mm_lc)}
         counts[name] = (conf, hierarchical_counts(taxonomy, true, text_classes),
                         hierarchical_counts(taxonomy, true, mm_classes))
         curves[name] = cascade_curve(*counts[name], costs["text"], costs["multimodal_after_text"])
@@ -187,8 +221,15 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
                                 for name, c in curves.items()},
                   "cost_ms": {k2: (None if np.isnan(v) else round(v, 3)) for k2, v in costs.items()},
                   "products": {name: len(rows) for name, rows in splits.items()}}
+    tables, abstain_curves = fit_abstention(taxonomy, outputs, config.calib_split, threshold)
+    validation["abstain"] = abstain_curves
+    at = {name: next(p for p in c if p["target"] == 0.95) for name, c in abstain_curves.items()}
+    log("[cascade] partial paths at target precision 0.95 per level: " + "; ".join(
+        f"{name} hP {100 * p['hP']:.2f}, hR {100 * p['hR']:.2f}, full paths {p['full_paths']:.1%}"
+        for name, p in at.items()))
     spec = CascadeSpec(config.text_model, config.multimodal_model, threshold, t_text, t_mm,
-                       config.confidence_mode, goal=config.goal.model_dump(), validation=validation)
+                       config.confidence_mode, goal=config.goal.model_dump(), validation=validation,
+                       abstain=tables)
     if config.bundle:  # a self-contained folder: the checkpoints inside, named relative to it
         spec = bundle_checkpoints(spec, config.output)
     write_cascade(spec, config.output)
@@ -198,6 +239,8 @@ def fit_cascade(config: CascadeFitConfig, log: Callable[[str], None] = say) -> d
     storage.write_text(storage.join(config.output, "cascade_report.json"), json.dumps(report, indent=2))
     plot_curves(curves, threshold, storage.join(config.output, "cascade_curve.png"), costs["multimodal"])
     plot_reliability(calibration, storage.join(config.output, "reliability.png"))
+    plot_abstention({f"in-platform {k}": v for k, v in abstain_curves.items()},
+                    storage.join(config.output, "abstain_curve.png"))
     storage.write_text(storage.join(config.output, "cascade_report.md"),
                        report_markdown(spec, curves, config, text.version, mm.version)
                        + f"\nData: {describe_counts(table.counts)}.\n")
@@ -308,4 +351,52 @@ def report_markdown(spec: CascadeSpec, curves: dict[str, CascadeCurve], config: 
     lines += ["", f"Points of the `{config.test_split}` curve (tau → escalation, hF, cost):", "",
               markdown_table(["tau", "escalation", "hF", "ms/product"], points),
               "", "![hF vs escalation](cascade_curve.png)", ""]
+    lines += abstention_markdown(v.get("abstain", {}), config.test_split)
     return "\n".join(lines)
+
+
+def abstention_markdown(curves: dict, split: str) -> list[str]:
+    """The partial-paths section of the report: hP, hR, hF and coverage of the cascade's answers
+    on ``split`` as the target precision per level moves (thresholds from the calibration split)."""
+    points = curves.get(split)
+    if not points:
+        return []
+    return ["## Partial paths: stop where the model stops being sure", "",
+            "Each stage's thresholds are chosen on the calibration split for a target precision per "
+            "level (`abstain.target_precision`, e.g. 0.95; default: full paths); an answer stops at "
+            "the first level whose cumulative confidence falls below its threshold, and the strict "
+            f"hF scores the partial path as output. On the `{split}` split:", "",
+            markdown_table(["target precision", "hP", "hR", "hF", "full paths", "answered (≥ 1 level)",
+                            "levels kept"], abstention_rows(points)),
+            "", "![hP against hR](abstain_curve.png)", ""]
+
+
+def abstention_rows(points: list[dict]) -> list[list]:
+    """Table rows of :func:`prodcat.cascade.abstain.curve_points` output."""
+    return [["full paths" if p["target"] is None else f"{p['target']:.2f}", f"{100 * p['hP']:.2f}",
+             f"{100 * p['hR']:.2f}", f"{100 * p['hF']:.2f}", f"{p['full_paths']:.1%}",
+             f"{p['answered']:.1%}", f"{p['depth_share']:.1%}"] for p in points]
+
+
+def plot_abstention(curves: dict[str, list[dict]], uri: str) -> None:
+    """PNG: hP against hR (points) of partial answers as the target precision moves, one line per
+    fold or split (the full paths marked with a cross), and the share of full paths against the
+    target."""
+    fig, axes = figure(1, 2, figsize=(11, 4.2))
+    for name, points in curves.items():
+        moving = [p for p in points if p["target"] is not None]
+        full = next((p for p in points if p["target"] is None), None)
+        line = axes[0].plot([100 * p["hR"] for p in moving], [100 * p["hP"] for p in moving], "o-",
+                            label=name)[0]
+        if full:
+            axes[0].scatter([100 * full["hR"]], [100 * full["hP"]], marker="x", color=line.get_color())
+        axes[1].plot([p["target"] for p in moving], [100 * p["full_paths"] for p in moving], "o-", label=name)
+    axes[0].set(xlabel="hR (points)", ylabel="hP (points)",
+                title="partial paths: hP against hR as the target moves (x: full paths)")
+    axes[1].set(xlabel="target precision per level", ylabel="answered to the full path (%)",
+                title="coverage of full paths")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, uri, dpi=120)

@@ -41,6 +41,30 @@ class CascadeSpec:
     confidence_mode: str = "path"
     goal: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
+    #: per stage (``text``, ``multimodal``) the abstention thresholds fitted on the calibration
+    #: split for a grid of target precisions (:func:`prodcat.cascade.abstain.fit_table`); empty in
+    #: a cascade fitted before abstention existed
+    abstain: dict = field(default_factory=dict)
+
+    def abstain_thresholds(self, stage: str, target: float | None) -> list[float | None] | None:
+        """The per-level thresholds ``[L]`` of ``stage`` for a target precision (None: None,
+        full paths).
+
+        Raises:
+            ValueError: a target outside [0, 1], or a cascade without fitted thresholds (the
+                message says how to fit them).
+        """
+        from prodcat.cascade.abstain import check_target, thresholds_for
+
+        if target is None:
+            return None
+        check_target(target)
+        table = self.abstain.get(stage)
+        if not table:
+            raise ValueError(f"this cascade has no abstention thresholds for its {stage} stage (it "
+                             "was fitted before partial paths existed); rerun `prodcat cascade fit` "
+                             "to fit them on the calibration split")
+        return thresholds_for(table, target)
 
     def to_json(self) -> str:
         data = {"format": FORMAT, **asdict(self)}
@@ -130,7 +154,8 @@ def resolve_cascade(cascade: str | None = None, text_model: str | None = None,
     """The cascade to run: ``cascade.json`` with explicit overrides, or two checkpoints.
 
     Without a cascade file, temperatures and tau come from the text checkpoint's
-    ``calibration.json`` (its ``threshold``), the multimodal one's temperature from its own.
+    ``calibration.json`` (its ``threshold``), the multimodal one's temperature from its own, and
+    each stage's abstention thresholds from its ``calibration.json`` (``abstain``) when it has them.
 
     Raises:
         ValueError: when neither a cascade nor both checkpoints are given.
@@ -144,7 +169,9 @@ def resolve_cascade(cascade: str | None = None, text_model: str | None = None,
         spec = CascadeSpec(storage.absolute(text_model), storage.absolute(multimodal_model),
                            float(text_cal["threshold"]),
                            float(text_cal["temperature"]), float(mm_cal["temperature"]),
-                           goal={"kind": "from calibration.json"})
+                           goal={"kind": "from calibration.json"},
+                           abstain={stage: cal["abstain"] for stage, cal in
+                                    (("text", text_cal), ("multimodal", mm_cal)) if cal.get("abstain")})
     else:
         raise ValueError("give a cascade (cascade.json from `prodcat cascade fit`) or both "
                          "text_model and multimodal_model checkpoints")

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from prodcat.cascade.abstain import stop_level
 from prodcat.cascade.policy import combine_confidence
 from prodcat.core import storage
 from prodcat.core.metrics import valid_paths
@@ -139,7 +140,8 @@ class StageRunner:
         return done
 
     # -- prediction ----------------------------------------------------------------------------
-    def predict_batch(self, batch: Mapping, keep_features: Sequence[str] = ()) -> dict[str, list]:
+    def predict_batch(self, batch: Mapping, keep_features: Sequence[str] = (),
+                      abstain: Sequence[float | None] | None = None) -> dict[str, list]:
         """Predict B raw products.
 
         Args:
@@ -147,6 +149,10 @@ class StageRunner:
                 optional ``image_uri`` or ``image_bytes``, optional reusable ``emb_/status_/fp_``.
             keep_features: features whose vectors to return (``emb_<f>``, ``status_<f>``,
                 ``fp_<f>``) for a later stage to reuse.
+            abstain: per-level thresholds ``[L]`` on the cumulative confidence
+                (:func:`prodcat.cascade.abstain.thresholds_for` of a cascade's table; None entries
+                are never reached): each path stops at the deepest level whose cumulative
+                confidence, and every one above it, reaches its threshold. None: full paths.
 
         Returns:
             Columns of length B: ``path`` (the path the model output, level by level:
@@ -155,7 +161,11 @@ class StageRunner:
             node), ``category_path`` (str, the output path's names), ``level_ids`` (the category
             id output at each level), ``level_confidence`` (list of probabilities in [0, 1], one
             per real level), ``valid_path`` (bool), ``confidence`` (combined, in [0, 1]),
-            ``stage``, ``model_version``, ``image_status`` (None when the stage reads no image).
+            ``stage``, ``model_version``, ``image_status`` (None when the stage reads no image),
+            ``stopped_at_level`` (with ``abstain``: the last level kept, -1 when none is, and
+            ``category_id`` None; else None) and ``stop_reason`` (why it stopped there; else None).
+            With ``abstain`` the path columns hold the partial path; ``confidence`` and
+            ``valid_path`` stay the full path's (``confidence`` is what the cascade routes on).
         """
         feats, status = self.features(batch)
         present = {f: status[f] == "ok" for f in feats}
@@ -164,6 +174,11 @@ class StageRunner:
         level_conf = np.where(classes >= 0, conf, np.nan)
         combined = combine_confidence(level_conf, self.confidence_mode)  # [B]
         paths = [self._path(row, conf_row) for row, conf_row in zip(classes, level_conf)]
+        stops: list = [(None, None)] * len(paths)
+        if abstain is not None:
+            stops = [stop_level([lv["confidence"] for lv in p], abstain) for p in paths]
+            paths = [p[:depth] for p, (depth, _) in zip(paths, stops)]
+            stops = [(depth - 1, reason) for depth, reason in stops]
         valid = valid_paths(self.taxonomy, classes)
         image_features = [f for f, info in self.model.encoders.items() if info.get("modality") == "image"]
         out = {"category_id": [p[-1]["id"] if p else None for p in paths],
@@ -176,7 +191,9 @@ class StageRunner:
                "stage": [self.stage] * len(combined),
                "model_version": [self.model.version] * len(combined),
                "image_status": (list(status[image_features[0]]) if image_features
-                                else [None] * len(combined))}
+                                else [None] * len(combined)),
+               "stopped_at_level": [level for level, _ in stops],
+               "stop_reason": [reason for _, reason in stops]}
         for f in keep_features:
             if f in feats:
                 out[f"emb_{f}"] = list(feats[f])

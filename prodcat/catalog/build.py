@@ -22,7 +22,8 @@ from pydantic import Field, field_validator
 
 from prodcat.catalog.adapter import AdapterConfig, Reject, builtin_platforms, load_adapter, read_products
 from prodcat.catalog.groups import KEYS, assign_groups, cross_split_pairs, group_summary, image_hashes
-from prodcat.catalog.mapping import CategoryMapping
+from prodcat.catalog.mapping import CategoryMapping, UnknownCategories
+from prodcat.catalog.review import check_fresh
 from prodcat.catalog.split import FRACTIONS, leave_one_platform_out, split_of
 from prodcat.core import storage
 from prodcat.core.config import StrictModel
@@ -93,7 +94,12 @@ def _build_platform(adapter: AdapterConfig, google: Taxonomy, config: BuildConfi
     if adapter.mapping == "builtin":
         mapping = CategoryMapping.for_platform(adapter.platform)
     elif adapter.mapping:
-        mapping = CategoryMapping.load(adapter.mapping)
+        mapping = CategoryMapping.load(adapter.mapping)   # refuses unreviewed suggestions
+    problems = mapping.problems(google) if mapping else []
+    if problems:
+        raise UnknownCategories(f"{adapter.mapping or adapter.platform}: category ids the taxonomy "
+                         f"{google.version} does not hold or whose path disagrees with it: "
+                         + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
     rows, rejects, read = [], [], 0
     source_categories: Counter = Counter()
     for item in read_products(adapter):
@@ -120,6 +126,8 @@ def _build_platform(adapter: AdapterConfig, google: Taxonomy, config: BuildConfi
             item["category_id"], item["category_path"] = cid, google.path_of_id(cid)
         seen_ids.add(item["product_id"])
         rows.append(item)
+    if mapping is not None and mapping.suggested:     # a reviewed suggestion: made for this export?
+        check_fresh(mapping.suggested, source_categories, str(adapter.mapping))
     named = [r["image_uri"] for r in rows]
     exists = (_image_exists([u for u in named if u]) if config.check_images
               else [True] * sum(1 for u in named if u))
@@ -202,6 +210,10 @@ def build_catalog(config: BuildConfig, progress: Callable[[str], None] = say) ->
 
     Raises:
         KeyError: for an unknown platform name; FileNotFoundError: for a missing export.
+        prodcat.catalog.mapping.UnreviewedMapping: a mapping with suggestions nobody accepted.
+        prodcat.catalog.review.StaleSuggestions: a reviewed mapping suggested for another version
+            of the export (its source categories changed).
+        prodcat.catalog.mapping.UnknownCategories: a mapping naming ids the taxonomy does not hold.
     """
     start = time.perf_counter()
     google = load_google_taxonomy(config.taxonomy)

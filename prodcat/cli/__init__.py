@@ -7,6 +7,8 @@ of :data:`prodcat.core.stages.COMMANDS` (the one definition of the order).
     prodcat finetune        → a fine-tuned text encoder (a new encoder version, Ray Train)
     prodcat evaluate        → evaluation report      prodcat score        → predictions (Ray Data)
     prodcat serve           → HTTP service (Ray Serve)
+    prodcat catalog suggest-mapping / review → a new platform's mapping, suggested then reviewed
+    prodcat onboard measure → those suggestions and partial paths measured per LOPO fold
     prodcat pipeline        → the main job: every stage on the real catalogues, with one report
 
 Each module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``; stage

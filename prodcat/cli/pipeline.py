@@ -5,10 +5,12 @@
   prodcat pipeline --stages report      # rebuild only the report of an existing run
   prodcat pipeline --sample-per-category 60 --max-epochs 5
 
-Stages: catalog build → embed → train (text-only and multimodal) → evaluate (in-platform and
-leave-one-platform-out, with the TF-IDF baseline) → recategorize (proposed subcategories of Shoes)
-→ cascade fit → bulk scoring → the cascade service started, real products categorized over HTTP,
-stopped → report.md (Markdown + PNG plots).
+Stages: catalog build → embed → train (the text encoder fine-tuned, then the text-only and
+multimodal stage models: decision-level fusion) → evaluate (in-platform and
+leave-one-platform-out, with the tuned TF-IDF baseline and reference rows) → recategorize
+(proposed subcategories of Shoes) → cascade fit → bulk scoring → onboard (each platform met as a
+new one: suggested mappings, partial paths) → the cascade service started, real products
+categorized over HTTP, stopped → report.md (Markdown + PNG plots).
 Stages resume where their outputs allow it (the embedding store skips embedded products).
 """
 

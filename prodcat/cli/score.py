@@ -8,6 +8,7 @@
   prodcat score ... --features-from runs/sample/embeddings   # reuse stored vectors (same weights)
   prodcat score ... --mode multimodal          # stage 2 for every row (no routing)
   prodcat score ... --evaluate runs/sample/catalog/products.parquet   # hF on the test split
+  prodcat score ... --abstain 0.95             # partial paths: stop where the model is unsure
 
 Every input row appears exactly once in the output: predicted, or with its error. Rerunning the
 same command after an interruption scores only the rows not yet written.
@@ -22,6 +23,18 @@ from prodcat.core import console, storage
 from prodcat.core.config import load_config
 
 HELP = "score products with the cascade (Ray Data); resumable; every input row appears once"
+
+
+def _precision(text: str) -> float:
+    """A target precision in [0, 1] (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a target precision is a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"the target precision per level must be in [0, 1] (e.g. 0.95), "
+                                         f"got {value}")
+    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="predictions folder, local or s3://")
     parser.add_argument("--mode", choices=["cascade", "text", "multimodal"])
     parser.add_argument("--limit", type=int, help="score only the first N rows")
+    parser.add_argument("--abstain", type=_precision, metavar="PRECISION",
+                        help="partial paths: stop each answer at the deepest level whose calibrated "
+                        "confidence reaches the threshold fitted for this target precision per "
+                        "level (in [0, 1], e.g. 0.95) on the calibration split; the output's "
+                        "stopped_at_level and stop_reason say where and why (default: full paths)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete predictions of another job in --output first")
     parser.add_argument("--evaluate", metavar="PRODUCTS",
@@ -59,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
              "multimodal_model": args.multimodal_model, "threshold": args.threshold,
              "input": args.input, "adapters": args.adapters, "output": args.output,
              "features_from": args.features_from,
-             "mode": args.mode, "limit": args.limit}
+             "mode": args.mode, "limit": args.limit, "abstain_target": args.abstain}
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
     if args.skip_unreadable:
         overrides.append("skip_unreadable=true")

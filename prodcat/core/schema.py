@@ -47,4 +47,8 @@ PREDICTION_SCHEMA = pa.schema([
     pa.field("stage", pa.string()),                           # "text" / "multimodal"
     pa.field("model_version", pa.string()),
     pa.field("error", pa.string()),                           # null when fine
+    # partial paths (abstention, prodcat.cascade.abstain; null when the full path was asked for):
+    # the last level kept (-1: none, category_id null) and why the answer stopped there
+    pa.field("stopped_at_level", pa.int32()),
+    pa.field("stop_reason", pa.string()),
 ])

@@ -45,6 +45,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("cascade", "two checkpoints → cascade.json (routing rule, τ fit, stage runner)",
           ("cascade",)),
     Stage("score", "the cascade over a whole catalogue → predictions (Ray Data)", ("score",)),
+    Stage("onboard", "a platform met as a new one: suggested category mappings and partial paths, "
+          "measured per leave-one-platform-out fold", ("onboard",)),
     Stage("serve", "the cascade as an HTTP service (Ray Serve)", ("serve",)),
 )
 

@@ -64,6 +64,10 @@ class EvaluateConfig(StrictModel):
                            "(paired bootstrap over near-duplicate groups)")
     output: str = Field("runs/evaluate", description="output folder, local or s3://")
     plots: bool = Field(True, description="write PNG plots")
+    save_models: list[str] = Field([], description="models whose leave-one-platform-out checkpoints "
+                                   "are written (runs/<fold>/<model>-seed<s>/model) also when they "
+                                   "are decision-level fusion models (neural runs always write "
+                                   "theirs): `prodcat onboard measure` reuses them")
 
     @model_validator(mode="after")
     def _grid_names(self) -> "EvaluateConfig":

@@ -90,7 +90,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
         **cell["overrides"], "data.platforms": fold.train_platforms, "optim.seed": seed,
         "output": storage.join(config.output, "runs", fold.name, f"{safe}-seed{seed}"), "name": safe})
     start = time.perf_counter()
-    result = train(cfg, table=table, progress=None, save_model=False)
+    keep = cell["name"] in config.save_models and fold.protocol == "lopo"
+    result = train(cfg, table=table, progress=None, save_model=keep)
     loaded = result.model if result.model is not None else load_checkpoint(result.checkpoint)
     audit.read(f"test:{fold.name}", test.column("product_id"))
     pred = loaded.predict(*model_inputs(loaded, test))

@@ -40,6 +40,7 @@ from prodcat.models.files import (  # noqa: F401  (re-exported: the checkpoint's
     TAXONOMY,
     TRAIN_STATE,
     WEIGHTS,
+    checkpoint_version,
     read_json,
 )
 from prodcat.models.lexical import FEATURE as LEXICAL

@@ -1,7 +1,8 @@
 """The main job: every stage in order into one run folder, and its report.
 
 ``job.py`` (:class:`Pipeline`: the steps of :data:`prodcat.core.stages.MAIN_JOB_STEPS`, catalog →
-embed → train → evaluate → recategorize → cascade → score → serve demo → report, each stage through
+embed → train → evaluate → recategorize → cascade → score → onboard → serve demo → report, each
+stage through
 the same entry point as its ``prodcat`` subcommand), ``demo.py``
 (the service started, real products categorized over HTTP, stopped), ``report.py``
 (``report.md``: every figure read back from a stage's output files).

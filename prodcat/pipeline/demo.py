@@ -52,19 +52,29 @@ def serve_demo(cascade_uri: str, products: list[dict], log: Callable[[str], None
                 r = client.post("/v1/categorize", json={"products": [p["request"]]})
                 singles.append({"status": r.status_code, "ms": round((time.perf_counter() - t0) * 1000, 1)})
             model = client.get("/v1/model").json()
+            # the same batch with partial paths at a target precision of 0.95 per level
+            partial = client.post("/v1/categorize", params={"abstain": 0.95},
+                                  json={"products": [p["request"] for p in products]})
         body = batch.json()
+        partial_rows = (partial.json().get("predictions", []) if partial.status_code == 200
+                        else [{}] * len(products))
         rows = []
-        for p, pred, single in zip(products, body.get("predictions", []), singles):
+        for p, pred, single, part in zip(products, body.get("predictions", []), singles, partial_rows):
             rows.append({"id": p["request"].get("id"), "title": p["request"]["title"],
                          "has_image": "image_base64" in p["request"], "true_path": p["true_path"],
                          "predicted_path": pred.get("category_path"), "stage": pred.get("stage"),
                          "confidence": pred.get("confidence"), "status": pred.get("status"),
-                         "single_request_ms": single["ms"]})
+                         "single_request_ms": single["ms"],
+                         "partial_path": part.get("category_path"),
+                         "stopped_at_level": part.get("stopped_at_level"),
+                         "stop_reason": part.get("stop_reason")})
         for row in rows:
             log(f"[serve] {row['title'][:50]!r:52} → {row['predicted_path']} ({row['stage']}, "
                 f"{row['confidence'] and round(row['confidence'], 2)})")
         return {"url": url, "batch_status": batch.status_code, "batch_ms": round(batch_ms, 1),
-                "rows": rows, "model": model}
+                "rows": rows, "model": model,
+                "abstain": {"target": 0.95, "status": partial.status_code,
+                            "error": None if partial.status_code == 200 else partial.json()}}
     finally:
         serve.shutdown()
         log("[serve] service stopped")

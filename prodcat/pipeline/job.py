@@ -4,8 +4,9 @@ The steps are :data:`prodcat.core.stages.MAIN_JOB_STEPS` (the stages the main jo
 stage order, then the report): catalog build → embed → train (text-only stage-1 model and
 multimodal stage-2 model) → evaluate (in-platform and leave-one-platform-out) → recategorize
 (finer subcategories of one category: SimCLR, UMAP, cascade clustering) → cascade fit → bulk
-scoring → the cascade service started, a handful of real products categorized over HTTP, the
-service stopped → ``report.md``.
+scoring → onboarding (each platform met as a new one: suggested mappings against the hand-made
+ones, partial paths per fold) → the cascade service started, a handful of real products
+categorized over HTTP, the service stopped → ``report.md``.
 
 Each stage runs the same entry point as its ``prodcat`` subcommand (the ``command`` callable,
 ``prodcat.cli.main(argv)`` when started by ``prodcat pipeline``) on one local Ray instance, so the
@@ -14,7 +15,8 @@ in the report are read back from the files the stages write; nothing is computed
 
 Run folder (``--output``, default ``runs/sample``; ``--full`` defaults to ``runs/full``):
 ``catalog/``, ``embeddings/``, ``train/text``, ``train/multimodal``, ``eval/``, ``recategorize/``,
-``cascade/``, ``predictions/``, ``serve_demo.json``, ``pipeline.json`` (stage timings), ``report.md``.
+``cascade/``, ``predictions/``, ``onboard/``, ``serve_demo.json``, ``pipeline.json`` (stage timings),
+``report.md``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class PipelineConfig(StrictModel):
         "max_escalation=1.0", description="how tau is chosen (prodcat cascade fit): best validation "
         "hF at any escalation rate; hf_within=0.5 picks the cheapest within 0.5 hF points of multimodal")
     demo_products: int = Field(6, ge=1, description="real test products sent to the service")
+    onboard_per_category: int = Field(
+        10, ge=1, description="onboard stage: products scored per source category of each held-out "
+        "platform (its rows of the product table, stored vectors)")
     stages: list[str] = Field(default_factory=lambda: list(STAGES), description="stages to run")
 
 
@@ -218,6 +223,18 @@ class Pipeline:
               "--input", self.path("catalog", "products.parquet"),
               "--features-from", self.path("embeddings"), "--output", self.path("predictions"),
               "--evaluate", self.path("catalog", "products.parquet")])
+
+    def stage_onboard(self) -> None:
+        """Each platform met as a new one: mapping suggestions from the fold's model trained
+        without it (the evaluation's checkpoint when kept, else trained here), against its hand
+        mapping; partial paths per fold (``prodcat onboard measure``)."""
+        self._cli(["onboard", "measure", "--products", self.path("catalog", "products.parquet"),
+                   "--embeddings", self.path("embeddings"), "--evaluation", self.path("eval"),
+                   "--train", _repo_path(self.config.train),
+                   "--max-per-category", str(self.config.onboard_per_category),
+                   "--output", self.path("onboard")]
+                  + (["--set", f"train_overrides={json.dumps([f'optim.epochs={self.config.max_epochs}'])}"]
+                     if self.config.max_epochs else []))
 
     def stage_serve(self) -> None:
 

@@ -266,13 +266,56 @@ def _serve_section(out: Path) -> list[str]:
         return ["_(the service stage did not run)_"]
     lines = [f"The service was started on {demo['url']}, answered one batch request of "
              f"{len(demo['rows'])} real test-split products (HTTP {demo['batch_status']}, "
-             f"{demo['batch_ms']} ms) and one request per product, then was stopped.", "",
-             "| product | image | true category | predicted | stage | confidence | ms |",
-             "|---|---|---|---|---|---|---|"]
+             f"{demo['batch_ms']} ms) and one request per product, then was stopped. The last column is "
+             "the same batch sent again with `?abstain=0.95` (partial paths: each answer stops at the "
+             "deepest level reaching the precision target; HTTP "
+             f"{demo.get('abstain', {}).get('status', '-')}).", "",
+             "| product | image | true category | predicted | stage | confidence | ms | with abstain=0.95 |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in demo["rows"]:
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
+        partial = r.get("partial_path") or "(nothing kept)"
+        if r.get("stopped_at_level") is None:
+            partial = "-"
+        elif r.get("partial_path") != r["predicted_path"]:
+            partial += f" (stopped: {r.get('stop_reason')})"
         lines.append(f"| {r['title'][:60]} | {'yes' if r['has_image'] else 'no'} | {r['true_path']} | "
-                     f"{r['predicted_path']} | {r['stage']} | {conf} | {r['single_request_ms']} |")
+                     f"{r['predicted_path']} | {r['stage']} | {conf} | {r['single_request_ms']} | {partial} |")
+    return lines
+
+
+def onboard_section(out: Path) -> list[str]:
+    """A new platform on day one: per held-out platform the mapping suggestions against its hand
+    mapping, and partial paths per fold (in-platform from the cascade, LOPO from the onboard stage)."""
+    from prodcat.onboard.measure import ABSTAIN_HEADERS, SUMMARY_HEADERS, abstain_rows, summary_rows
+
+    data = _json(out / "onboard" / "onboard.json")
+    if not data:
+        return ["_(the onboard stage did not run)_"]
+    folds = data["folds"]
+    target = data["config"]["abstain_target"]
+    lines = ["Each platform met as a new one: the fold's model (trained without it) suggests a Google "
+             "category per source category; the suggestions are compared with the hand-made mapping "
+             "(details, per-fold review pages and the listed uncoverable categories: "
+             "[onboard/report.md](onboard/report.md)).", "",
+             "| " + " | ".join(SUMMARY_HEADERS) + " |", "|" + "---|" * len(SUMMARY_HEADERS)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in summary_rows(folds)]
+    rows = abstain_rows(folds, target)
+    cascade = (_json(out / "cascade" / "cascade.json") or {}).get("validation", {}).get("abstain", {})
+    test = cascade.get("test")
+    if test:
+        full = next(p for p in test if p["target"] is None)
+        at = next((p for p in test if p["target"] == target), None)
+        if at:
+            rows.insert(0, ["in-platform (cascade, test)", "-", f"{100 * full['hP']:.1f}",
+                            f"{100 * full['hR']:.1f}", f"{100 * at['hP']:.1f}", f"{100 * at['hR']:.1f}",
+                            _pct(at["full_paths"]), _pct(at["answered"])])
+    lines += ["", f"Partial paths at a target precision of {target} per level (thresholds from each "
+              "model's calibration split; strict hF scores the partial path):", "",
+              "| " + " | ".join(ABSTAIN_HEADERS) + " |", "|" + "---|" * len(ABSTAIN_HEADERS)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["", "![suggestion coverage against agreement](onboard/agreement.png) "
+              "![partial paths per fold](onboard/abstain_curve.png)"]
     return lines
 
 
@@ -299,6 +342,8 @@ def write_report(out: Path, timings: dict[str, float], config: dict) -> Path:
     lines += _include(out / "cascade" / "cascade_report.md", "cascade")
     lines += ["", "## Bulk scoring", ""]
     lines += _score_section(out, predicted)
+    lines += ["", "## A new platform on day one: suggested mappings, partial paths", ""]
+    lines += onboard_section(out)
     lines += ["", "## The service, answering real products over HTTP", ""] + _serve_section(out)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -12,6 +12,8 @@ Output folder (``config.output``, local or ``s3://``)::
     report.md                           what a person reads (tables, names, titles, the PNGs)
     accept.yaml                         the review file: set accept: true (and a name) per
                                         subcategory, then `prodcat recategorize apply`
+    review.html                         the same review as a page: images, labels inside, tick
+                                        and rename, download accept.yaml
     <category id>/assignments.parquet   product_id, platform, finer_label, title, cluster,
                                         first_level_cluster, probability, x, y
     <category id>/scatter.png           2-D UMAP coloured by cluster and by finer label
@@ -34,6 +36,7 @@ from prodcat.recategorize.config import RecategorizeConfig
 from prodcat.recategorize.data import CategoryData, load_categories
 from prodcat.recategorize.extension import write_accept_template
 from prodcat.recategorize.figures import example_grid, scatter
+from prodcat.recategorize.page import write_review_page
 from prodcat.recategorize.report import write_report
 from prodcat.recategorize.task import CategoryResult, recategorize_category
 
@@ -84,7 +87,8 @@ def write_category(output: str, data: CategoryData, result: CategoryResult) -> d
             "name": info.name, "terms": info.terms, "first_level_cluster": info.parent,
             "label_mix": info.label_mix, "grid": grid,
             "examples": [{"product_id": str(data.product_id[i]), "platform": str(data.platform[i]),
-                          "title": str(data.title[i]), "finer_label": str(data.finer_label[i])}
+                          "title": str(data.title[i]), "finer_label": str(data.finer_label[i]),
+                          "image_uri": data.image_uri[i] or None}
                          for i in info.examples]})
     platforms, counts = np.unique(data.platform.astype(str), return_counts=True)
     return {
@@ -154,8 +158,10 @@ def propose(config: RecategorizeConfig) -> dict:
     storage.write_text(storage.join(config.output, SUMMARY), json.dumps(summary, indent=2))
     report = write_report(config.output, summary)
     accept = write_accept_template(config.output, summary)
+    write_review_page(config.output, summary)
     say(f"[recategorize] {len(entries)} categor{'y' if len(entries) == 1 else 'ies'} in "
-        f"{summary['wall_seconds']:.0f} s → {report}; review and edit {accept}, then "
+        f"{summary['wall_seconds']:.0f} s → {report}; review and edit {accept} (or open "
+        f"review.html beside it), then "
         f"`prodcat recategorize apply --proposals {config.output}`")
     return summary
 

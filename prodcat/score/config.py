@@ -19,6 +19,10 @@ class ScoreConfig(StrictModel):
     text_model: str | None = Field(None, description="stage-1 checkpoint (overrides the cascade's)")
     multimodal_model: str | None = Field(None, description="stage-2 checkpoint (overrides the cascade's)")
     threshold: float | None = Field(None, ge=0, description="tau (overrides the cascade's)")
+    abstain_target: float | None = Field(
+        None, ge=0, le=1, description="partial paths: stop each answer at the deepest level whose "
+        "calibrated confidence reaches the thresholds fitted for this target precision per level "
+        "on the calibration split (prodcat.cascade.abstain); None: full paths")
     input: str | None = Field(None, description="Parquet file/folder, CSV or JSON Lines (gzip ok), "
                               "local or s3://; with `adapters` and no input: each adapter's export")
     adapters: list[str] = Field([], description="read through these adapters (built-in platform "

@@ -50,10 +50,11 @@ class StageActor:
 
     def __init__(self, checkpoint: str, stage: str, temperature: float | None, device: str,
                  confidence_mode: str, num_threads: int, image_limits: dict,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, abstain: list | None = None) -> None:
         self.runner = StageRunner(checkpoint, stage, temperature, device, confidence_mode,
                                   num_threads, image_limits)
         self.threshold = threshold
+        self.abstain = abstain
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         columns = {k: batch[k].to_pylist() for k in INPUT_COLUMNS}
@@ -62,7 +63,7 @@ class StageActor:
             columns[c] = batch[c].to_pylist()
         keep = ([f for f, info in self.runner.model.encoders.items() if info.get("modality") == "text"]
                 if self.threshold is not None else [])
-        out = self.runner.predict_batch(columns, keep_features=keep)
+        out = self.runner.predict_batch(columns, keep_features=keep, abstain=self.abstain)
         result = batch.drop_columns(reuse)
         result = result.append_column("category_id", pa.array(out["category_id"], pa.int64()))
         result = result.append_column("category_path", pa.array(out["category_path"], pa.string()))
@@ -73,6 +74,8 @@ class StageActor:
         result = result.append_column("confidence", pa.array(out["confidence"], pa.float64()))
         result = result.append_column("stage", pa.array(out["stage"], pa.string()))
         result = result.append_column("model_version", pa.array(out["model_version"], pa.string()))
+        result = result.append_column("stopped_at_level", pa.array(out["stopped_at_level"], pa.int32()))
+        result = result.append_column("stop_reason", pa.array(out["stop_reason"], pa.string()))
         if self.threshold is not None:
             escalate = route(np.asarray(out["confidence"]), self.threshold)
             result = result.append_column("_escalate", pa.array(escalate))
@@ -106,7 +109,8 @@ def _stage_dataset(tables: list[pa.Table], config: ScoreConfig, spec: CascadeSpe
             "temperature": spec.text_temperature if text else spec.multimodal_temperature,
             "device": config.device, "confidence_mode": spec.confidence_mode,
             "num_threads": threads, "image_limits": config.image_limits.model_dump(),
-            "threshold": threshold})
+            "threshold": threshold,
+            "abstain": spec.abstain_thresholds("text" if text else "multimodal", config.abstain_target)})
 
 
 def _blocks(table: pa.Table, rows: int) -> list[pa.Table]:
@@ -115,11 +119,12 @@ def _blocks(table: pa.Table, rows: int) -> list[pa.Table]:
 
 def _job_record(config: ScoreConfig, spec: CascadeSpec, table: pa.Table) -> dict:
 
-    versions = {name: checkpoint_version(uri)
+    versions = {name: checkpoint_version(uri)       # neural or decision-level checkpoints alike
                 for name, uri in (("text", spec.text_model), ("multimodal", spec.multimodal_model))}
     return {"input": config.input, "adapters": config.adapters, "rows": table.num_rows,
             "features_from": config.features_from,
             "input_fingerprint": input_fingerprint(table), "mode": config.mode,
+            "abstain_target": config.abstain_target,
             "threshold": "inf" if math.isinf(spec.threshold) else spec.threshold,
             "model_versions": versions, "text_model": spec.text_model,
             "multimodal_model": spec.multimodal_model}
@@ -137,7 +142,7 @@ def _check_job(output: str, job: dict, overwrite: bool) -> None:
         fs.delete_dir_contents(path)
     if storage.exists(uri):
         old = json.loads(storage.read_text(uri))
-        keys = ("input_fingerprint", "rows", "mode", "threshold", "model_versions")
+        keys = ("input_fingerprint", "rows", "mode", "threshold", "model_versions", "abstain_target")
         changed = [k for k in keys if old.get(k) != job.get(k)]
         if changed:
             raise ValueError(f"{output} holds predictions of another job ({', '.join(changed)} "
@@ -160,6 +165,8 @@ def score(config: ScoreConfig, overwrite: bool = False,
 
     start = time.perf_counter()
     spec = resolve_cascade(config.model, config.text_model, config.multimodal_model, config.threshold)
+    for stage in ("text", "multimodal"):       # a cascade without thresholds fails before any work
+        spec.abstain_thresholds(stage, config.abstain_target)
     table = read_input(config)
     job = _job_record(config, spec, table)
     _check_job(config.output, job, overwrite)

@@ -125,7 +125,9 @@ def prediction_table(batch: pa.Table) -> pa.Table:
                      "level_confidence": col("level_confidence", pa.list_(pa.float32())),
                      "stage": col("stage", pa.string()),
                      "model_version": col("model_version", pa.string()),
-                     "error": col("_error", pa.string())})
+                     "error": col("_error", pa.string()),
+                     "stopped_at_level": col("stopped_at_level", pa.int32()),
+                     "stop_reason": col("stop_reason", pa.string())})
 
 
 def read_predictions(output: str) -> pa.Table:
@@ -133,4 +135,13 @@ def read_predictions(output: str) -> pa.Table:
     parts = [storage.read_table(uri) for uri in list_parts(output)]
     if not parts:
         return PREDICTION_SCHEMA.empty_table()
-    return pa.concat_tables([p.cast(PREDICTION_SCHEMA) for p in parts])
+    return pa.concat_tables([_conform(p).cast(PREDICTION_SCHEMA) for p in parts])
+
+
+def _conform(part: pa.Table) -> pa.Table:
+    """A part in ``PREDICTION_SCHEMA``'s column order; columns added to the schema after the part
+    was written (the partial-path ones) are null."""
+    for field in PREDICTION_SCHEMA:
+        if field.name not in part.column_names:
+            part = part.append_column(field.name, pa.nulls(part.num_rows, field.type))
+    return part.select(PREDICTION_SCHEMA.names)

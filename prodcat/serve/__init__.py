@@ -1,4 +1,4 @@
-"""Stage 10, serving: the cascade as an HTTP service on Ray Serve.
+"""Stage 11, serving: the cascade as an HTTP service on Ray Serve.
 
 ``app.py`` (the FastAPI ingress and the two stage deployments, composed by handles;
 ``build_app`` is the application builder named in ``serve/config.yaml``), ``schemas.py`` (the

@@ -1,6 +1,7 @@
 """The Ray Serve application: a FastAPI ingress over two stage deployments, composed by handles.
 
     POST /v1/categorize?mode=cascade|text|multimodal   a batch of products → per-product answers
+         [&abstain=0.95]                               partial paths for a target precision per level
     GET  /v1/taxonomy                                  the label taxonomy (ids, names, parents,
                                                        earlier versions' id maps)
     GET  /v1/model                                     model versions, encoder fingerprints, tau
@@ -35,6 +36,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from prodcat.cascade.abstain import stop_level
 from prodcat.cascade.policy import route
 from prodcat.cascade.spec import CascadeSpec, load_taxonomy_of, resolve_cascade
 from prodcat.core.config import flatten_dotted, load_config
@@ -241,8 +243,9 @@ class Ingress:
         self.metrics = ServiceMetrics()
 
     # -- the pipeline (also called directly through a handle, e.g. in local testing mode) ------
-    async def categorize(self, payload: dict, mode: Mode = "cascade") -> dict:
-        """Categorize ``payload`` (a :class:`CategorizeRequest` as a dict).
+    async def categorize(self, payload: dict, mode: Mode = "cascade", abstain: float | None = None) -> dict:
+        """Categorize ``payload`` (a :class:`CategorizeRequest` as a dict); ``abstain``: a target
+        precision per level for partial paths (None: the deployment's ``abstain`` setting).
 
         Returns:
             ``{"status": int, "body": CategorizeResponse or ErrorResponse as a dict}``.
@@ -253,23 +256,42 @@ class Ingress:
             request = CategorizeRequest.model_validate(payload)
         except ValidationError as err:
             return {"status": 422, "body": {"error": {"code": "invalid_request", "message": str(err)}}}
-        status, body = await self._run(request, mode)
+        status, body = await self._run(request, mode, abstain)
         return {"status": status, "body": body}
 
-    async def _run(self, request: CategorizeRequest, mode: Mode) -> tuple[int, dict]:
+    async def _run(self, request: CategorizeRequest, mode: Mode,
+                   abstain: float | None = None) -> tuple[int, dict]:
         started = time.perf_counter()
-        status, body, prepared = await self._answer(request, mode)
+        status, body, prepared = await self._answer(request, mode, abstain)
         self.metrics.request(status, mode, body.get("predictions", []),
                              [p for p in prepared if isinstance(p, ProductProblem)],
                              (time.perf_counter() - started) * 1000)
         return status, body
 
-    async def _answer(self, request: CategorizeRequest, mode: Mode) -> tuple[int, dict, list]:
+    def _abstain(self, target: float | None) -> dict | None:
+        """``{stage: thresholds [L]}`` for a target precision (None: the deployment's default;
+        None again: full paths).
+
+        Raises:
+            ValueError: a target outside [0, 1] or a cascade without fitted thresholds.
+        """
+        target = self.args.abstain.target_precision if target is None else target
+        if target is None:
+            return None
+        return {"target": float(target), **{stage: self.spec.abstain_thresholds(stage, target)
+                                            for stage in ("text", "multimodal")}}
+
+    async def _answer(self, request: CategorizeRequest, mode: Mode,
+                      abstain: float | None = None) -> tuple[int, dict, list]:
         """``(status, body, prepared products)`` of one request."""
         from ray.serve.exceptions import BackPressureError
 
         started = time.perf_counter()
         limits = self.args.limits
+        try:
+            stops = self._abstain(abstain)
+        except ValueError as err:
+            return 422, {"error": {"code": "invalid_abstain", "message": str(err)}}, []
         if len(request.products) > limits.max_products:
             return 413, {"error": {"code": "too_many_products", "message":
                                    f"{len(request.products)} products; the limit is {limits.max_products}"}}, []
@@ -289,11 +311,11 @@ class Ingress:
         except TimeoutError:
             return 503, {"error": {"code": "timeout", "message": f"not answered within "
                                    f"{limits.request_timeout_s:g} s; retry later"}}, prepared
-        predictions = [self._prediction(p, results.get(p.index), mode) for p in prepared]
+        predictions = [self._prediction(p, results.get(p.index), mode, stops) for p in prepared]
         statuses = {p.status for p in predictions}
         status = 200 if 200 in statuses else (statuses.pop() if len(statuses) == 1 else 422)
         body = CategorizeResponse(predictions=predictions, mode=mode, threshold=threshold,
-                                  escalated=escalated,
+                                  escalated=escalated, abstain=stops and stops["target"],
                                   elapsed_ms=(time.perf_counter() - started) * 1000)
         return status, body.model_dump(mode="json"), prepared
 
@@ -346,7 +368,7 @@ class Ingress:
             item["features"] = first["features"]       # stage-1 vectors the stage-2 model reuses
         return item
 
-    def _prediction(self, product, result: dict | None, mode: Mode) -> PredictionOut:
+    def _prediction(self, product, result: dict | None, mode: Mode, stops: dict | None = None) -> PredictionOut:
 
         pid = product.id
         if isinstance(product, ProductProblem):
@@ -356,9 +378,16 @@ class Ingress:
             message = (result or {}).get("error") or "no result"
             return PredictionOut(id=pid, index=product.index, status=422,
                                  error={"code": "prediction_failed", "message": message})
+        path, category_id, category_path, stopped, reason = (
+            result["path"], result["category_id"], result["category_path"], None, None)
+        if stops is not None:                      # partial path: the stage's own thresholds
+            depth, reason = stop_level([lv["confidence"] for lv in path], stops[result["stage"]])
+            path, stopped = path[:depth], depth - 1
+            category_id = path[-1]["id"] if path else None
+            category_path = " > ".join(lv["name"] for lv in path) if path else None
         return PredictionOut(
-            id=pid, index=product.index, status=200, category_id=result["category_id"],
-            category_path=result["category_path"], path=result["path"],
+            id=pid, index=product.index, status=200, category_id=category_id,
+            category_path=category_path, path=path, stopped_at_level=stopped, stop_reason=reason,
             confidence=result["confidence"], stage=result["stage"],
             text_confidence=result.get("text_confidence", result["confidence"]
                                        if result["stage"] == "text" else None),
@@ -369,8 +398,15 @@ class Ingress:
               summary="Categorize a batch of products")
     async def categorize_http(self, body: CategorizeRequest,
                               mode: Mode = Query("cascade", description="cascade (default), text "
-                                                 "(stage 1 only) or multimodal (stage 2 only)")):
-        status, content = await self._run(body, mode)
+                                                 "(stage 1 only) or multimodal (stage 2 only)"),
+                              abstain: float | None = Query(
+                                  None, ge=0, le=1, description="partial paths: a target precision "
+                                  "per level in [0, 1] (e.g. 0.95); each answer stops at the deepest "
+                                  "level whose calibrated confidence reaches the threshold chosen "
+                                  "for it on the calibration split (`stopped_at_level`, "
+                                  "`stop_reason`); 0 keeps full paths; default: the deployment's "
+                                  "`abstain.target_precision` (null: full paths)")):
+        status, content = await self._run(body, mode, abstain)
         headers = {"Retry-After": str(self.args.ingress.retry_after_s)} if status == 503 else None
         return JSONResponse(content, status_code=status, headers=headers)
 
@@ -433,6 +469,8 @@ def build_app(args: dict | None = None):
     spec = resolve_cascade(*(locate(p) for p in (cfg.cascade, cfg.text_model, cfg.multimodal_model)),
                            cfg.threshold)
     load_taxonomy_of(spec.text_model, spec.multimodal_model)  # fail at build time, not per request
+    for stage in ("text", "multimodal"):                       # a default target needs thresholds
+        spec.abstain_thresholds(stage, cfg.abstain.target_precision)
     image_limits = {"max_bytes": cfg.limits.max_image_bytes, "max_pixels": cfg.limits.max_image_pixels}
     text = TextStage.options(**_stage_options(cfg.text_stage)).bind(
         spec.text_model, spec.text_temperature, cfg.text_stage.model_dump(), spec.confidence_mode,

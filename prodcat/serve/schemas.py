@@ -74,6 +74,10 @@ class PredictionOut(BaseModel):
     stage: Literal["text", "multimodal"] | None = Field(None, description="the stage that answered")
     model_version: str | None = None
     image_status: str | None = Field(None, description="ok, no_image, or why the image was not used")
+    stopped_at_level: int | None = Field(None, description="partial paths (`abstain`): the last "
+                                         "level kept (-1: none, then category_id is null); null "
+                                         "when the full path was asked for")
+    stop_reason: str | None = Field(None, description="partial paths: why the answer stopped there")
     error: ErrorOut | None = None
 
 
@@ -85,6 +89,8 @@ class CategorizeResponse(BaseModel):
     mode: Mode
     threshold: float | None = Field(description="tau used for routing (null: no routing)")
     escalated: int = Field(description="products sent to the multimodal stage")
+    abstain: float | None = Field(None, description="the target precision per level answers were "
+                                  "stopped for (null: full paths)")
     elapsed_ms: float = Field(description="time spent in the service for this request (ms)")
 
 
@@ -178,6 +184,15 @@ class AuthConfig(StrictModel):
                                      "mounted Kubernetes secret")
 
 
+class AbstainSettings(StrictModel):
+    """Partial paths (:mod:`prodcat.cascade.abstain`): answers that stop at the deepest level the
+    answering stage is sure of, for a target precision per level whose thresholds ``prodcat
+    cascade fit`` chose on the calibration split. A request's ``?abstain=`` overrides it."""
+
+    target_precision: float | None = Field(None, ge=0, le=1, description="default target precision "
+                                           "per level, e.g. 0.95; null: full paths (today's answers)")
+
+
 class AppArgs(StrictModel):
     """``args`` of the Serve application (``serve/config.yaml``): one source of truth."""
 
@@ -193,3 +208,4 @@ class AppArgs(StrictModel):
     multimodal_stage: StageDeployment = StageDeployment(max_batch_size=16, target_ongoing_requests=4)
     ingress: IngressDeployment = IngressDeployment()
     auth: AuthConfig = AuthConfig()
+    abstain: AbstainSettings = AbstainSettings()

@@ -457,6 +457,48 @@ def test_a_failing_product_is_its_own_error(cascade):
     assert out[0]["category_id"] == out[2]["category_id"]
 
 
+def test_the_same_request_with_and_without_abstention(service, cascade, tmp_path):
+    """Partial paths over real HTTP: `?abstain=0.95` stops answers where the answering stage's
+    thresholds (fitted on its products) say so; without it the answers are today's full paths; a
+    target outside [0, 1] is a 422; a cascade without thresholds cannot default to one."""
+    from ray import serve
+
+    from prodcat.cascade.spec import write_cascade
+    from prodcat.serve.app import build_app
+    from tests.fixtures.cascade import with_abstention
+
+    fitted = with_abstention(cascade, tmp_path / "cascade")
+    # thresholds that stop every answer after its top level at 0.95 (fitting is tested elsewhere)
+    levels = cascade["taxonomy"].num_levels
+    fitted["spec"].abstain = {stage: {"targets": [0.0, 0.95], "thresholds": [[0.0] * levels,
+                                                                             [0.0] + [2.0] * (levels - 1)]}
+                              for stage in ("text", "multimodal")}
+    write_cascade(fitted["spec"], fitted["folder"])
+    serve.run(build_app({**_args(cascade), "cascade": fitted["folder"]}), name="abstain",
+              route_prefix="/abstain")
+    try:
+        url = service + "/abstain"
+        wait_healthy(url, timeout_s=60)
+        body = {"products": _products(cascade, 8)}
+        full = _post(url, body).json()
+        partial = requests.post(f"{url}/v1/categorize", params={"abstain": 0.95}, json=body, timeout=60).json()
+        assert full["abstain"] is None and partial["abstain"] == 0.95
+        assert all(p["stopped_at_level"] is None for p in full["predictions"])
+        for a, b in zip(full["predictions"], partial["predictions"]):
+            assert b["path"] == a["path"][:1] and b["stopped_at_level"] == 0
+            assert b["category_id"] == a["path"][0]["id"] and b["category_path"] == a["path"][0]["name"]
+            assert b["stop_reason"].startswith("level 1: cumulative confidence")
+        kept = requests.post(f"{url}/v1/categorize", params={"abstain": 0}, json=body, timeout=60).json()
+        assert [p["path"] for p in kept["predictions"]] == [p["path"] for p in full["predictions"]]
+        assert {p["stop_reason"] for p in kept["predictions"]} == {"complete: every level reaches its threshold"}
+        bad = requests.post(f"{url}/v1/categorize", params={"abstain": 1.5}, json=body, timeout=60)
+        assert bad.status_code == 422
+    finally:
+        serve.delete("abstain")
+    with pytest.raises(ValueError, match="rerun `prodcat cascade fit`"):
+        build_app(_args(cascade, abstain={"target_precision": 0.95}))
+
+
 # ---------------------------------------------------------------------- local testing mode
 def test_local_testing_mode(cascade):
     """The same application with no cluster: deployments run in this process."""

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 # how each stage is named in prose ("bulk scoring", "the service")
 PROSE = {"catalog": r"catalog", "embed": r"embed", "train": r"train", "evaluate": r"evaluat",
          "recategorize": r"recategori", "cascade": r"cascade(?! clustering)", "score": r"scor(e|ing)\b",
-         "serve": r"serv(e|ice)\b", "report": r"report"}
+         "onboard": r"onboard", "serve": r"serv(e|ice)\b", "report": r"report"}
 
 
 def _in_order(text: str, names: list[str]) -> list[str]:

@@ -1,0 +1,78 @@
+"""Typed configs of onboarding: mapping suggestions for one export (:class:`SuggestConfig`,
+``prodcat catalog suggest-mapping``) and their measurement on the leave-one-platform-out folds
+(:class:`MeasureConfig`, ``prodcat onboard measure``, the main job's ``onboard`` stage)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from prodcat.core.config import StrictModel
+
+
+class ScoringSettings(StrictModel):
+    """How the suggestion's bulk scoring runs (a :class:`prodcat.score.ScoreConfig` subset)."""
+
+    batch_size: int = Field(256, gt=0, description="rows per stage batch")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs per scoring actor")
+    pool_size: int = Field(1, gt=0, description="scoring actors per stage")
+    device: str = Field("auto", description="auto, cpu or cuda")
+
+
+class SuggestConfig(StrictModel):
+    """``prodcat catalog suggest-mapping``: an unmapped export → suggested Google categories."""
+
+    adapter: str = Field(description="the platform's adapter (built-in name or AdapterConfig YAML); "
+                         "its `mapping` is ignored: the export is read unmapped")
+    model: str = Field(description="a cascade (cascade.json or its folder) or one checkpoint folder")
+    output: str = Field(description="folder for mapping.yaml, suggestions.parquet, review.html, "
+                        "summary.json and the predictions (local or s3://)")
+    mode: Literal["cascade", "text", "multimodal"] = Field(
+        "cascade", description="with a cascade: both stages, or one (a checkpoint runs alone)")
+    features_from: str | None = Field(None, description="embedding store whose vectors are reused "
+                                      "where the encoder fingerprints match (the rest is encoded)")
+    max_per_category: int | None = Field(
+        50, ge=1, description="products scored per source category, chosen by a hash of product_id "
+        "(stored ones first with features_from); None: all")
+    top_k: int = Field(3, ge=1, description="suggestions per source category")
+    ranking: Literal["votes", "names"] = Field(
+        "names", description="order of the top_k candidates (the categories most products voted "
+        "for): by those votes, or by the similarity of their names to the source category's (chosen "
+        "on the leave-one-platform-out folds)")
+    examples: int = Field(4, ge=0, description="example products shown per source category")
+    taxonomy: str | None = Field(None, description="Google taxonomy file for paths; default the shared one")
+    seed: str = Field("prodcat", description="salt of the sampling hash")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    page: bool = Field(True, description="write review.html (images inlined)")
+
+
+class MeasureConfig(StrictModel):
+    """``prodcat onboard measure``: each platform met as a new one (leave-one-platform-out): a model
+    trained without it suggests its mapping, compared with its hand-made mapping; and partial
+    paths (abstention) per fold."""
+
+    products: str = Field(description="product table (the run's catalogue)")
+    embeddings: str = Field(description="embedding store of the run (vectors reused)")
+    output: str = Field(description="folder for the per-fold suggestions and the report")
+    evaluation: str | None = Field(
+        None, description="evaluation folder (`prodcat evaluate`) whose leave-one-platform-out "
+        "checkpoints of `model_name` are reused when present (a fold model is trained otherwise)")
+    model_name: str = Field("default", description="the evaluation's model to reuse")
+    train: str = Field("configs/train.default.yaml", description="TrainConfig YAML of the fold "
+                       "models trained here (each on the other platforms, in their label space)")
+    train_overrides: list[str] = Field([], description="dotted overrides of that config")
+    platforms: list[str] | None = Field(None, description="platforms to hold out; None: every one")
+    source: Literal["products", "export"] = Field(
+        "products", description="products: the held-out platform's rows of the product table "
+        "(stored vectors, mapped categories only, cheap); export: its whole export read through its "
+        "adapter without a mapping, as a new platform arrives (rows not in the store are encoded)")
+    max_per_category: int | None = Field(25, ge=1, description="products scored per source category")
+    abstain_target: float = Field(0.95, ge=0, le=1, description="the target precision reported per fold")
+    ranking: Literal["nested", "votes", "names"] = Field(
+        "nested", description="order of the candidates: nested = for each held-out platform the "
+        "ranking with the better top-1 agreement on the other platforms")
+    agreement_goal: float = Field(0.9, ge=0, le=1, description="the top-1 agreement a recommended "
+                                  "confidence threshold must reach on the other platforms")
+    page: bool = Field(True, description="write each fold's review.html")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
