@@ -159,7 +159,7 @@ def evaluate_config(config) -> dict:
         "train": train.model_dump(mode="json"),
         "grid": {"fusions": [config.model.fusion], "maskings": [config.model.masking],
                  "modalities": {name: list(config.model.modalities)}},
-        "protocols": ["in_platform", "lopo"], "baselines": [],
+        "protocols": ["in_platform", "lopo"], "references": [],
         "output": storage.join(config.output, "evaluate_best")}).model_dump(mode="json")
 
 

@@ -144,7 +144,7 @@ def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys)
 
 
 def test_grid_cells_cover_every_combination():
-    config = load_config(EvaluateConfig, str(Path(__file__).resolve().parents[2] / "configs" / "evaluate.grid.yaml"))
+    config = load_config(EvaluateConfig, str(Path(__file__).resolve().parents[3] / "configs" / "evaluate.grid.yaml"))
     cells = grid_cells(config)
     assert len(cells) == 18 and len({c["name"] for c in cells}) == 18
     assert {tuple(c["modalities"]) for c in cells} == {("text",), ("image",), ("text", "image")}

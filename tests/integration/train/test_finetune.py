@@ -187,7 +187,7 @@ def test_a_checkpoint_on_the_fine_tuned_feature_scores_by_fingerprint(tuned, sto
     result, root = tuned["result"], tuned["root"]
     config = load_config(TrainConfig, None, [
         f"data.products={root}/cat/products.parquet", f"data.embeddings={store['uri']}",
-        "model.modalities=[ft_text]", "model.fusion=early", "model.hidden_dim=16",
+        "model.modalities=[ft_text]", "model.fusion=early", "model.label_prior=none", "model.hidden_dim=16",
         "optim.epochs=2", "optim.batch_size=32", "scaling.torch_threads=1",
         f"output={tmp_path}/train"])
     checkpoint = train(config, progress=None).checkpoint

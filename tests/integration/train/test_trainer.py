@@ -98,14 +98,34 @@ def real_slice(tmp_path_factory, shared):
 
 
 def test_the_default_model_trains_on_a_real_data_slice(ray_session, real_slice, tmp_path):
-    """TrainConfig() is the default model (text, image and lexical features, label-name and
-    lexical priors): trained on real embeddings it learns and outputs valid paths, and its
+    """TrainConfig() is the default model (decision-level fusion of the TF-IDF, text, image and
+    label-name classifiers): fitted on real embeddings it learns, outputs valid paths, and its
     checkpoint names the real encoders' weights."""
     products, store = real_slice
     config = load_config(TrainConfig, None, [
-        f"data.products={products}", f"data.embeddings={store}", "optim.epochs=3",
+        f"data.products={products}", f"data.embeddings={store}",
         "scaling.num_workers=0", "scaling.torch_threads=1", f"output={tmp_path}/real"])
-    assert config.model == TrainConfig().model
+    assert config.model == TrainConfig().model and config.model.fusion == "decision"
+    result = train(config)
+    assert 0.0 <= result.metrics["val_hF"] <= 1.0 and result.metrics["train_rows"] > 0
+    assert set(result.metrics["components"].split(",")) <= {"lexical", "text", "image", "label"}
+    loaded = load_checkpoint(result.checkpoint)
+    chosen = [c for c in loaded.selection["candidates"]]
+    assert chosen and max(c["hF"] for c in chosen) == pytest.approx(result.metrics["heldout_hF"])
+    manifest = json.loads(storage.read_text(f"{store}/manifest.json"))
+    encoders = loaded.encoders
+    if "text" in encoders:
+        assert encoders["text"]["fingerprint"]["key"] == manifest["features"]["text"]["fingerprint"]["key"]
+
+
+def test_the_linear_preset_trains_epochs_on_a_real_data_slice(ray_session, real_slice, tmp_path):
+    """The previous default (``model.preset=linear``: feature-level linear fusion, per-level heads,
+    hard masking) trains epoch by epoch on the same slice: the loss falls and paths are valid."""
+    products, store = real_slice
+    config = load_config(TrainConfig, None, [
+        f"data.products={products}", f"data.embeddings={store}", "model.preset=linear", "optim.epochs=3",
+        "scaling.num_workers=0", "scaling.torch_threads=1", f"output={tmp_path}/linear"])
+    assert config.model.fusion == "linear"
     result = train(config)
     assert len(result.history) == 3 and 0.0 <= result.metrics["val_hF"] <= 1.0
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -221,5 +221,5 @@ def test_nested_cross_platform_objective(ray_session, synthetic_data, tmp_path, 
     assert 0.0 < best["best_val_hF"] <= 1.0                       # the nested score, ranked on
     trial = tmp_path / "tune" / "nested" / "trials" / best["trial_id"]
     for pair in ("val_alpha_to_beta", "val_beta_to_alpha"):       # one model per ordered pair
-        # <fold>/<model name>/model/: the evaluation layout, one model named "model" per pair
-        assert (trial / "runs" / pair / "model" / "model" / "model.safetensors").exists(), pair
+        # <fold>/<model name>-seed<seed>/model/: the evaluation layout, one model named "model" per pair
+        assert (trial / "runs" / pair / "model-seed0" / "model" / "model.safetensors").exists(), pair
