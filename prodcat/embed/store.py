@@ -31,13 +31,14 @@ fingerprint is refused); :func:`embedded_ids` says which products each feature h
 joins the features a caller asks for by ``product_id``, and a row is returned for a product when
 every asked feature has a vector (or a recorded failure) for it, the same "partial store"
 semantics as a run that has not finished. Parts are never rewritten: nothing already stored is
-touched by adding a feature.
+touched by adding a feature. A part's name follows from its rows (:func:`part_name`), so a write
+that Ray runs again after a node failure replaces the part instead of duplicating its products.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
 from typing import Callable, Mapping
 
 import numpy as np
@@ -158,9 +159,23 @@ def to_store_table(batch: Mapping, manifest: dict) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def part_name(table: pa.Table, run_id: str) -> str:
+    """``part-<run_id>-<digest>.parquet``: the digest (16 hex digits of a SHA-256) of the
+    features the part holds and of its sorted product ids, so the name follows from the rows.
+
+    A Ray task that is run again (its node died after it wrote the part, or its output was lost
+    and rebuilt from lineage) writes the same rows under the same name: the part is replaced, not
+    added beside itself, and no product is stored twice."""
+    features = sorted(n[len("emb_"):] for n in table.column_names if n.startswith("emb_"))
+    ids = sorted(str(i) for i in table["product_id"].to_pylist())
+    digest = hashlib.sha256("\n".join(["+".join(features), *ids]).encode()).hexdigest()[:16]
+    return f"part-{run_id}-{digest}.parquet"
+
+
 def write_part(table: pa.Table, store: str, run_id: str) -> str:
-    """Write one part file atomically (local: temp name then rename; S3: one PUT). Returns its name."""
-    name = f"part-{run_id}-{uuid.uuid4().hex[:10]}.parquet"
+    """Write one part file atomically (local: temp name then rename; S3: one PUT) under its
+    :func:`part_name` (idempotent: the same rows again replace the same file). Returns its name."""
+    name = part_name(table, run_id)
     storage.write_table_atomic(table, storage.join(store, name))
     return name
 

@@ -93,6 +93,24 @@ def test_roundtrip_rows_and_vectors(tmp_path):
     assert prepare_store(store, manifest)[0].to_pylist() == table["product_id"].to_pylist()
 
 
+def test_a_part_written_again_replaces_itself(tmp_path):
+    """A write task that Ray runs again (its node died after the write, or its output was rebuilt
+    from lineage) writes the same rows under the same name: one part, no product stored twice;
+    the rows' order in the batch does not change the name, other rows or features do."""
+    store, manifest = str(tmp_path / "store"), _manifest()
+    prepare_store(store, manifest)
+    batch = _batch(40, seed=3)
+    first = write_part(to_store_table(batch, manifest), store, "run0")
+    order = np.random.default_rng(0).permutation(40)
+    again = write_part(to_store_table({k: np.asarray(v)[order] for k, v in batch.items()}, manifest),
+                       store, "run0")
+    assert again == first and len(list_parts(store)) == 1
+    ids = pq.read_table(list_parts(store)[0], columns=["product_id"])["product_id"].to_pylist()
+    assert sorted(ids) == sorted(batch["product_id"]) and read_store(store)[0].num_rows == 40
+    other = write_part(to_store_table(_batch(40, 40, seed=3), manifest), store, "run0")
+    assert other != first and len(list_parts(store)) == 2
+
+
 def test_unreadable_part_stops_unless_skipped(tmp_path):
     store, manifest = str(tmp_path / "store"), _manifest()
     prepare_store(store, manifest)
