@@ -223,10 +223,14 @@ EPOCH_LINE_KEYS = ("epoch", "train_loss", "val_loss", "val_hF", "val_path_consis
 
 
 def _announce(loop_config: dict, metrics: dict) -> None:
-    """Put this epoch's headline figures on the driver's progress queue, when there is one."""
+    """Put this epoch's headline figures on the driver's progress queue, when there is one. A
+    queue that is gone (its actor died with its node) costs the line, never the training run."""
     queue = loop_config.get("progress")
     if queue is not None:
-        queue.put_nowait({k: metrics.get(k) for k in EPOCH_LINE_KEYS})
+        try:
+            queue.put_nowait({k: metrics.get(k) for k in EPOCH_LINE_KEYS})
+        except Exception:  # noqa: BLE001 - the driver's queue is gone: the epoch still counts
+            pass
 
 
 def _prune_local(local_dir: str, keep: set[str]) -> None:

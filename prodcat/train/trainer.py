@@ -251,6 +251,10 @@ class EpochLines:
     """One terminal line per epoch while ``TorchTrainer.fit()`` runs: the workers put each epoch's
     figures on a ``ray.util.queue.Queue`` (an actor with 0 CPUs, so it works across nodes) and a
     driver thread prints them. A context manager yielding the queue (None when ``log`` is None).
+
+    The queue's actor is placed on the driver's node (soft affinity): a worker node that dies
+    does not take the lines with it. Should the actor die all the same, lines stop and the
+    training goes on (the workers and the driver both tolerate a dead queue).
     """
 
     def __init__(self, config: TrainConfig, log: Callable[[str], None] | None) -> None:
@@ -262,9 +266,12 @@ class EpochLines:
     def __enter__(self):
         if self.log is None:
             return None
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
         return self.queue
@@ -274,14 +281,19 @@ class EpochLines:
             return
         self._stop.set()
         self._thread.join(timeout=10)
-        self._print_pending()
-        self.queue.shutdown()
+        if self._print_pending():
+            try:
+                self.queue.shutdown()
+            except Exception:  # noqa: BLE001 - its actor is gone: nothing to shut down
+                pass
 
     def _drain(self) -> None:
         while not self._stop.is_set():
-            self._print_pending(timeout=0.5)
+            if not self._print_pending(timeout=0.5):
+                return
 
-    def _print_pending(self, timeout: float | None = None) -> None:
+    def _print_pending(self, timeout: float | None = None) -> bool:
+        """Print the lines waiting in the queue; False when the queue's actor is gone."""
         from ray.util.queue import Empty
 
         try:
@@ -289,7 +301,9 @@ class EpochLines:
                 item = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
                 self.log(self.line(item))
         except Empty:
-            return
+            return True
+        except Exception:  # noqa: BLE001 - the queue's actor died: no more lines
+            return False
 
     def line(self, m: dict) -> str:
         """``[train text] epoch 3/20: loss 0.412, val hF 0.9134 (best 0.9134 at 3), 2.7 s``."""
