@@ -398,21 +398,53 @@ def vector_difference(base: Path, other: Path) -> dict[str, float]:
 
 
 NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
-#: report lines that hold wall times or rates: expected to differ between any two runs
-TIMING = re.compile(r"\d\s*(s|ms|min)\b|/s\b|seconds|wall|took|latency|p50|p99|ETA", re.I)
+#: a number followed by one of these is a wall time or a rate (differs between any two runs)
+TIMING_AFTER = re.compile(r"^\s?(s|ms|min)\b|^\s?s\)|^\s?products/s|^ s/epoch")
+URL = re.compile(r"https?://[\w.]+:\d+")     # the service's port differs between runs
+#: a table column with one of these in its header holds wall times
+TIMING_COLUMN = re.compile(r"seconds|\bs\b|time|/s|\bms\b", re.I)
+
+
+def _timing_only(a: str, b: str, header: list[str] | None) -> bool:
+    """True when lines ``a`` and ``b`` differ only in wall times and rates: numbers in a
+    table column whose header names seconds, or numbers followed by a unit of time or rate."""
+    a, b = (URL.sub("<url>", line) for line in (a, b))
+    if NUMBER.sub("#", a) != NUMBER.sub("#", b):
+        return False
+    if "wall time" in a.lower():                    # "Stage wall times (s): catalog 53.5, ..."
+        return True
+    cells_a, cells_b = a.split("|"), b.split("|")
+    for i, (x, y) in enumerate(zip(cells_a, cells_b)):
+        if x == y:
+            continue
+        if header and len(header) == len(cells_a) and TIMING_COLUMN.search(header[i]):
+            continue
+        for m, n in zip(NUMBER.finditer(x), NUMBER.finditer(y)):
+            if m.group() != n.group() and not TIMING_AFTER.search(x[m.end():m.end() + 12]):
+                return False
+    return True
 
 
 def report_difference(base: Path, other: Path) -> dict:
-    """``report.md`` line by line: lines that differ, split into timing lines (wall times and
-    rates, which differ between any two runs) and the rest (figures that should match)."""
+    """``report.md`` line by line (the run folder's own path masked): lines that differ only in
+    wall times and rates, and the rest (figures that should match), listed."""
     a = (base / "report.md").read_text().splitlines() if (base / "report.md").exists() else []
     b = (other / "report.md").read_text().splitlines() if (other / "report.md").exists() else []
-    differing = [(x, y) for x, y in zip(a, b) if x != y]
-    timing = [d for d in differing if TIMING.search(d[0]) and
-              NUMBER.sub("#", d[0]) == NUMBER.sub("#", d[1])]
-    other_lines = [d for d in differing if d not in timing]
-    return {"lines": len(a), "lines_other": len(b), "differing_timing": len(timing),
-            "differing_figures": [{"undisturbed": x[:300], "disturbed": y[:300]} for x, y in other_lines]}
+    b = [line.replace(str(other), str(base)) for line in b]
+    timing, figures, header = 0, [], None
+    for x, y in zip(a, b):
+        if x.startswith("|") and not x.startswith("|---"):
+            header = header or x.split("|")
+        elif not x.startswith("|"):
+            header = None
+        if x == y:
+            continue
+        if _timing_only(x, y, header):
+            timing += 1
+        else:
+            figures.append({"undisturbed": x[:300], "disturbed": y[:300]})
+    return {"lines": len(a), "lines_other": len(b), "differing_timing_only": timing,
+            "differing_figures": figures}
 
 
 def eval_within_interval(base: Path, other: Path) -> dict:
@@ -595,6 +627,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="JSON/Markdown folder")
     p.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"), help="names the result files")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per job")
+    p.add_argument("--recheck", metavar="JSON", help="no cluster: compare the run folders of an "
+                   "earlier result JSON again (after a change to the checks) and rewrite it")
     return p.parse_args(argv)
 
 
@@ -613,8 +647,24 @@ def _prepare(run: Path, args: argparse.Namespace) -> None:
         shutil.copytree(args.seed_run, run)
 
 
+def recheck(path: Path) -> dict:
+    """Compare the run folders named in an earlier result JSON again; rewrite JSON and table."""
+    result = json.loads(path.read_text())
+    base = Path(result["settings"]["baseline"] or Path(result["settings"]["workdir"]) / "undisturbed")
+    for run in result["runs"]:
+        run["checks"] = compare_runs(base, Path(run["run"]))
+        job = {"succeeded": run["status"] == "SUCCEEDED"}
+        run["nothing_lost"] = nothing_lost(job, run["checks"])
+    result["rechecked"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    path.write_text(json.dumps(result, indent=2, default=str))
+    path.with_suffix(".md").write_text(markdown(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.recheck:
+        return recheck(Path(args.recheck))
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     cluster = ChaosCluster(str(work / "ray"), worker_cpus=args.worker_cpus)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _harness():
     spec = importlib.util.spec_from_file_location("chaos", REPO / "benchmarks" / "chaos.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module                  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
