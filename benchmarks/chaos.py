@@ -137,13 +137,14 @@ class ChaosCluster:
         for _ in range(workers):
             self.add_worker()
 
-    def add_worker(self) -> str:
+    def add_worker(self, tries: int = 3) -> str:
         """Start one more worker node and wait until the cluster lists it; returns its name."""
         with self._lock:
             self._count += 1
             name = f"w{self._count}"
             self.nodes[name] = Node(name, started_at=time.time())
-        self._ray_start(name, f"--address=127.0.0.1:{self.port}", f"--num-cpus={self.worker_cpus}")
+        self._ray_start(name, f"--address=127.0.0.1:{self.port}", f"--num-cpus={self.worker_cpus}",
+                        tries=tries)
         self.wait_up(name)
         return name
 
@@ -234,6 +235,7 @@ class Kill:
     what: dict = field(default_factory=dict)
     replacement: str | None = None
     replacement_up_s: float | None = None
+    replacement_error: str | None = None
 
 
 def schedule(seed: int, stages: list[str], baseline_seconds: dict[str, float],
@@ -258,8 +260,12 @@ def entrypoint(run: str, args: argparse.Namespace) -> str:
 
 
 def run_job(cluster: ChaosCluster, run: str, command: str, kills: list[Kill] | None,
-            seed: int = 0, timeout_s: float = 7200) -> dict:
+            seed: int = 0, timeout_s: float = 7200, min_workers: int = 2) -> dict:
     """Submit ``command`` as a Ray job, kill nodes per ``kills`` while it runs, wait for it.
+
+    A kill that is due waits until ``min_workers`` worker nodes are up (the previous kill's
+    replacement has started), so the cluster never has fewer than ``min_workers - 1``; a stage
+    that ends first records its kill as not inside the stage.
 
     Returns the job's status, log, stage start times (time.time()) and the kills done."""
     from ray.job_submission import JobStatus, JobSubmissionClient
@@ -280,10 +286,12 @@ def run_job(cluster: ChaosCluster, run: str, command: str, kills: list[Kill] | N
         for kill in kills:
             if kill.done or kill.stage not in stages:
                 continue
-            if time.time() - stages[kill.stage] >= kill.after_s or current != kill.stage:
-                kill.done, kill.inside_stage = True, current == kill.stage and not status.is_terminal()
-                if kill.inside_stage:
-                    threads.append(_kill_and_replace(cluster, kill, rng))
+            due = time.time() - stages[kill.stage] >= kill.after_s
+            if current != kill.stage or status.is_terminal():
+                kill.done, kill.inside_stage = True, False          # the stage ended first
+            elif due and len(cluster.workers) >= min_workers:      # never below min_workers - 1
+                kill.done, kill.inside_stage = True, True
+                threads.append(_kill_and_replace(cluster, kill, rng))
         if status.is_terminal():
             break
         if time.time() - t0 > timeout_s:
@@ -305,7 +313,11 @@ def _kill_and_replace(cluster: ChaosCluster, kill: Kill, rng: random.Random) -> 
     kill.at = cluster.nodes[kill.node].killed_at
 
     def replace() -> None:
-        kill.replacement = cluster.add_worker()
+        try:
+            kill.replacement = cluster.add_worker(tries=10)
+        except (RuntimeError, TimeoutError) as err:      # recorded; the job goes on without it
+            kill.replacement_error = str(err).splitlines()[-1][:200]
+            return
         kill.replacement_up_s = round(cluster.nodes[kill.replacement].up_at - kill.at, 1)
 
     thread = threading.Thread(target=replace, daemon=True)
@@ -338,6 +350,28 @@ def stage_of(at: float, stage_started: dict[str, float]) -> str | None:
         if start <= at:
             current = name
     return current
+
+
+RETRIED = re.compile(r"Task (\S+) failed\. There are (?:\w+) retries remaining, so the task will be retried")
+RECOVERED = re.compile(r"Attempting to recover (\d+) lost objects")
+
+
+def log_events(log: str) -> dict[str, dict]:
+    """What the job's own log says was redone, per stage: tasks Ray retried (by name, from its
+    "will be retried" lines) and objects it rebuilt from lineage ("Attempting to recover")."""
+    events: dict[str, dict] = {}
+    stage = None
+    for line in log.splitlines():
+        found = STAGE_LINE.match(line.strip())
+        if found:
+            stage = found.group(1)
+            continue
+        entry = events.setdefault(stage or "-", {"retried": {}, "objects_recovered": 0})
+        if (m := RETRIED.search(line)):
+            entry["retried"][m.group(1)] = entry["retried"].get(m.group(1), 0) + 1
+        if (m := RECOVERED.search(line)):
+            entry["objects_recovered"] += int(m.group(1))
+    return events
 
 
 # ------------------------------------------------------------------ comparison
@@ -554,7 +588,7 @@ def stage_rows(job: dict, base_seconds: dict, chaos_seconds: dict, retried: list
     ray_log = run / "logs" / "ray.log"
     loss_lines = [ln for ln in ray_log.read_text(errors="replace").splitlines()
                   if LOSS_WORDS.search(ln)] if ray_log.exists() else []
-    rows = []
+    rows, said = [], log_events(job["log"])
     for kill in job["kills"]:
         stage = kill["stage"]
         redone = [t for t in retried if stage_of(t["created"], job["stage_started"]) == stage]
@@ -570,6 +604,8 @@ def stage_rows(job: dict, base_seconds: dict, chaos_seconds: dict, retried: list
             "task_attempts_redone": len([t for t in redone if t["attempt"] > 0]),
             "failed_attempts": len([t for t in redone if t["state"] == "FAILED"]),
             "redone_tasks": names[:8], "replacement_up_s": kill["replacement_up_s"],
+            "log_retried": said.get(stage, {}).get("retried", {}),
+            "log_objects_recovered": said.get(stage, {}).get("objects_recovered", 0),
             "stage_s": chaos_seconds.get(stage), "undisturbed_stage_s": base_seconds.get(stage),
             "extra_s": extra})
     return {"rows": rows, "ray_log_loss_lines": loss_lines[:20],
@@ -580,11 +616,40 @@ def _short(d: dict) -> str:
     return ", ".join(f"{k}×{v}" for k, v in d.items()) or "nothing"
 
 
+def _redone(r: dict) -> str:
+    parts = [f"{r['task_attempts_redone']} task attempt(s)"
+             + (f" ({', '.join(r['redone_tasks'][:3])})" if r["redone_tasks"] else "")]
+    if r.get("log_retried"):
+        parts.append("log: retried " + _short(r["log_retried"]))
+    if r.get("log_objects_recovered"):
+        parts.append(f"{r['log_objects_recovered']} object(s) rebuilt from lineage")
+    return "; ".join(parts)
+
+
+def _checks_line(run: dict) -> str:
+    c = run["checks"]
+    ev, rep = c["evaluation"], c["report"]
+    vec = c.get("vector_max_abs_diff", {})
+    return (f"- seed {run['seed']}: job {run['status']} in {run['seconds']} s; Parquet datasets equal "
+            f"(rows, product ids): {c['datasets_equal']} ({len(c['datasets'])} datasets); products "
+            f"stored twice: {sum(c.get('store_duplicates', {}).values())}; predictions twice: "
+            f"{c.get('prediction_duplicates')}; vectors max |diff| "
+            f"{max(vec.values()) if vec else '-'}; same predicted category: "
+            f"{c.get('predictions_same_category')}; evaluation hF: {ev.get('equal')} equal, "
+            f"{ev.get('inside_interval')} inside the interval, {len(ev.get('outside', []))} outside; "
+            f"report.md: {rep['differing_timing_only']} lines differ in wall times/rates only, "
+            f"{len(rep['differing_figures'])} in figures; checkpoints load: "
+            f"{c.get('checkpoint_text_loads')}/{c.get('checkpoint_multimodal_loads')}; cascade "
+            f"complete: {c.get('cascade_complete')}; service answered: {c.get('service_answered')} "
+            f"(same paths: {c.get('service_same_paths')}); nothing lost: {run['nothing_lost']}")
+
+
 def markdown(result: dict) -> str:
-    """The Markdown table of one harness invocation: one row per (seed, stage)."""
-    lines = [f"Main job under chaos: {result['command']}", "",
-             "| seed | stage | killed after (s) | on the node then | redone (task attempts) | "
-             "replacement up (s) | stage s (undisturbed) | nothing lost |", "|---|---|---|---|---|---|---|---|"]
+    """The Markdown table of one harness invocation: one row per (seed, stage), then each
+    run's checks."""
+    lines = [f"Main job under chaos: `{result['command']}`", "",
+             "| seed | stage | killed after (s) | on the node then | redone | replacement up (s) | "
+             "stage s (undisturbed) | nothing lost |", "|---|---|---|---|---|---|---|---|"]
     for run in result["runs"]:
         ok = run["nothing_lost"]
         for r in run["stages"]["rows"]:
@@ -592,9 +657,9 @@ def markdown(result: dict) -> str:
             on_node = (f"tasks {_short(where['tasks'])}; actors {_short(where['actors'])}"
                        if r["inside_stage"] else "stage ended before the kill")
             lines.append(f"| {run['seed']} | {r['stage']} | {r['killed_after_s']} | {on_node} | "
-                         f"{r['task_attempts_redone']} ({', '.join(r['redone_tasks'][:3]) or '-'}) | "
-                         f"{r['replacement_up_s']} | {r['stage_s']} ({r['undisturbed_stage_s']}) | "
-                         f"{'yes' if ok else 'NO'} |")
+                         f"{_redone(r)} | {r['replacement_up_s']} | {r['stage_s']} "
+                         f"({r['undisturbed_stage_s']}) | {'yes' if ok else 'NO'} |")
+    lines += [""] + [_checks_line(run) for run in result["runs"]]
     return "\n".join(lines) + "\n"
 
 
@@ -651,7 +716,16 @@ def recheck(path: Path) -> dict:
     """Compare the run folders named in an earlier result JSON again; rewrite JSON and table."""
     result = json.loads(path.read_text())
     base = Path(result["settings"]["baseline"] or Path(result["settings"]["workdir"]) / "undisturbed")
+    work = Path(result["settings"]["workdir"])
     for run in result["runs"]:
+        name = Path(run["run"]).name
+        logs = sorted(work.glob(f"{name}.job.log")) or sorted(
+            work.glob(f"ray/session_*/logs/job-driver-chaos-{name}-*.log"))
+        if logs:
+            said = log_events(logs[-1].read_text(errors="replace"))
+            for r in run["stages"]["rows"]:
+                r["log_retried"] = said.get(r["stage"], {}).get("retried", {})
+                r["log_objects_recovered"] = said.get(r["stage"], {}).get("objects_recovered", 0)
         run["checks"] = compare_runs(base, Path(run["run"]))
         job = {"succeeded": run["status"] == "SUCCEEDED"}
         run["nothing_lost"] = nothing_lost(job, run["checks"])
@@ -696,7 +770,9 @@ def main(argv: list[str] | None = None) -> dict:
             _prepare(run, args)
             print(f"[chaos] seed {seed} → {run}; kills: "
                   + ", ".join(f"{k.stage}+{k.after_s}s" for k in kills), flush=True)
-            job = run_job(cluster, str(run), entrypoint(str(run), args), kills, seed, args.timeout)
+            job = run_job(cluster, str(run), entrypoint(str(run), args), kills, seed, args.timeout,
+                          min_workers=args.workers)
+            (work / f"{run.name}.job.log").write_text(job["log"])
             retried = retried_tasks(cluster, job["job_id"])
             checks = compare_runs(base, run)
             record = {"seed": seed, "run": str(run), "status": job["status"],
