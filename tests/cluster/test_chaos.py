@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -43,9 +46,16 @@ def test_the_main_job_loses_nothing_when_a_worker_node_dies_while_it_embeds(tmp_
                   "image_size": 64, "device": "cpu", "batch_size": 32, "num_cpus": 0.5, "pool_size": 1}}}
     (tmp_path / "encoders.yaml").write_text(yaml.safe_dump(encoders))
 
-    result = chaos.main(["--seeds", "7", "--stages", "embed", "--set", f"encoders={tmp_path}/encoders.yaml",
-                         "--seed-run", str(seed_run), "--workdir", str(tmp_path / "work"),
-                         "--out", str(tmp_path / "results"), "--tag", "test", "--timeout", "900"])
+    # a short work dir: it holds the cluster's --temp-dir, and Ray's socket paths must stay
+    # under 107 bytes (pytest's tmp_path is too long)
+    work = tempfile.mkdtemp(prefix="ch", dir=os.environ.get("TMPDIR", "/tmp"))
+    try:
+        result = chaos.main(["--seeds", "7", "--stages", "embed", "--set",
+                             f"encoders={tmp_path}/encoders.yaml", "--seed-run", str(seed_run),
+                             "--workdir", work, "--out", str(tmp_path / "results"), "--tag", "test",
+                             "--timeout", "900"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     run = result["runs"][0]
     assert run["status"] == "SUCCEEDED", run["log_tail"]
