@@ -326,21 +326,22 @@ def _kill_and_replace(cluster: ChaosCluster, kill: Kill, rng: random.Random) -> 
 
 
 # ------------------------------------------------------------------ what was redone
-def retried_tasks(cluster: ChaosCluster, job_id: str | None) -> list[dict]:
+def retried_tasks(cluster: ChaosCluster, job_id: str | None) -> tuple[list[dict], str | None]:
     """Task attempts of the job beyond the first, and failed attempts (Ray's State API):
-    ``{"name", "attempt", "state", "error_type", "created"}`` (created: time.time())."""
+    ``({"name", "attempt", "state", "error_type", "created"}, ...), error`` (created:
+    time.time(); error: why the listing failed, None when it worked)."""
     from ray.util.state import list_tasks
 
     if not job_id:
-        return []
-    try:
+        return [], "no job id"
+    try:   # the State API answers at most 10,000 rows per call
         tasks = list_tasks(address=cluster.dashboard, filters=[("job_id", "=", job_id)],
-                           limit=100_000, raise_on_missing_output=False, timeout=60)
-    except Exception:  # noqa: BLE001 - no record rather than no result
-        return []
+                           limit=10_000, raise_on_missing_output=False, timeout=60)
+    except Exception as err:  # noqa: BLE001 - recorded; the job's log still says what was redone
+        return [], repr(err)[:300]
     return [{"name": t.name, "attempt": t.attempt_number, "state": t.state,
              "error_type": t.error_type, "created": (t.creation_time_ms or 0) / 1000}
-            for t in tasks if t.attempt_number > 0 or t.state == "FAILED"]
+            for t in tasks if t.attempt_number > 0 or t.state == "FAILED"], None
 
 
 def stage_of(at: float, stage_started: dict[str, float]) -> str | None:
@@ -759,7 +760,8 @@ def main(argv: list[str] | None = None) -> dict:
             _prepare(base, args)
             baseline_job = run_job(cluster, str(base), entrypoint(str(base), args), None,
                                    timeout_s=args.timeout)
-            baseline_job["retried"] = retried_tasks(cluster, baseline_job["job_id"])
+            baseline_job["retried"], baseline_job["state_api_error"] = retried_tasks(
+                cluster, baseline_job["job_id"])
             (work / "baseline.json").write_text(json.dumps(baseline_job, indent=2))
         if not baseline_job["succeeded"]:
             raise RuntimeError(f"the undisturbed job failed:\n{baseline_job['log'][-3000:]}")
@@ -776,12 +778,13 @@ def main(argv: list[str] | None = None) -> dict:
             job = run_job(cluster, str(run), entrypoint(str(run), args), kills, seed, args.timeout,
                           min_workers=args.workers)
             (work / f"{run.name}.job.log").write_text(job["log"])
-            retried = retried_tasks(cluster, job["job_id"])
+            retried, state_api_error = retried_tasks(cluster, job["job_id"])
             checks = compare_runs(base, run)
             record = {"seed": seed, "run": str(run), "status": job["status"],
                       "seconds": job["seconds"], "kills": job["kills"],
                       "stages": stage_rows(job, base_seconds, _stage_seconds(run), retried, run),
-                      "checks": checks, "log_tail": job["log"][-2000:]}
+                      "checks": checks, "log_tail": job["log"][-2000:],
+                      "state_api_error": state_api_error}
             record["nothing_lost"] = nothing_lost(job, checks)
             result["runs"].append(record)
             print(f"[chaos] seed {seed}: job {job['status']} in {job['seconds']} s; nothing lost: "
