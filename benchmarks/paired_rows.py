@@ -1,0 +1,96 @@
+"""Every row of an evaluation against one model (default: ``default``), from its predictions.
+
+``prodcat evaluate`` compares every model with the tuned TF-IDF baseline; the question "does any
+part or reference row beat the default?" needs the same paired bootstrap over near-duplicate groups
+with the default as the reference. This reads ``<evaluation output>/predictions/*.parquet``
+(:mod:`prodcat.evaluate.predictions`), rescores each row with the project's strict hF
+(:func:`prodcat.core.metrics.hierarchical_counts`) and writes, per fold, seed and model, hF(model)
+− hF(reference) in hF points with its 95 % paired-bootstrap interval
+(:func:`prodcat.core.uncertainty.paired_difference`, 1,000 resamples) as JSON, and a Markdown
+table on stdout.
+
+    python benchmarks/paired_rows.py --evaluation runs/full/eval-frozen \
+        --taxonomy runs/full/catalog/taxonomy.json --against default \
+        --out docs/results/full-frozen/paired_against_default.json
+
+Raises SystemExit with a message when the predictions folder is empty or the reference model is
+missing from a fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from prodcat.core.metrics import hierarchical_counts, prf_from_counts
+from prodcat.core.taxonomy import Taxonomy
+from prodcat.core.uncertainty import paired_difference
+
+
+def level_classes(taxonomy: Taxonomy, level_ids: list[list[int]]) -> np.ndarray:
+    """``[B, L]`` per-level classes (-1 where a path stops) from per-level category ids."""
+    index = [{int(taxonomy.ids[n]): k for k, n in enumerate(nodes)} for nodes in taxonomy.level_nodes]
+    out = np.full((len(level_ids), len(index)), -1, np.int64)
+    for b, ids in enumerate(level_ids):
+        for level, cid in enumerate(ids[:len(index)]):
+            if cid is not None and cid >= 0:
+                out[b, level] = index[level][int(cid)]
+    return out
+
+
+def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
+    """Rows ``{fold, seed, model, hF, difference, low, high, real, verdict}`` for one predictions table."""
+    df = table.to_pandas()
+    rows = []
+    for (fold, seed), part in df.groupby(["fold", "seed"]):
+        counts = {}
+        for model, sub in part.groupby("model"):
+            sub = sub.sort_values("product_id")
+            true = np.asarray([taxonomy.label_node(int(c)) for c in sub["true_category_id"]])
+            counts[model] = (hierarchical_counts(taxonomy, true, level_classes(taxonomy, list(sub["level_category_ids"]))),
+                             sub["group_id"].to_numpy())
+        if against not in counts:
+            raise SystemExit(f"{fold} seed {seed}: no model named {against!r} (models: {sorted(counts)})")
+        ref, groups = counts[against]
+        for model, (c, g) in counts.items():
+            if model == against:
+                continue
+            d = paired_difference(c, ref, groups)
+            hf = prf_from_counts(*c.sum(axis=0))["hF"]
+            rows.append({"fold": fold, "seed": int(seed), "model": model, "hF": round(float(hf), 4),
+                         "difference": round(100 * d.estimate, 2), "low": round(100 * d.low, 2),
+                         "high": round(100 * d.high, 2), "real": bool(d.excludes_zero()),
+                         "verdict": "no real difference" if not d.excludes_zero() else (
+                             f"{model} beats" if d.low > 0 else f"{against} beats")})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--evaluation", required=True, help="a `prodcat evaluate` output folder")
+    parser.add_argument("--taxonomy", required=True, help="the catalogue's taxonomy.json")
+    parser.add_argument("--against", default="default", help="the reference model (default: default)")
+    parser.add_argument("--out", help="JSON file to write")
+    args = parser.parse_args(argv)
+    files = sorted(Path(args.evaluation, "predictions").glob("*.parquet"))
+    if not files:
+        raise SystemExit(f"no predictions under {args.evaluation}/predictions")
+    taxonomy = Taxonomy.from_json(Path(args.taxonomy).read_text())
+    rows = [r for f in files for r in compare(pq.read_table(f), taxonomy, args.against)]
+    print(f"| fold | seed | model | hF | hF − {args.against} (points) | 95 % CI | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['fold']} | {r['seed']} | {r['model']} | {r['hF']:.3f} | {r['difference']:+.2f} | "
+              f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['verdict']} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"against": args.against, "evaluation": args.evaluation,
+                                              "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
