@@ -21,7 +21,7 @@ from prodcat.embed.encoders.config import TextEncoderConfig
 class FinetuneData(StrictModel):
     """Which products train the encoder."""
 
-    products: str = Field("runs/main/catalog/products.parquet", description="product table (Parquet)")
+    products: str = Field("runs/sample/catalog/products.parquet", description="product table (Parquet)")
     platforms: list[str] | None = Field(None, description="train on these platforms only (a "
                                         "leave-one-platform-out fold passes its training "
                                         "platforms); None: all")
