@@ -1,0 +1,54 @@
+"""benchmarks/paired_rows.py: every row of an evaluation against the default, from the
+predictions Parquet files alone (a model right on every product beats one wrong on half)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.fixtures.synthetic import toy_taxonomy
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("paired_rows", ROOT / "benchmarks" / "paired_rows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(taxonomy, model: str, predicted: list[int], true: list[int]) -> pa.Table:
+    paths = [[int(taxonomy.ids[n]) for n in taxonomy.path_nodes(taxonomy.label_node(c))] for c in predicted]
+    depth = taxonomy.num_levels
+    n = len(true)
+    return pa.table({
+        "product_id": [f"p{i}" for i in range(n)], "group_id": [f"g{i}" for i in range(n)],
+        "fold": ["lopo_beta"] * n, "model": [model] * n, "seed": np.zeros(n, np.int64),
+        "category_id": predicted,
+        "level_category_ids": [p + [-1] * (depth - len(p)) for p in paths],
+        "true_category_id": true})
+
+
+def test_a_row_right_everywhere_beats_the_default_wrong_on_half(tmp_path):
+    taxonomy = toy_taxonomy()
+    leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
+    rng = np.random.default_rng(0)
+    true = [int(c) for c in rng.choice(leaves, 120)]
+    wrong = [c if i % 2 else next(x for x in leaves if x != c) for i, c in enumerate(true)]
+    (tmp_path / "eval" / "predictions").mkdir(parents=True)
+    pq.write_table(pa.concat_tables([_rows(taxonomy, "default", wrong, true),
+                                     _rows(taxonomy, "oracle", true, true)]),
+                   tmp_path / "eval" / "predictions" / "lopo_beta-seed0.parquet")
+    (tmp_path / "taxonomy.json").write_text(taxonomy.to_json())
+    out = tmp_path / "paired.json"
+    assert _module().main(["--evaluation", str(tmp_path / "eval"), "--taxonomy", str(tmp_path / "taxonomy.json"),
+                           "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "oracle" and row["hF"] == 1.0
+    assert row["real"] and row["low"] > 0 and row["verdict"] == "oracle beats"
