@@ -110,12 +110,13 @@ def test_the_default_model_trains_on_a_real_data_slice(ray_session, real_slice, 
     assert 0.0 <= result.metrics["val_hF"] <= 1.0 and result.metrics["train_rows"] > 0
     assert set(result.metrics["components"].split(",")) <= {"lexical", "text", "image", "label"}
     loaded = load_checkpoint(result.checkpoint)
-    chosen = [c for c in loaded.selection["candidates"]]
-    assert chosen and max(c["hF"] for c in chosen) == pytest.approx(result.metrics["heldout_hF"])
+    candidates = loaded.selection["candidates"]
+    assert candidates and max(c["hF"] for c in candidates) == pytest.approx(result.metrics["heldout_hF"])
     manifest = json.loads(storage.read_text(f"{store}/manifest.json"))
-    encoders = loaded.encoders
-    if "text" in encoders:
-        assert encoders["text"]["fingerprint"]["key"] == manifest["features"]["text"]["fingerprint"]["key"]
+    # every embedding component kept (a zero-weight one is dropped) names the store's encoder
+    assert loaded.encoders and set(loaded.encoders) <= {"text", "image"}
+    for feature, encoder in loaded.encoders.items():
+        assert encoder["fingerprint"]["key"] == manifest["features"][feature]["fingerprint"]["key"]
 
 
 def test_the_linear_preset_trains_epochs_on_a_real_data_slice(ray_session, real_slice, tmp_path):
