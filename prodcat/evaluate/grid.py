@@ -106,7 +106,10 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     if result.model is not None:          # decision-level fusion: what it chose, on what
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
                            "settings": loaded.selection.get("settings", {}),
-                           "heldout": loaded.selection.get("heldout", [])}
+                           "heldout": loaded.selection.get("heldout", []),
+                           "chosen": loaded.selection.get("chosen", {}),
+                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "hF", "vs_equal")
+                                           if k in c} for c in loaded.selection.get("candidates", [])]}
     return row, pred, counts
 
 

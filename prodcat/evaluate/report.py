@@ -256,12 +256,28 @@ def choices_markdown(rows: list[dict]) -> list[str]:
     for r in chosen:
         c = r["combiner"]
         lexical = c.get("settings", {}).get("lexical")
-        table.append([r["fold"], r["model"],
+        table.append([r["fold"], r["model"], _chosen(c),
                       ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()), c["decoding"],
                       ", ".join(f"{k}={v}" for k, v in lexical.items()) if lexical else "-",
                       "; ".join(f"{h['name']} ({h['products']:,})" for h in c.get("heldout", []))])
     return ["", "## What the decision-level models chose (held-out products of the training platforms)", "",
-            markdown_table(["fold", "model", "weights", "decoding", "lexical", "chosen on (products)"], table)]
+            "Candidate: what the model's choice rule kept (`model.decision.choice`); for the "
+            "paired rule, the fitted weights' held-out hF minus equal weights' (paired 95 % interval "
+            "over near-duplicate groups) beside it: fitted weights are kept only when it is above 0.", "",
+            markdown_table(["fold", "model", "candidate", "weights", "decoding", "lexical",
+                            "chosen on (products)"], table)]
+
+
+def _chosen(combiner: dict) -> str:
+    """The chosen candidate, with the fitted weights' held-out difference to equal weights."""
+    chosen = combiner.get("chosen") or {}
+    text = chosen.get("candidate", "-")
+    fitted = [c for c in combiner.get("candidates", []) if c["candidate"] == "fitted" and "vs_equal" in c]
+    if fitted:
+        best = max(fitted, key=lambda c: c["hF"])
+        e, lo, hi = (100 * v for v in best["vs_equal"])
+        text += f" (fitted − equal {e:+.2f} [{lo:+.2f}, {hi:+.2f}])"
+    return text
 
 
 def plot_hf(results: dict, uri: str) -> None:

@@ -39,6 +39,12 @@ class DecisionSettings(StrictModel):
     combiner: Literal["weights", "equal"] = Field(
         "weights", description="weights: fitted on held-out products (log-likelihood), then the "
         "best of them, equal weights and each component alone by held-out hF; equal: all 1")
+    choice: Literal["paired", "max"] = Field(
+        "paired", description="how the combination is chosen among the candidates (fitted weights, "
+        "each component alone; combiner: weights): paired: equal weights unless a candidate beats "
+        "them on the held-out products by a real difference (paired bootstrap over near-duplicate "
+        "groups, 95 %, prodcat.core.uncertainty), then the best of those; max: the highest held-out "
+        "hF, however small the margin")
     decodings: list[Literal["greedy", "best_path"]] = Field(
         ["greedy", "best_path"], min_length=1, description="valid-path decodings to choose from "
         "on held-out products")

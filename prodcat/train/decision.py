@@ -13,8 +13,10 @@ to ``data.max_train_products``), :func:`train_decision`:
 3. fits each component's temperature (held-out negative log-likelihood), then the combiner's
    weights (maximum held-out log-likelihood of the combination, ``w >= 0``, scipy's L-BFGS-B);
 4. keeps, of the fitted weights, equal weights and every component alone, each with every decoding
-   in ``decodings``, the candidate with the best mean held-out hF: on held-out products the model
-   is never below its best component;
+   in ``decodings``, by ``choice``: ``paired`` (the default) equal weights unless another
+   candidate beats them on the held-out products by a real difference (paired bootstrap over
+   near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. Either way,
+   on held-out products the model is never below its best component by a real difference;
 5. refits the chosen components on all of R, fits the global temperature on the ``calib`` split of
    S (the serving logits, :mod:`prodcat.train.calibration`) and writes the checkpoint.
 
@@ -357,6 +359,41 @@ def fit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.ndarray
     return {n: float(w) for n, w in zip(names, result.x)}
 
 
+def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, rule: str,
+         seed: int = 0) -> dict:
+    """The chosen candidate (step 4), by ``rule`` (``DecisionSettings.choice``).
+
+    ``max``: the highest mean held-out hF (the first of equals). ``paired``: the best equal-weights
+    candidate (over decodings), unless other candidates beat it on the pooled held-out products by
+    a real difference (:func:`prodcat.core.uncertainty.paired_difference` over near-duplicate
+    ``groups``: the 95 % interval of hF(candidate) - hF(equal) above 0); then the best of those.
+    Equal weights need no fitting, so they are what the held-out products must argue against:
+    with a few hundred held-out products of another shop, fitted weights overfit them
+    (docs/evaluation.md). Each candidate gets ``vs_equal`` ``[estimate, low, high]``.
+
+    Args:
+        counts: per candidate, hierarchical counts ``[B, 3]`` of every held-out product (the sets
+            concatenated in order); ``groups``: their group ids ``[B]``.
+    """
+    from prodcat.core.uncertainty import paired_difference
+
+    best = max(candidates, key=lambda c: c["hF"])
+    equal = [i for i, c in enumerate(candidates) if c["candidate"] == "equal"]
+    if rule == "max" or not equal:
+        return best
+    base = max(equal, key=lambda i: candidates[i]["hF"])
+    winners = []
+    for i, c in enumerate(candidates):
+        if i == base:
+            c["vs_equal"] = [0.0, 0.0, 0.0]
+            continue
+        diff = paired_difference(counts[i], counts[base], groups, n_resamples=1000, seed=seed)
+        c["vs_equal"] = [diff.estimate, diff.low, diff.high]
+        if diff.low > 0:
+            winners.append(c)
+    return max(winners, key=lambda c: c["hF"]) if winners else candidates[base]
+
+
 @dataclass
 class Choice:
     """What :func:`choose` decided, with the held-out scores it decided on."""
@@ -367,10 +404,11 @@ class Choice:
     candidates: list[dict]                     # every candidate with its held-out hF
     setting_scores: dict[str, list[dict]]      # component -> [{setting, hF}]
     heldout: list[dict]                        # the held-out sets (name, products)
+    chosen: dict = field(default_factory=dict)  # the chosen candidate (one of ``candidates``)
 
     @property
     def heldout_hf(self) -> float:
-        return max(c["hF"] for c in self.candidates)
+        return self.chosen["hF"] if self.chosen else max(c["hF"] for c in self.candidates)
 
 
 def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
@@ -404,19 +442,24 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
     if d.combiner == "weights" and len(names) > 1:
         weightings["fitted"] = fit_weights(log_probs, targets, names)
         weightings.update({f"{n} alone": {m: float(m == n) for m in names} for n in names})
-    candidates = []
+    groups = np.concatenate([np.asarray(h.rows.column("group_id")).astype(str) for h in sets])
+    candidates, counts = [], []
     for label, weights in weightings.items():
         combiner = Combiner(weights, d.decodings[0])
         combined = [combiner.combine(lp) for lp in log_probs]
         for decoding in d.decodings:
-            per_set = [heldout_hf(taxonomy, decoder, c, y, decoding) for c, y in zip(combined, nodes)]
+            per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))
+                       for c, y in zip(combined, nodes)]
+            hfs = [prf_from_counts(*c.sum(axis=0))["hF"] for c in per_set]
             candidates.append({"candidate": label, "decoding": decoding, "weights": weights,
-                               "hF": float(np.mean(per_set)),
-                               "per_set": {h.name: float(v) for h, v in zip(sets, per_set)}})
-    best = max(candidates, key=lambda c: c["hF"])      # the first of equals: fitted before alone
+                               "hF": float(np.mean(hfs)),
+                               "per_set": {h.name: float(v) for h, v in zip(sets, hfs)}})
+            counts.append(np.concatenate(per_set))
+    best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed)
     return Choice(settings, temperatures, Combiner(dict(best["weights"]), best["decoding"]),
                   candidates, setting_scores,
-                  [{"name": h.name, "fit_products": len(h.fit), "products": len(h.rows)} for h in sets])
+                  [{"name": h.name, "fit_products": len(h.fit), "products": len(h.rows)} for h in sets],
+                  best)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -446,7 +489,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
     say(f"{run_prefix(config)} decision-level fusion of {', '.join(s.name for s in specs)} on "
         f"{len(train):,} training rows; choosing on {', '.join(f'{h.name} ({len(h.rows):,})' for h in sets)}")
     choice = choose(fitter, specs, sets, say)
-    chosen = max(choice.candidates, key=lambda c: c["hF"])
+    chosen = choice.chosen
     say(f"{run_prefix(config)} chose {chosen['candidate']} / {chosen['decoding']} (held-out hF "
         f"{chosen['hF']:.4f}); weights {', '.join(f'{k} {v:.2f}' for k, v in choice.combiner.weights.items())}")
     components, lexical = [], None
@@ -464,7 +507,8 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         model_config=config.model, input_dims=input_dims,
         encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
         train_config=config.model_dump(mode="json"), lexical=lexical,
-        selection={"candidates": choice.candidates, "settings": choice.settings,
+        selection={"candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding")},
+                   "rule": d.choice, "settings": choice.settings,
                    "setting_scores": choice.setting_scores, "temperatures": choice.temperatures,
                    "heldout": choice.heldout})
     calib = table.rows(splits=[data.calib_split])

@@ -80,6 +80,12 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
     assert set(default["combiner"]["weights"]) == {"text", "image", "lexical"}
     assert [h["name"] for h in default["combiner"]["heldout"]] == [
         "cross_platform:alpha", "cross_platform:beta", "in_platform"]
+    # the paired rule: equal weights unless the kept candidate beat them by a real difference
+    chosen = next(c for c in default["combiner"]["candidates"]
+                  if (c["candidate"], c["decoding"]) == (default["combiner"]["chosen"]["candidate"],
+                                                         default["combiner"]["chosen"]["decoding"]))
+    assert chosen["candidate"] == "equal" or chosen["vs_equal"][1] > 0
+    assert all("vs_equal" in c for c in default["combiner"]["candidates"])
     # predictions: one row per (test product, model, seed), recomputable
     pred = ds.dataset(str(tmp_path / "eval" / "predictions")).to_table()
     assert pred.num_rows == sum(f["n_test"] for f in folds.values()) * len(models) * 2

@@ -12,7 +12,7 @@ from prodcat.models.components import component_from_record, component_kinds, lo
 from prodcat.models.config import ModelConfig
 from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, load_decision
 from prodcat.models.lexical import LexicalConfig, LexicalScorer
-from prodcat.train.decision import fit_temperature, fit_weights
+from prodcat.train.decision import fit_temperature, fit_weights, pick
 from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
@@ -142,3 +142,29 @@ def test_temperature_and_weights_are_fitted_on_held_out_rows():
     noise = log_softmax(rng.normal(size=(n, c)))
     weights = fit_weights([{"good": good, "noise": noise}], [sampled], ["good", "noise"])
     assert weights["good"] > 0.5 and weights["noise"] < 0.1 and min(weights.values()) >= 0
+
+
+def _candidate(name, right, n=600):
+    """A candidate right on the products where ``right`` is True: counts [B, 3] (common, predicted,
+    true nodes), 3 levels each."""
+    counts = np.where(right[:, None], [[3, 3, 3]], [[1, 3, 3]]).astype(float)
+    return {"candidate": name, "decoding": "greedy", "weights": {},
+            "hF": float(right.mean())}, counts
+
+
+@pytest.mark.parametrize("margin, expected", [(0.005, "equal"), (0.15, "fitted")])
+def test_paired_choice_keeps_equal_weights_unless_a_candidate_really_beats_them(margin, expected):
+    rng = np.random.default_rng(0)
+    n = 600
+    groups = np.arange(n) // 2                               # near-duplicate pairs
+    base = rng.random(n) < 0.7
+    better = base | (rng.random(n) < margin)                 # right wherever equal is, and more
+    pairs = [_candidate("equal", base), _candidate("fitted", better),
+             _candidate("text alone", rng.random(n) < 0.5)]
+    candidates, counts = [c for c, _ in pairs], [x for _, x in pairs]
+    assert pick(candidates, counts, groups, "max")["candidate"] == "fitted"
+    chosen = pick(candidates, counts, groups, "paired")
+    assert chosen["candidate"] == expected
+    low = candidates[1]["vs_equal"][1]
+    assert (low > 0) == (expected == "fitted")
+    assert candidates[2]["vs_equal"][2] < 0                  # worse alone: its interval below 0
