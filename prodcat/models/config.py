@@ -37,8 +37,9 @@ class DecisionSettings(StrictModel):
         default_factory=list, description="TF-IDF + linear settings to choose from on held-out "
         "products (each a set of LexicalConfig overrides of `lexical`); empty: `lexical` as it is")
     combiner: Literal["weights", "equal"] = Field(
-        "weights", description="weights: fitted on held-out products (log-likelihood), then the "
-        "best of them, equal weights and each component alone by held-out hF; equal: all 1")
+        "weights", description="weights: the candidates are equal weights, weights fitted on "
+        "held-out products (log-likelihood) and each component alone, kept by `choice`; equal: "
+        "all 1, nothing fitted")
     choice: Literal["paired", "max"] = Field(
         "paired", description="how the combination is chosen among the candidates (fitted weights, "
         "each component alone; combiner: weights): paired: equal weights unless a candidate beats "

@@ -404,11 +404,11 @@ class Choice:
     candidates: list[dict]                     # every candidate with its held-out hF
     setting_scores: dict[str, list[dict]]      # component -> [{setting, hF}]
     heldout: list[dict]                        # the held-out sets (name, products)
-    chosen: dict = field(default_factory=dict)  # the chosen candidate (one of ``candidates``)
+    chosen: dict                               # the kept candidate (one of ``candidates``)
 
     @property
     def heldout_hf(self) -> float:
-        return self.chosen["hF"] if self.chosen else max(c["hF"] for c in self.candidates)
+        return self.chosen["hF"]
 
 
 def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],

@@ -144,7 +144,7 @@ def test_temperature_and_weights_are_fitted_on_held_out_rows():
     assert weights["good"] > 0.5 and weights["noise"] < 0.1 and min(weights.values()) >= 0
 
 
-def _candidate(name, right, n=600):
+def _candidate(name, right):
     """A candidate right on the products where ``right`` is True: counts [B, 3] (common, predicted,
     true nodes), 3 levels each."""
     counts = np.where(right[:, None], [[3, 3, 3]], [[1, 3, 3]]).astype(float)
