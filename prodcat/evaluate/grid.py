@@ -108,7 +108,9 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),
-                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "hF", "vs_equal")
+                           "crossfit": loaded.selection.get("crossfit", False),
+                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "hF", "vs_equal",
+                                                             "out_of_sample")
                                            if k in c} for c in loaded.selection.get("candidates", [])]}
     return row, pred, counts
 

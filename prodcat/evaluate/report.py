@@ -263,7 +263,9 @@ def choices_markdown(rows: list[dict]) -> list[str]:
     return ["", "## What the decision-level models chose (held-out products of the training platforms)", "",
             "Candidate: what the model's choice rule kept (`model.decision.choice`); for the "
             "paired rule, the fitted weights' held-out hF minus equal weights' (paired 95 % interval "
-            "over near-duplicate groups) beside it: fitted weights are kept only when it is above 0.", "",
+            "over near-duplicate groups) beside it: fitted weights are kept only when it is above 0. "
+            "Cross-fitted: each held-out set scored by weights fitted on the other sets "
+            "(`model.decision.crossfit`); in sample: by weights fitted on it too.", "",
             markdown_table(["fold", "model", "candidate", "weights", "decoding", "lexical",
                             "chosen on (products)"], table)]
 
@@ -276,7 +278,8 @@ def _chosen(combiner: dict) -> str:
     if fitted:
         best = max(fitted, key=lambda c: c["hF"])
         e, lo, hi = (100 * v for v in best["vs_equal"])
-        text += f" (fitted − equal {e:+.2f} [{lo:+.2f}, {hi:+.2f}])"
+        where = "cross-fitted" if best.get("out_of_sample") else "in sample"
+        text += f" (fitted − equal {e:+.2f} [{lo:+.2f}, {hi:+.2f}], {where})"
     return text
 
 

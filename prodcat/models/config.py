@@ -46,6 +46,12 @@ class DecisionSettings(StrictModel):
         "them on the held-out products by a real difference (paired bootstrap over near-duplicate "
         "groups, 95 %, prodcat.core.uncertainty), then the best of those; max: the highest held-out "
         "hF, however small the margin")
+    crossfit: bool = Field(
+        True, description="score the fitted weights out of sample before the paired test: each "
+        "held-out set by weights fitted on the other held-out sets (cross-fitting); the final "
+        "weights are then fitted on all of them. With one held-out set (one training platform) "
+        "fitted weights cannot be tested out of sample and the paired rule does not keep them. "
+        "false: tested in sample (stop 25's rule)")
     decodings: list[Literal["greedy", "best_path"]] = Field(
         ["greedy", "best_path"], min_length=1, description="valid-path decodings to choose from "
         "on held-out products")

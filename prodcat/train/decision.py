@@ -15,7 +15,9 @@ to ``data.max_train_products``), :func:`train_decision`:
 4. keeps, of the fitted weights, equal weights and every component alone, each with every decoding
    in ``decodings``, by ``choice``: ``paired`` (the default) equal weights unless another
    candidate beats them on the held-out products by a real difference (paired bootstrap over
-   near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. Either way,
+   near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
+   ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
+   weights fitted on the other sets; the kept weights are those fitted on all of them. Either way,
    on held-out products the model is never below its best component by a real difference;
 5. refits the chosen components on all of R, fits the global temperature on the ``calib`` split of
    S (the serving logits, :mod:`prodcat.train.calibration`) and writes the checkpoint.
@@ -359,8 +361,24 @@ def fit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.ndarray
     return {n: float(w) for n, w in zip(names, result.x)}
 
 
+def crossfit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.ndarray],
+                     names: list[str]) -> list[dict[str, float]]:
+    """Per held-out set j, the weights :func:`fit_weights` fits on every held-out set but j
+    (cross-fitting): scoring set j with them measures fitted weights on products they were not
+    fitted on, so the paired test of :func:`pick` compares them with equal weights out of sample.
+
+    Raises:
+        ValueError: fewer than 2 held-out sets (nothing to leave out).
+    """
+    if len(log_probs) < 2:
+        raise ValueError(f"cross-fitting needs 2 or more held-out sets, got {len(log_probs)}")
+    return [fit_weights([lp for i, lp in enumerate(log_probs) if i != j],
+                        [t for i, t in enumerate(targets) if i != j], names)
+            for j in range(len(log_probs))]
+
+
 def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, rule: str,
-         seed: int = 0) -> dict:
+         seed: int = 0, out_of_sample_only: bool = False) -> dict:
     """The chosen candidate (step 4), by ``rule`` (``DecisionSettings.choice``).
 
     ``max``: the highest mean held-out hF (the first of equals). ``paired``: the best equal-weights
@@ -369,11 +387,14 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
     ``groups``: the 95 % interval of hF(candidate) - hF(equal) above 0); then the best of those.
     Equal weights need no fitting, so they are what the held-out products must argue against:
     with a few hundred held-out products of another shop, fitted weights overfit them
-    (docs/evaluation.md). Each candidate gets ``vs_equal`` ``[estimate, low, high]``.
+    (docs/evaluation.md). Each candidate gets ``vs_equal`` ``[estimate, low, high]``. With
+    ``out_of_sample_only`` (``crossfit``), a candidate marked ``out_of_sample: False`` (fitted
+    weights that could not be cross-fitted: one held-out set) cannot replace equal weights.
 
     Args:
         counts: per candidate, hierarchical counts ``[B, 3]`` of every held-out product (the sets
-            concatenated in order); ``groups``: their group ids ``[B]``.
+            concatenated in order; for cross-fitted weights, each set scored by the weights fitted
+            on the others: :func:`crossfit_weights`); ``groups``: their group ids ``[B]``.
     """
     from prodcat.core.uncertainty import paired_difference
 
@@ -389,7 +410,7 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
             continue
         diff = paired_difference(counts[i], counts[base], groups, n_resamples=1000, seed=seed)
         c["vs_equal"] = [diff.estimate, diff.low, diff.high]
-        if diff.low > 0:
+        if diff.low > 0 and (c.get("out_of_sample", True) or not out_of_sample_only):
             winners.append(c)
     return max(winners, key=lambda c: c["hF"]) if winners else candidates[base]
 
@@ -443,19 +464,29 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
         weightings["fitted"] = fit_weights(log_probs, targets, names)
         weightings.update({f"{n} alone": {m: float(m == n) for m in names} for n in names})
     groups = np.concatenate([np.asarray(h.rows.column("group_id")).astype(str) for h in sets])
+    crossfitted = {}
+    if "fitted" in weightings and d.crossfit and len(sets) >= 2:
+        crossfitted["fitted"] = crossfit_weights(log_probs, targets, names)
     candidates, counts = [], []
     for label, weights in weightings.items():
-        combiner = Combiner(weights, d.decodings[0])
-        combined = [combiner.combine(lp) for lp in log_probs]
+        # what each held-out set is scored with: the candidate's weights, or (cross-fitted) the
+        # weights fitted on the other sets
+        per_set_weights = crossfitted.get(label, [weights] * len(sets))
+        combined = [Combiner(w, d.decodings[0]).combine(lp) for w, lp in zip(per_set_weights, log_probs)]
         for decoding in d.decodings:
             per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))
                        for c, y in zip(combined, nodes)]
             hfs = [prf_from_counts(*c.sum(axis=0))["hF"] for c in per_set]
-            candidates.append({"candidate": label, "decoding": decoding, "weights": weights,
-                               "hF": float(np.mean(hfs)),
-                               "per_set": {h.name: float(v) for h, v in zip(sets, hfs)}})
+            candidate = {"candidate": label, "decoding": decoding, "weights": weights,
+                         "hF": float(np.mean(hfs)),
+                         "per_set": {h.name: float(v) for h, v in zip(sets, hfs)},
+                         "out_of_sample": label != "fitted" or label in crossfitted}
+            if label in crossfitted:
+                candidate["crossfit_weights"] = {h.name: w for h, w in zip(sets, per_set_weights)}
+            candidates.append(candidate)
             counts.append(np.concatenate(per_set))
-    best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed)
+    best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed,
+                out_of_sample_only=d.crossfit)
     return Choice(settings, temperatures, Combiner(dict(best["weights"]), best["decoding"]),
                   candidates, setting_scores,
                   [{"name": h.name, "fit_products": len(h.fit), "products": len(h.rows)} for h in sets],
@@ -508,7 +539,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
         train_config=config.model_dump(mode="json"), lexical=lexical,
         selection={"candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding")},
-                   "rule": d.choice, "settings": choice.settings,
+                   "rule": d.choice, "crossfit": d.crossfit, "settings": choice.settings,
                    "setting_scores": choice.setting_scores, "temperatures": choice.temperatures,
                    "heldout": choice.heldout})
     calib = table.rows(splits=[data.calib_split])

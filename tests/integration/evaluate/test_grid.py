@@ -86,6 +86,9 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
                                                          default["combiner"]["chosen"]["decoding"]))
     assert chosen["candidate"] == "equal" or chosen["vs_equal"][1] > 0
     assert all("vs_equal" in c for c in default["combiner"]["candidates"])
+    # cross-fitted: with three held-out sets, the fitted weights were tested out of sample
+    assert default["combiner"]["crossfit"] is True
+    assert all(c["out_of_sample"] for c in default["combiner"]["candidates"])
     # predictions: one row per (test product, model, seed), recomputable
     pred = ds.dataset(str(tmp_path / "eval" / "predictions")).to_table()
     assert pred.num_rows == sum(f["n_test"] for f in folds.values()) * len(models) * 2

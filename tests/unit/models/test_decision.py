@@ -12,7 +12,7 @@ from prodcat.models.components import component_from_record, component_kinds, lo
 from prodcat.models.config import ModelConfig
 from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, load_decision
 from prodcat.models.lexical import LexicalConfig, LexicalScorer
-from prodcat.train.decision import fit_temperature, fit_weights, pick
+from prodcat.train.decision import crossfit_weights, fit_temperature, fit_weights, pick
 from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
@@ -168,3 +168,38 @@ def test_paired_choice_keeps_equal_weights_unless_a_candidate_really_beats_them(
     low = candidates[1]["vs_equal"][1]
     assert (low > 0) == (expected == "fitted")
     assert candidates[2]["vs_equal"][2] < 0                  # worse alone: its interval below 0
+    # fitted weights that could not be cross-fitted never replace equal weights when that is asked
+    candidates[1]["out_of_sample"] = False
+    assert pick(candidates, counts, groups, "paired", out_of_sample_only=True)["candidate"] == "equal"
+    assert pick(candidates, counts, groups, "paired")["candidate"] == expected
+
+
+def test_crossfit_scores_each_held_out_set_with_weights_fitted_on_the_others():
+    """Two held-out sets that disagree (component a informative on the first, b on the second):
+    weights fitted on both look good on both; cross-fitted, each set gets the other's weights,
+    which is what fitted weights would do on a platform they were not fitted on."""
+    rng = np.random.default_rng(0)
+    n, c = 800, len(LEAVES)
+    sets, targets = [], []
+    for informative in ("a", "b"):
+        t = rng.integers(0, c, n)
+        good = rng.normal(size=(n, c))
+        good[np.arange(n), t] += 3.0
+        noise = rng.normal(size=(n, c))
+        parts = {"a": good, "b": noise} if informative == "a" else {"a": noise, "b": good}
+        sets.append({k: log_softmax(v) for k, v in parts.items()})
+        targets.append(t)
+    both = fit_weights(sets, targets, ["a", "b"])
+    first, second = crossfit_weights(sets, targets, ["a", "b"])
+    assert first["b"] > first["a"] + 0.5                     # fitted on the second set only
+    assert second["a"] > second["b"] + 0.5                   # fitted on the first set only
+    assert first == pytest.approx(fit_weights(sets[1:], targets[1:], ["a", "b"]))
+
+    def nll(weights, lp, t):
+        z = log_softmax(sum(w * lp[k] for k, w in weights.items()))
+        return -z[np.arange(len(t)), t].mean()
+    in_sample = np.mean([nll(both, lp, t) for lp, t in zip(sets, targets)])
+    out_of_sample = np.mean([nll(w, lp, t) for w, lp, t in zip((first, second), sets, targets)])
+    assert out_of_sample > in_sample + 0.5                   # in sample flatters fitted weights
+    with pytest.raises(ValueError, match="2 or more held-out sets"):
+        crossfit_weights(sets[:1], targets[:1], ["a", "b"])
