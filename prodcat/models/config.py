@@ -47,7 +47,7 @@ class DecisionSettings(StrictModel):
         "groups, 95 %, prodcat.core.uncertainty), then the best of those; max: the highest held-out "
         "hF, however small the margin")
     crossfit: bool = Field(
-        True, description="score the fitted weights out of sample before the paired test: each "
+        True, description="score the fitted weights out of sample before the choice (either rule): each "
         "held-out set by weights fitted on the other held-out sets (cross-fitting); the final "
         "weights are then fitted on all of them. With one held-out set (one training platform) "
         "fitted weights cannot be tested out of sample and the paired rule does not keep them. "

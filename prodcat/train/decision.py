@@ -464,14 +464,14 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
         weightings["fitted"] = fit_weights(log_probs, targets, names)
         weightings.update({f"{n} alone": {m: float(m == n) for m in names} for n in names})
     groups = np.concatenate([np.asarray(h.rows.column("group_id")).astype(str) for h in sets])
-    crossfitted = {}
-    if "fitted" in weightings and d.crossfit and len(sets) >= 2:
-        crossfitted["fitted"] = crossfit_weights(log_probs, targets, names)
+    crossfit = (crossfit_weights(log_probs, targets, names)
+                if "fitted" in weightings and d.crossfit and len(sets) >= 2 else None)
     candidates, counts = [], []
     for label, weights in weightings.items():
-        # what each held-out set is scored with: the candidate's weights, or (cross-fitted) the
-        # weights fitted on the other sets
-        per_set_weights = crossfitted.get(label, [weights] * len(sets))
+        # what each held-out set is scored with: the candidate's weights, or (fitted, cross-fitted)
+        # the weights fitted on the other sets
+        crossfitted = label == "fitted" and crossfit is not None
+        per_set_weights = crossfit if crossfitted else [weights] * len(sets)
         combined = [Combiner(w, d.decodings[0]).combine(lp) for w, lp in zip(per_set_weights, log_probs)]
         for decoding in d.decodings:
             per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))
@@ -480,8 +480,8 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
             candidate = {"candidate": label, "decoding": decoding, "weights": weights,
                          "hF": float(np.mean(hfs)),
                          "per_set": {h.name: float(v) for h, v in zip(sets, hfs)},
-                         "out_of_sample": label != "fitted" or label in crossfitted}
-            if label in crossfitted:
+                         "out_of_sample": label != "fitted" or crossfitted}
+            if crossfitted:
                 candidate["crossfit_weights"] = {h.name: w for h, w in zip(sets, per_set_weights)}
             candidates.append(candidate)
             counts.append(np.concatenate(per_set))
