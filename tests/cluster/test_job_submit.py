@@ -121,8 +121,10 @@ def test_ray_job_submit_sweep_stop_resume_and_scoring(ray_start_cluster, cascade
     src, out = tmp_path / "score_in.parquet", tmp_path / "pred"
     pq.write_table(cascade["products"], src)
     t0 = time.time()
+    # six epochs, not the smoke space's two: the stop lands after the first checkpoint, and two
+    # epochs left so little after it that both trials could finish before `ray job stop` did
     ray(*submit, f"--submission-id={first}", "--no-wait", "--",
-        *sweep, "--space", "tune/spaces/smoke.yaml", *data)
+        *sweep, "--space", "tune/spaces/smoke.yaml", *data, "--set", "optim.epochs=6")
     checkpoints = f"{tmp_path}/tune/smoke/trials/*/ray/train/checkpoint_*/train_state.json"
     deadline = time.time() + 300
     while not glob.glob(checkpoints):
