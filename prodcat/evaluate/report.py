@@ -21,6 +21,7 @@ from prodcat.core.taxonomy import Taxonomy
 
 MAX_CATEGORIES = 40
 MAX_CLASSES = 20
+MAX_CONFUSIONS = 6
 
 
 def best_grid_model(results: list[dict], fold: str) -> str | None:
@@ -376,9 +377,61 @@ def plot_confusion(taxonomy: Taxonomy, true: np.ndarray, pred_classes: np.ndarra
     return True
 
 
+def top_confusions(taxonomy: Taxonomy, true_ids, predicted_ids, limit: int = MAX_CONFUSIONS) -> list[dict]:
+    """The most frequent wrong outputs: ``[{"true", "predicted", "products", "share_of_errors"}]``,
+    most frequent first, at most ``limit`` (every pair when ``limit`` is None).
+
+    Args:
+        true_ids: int ``[B]`` true category ids.
+        predicted_ids: int ``[B]`` category id of each output's deepest node (a virtual "X itself"
+            node counts as X; 0, the root, for no output).
+
+    ``true`` and ``predicted`` are the categories' last path names (the full path when names
+    repeat); ``share_of_errors`` in [0, 1] is the pair's share of all wrong outputs (an output is
+    wrong when its category id differs from the true one, the accuracy's definition).
+
+    Raises:
+        ValueError: when the two arrays differ in length.
+    """
+    t, p = np.asarray(true_ids, np.int64), np.asarray(predicted_ids, np.int64)
+    if t.shape != p.shape:
+        raise ValueError(f"true_ids {t.shape} and predicted_ids {p.shape} differ in shape")
+    wrong = t != p
+    if not wrong.any():
+        return []
+    pairs, counts = np.unique(np.stack([t[wrong], p[wrong]], axis=1), axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:limit]
+    leaves = [taxonomy.path_of_id(c).split(" > ")[-1] for c in sorted({int(c) for c in taxonomy.ids[1:]})]
+
+    def name(category_id: int) -> str:
+        if category_id <= 0:
+            return "(no output)"
+        path = taxonomy.path_of_id(category_id)
+        leaf = path.split(" > ")[-1]
+        return leaf if leaves.count(leaf) == 1 else path
+
+    total = int(wrong.sum())
+    return [{"true": name(int(pairs[i, 0])), "predicted": name(int(pairs[i, 1])),
+             "products": int(counts[i]), "share_of_errors": float(counts[i] / total)} for i in order]
+
+
+def confusions_markdown(confusions: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """The report's "Largest confusions" section from ``{(fold, model): top_confusions(...)}``."""
+    rows = [[fold, model, c["true"], c["predicted"], c["products"], f"{c['share_of_errors']:.0%}"]
+            for (fold, model), cs in confusions.items() for c in cs]
+    if not rows:
+        return []
+    return ["", "## Largest confusions", "",
+            f"The most frequent wrong outputs of the default and the reference in each fold (at most "
+            f"{MAX_CONFUSIONS}; the first seed): true category, output category, products, share of "
+            "that model's wrong outputs. All of them: `confusions.csv`.", "",
+            markdown_table(["fold", "model", "true", "output", "products", "share of errors"], rows)]
+
+
 RESULT_COLUMNS = ("fold", "protocol", "model", "kind", "seed", "n", "hF", "hF_low", "hF_high", "hP",
                   "hR", "accuracy", "path_consistency", "train_seconds")
 COMPARISON_COLUMNS = ("fold", "model", "reference", "seed", "difference", "low", "high", "real")
+CONFUSION_COLUMNS = ("fold", "model", "true", "predicted", "products", "share_of_errors")
 
 
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
@@ -404,6 +457,21 @@ def comparisons_csv(comparisons: list[dict]) -> str:
     return _csv(comparisons, COMPARISON_COLUMNS)
 
 
+def fold_confusions(results: dict, predictions: dict, limit: int | None = MAX_CONFUSIONS
+                    ) -> dict[tuple[str, str], list[dict]]:
+    """``{(fold, model): top_confusions(...)}`` for each fold's default and the reference model."""
+    out = {}
+    reference = reference_of(results)
+    for fold, pred in predictions.items():
+        taxonomy = pred["taxonomy"]
+        true_ids = taxonomy.ids[np.asarray(pred["true"], np.int64)]
+        for model in dict.fromkeys([first_grid_model(results["results"], fold), reference]):
+            if model in pred["models"]:
+                out[(fold, model)] = top_confusions(
+                    taxonomy, true_ids, taxonomy.ids[nodes_of(taxonomy, pred["models"][model])], limit)
+    return out
+
+
 def write_report(results: dict, predictions: dict, output: str, plots: bool = True) -> list[str]:
     """Write ``results.json``, ``report.md`` and (with ``plots``) the PNGs; returns the file names.
 
@@ -411,11 +479,16 @@ def write_report(results: dict, predictions: dict, output: str, plots: bool = Tr
         predictions: ``{fold: {"true": nodes [B], "taxonomy": the fold's Taxonomy,
             "models": {model: output classes [B, L]}}}``.
     """
-    written = ["results.json", "report.md", "results.csv", "comparisons.csv"]
+    written = ["results.json", "report.md", "results.csv", "comparisons.csv", "confusions.csv"]
     storage.write_text(storage.join(output, "results.json"), json.dumps(results, indent=2, default=float))
     storage.write_text(storage.join(output, "results.csv"), results_csv(results["results"]))
     storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(results.get("comparisons") or []))
     md = results_markdown(results)
+    confusions = fold_confusions(results, predictions)
+    storage.write_text(storage.join(output, "confusions.csv"), _csv(
+        [{"fold": f, "model": m, **c} for (f, m), cs in fold_confusions(results, predictions, None).items()
+         for c in cs], CONFUSION_COLUMNS))
+    md += "\n".join(confusions_markdown(confusions)) + "\n" if confusions else ""
     if plots and results["results"]:
         plot_hf(results, storage.join(output, "hf_by_model.png"))
         written.append("hf_by_model.png")

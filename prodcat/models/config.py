@@ -52,9 +52,11 @@ class DecisionSettings(StrictModel):
         "weights are then fitted on all of them. With one held-out set (one training platform) "
         "fitted weights cannot be tested out of sample and the paired rule does not keep them. "
         "false: tested in sample (stop 25's rule)")
-    decodings: list[Literal["greedy", "best_path"]] = Field(
-        ["greedy", "best_path"], min_length=1, description="valid-path decodings to choose from "
-        "on held-out products")
+    decodings: list[Literal["greedy", "best_path", "expected_hf"]] = Field(
+        ["greedy", "best_path", "expected_hf"], min_length=1, description="valid-path decodings to "
+        "choose from on held-out products: greedy (the child with the most subtree probability, "
+        "level by level), best_path (the most probable leaf), expected_hf (the leaf with the highest "
+        "expected hF under the combined probabilities; prodcat.models.decision)")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
         "cross_platform: each training platform predicted by components fitted on the others "

@@ -7,8 +7,14 @@ experts, ``log p(leaf) = sum_k w_k log p_k(leaf) - log Z`` (weights ``w_k >= 0``
 products the components were not trained on, :mod:`prodcat.train.decision`; Kittler et al. 1998,
 "On combining classifiers"), and decodes a *valid path* over the tree (dynamic masking as
 decoding): ``greedy`` goes down the tree choosing, under the chosen parent, the child whose subtree
-holds the most probability; ``best_path`` outputs the most probable leaf with its ancestors. Either
-way every output is a valid taxonomy path.
+holds the most probability; ``best_path`` outputs the most probable leaf with its ancestors;
+``expected_hf`` outputs the leaf whose path has the highest expected hierarchical F1 under the
+combined probabilities, ``argmax_i sum_j p(j) hF(i, j)`` with ``hF(i, j) = 2 |A(i) & A(j)| /
+(|A(i)| + |A(j)|)`` over the real ancestor sets A (the Bayes decision for each product's hF, cf. Bi
+and Kwok 2015, "Bayes-optimal hierarchical multilabel classification"): when the probability is
+spread over a subtree it prefers a leaf that shares most of the path with the likely ones (a
+shallower "X itself" leaf where the taxonomy has one). Either way every output is a valid taxonomy
+path.
 
 Serving logits (what calibration and the cascade read): per level l, ``log`` of each class's
 subtree probability, masked to the children of the class chosen one level up (``-inf``
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from prodcat.core import storage
+from prodcat.core.metrics import real_paths
 from prodcat.core.taxonomy import Taxonomy
 from prodcat.models.components import Component, component_from_record
 from prodcat.models.config import ModelConfig
@@ -52,7 +59,7 @@ from prodcat.models.files import DECISION_FORMAT as FORMAT
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalScorer
 
-DECODINGS = ("greedy", "best_path")
+DECODINGS = ("greedy", "best_path", "expected_hf")
 
 
 class TreeDecoder:
@@ -73,6 +80,23 @@ class TreeDecoder:
             on = np.flatnonzero(self.paths[:, level] >= 0)
             self.aggregate.append(sp.csr_matrix((np.ones(len(on)), (on, self.paths[on, level])),
                                                 shape=(len(self.leaves), size)))
+        self._gain: np.ndarray | None = None
+
+    @property
+    def gain(self) -> np.ndarray:
+        """``[C, C]`` per-product hF in [0, 1] of outputting leaf i when leaf j is true (the
+        metric of :func:`prodcat.core.metrics.hierarchical_counts`: real ancestors, a virtual
+        "X itself" leaf counting as X); symmetric, 1 on the diagonal."""
+        if self._gain is None:
+            real = real_paths(self.taxonomy)[self.leaves]                            # [C, L]
+            incidence = np.zeros((len(self.leaves), len(self.taxonomy)))
+            rows = np.repeat(np.arange(len(real)), real.shape[1])
+            on = real.ravel() >= 0
+            incidence[rows[on], real.ravel()[on]] = 1.0
+            common = incidence @ incidence.T
+            size = incidence.sum(axis=1)
+            self._gain = 2 * common / np.maximum(size[:, None] + size[None, :], 1)
+        return self._gain
 
     def level_log_mass(self, log_p: np.ndarray) -> list[np.ndarray]:
         """Per level ``[B, C_l]``: log of the probability under each class's subtree."""
@@ -90,6 +114,10 @@ class TreeDecoder:
         """
         if decoding == "best_path":
             return self.paths[np.argmax(log_p, axis=1)].copy()
+        if decoding == "expected_hf":
+            p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            return self.paths[np.argmax(p @ self.gain.T, axis=1)].copy()             # [B, C] expected hF
         if decoding != "greedy":
             raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
         masses = self.level_log_mass(log_p)
@@ -120,7 +148,7 @@ class Combiner:
 
     Attributes:
         weights: ``{component name: w >= 0}``; a component with weight 0 is not read.
-        decoding: ``greedy`` or ``best_path`` (see the module docstring).
+        decoding: ``greedy``, ``best_path`` or ``expected_hf`` (see the module docstring).
     """
 
     weights: dict[str, float]

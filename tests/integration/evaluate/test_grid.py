@@ -5,6 +5,7 @@ predictions Parquet and the JSON / Markdown / PNG outputs; and what every step o
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -102,6 +103,18 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
     assert "## hF [95 % CI] by model and fold" in md and "lopo_gamma" in md
     assert "## Against tfidf (paired bootstrap over groups)" in md and "every seed agrees" in md
     assert "## Error ratio" in md and "## What the decision-level models chose" in md
+    # the largest confusions: every wrong output of the default and the reference, counted
+    confusions = list(csv.DictReader((out / "confusions.csv").open()))
+    assert {r["model"] for r in confusions} <= {"default", "tfidf"}
+    for fold in folds:
+        for model in ("default", "tfidf"):
+            rows = [r for r in confusions if (r["fold"], r["model"]) == (fold, model)]
+            wrong = pred.filter(pc.and_(pc.and_(pc.equal(pred["fold"], fold), pc.equal(pred["model"], model)),
+                                        pc.equal(pred["seed"], 0)))
+            n_wrong = int(pc.sum(pc.not_equal(wrong["category_id"], wrong["true_category_id"])).as_py() or 0)
+            assert sum(int(r["products"]) for r in rows) == n_wrong, (fold, model)
+    if confusions:
+        assert "## Largest confusions" in md
     for name in ("hf_by_model.png", "per_category_f1_in_platform.png", "confusion_level0_lopo_beta.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 

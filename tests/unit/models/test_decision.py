@@ -67,7 +67,7 @@ def test_decodings_give_valid_paths_and_differ_where_they_should():
     rng = np.random.default_rng(0)
     decoder = TreeDecoder(TAX)
     log_p = log_softmax(rng.normal(size=(200, len(LEAVES))) * 3)
-    for decoding in ("greedy", "best_path"):
+    for decoding in ("greedy", "best_path", "expected_hf"):
         classes = decoder.decode(log_p, decoding)
         assert valid_paths(TAX, classes).all(), decoding
     best = decoder.decode(log_p, "best_path")
@@ -81,6 +81,37 @@ def test_decodings_give_valid_paths_and_differ_where_they_should():
     lp = np.log(p / p.sum())[None]
     assert TAX.path(int(TAX.level_nodes[0][decoder.decode(lp, "greedy")[0, 0]])) == "Apparel"
     assert TAX.path(int(TAX.level_nodes[0][decoder.decode(lp, "best_path")[0, 0]])) == "Home"
+
+
+
+def test_expected_hf_decoding_outputs_the_leaf_with_the_highest_expected_hf():
+    """The oracle is the project's metric itself: each leaf's expected hF under p, summed over the
+    true leaves with hierarchical_counts, not the decoder's gain matrix."""
+    from prodcat.core.metrics import hierarchical_counts, prf_from_counts
+
+    decoder = TreeDecoder(TAX)
+    rng = np.random.default_rng(3)
+    log_p = log_softmax(rng.normal(size=(40, len(LEAVES))) * 2)
+    chosen = decoder.decode(log_p, "expected_hf")
+    assert valid_paths(TAX, chosen).all()
+
+    def expected(p: np.ndarray, leaf: int) -> float:
+        out = np.repeat(decoder.paths[leaf][None], len(LEAVES), axis=0)
+        counts = hierarchical_counts(TAX, LEAVES, out)
+        return float(sum(pj * prf_from_counts(*c)["hF"] for pj, c in zip(p, counts)))
+
+    for row, classes in zip(np.exp(log_p), chosen):
+        scores = [expected(row, i) for i in range(len(LEAVES))]
+        picked = int(np.flatnonzero((decoder.paths == classes).all(axis=1))[0])
+        assert scores[picked] >= max(scores) - 1e-9
+    # probability spread over Shoes' children: the shallower "Shoes itself" leaf, not one of them
+    index = {TAX.path(int(n)) + ("*" if TAX.virtual[n] else ""): i for i, n in enumerate(LEAVES)}
+    p = np.full(len(LEAVES), 1e-9)
+    p[index["Apparel > Shoes > Boots"]] = p[index["Apparel > Shoes > Sandals"]] = 0.35
+    p[index["Apparel > Shirts"]] = 0.3
+    lp = np.log(p / p.sum())[None]
+    assert decoder.decode(lp, "best_path")[0].tolist() == decoder.paths[index["Apparel > Shoes > Boots"]].tolist()
+    assert decoder.decode(lp, "expected_hf")[0].tolist() == decoder.paths[index["Apparel > Shoes*"]].tolist()
 
 
 def _model(temperature: float = 1.0) -> tuple[DecisionModel, dict]:
