@@ -14,5 +14,10 @@ source scripts/env.sh
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-.venv/bin/python -m pytest
-exec .venv/bin/python -m pytest tests/cluster
+workers=${PRODCAT_TEST_WORKERS:-2}
+if [ "$workers" -gt 1 ]; then
+  .venv/bin/python -m pytest -n "$workers" --dist loadfile --durations=15
+else
+  .venv/bin/python -m pytest --durations=15
+fi
+exec .venv/bin/python -m pytest tests/cluster --durations=10
