@@ -500,18 +500,36 @@ def test_the_same_request_with_and_without_abstention(service, cascade, tmp_path
 
 
 # ---------------------------------------------------------------------- local testing mode
-def test_local_testing_mode(cascade):
-    """The same application with no cluster: deployments run in this process."""
-    from ray import serve
+_LOCAL_MODE = """
+import json, sys
+from ray import serve
+from prodcat.serve.app import build_app
+given = json.load(open(sys.argv[1]))
+handle = serve.run(build_app(given["args"]), name="local", _local_testing_mode=True)
+out = {"ok": handle.categorize.remote({"products": given["products"]}).result(),
+       "bad": handle.categorize.remote({"products": [{"title": ""}]}).result(),
+       "items": handle.categorize.remote({"items": []}).result()}
+json.dump(out, open(sys.argv[2], "w"), default=str)
+"""
 
-    from prodcat.serve.app import build_app
 
-    handle = serve.run(build_app(_args(cascade)), name="local", _local_testing_mode=True)
-    result = handle.categorize.remote({"products": _products(cascade, 4)}).result()
+def test_local_testing_mode(cascade, tmp_path):
+    """The same application with no cluster: deployments run in one process. That process is a
+    child of the test's: local testing mode leaves uvicorn state behind that later Serve
+    deployments of the same process cannot pickle (the other Serve tests of a pytest worker)."""
+    import subprocess
+    import sys
+
+    products = _products(cascade, 4)
+    (tmp_path / "in.json").write_text(json.dumps({"args": _args(cascade), "products": products}))
+    subprocess.run([sys.executable, "-c", _LOCAL_MODE, str(tmp_path / "in.json"), str(tmp_path / "out.json")],
+                   check=True, timeout=300, cwd=tmp_path)
+    out = json.loads((tmp_path / "out.json").read_text())
+    result = out["ok"]
     assert result["status"] == 200
     preds = result["body"]["predictions"]
     assert [p["id"] for p in preds] == [r["product_id"] for r in cascade["products"].to_pylist()[:4]]
     assert all(p["stage"] in ("text", "multimodal") and p["path"] for p in preds)
-    bad = handle.categorize.remote({"products": [{"title": ""}]}).result()
+    bad = out["bad"]
     assert bad["status"] == 422 and bad["body"]["predictions"][0]["error"]["code"] == "title_missing"
-    assert handle.categorize.remote({"items": []}).result()["status"] == 422
+    assert out["items"]["status"] == 422
