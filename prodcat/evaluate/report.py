@@ -401,14 +401,16 @@ def top_confusions(taxonomy: Taxonomy, true_ids, predicted_ids, limit: int = MAX
         return []
     pairs, counts = np.unique(np.stack([t[wrong], p[wrong]], axis=1), axis=0, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:limit]
-    leaves = [taxonomy.path_of_id(c).split(" > ")[-1] for c in sorted({int(c) for c in taxonomy.ids[1:]})]
+    from collections import Counter
+
+    leaves = Counter(taxonomy.path_of_id(c).split(" > ")[-1] for c in {int(c) for c in taxonomy.ids[1:]})
 
     def name(category_id: int) -> str:
         if category_id <= 0:
             return "(no output)"
         path = taxonomy.path_of_id(category_id)
         leaf = path.split(" > ")[-1]
-        return leaf if leaves.count(leaf) == 1 else path
+        return leaf if leaves[leaf] == 1 else path
 
     total = int(wrong.sum())
     return [{"true": name(int(pairs[i, 0])), "predicted": name(int(pairs[i, 1])),
@@ -484,11 +486,11 @@ def write_report(results: dict, predictions: dict, output: str, plots: bool = Tr
     storage.write_text(storage.join(output, "results.csv"), results_csv(results["results"]))
     storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(results.get("comparisons") or []))
     md = results_markdown(results)
-    confusions = fold_confusions(results, predictions)
+    confusions = fold_confusions(results, predictions, None)          # every pair: confusions.csv
     storage.write_text(storage.join(output, "confusions.csv"), _csv(
-        [{"fold": f, "model": m, **c} for (f, m), cs in fold_confusions(results, predictions, None).items()
-         for c in cs], CONFUSION_COLUMNS))
-    md += "\n".join(confusions_markdown(confusions)) + "\n" if confusions else ""
+        [{"fold": f, "model": m, **c} for (f, m), cs in confusions.items() for c in cs], CONFUSION_COLUMNS))
+    md += "\n".join(confusions_markdown({k: cs[:MAX_CONFUSIONS] for k, cs in confusions.items()})) + "\n" \
+        if confusions else ""
     if plots and results["results"]:
         plot_hf(results, storage.join(output, "hf_by_model.png"))
         written.append("hf_by_model.png")
