@@ -30,6 +30,14 @@ FAST_SERVE_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0
 collect_ignore_glob: list[str] = []
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests that start their own ``ray start`` cluster (``ray job submit``, the chaos
+    harness) run first, before the session's ``Cluster`` exists: started, its three idle nodes
+    (raylets, metrics agents reporting each second) would run beside them on the same two cores
+    to the end of the session."""
+    items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
