@@ -11,6 +11,7 @@ Plots (per fold that has predictions; the "best" model is the grid model with th
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 
@@ -401,8 +402,6 @@ def top_confusions(taxonomy: Taxonomy, true_ids, predicted_ids, limit: int = MAX
         return []
     pairs, counts = np.unique(np.stack([t[wrong], p[wrong]], axis=1), axis=0, return_counts=True)
     order = np.argsort(-counts, kind="stable")[:limit]
-    from collections import Counter
-
     leaves = Counter(taxonomy.path_of_id(c).split(" > ")[-1] for c in {int(c) for c in taxonomy.ids[1:]})
 
     def name(category_id: int) -> str:
