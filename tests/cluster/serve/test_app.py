@@ -164,6 +164,12 @@ def test_load_scales_up_survives_a_replica_kill_and_scales_down(cluster, cascade
         at_max = time.time()
         assert all(samples[-1][d] == m for d, m in MAX.items()), json.dumps(samples[-2:])
 
+        # the victim must be a replica that serves: wait until every TextStage replica is
+        # RUNNING (none STARTING or STOPPING), so any live TextStage actor is one of them
+        while time.time() - at_max < 30 and set(sample("load")["states"]["TextStage"]) != {"RUNNING"}:
+            time.sleep(0.5)
+        states_at_kill = samples[-1]["states"]["TextStage"]
+        assert states_at_kill == {"RUNNING": MAX["TextStage"]}, json.dumps(samples[-2:])
         victim = next(a for a in list_actors(address=cluster.cluster.address, limit=10_000,
                                              filters=[("state", "=", "ALIVE")])
                       if a.class_name.endswith(":TextStage"))
@@ -188,6 +194,7 @@ def test_load_scales_up_survives_a_replica_kill_and_scales_down(cluster, cascade
         "clients": 6, "products_per_request": 6, "max_replicas": MAX, "autoscaling": FAST,
         "max_replicas_reached_after_s": round(at_max - start, 1),
         "killed": f"TextStage replica process (pid {victim.pid}) {round(killed_at - start, 1)} s into the load",
+        "text_stage_replicas_at_kill": states_at_kill,
         "requests": len(answers), "requests_after_kill": len(after_kill), "failed": len(failed),
         "failure_window_s": round(failed[-1][0] - failed[0][0], 2) if failed else 0.0,
         "back_to_min_replicas_after_load_s": round(samples[-1]["t"] - load_ended, 1),
