@@ -41,7 +41,7 @@ from prodcat.evaluate.references import reference_models
 from prodcat.evaluate.report import plot_hf, results_markdown, write_report
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.config import TrainConfig, apply_overrides
-from prodcat.train.features import FeatureTable, describe_counts, load_feature_table
+from prodcat.train.features import FeatureTable, describe_counts, load_feature_table, select_train_rows
 from prodcat.train.lexical import model_inputs
 from prodcat.train.trainer import train
 
@@ -115,6 +115,23 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     return row, pred, counts
 
 
+def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureTable,
+              config: EvaluateConfig) -> np.ndarray:
+    """The product ids the fold's models read (each a subset of ``table``'s rows): for every model
+    and seed, its training rows (the seeded subsample :func:`select_train_rows` draws, as training
+    does) and the validation and calibration splits of the fold's training platforms; and the
+    test rows. What :func:`fold_feature` embeds with the fold's fine-tuned encoder."""
+    mine = table.rows(platforms=fold.train_platforms)
+    ids = [test.column("product_id")]
+    for cell in cells:
+        for seed in config.seeds:
+            cfg = apply_overrides(config.train, {**cell["overrides"], "data.platforms": fold.train_platforms,
+                                                 "optim.seed": seed})
+            ids += [select_train_rows(mine, cfg).column("product_id"),
+                    mine.rows(splits=[cfg.data.val_split, cfg.data.calib_split]).column("product_id")]
+    return np.unique(np.concatenate([np.asarray(i, dtype=str) for i in ids]))
+
+
 def compare(fold: str, counts: dict[str, np.ndarray], groups: np.ndarray, reference: str,
             seed: int = 0) -> list[dict]:
     """Every model against ``reference`` on the fold's test products: the paired bootstrap
@@ -174,7 +191,8 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
         if tuned:                 # the fold's own fine-tuned encoder, trained on its training platforms
             x, present, info["finetune"] = fold_feature(
                 config.finetune, data.products, config.output, fold.name, fold.train_platforms,
-                fold_table.column("product_id"), config.seeds[0], progress)
+                fold_table.column("product_id"), config.seeds[0], progress,
+                embed_ids=rows_read(fold_table, fold, cells, test, config))
             fold_table = fold_table.add_feature(tuned, x, present)
             test = fold_table.where(np.isin(fold_table.column("product_id"), test.column("product_id")))
         for seed in config.seeds:

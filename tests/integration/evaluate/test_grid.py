@@ -193,9 +193,17 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
         results = evaluate(config)
     fold = results["folds"][0]
     assert fold["fold"] == "lopo_gamma" and fold["finetune"]["train_products"] == 60
-    assert fold["finetune"]["embedded"] > 0
     tuned = [r for r in reads if r.step == "finetune@lopo_gamma"]
     assert len(tuned) == 1 and {platform[p] for p in tuned[0].product_ids} == {"alpha", "beta"}
+    # embedded with the fold's encoder: exactly the rows its models read (training subsamples,
+    # validation and calibration splits, test rows), not every row of the fold
+    from prodcat.embed.store import read_store
+
+    stored, _ = read_store(str(tmp_path / "eval/finetune/lopo_gamma/embeddings"), ["product_id"])
+    embedded = set(stored["product_id"].to_pylist())
+    read = {p for r in reads if not r.step.startswith(("finetune@", "begin:")) for p in r.product_ids}
+    assert embedded == read and fold["finetune"]["embedded"] == len(read)
+    assert len(read) < fold["finetune"]["fold_rows"]
     row = next(r for r in results["results"] if r["model"] == "default-ft")
     assert set(row["combiner"]["weights"]) == {"ft_text", "lexical"} and 0.0 <= row["hF"] <= 1.0
     assert (tmp_path / "eval" / "finetune" / "lopo_gamma" / "encoder" / "model.safetensors").exists()
