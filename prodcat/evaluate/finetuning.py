@@ -2,9 +2,10 @@
 
 For each fold, :func:`fold_feature` fine-tunes the text encoder (:func:`prodcat.train.finetune.finetune`,
 Ray Train) on the ``train`` split of the fold's *training* platforms only (in a
-leave-one-platform-out fold the held-out platform is never read), embeds the fold's rows with the
-new encoder version into a store of its own (``<output>/finetune/<fold>/embeddings``, resumable),
-and returns the vectors aligned with the fold's rows, which the evaluation adds to the fold's
+leave-one-platform-out fold the held-out platform is never read), embeds the rows the fold's
+models read (:func:`prodcat.evaluate.grid.rows_read`) with the new encoder version into a store of
+its own (``<output>/finetune/<fold>/embeddings``, resumable), and returns the vectors aligned with
+the fold's rows (``present`` False for rows no model reads), which the evaluation adds to the fold's
 feature table as ``finetune.feature`` (default ``ft_text``). One fine-tuning per fold, with the
 first seed: the seeds then vary the models trained on top of it.
 
