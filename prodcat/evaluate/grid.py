@@ -189,11 +189,11 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
         if not len(test):
             continue
         if tuned:                 # the fold's own fine-tuned encoder, trained on its training platforms
-            x, present, info["finetune"] = fold_feature(
+            x, present, trained_on, info["finetune"] = fold_feature(
                 config.finetune, data.products, config.output, fold.name, fold.train_platforms,
                 fold_table.column("product_id"), config.seeds[0], progress,
                 embed_ids=rows_read(fold_table, fold, cells, test, config))
-            fold_table = fold_table.add_feature(tuned, x, present)
+            fold_table = fold_table.add_feature(tuned, x, present, trained_on=trained_on)
             test = fold_table.where(np.isin(fold_table.column("product_id"), test.column("product_id")))
         for seed in config.seeds:
             counts, tables = {}, []

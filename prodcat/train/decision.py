@@ -74,12 +74,16 @@ class HeldOut:
 
 
 def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSettings,
-                 val_split: str, seed: int) -> list[HeldOut]:
+                 val_split: str, seed: int, features: list[str] | None = None) -> list[HeldOut]:
     """The held-out sets of :func:`train_decision` (step 1).
 
     Args:
         table: every row of the training platforms (all splits).
         train: the training rows R.
+        features: the features the components read: a product whose label the encoder of one of
+            them was trained on (:attr:`FeatureTable.trained_on`, a fine-tuned encoder's training
+            rows) is in no held-out set, so a fine-tuned component is not scored on products it
+            has learnt (it may still be fitted on them).
 
     Raises:
         ValueError: when no held-out set can be built (one platform and no validation rows).
@@ -87,17 +91,18 @@ def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSet
     rng = np.random.default_rng(seed)
     sets = []
     platforms = sorted(np.unique(train.column("platform")).tolist())
+    unseen = list(features or [])
     if "cross_platform" in settings.heldout and len(platforms) >= 2:
         for q in platforms:
             others = train.where(train.column("platform") != q)
             mine = train.where(train.column("platform") == q)
-            covered = mine.where(np.isin(mine.column("node"), others.column("node")))
+            covered = mine.where(np.isin(mine.column("node"), others.column("node")) & ~mine.seen_by(unseen))
             covered = _cap(covered, settings.heldout_per_platform, rng)
             if len(covered) and len(np.unique(others.column("node"))) >= 2:
                 sets.append(HeldOut(f"cross_platform:{q}", others, covered))
     if "in_platform" in settings.heldout:
         val = table.rows(splits=[val_split])
-        val = val.where(np.isin(val.column("node"), train.column("node")))
+        val = val.where(np.isin(val.column("node"), train.column("node")) & ~val.seen_by(unseen))
         parts = [_cap(val.where(val.column("platform") == p), settings.heldout_per_platform, rng)
                  for p in platforms]
         keep = np.isin(val.column("product_id"), np.concatenate([p.column("product_id") for p in parts]))
@@ -516,7 +521,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         raise ValueError(f"{len(train)} training rows hold fewer than 2 categories: nothing to learn")
     fitter = Fitter(config, table.taxonomy, _label_embeddings(config, table))
     specs = component_specs(config)
-    sets = heldout_sets(table, train, d, data.val_split, config.optim.seed)
+    sets = heldout_sets(table, train, d, data.val_split, config.optim.seed, list(table.features))
     say(f"{run_prefix(config)} decision-level fusion of {', '.join(s.name for s in specs)} on "
         f"{len(train):,} training rows; choosing on {', '.join(f'{h.name} ({len(h.rows):,})' for h in sets)}")
     choice = choose(fitter, specs, sets, say)

@@ -16,7 +16,7 @@ Columns of a feature table (:func:`join_features`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -128,6 +128,10 @@ class FeatureTable:
         counts: where the rows came from (:func:`data_counts`): products in the catalogue,
             labelled ones, labelled ones with a store row (the rows here), store rows skipped as
             unreadable; empty when built by hand.
+        trained_on: ``{feature: product ids (str)}``: the products whose labels a feature's
+            encoder was trained on (a fine-tuned encoder's training rows,
+            :func:`prodcat.evaluate.finetuning.fold_feature`); a decision-level model never
+            scores a component on them when it chooses (:func:`prodcat.train.decision.heldout_sets`).
     """
 
     table: pa.Table
@@ -136,14 +140,14 @@ class FeatureTable:
     taxonomy: Taxonomy
     manifest: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    trained_on: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.table.num_rows
 
     def where(self, mask: np.ndarray | pa.Array) -> "FeatureTable":
         """The rows where ``mask`` ([B] bool) is True."""
-        return FeatureTable(self.table.filter(pa.array(np.asarray(mask, bool))), self.features,
-                            self.dims, self.taxonomy, self.manifest, self.counts)
+        return replace(self, table=self.table.filter(pa.array(np.asarray(mask, bool))))
 
     def rows(self, splits: list[str] | None = None, platforms: list[str] | None = None) -> "FeatureTable":
         """The rows in ``splits`` and ``platforms`` (None: all)."""
@@ -161,13 +165,15 @@ class FeatureTable:
             raise KeyError(f"features {unknown} not loaded; loaded: {self.features}")
         drop = [c for f in self.features if f not in features
                 for c in (TENSOR_PREFIX + f, PRESENT_PREFIX + f)]
-        return FeatureTable(self.table.drop_columns(drop), list(features),
-                            {f: self.dims[f] for f in features}, self.taxonomy, self.manifest,
-                            self.counts)
+        return replace(self, table=self.table.drop_columns(drop), features=list(features),
+                       dims={f: self.dims[f] for f in features},
+                       trained_on={f: v for f, v in self.trained_on.items() if f in features})
 
-    def add_feature(self, name: str, x: np.ndarray, present: np.ndarray | None = None) -> "FeatureTable":
+    def add_feature(self, name: str, x: np.ndarray, present: np.ndarray | None = None,
+                    trained_on=None) -> "FeatureTable":
         """The same rows with one more feature ``name`` (``x [B, D]`` float32; ``present [B]``,
-        default all present), replacing one of that name.
+        default all present), replacing one of that name; ``trained_on``: the product ids whose
+        labels its encoder was trained on (:attr:`trained_on`), None: none.
 
         Raises:
             ValueError: when ``x`` is not ``[B, D]`` for this table's B.
@@ -181,8 +187,18 @@ class FeatureTable:
         table = table.append_column(TENSOR_PREFIX + name, fixed_list(x))
         table = table.append_column(PRESENT_PREFIX + name, pa.array(present))
         features = [f for f in self.features if f != name] + [name]
-        return FeatureTable(table, features, {**self.dims, name: x.shape[1]}, self.taxonomy,
-                            self.manifest, self.counts)
+        seen = {f: v for f, v in self.trained_on.items() if f != name}
+        if trained_on is not None:
+            seen[name] = np.asarray(trained_on, dtype=str)
+        return replace(self, table=table, features=features, dims={**self.dims, name: x.shape[1]},
+                       trained_on=seen)
+
+    def seen_by(self, features: list[str]) -> np.ndarray:
+        """``[B]`` bool: rows whose labels the encoder of any of ``features`` was trained on."""
+        ids = [self.trained_on[f] for f in features if f in self.trained_on]
+        if not ids:
+            return np.zeros(len(self), bool)
+        return np.isin(self.column("product_id").astype(str), np.concatenate(ids))
 
     def column(self, name: str) -> np.ndarray:
         """A scalar column as numpy."""
@@ -208,7 +224,7 @@ class FeatureTable:
                    else np.zeros((0, taxonomy.num_levels), np.int64))
         table = rows.table.set_column(rows.table.schema.get_field_index(NODE), NODE, pa.array(nodes))
         table = table.set_column(table.schema.get_field_index(TARGETS), TARGETS, fixed_list(targets))
-        return FeatureTable(table, self.features, self.dims, taxonomy, self.manifest, self.counts)
+        return replace(self, table=table, taxonomy=taxonomy)
 
     def tensor_table(self) -> pa.Table:
         """Only the numeric columns a training loop needs (for ``ray.data.from_arrow``)."""

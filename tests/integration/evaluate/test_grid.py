@@ -204,6 +204,12 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     read = {p for r in reads if not r.step.startswith(("finetune@", "begin:")) for p in r.product_ids}
     assert embedded == read and fold["finetune"]["embedded"] == len(read)
     assert len(read) < fold["finetune"]["fold_rows"]
+    # the choice never scores the fine-tuned component on products its encoder learnt (the
+    # tfidf reference, which does not read ft_text, may choose on them)
+    scored = {p for r in reads if r.step.startswith(("predict:ft_text@cross_platform",
+                                                     "predict:ft_text@in_platform"))
+              for p in r.product_ids}
+    assert scored and not scored & set(tuned[0].product_ids)
     row = next(r for r in results["results"] if r["model"] == "default-ft")
     assert set(row["combiner"]["weights"]) == {"ft_text", "lexical"} and 0.0 <= row["hF"] <= 1.0
     assert (tmp_path / "eval" / "finetune" / "lopo_gamma" / "encoder" / "model.safetensors").exists()
