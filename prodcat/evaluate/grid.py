@@ -80,15 +80,21 @@ def model_specs(config: EvaluateConfig) -> list[dict]:
     return cells
 
 
+def cell_config(config: EvaluateConfig, fold: Fold, cell: dict, seed: int) -> TrainConfig:
+    """The training config of one model (``cell``) on ``fold`` with ``seed``: it reads only the
+    fold's training platforms and writes under ``<output>/runs/<fold>/<model>-seed<seed>``."""
+    safe = cell["name"].replace("/", "_").replace("+", "_")
+    return apply_overrides(config.train, {
+        **cell["overrides"], "data.platforms": fold.train_platforms, "optim.seed": seed,
+        "output": storage.join(config.output, "runs", fold.name, f"{safe}-seed{seed}"), "name": safe})
+
+
 def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, config: EvaluateConfig,
               seed: int) -> tuple[dict, dict, np.ndarray]:
     """Train one model on ``fold`` (``table``: the fold's rows, in its label space; the model reads
     only ``fold.train_platforms``) with ``seed``, and score it on ``test``;
     ``(row, prediction, counts [B, 3])``."""
-    safe = cell["name"].replace("/", "_").replace("+", "_")
-    cfg = apply_overrides(config.train, {
-        **cell["overrides"], "data.platforms": fold.train_platforms, "optim.seed": seed,
-        "output": storage.join(config.output, "runs", fold.name, f"{safe}-seed{seed}"), "name": safe})
+    cfg = cell_config(config, fold, cell, seed)
     start = time.perf_counter()
     keep = cell["name"] in config.save_models and fold.protocol == "lopo"
     result = train(cfg, table=table, progress=None, save_model=keep)
@@ -125,8 +131,7 @@ def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureT
     ids = [test.column("product_id")]
     for cell in cells:
         for seed in config.seeds:
-            cfg = apply_overrides(config.train, {**cell["overrides"], "data.platforms": fold.train_platforms,
-                                                 "optim.seed": seed})
+            cfg = cell_config(config, fold, cell, seed)        # what run_model trains with
             ids += [select_train_rows(mine, cfg).column("product_id"),
                     mine.rows(splits=[cfg.data.val_split, cfg.data.calib_split]).column("product_id")]
     return np.unique(np.concatenate([np.asarray(i, dtype=str) for i in ids]))

@@ -91,18 +91,18 @@ def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSet
     rng = np.random.default_rng(seed)
     sets = []
     platforms = sorted(np.unique(train.column("platform")).tolist())
-    unseen = list(features or [])
+    read = list(features or [])
     if "cross_platform" in settings.heldout and len(platforms) >= 2:
         for q in platforms:
             others = train.where(train.column("platform") != q)
             mine = train.where(train.column("platform") == q)
-            covered = mine.where(np.isin(mine.column("node"), others.column("node")) & ~mine.seen_by(unseen))
+            covered = mine.where(np.isin(mine.column("node"), others.column("node")) & ~mine.seen_by(read))
             covered = _cap(covered, settings.heldout_per_platform, rng)
             if len(covered) and len(np.unique(others.column("node"))) >= 2:
                 sets.append(HeldOut(f"cross_platform:{q}", others, covered))
     if "in_platform" in settings.heldout:
         val = table.rows(splits=[val_split])
-        val = val.where(np.isin(val.column("node"), train.column("node")) & ~val.seen_by(unseen))
+        val = val.where(np.isin(val.column("node"), train.column("node")) & ~val.seen_by(read))
         parts = [_cap(val.where(val.column("platform") == p), settings.heldout_per_platform, rng)
                  for p in platforms]
         keep = np.isin(val.column("product_id"), np.concatenate([p.column("product_id") for p in parts]))
