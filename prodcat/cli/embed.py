@@ -14,7 +14,10 @@ features the store does not hold yet are added to it: e.g. a fine-tuned text enc
 (`prodcat finetune` writes <output>/encoder.yaml, feature ft_text):
   prodcat embed --config runs/finetune/encoder.yaml --products <products.parquet> --output <store>
 embeds every product for ft_text only, in parts of its own beside the stored ones (nothing stored
-is rewritten; resumable like any run); --show lists each feature with the products it holds. A store part that cannot be
+is rewritten; resumable like any run); the products the encoder was fine-tuned on are kept in the
+store (trained_on/ft_text.parquet): a decision-level model is never scored on them when it chooses,
+and an evaluation refuses a fold whose test platform the encoder learnt. --show lists each feature
+with the products it holds (and how many its encoder was trained on). A store part that cannot be
 read stops the command with the file named, unless --skip-unreadable is given (its products are
 then embedded again and the count is in the summary).
 """
@@ -54,7 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: stage modules load torch and Ray; importing them here keeps 'prodcat --help' fast
     from prodcat.embed.pipeline import EmbedConfig, run_embedding
-    from prodcat.embed.store import embedded_ids, read_store, upgrade_store
+    from prodcat.embed.store import embedded_ids, read_store, read_trained_on, upgrade_store
 
     if args.upgrade_store:
         if not args.output:
@@ -67,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
         table, manifest = read_store(args.output, columns=["product_id"],
                                      skip_unreadable=args.skip_unreadable)
         per_feature, _ = embedded_ids(args.output, skip_unreadable=args.skip_unreadable)
+        learnt = read_trained_on(args.output, list(manifest["features"]))
         print(json.dumps({"rows": table.num_rows, "version": manifest.get("version", 1),
                           "skipped_unreadable": manifest["skipped"], "features": {
             f: {"dim": d["dim"], "fingerprint": d["fingerprint"]["key"], "encoder": d["encoder"],
-                "rows": len(per_feature.get(f, []))}
+                "rows": len(per_feature.get(f, [])),
+                **({"trained_on": len(learnt[f])} if f in learnt else {})}
             for f, d in manifest["features"].items()}}, indent=2))
         return 0
     overrides = list(args.set)

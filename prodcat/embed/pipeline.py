@@ -65,8 +65,10 @@ from prodcat.embed.store import (
     make_manifest,
     prepare_store,
     read_manifest,
+    record_trained_on,
     skipped_rows,
     to_store_table,
+    trained_on_uri,
     write_part,
 )
 
@@ -308,6 +310,12 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
                  for f in added]
         log(f"[embed] adding {', '.join(names)} to the store at {config.output}, beside "
             f"{', '.join(before['features'])}")
+    learnt = record_trained_on(config.output, {
+        f: getattr(config.encoders[d["encoder"]], "weights", "") or "" for f, d in described.items()})
+    for f, n in learnt.items():
+        log(f"[embed] {f}: its encoder was fine-tuned on {n:,} products; their ids are kept in "
+            f"{trained_on_uri(config.output, f)} (a decision-level model never scores {f} on them "
+            "when it chooses; an evaluation refuses a fold whose test platform it learnt)")
     per_feature = embedded_ids(config.output, list(described), config.skip_unreadable)[0] \
         if before is not None else {}
     groups = plan_groups(config, described, per_feature)

@@ -33,6 +33,14 @@ every asked feature has a vector (or a recorded failure) for it, the same "parti
 semantics as a run that has not finished. Parts are never rewritten: nothing already stored is
 touched by adding a feature. A part's name follows from its rows (:func:`part_name`), so a write
 that Ray runs again after a node failure replaces the part instead of duplicating its products.
+
+What a fine-tuned encoder learnt: an encoder folder written by ``prodcat finetune`` holds
+:data:`ENCODER_TRAINED_ON` (the product ids whose labels it was trained on); a run that adds its
+feature copies that list into the store, ``trained_on/<feature>.parquet`` (a path relative to the
+store, so a copied or moved store keeps it), and :func:`read_trained_on` gives it to the readers:
+a decision-level model never scores a component on products its encoder learnt when it chooses
+(:func:`prodcat.train.decision.heldout_sets`), and an evaluation refuses a fold whose test
+platform it learnt from.
 """
 
 from __future__ import annotations
@@ -55,6 +63,11 @@ MANIFEST = "manifest.json"
 
 
 PARQUET_KEY = b"prodcat"
+
+#: in an encoder folder: the product ids (column ``product_id``) a fine-tuned encoder was trained on
+ENCODER_TRAINED_ON = "trained_on.parquet"
+#: in a store: ``trained_on/<feature>.parquet``, the same list per feature
+TRAINED_ON_DIR = "trained_on"
 
 #: the pyarrow release that first reads version-1 parts (null fixed-size-list entries) back
 V1_READABLE_FROM = 26
@@ -85,6 +98,51 @@ def upgrade_command(store: str) -> str:
 
 
 # -- the store -------------------------------------------------------------------------------------
+def trained_on_uri(store: str, feature: str) -> str:
+    """Where the store keeps the product ids ``feature``'s encoder was trained on."""
+    return storage.join(store, TRAINED_ON_DIR, f"{feature}.parquet")
+
+
+def encoder_trained_on(weights: str) -> str | None:
+    """The :data:`ENCODER_TRAINED_ON` file of an encoder folder (local or ``s3://``), or None
+    when ``weights`` is a hub id, a ``shared:`` model or a folder without one (an encoder that
+    was not fine-tuned by prodcat)."""
+    if not weights or weights.startswith("shared:"):
+        return None
+    uri = storage.join(weights, ENCODER_TRAINED_ON)
+    try:
+        return uri if storage.exists(uri) else None
+    except (OSError, ValueError):      # a hub id is no path
+        return None
+
+
+def record_trained_on(store: str, features: dict[str, str]) -> dict[str, int]:
+    """Copy each encoder's :data:`ENCODER_TRAINED_ON` list into the store
+    (``{feature: encoder folder}``; :func:`trained_on_uri`); returns ``{feature: products}``
+    for the features whose encoder has one (an existing copy is replaced: the feature's
+    fingerprint already ties it to these weights)."""
+    out = {}
+    for feature, weights in features.items():
+        source = encoder_trained_on(weights)
+        if source is None:
+            continue
+        ids = storage.read_table(source, columns=["product_id"])
+        storage.write_table(ids, trained_on_uri(store, feature))
+        out[feature] = ids.num_rows
+    return out
+
+
+def read_trained_on(store: str, features: list[str]) -> dict[str, np.ndarray]:
+    """``{feature: product ids (str) [N_f]}`` for those of ``features`` whose encoder was
+    fine-tuned (their list is in the store: :func:`record_trained_on`); others are absent."""
+    out = {}
+    for f in features:
+        uri = trained_on_uri(store, f)
+        if storage.exists(uri):
+            out[f] = np.asarray(storage.read_table(uri)["product_id"].to_pylist(), dtype=str)
+    return out
+
+
 def make_manifest(features: dict[str, dict]) -> dict:
     """The store manifest for ``FeatureExtractor.describe()`` output."""
     return {"version": STORE_VERSION, "features": features}

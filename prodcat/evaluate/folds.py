@@ -122,3 +122,27 @@ def prepare_fold(table: FeatureTable, fold: Fold, config: EvaluateConfig) -> tup
             "taxonomy_nodes": len(fold_taxonomy) - 1,
             "test_groups": int(len(np.unique(test.column("group_id")))) if len(test) else 0}
     return fold_table, test, info
+
+
+def check_unlearnt(table: FeatureTable, fold: Fold, test: FeatureTable) -> None:
+    """Refuse a fold whose scoring a fine-tuned encoder has seen: a product of ``test`` among
+    the products an encoder of ``table``'s features was trained on
+    (:attr:`FeatureTable.trained_on`), or, for a fold that holds platforms out (leave-one-
+    platform-out), any product of a held-out platform among them.
+
+    Raises:
+        ValueError: naming the feature, how many such products and what to do instead (a
+            per-fold fine-tuning: the evaluation config's ``finetune``).
+    """
+    held_out = [p for p in fold.test_platforms if p not in fold.train_platforms]
+    for feature, ids in table.trained_on.items():
+        scored = int(np.isin(test.column("product_id").astype(str), ids).sum())
+        there = int(table.rows(platforms=held_out).seen_by([feature]).sum()) if held_out else 0
+        if scored or there:
+            what = (f"{scored:,} of the {len(test):,} products it scores" if scored else
+                    f"{there:,} products of {', '.join(held_out)}, the platform(s) it holds out")
+            raise ValueError(
+                f"fold {fold.name}: the encoder of feature {feature!r} was fine-tuned on {what}; "
+                f"its scores would not be an honest test. Evaluate the fine-tuned encoder with "
+                f"one fine-tuning per fold on the fold's training platforms (the evaluation "
+                f"config's finetune: {{feature: {feature}, ...}}), or leave {feature!r} out")

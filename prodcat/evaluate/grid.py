@@ -35,7 +35,7 @@ from prodcat.core.runtime import ensure_ray
 from prodcat.core.uncertainty import hf_interval, paired_difference, verdict
 from prodcat.evaluate.config import EvaluateConfig
 from prodcat.evaluate.finetuning import fold_feature
-from prodcat.evaluate.folds import Fold, grid_cells, make_folds, prepare_fold
+from prodcat.evaluate.folds import Fold, check_unlearnt, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.predictions import prediction_table, write_predictions
 from prodcat.evaluate.references import reference_models
 from prodcat.evaluate.report import plot_hf, results_markdown, write_report
@@ -193,6 +193,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                  f"{info['n_test_all']:,} (coverage {info['coverage']:.1%}, {info['test_groups']:,} groups)")
         if not len(test):
             continue
+        check_unlearnt(table, fold, test)
         if tuned:                 # the fold's own fine-tuned encoder, trained on its training platforms
             x, present, trained_on, info["finetune"] = fold_feature(
                 config.finetune, data.products, config.output, fold.name, fold.train_platforms,
@@ -200,6 +201,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                 embed_ids=rows_read(fold_table, fold, cells, test, config))
             fold_table = fold_table.add_feature(tuned, x, present, trained_on=trained_on)
             test = fold_table.where(np.isin(fold_table.column("product_id"), test.column("product_id")))
+            check_unlearnt(fold_table, fold, test)
         for seed in config.seeds:
             counts, tables = {}, []
             for cell in cells:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from prodcat.catalog.build import check_split_version
 from prodcat.core import storage
 from prodcat.core.taxonomy import Taxonomy
-from prodcat.embed.store import feature_matrix, read_manifest, skipped_rows
+from prodcat.embed.store import feature_matrix, read_manifest, read_trained_on, skipped_rows
 from prodcat.embed.store import read_store as _read_store
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import product_text
@@ -271,7 +271,8 @@ def load_feature_table(products_uri: str, embeddings_uri: str, features: list[st
     table = join_features(products, store, features, taxonomy)
     dims = {f: store.schema.field(f"emb_{f}").type.list_size for f in features}
     return FeatureTable(table, list(features), dims, taxonomy, manifest,
-                        data_counts(products, store, table, manifest))
+                        data_counts(products, store, table, manifest),
+                        read_trained_on(embeddings_uri, list(features)))
 
 
 def data_counts(products: pa.Table, store: pa.Table, joined: pa.Table, manifest: dict) -> dict:

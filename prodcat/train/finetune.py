@@ -17,6 +17,9 @@ Output (``output``, local or ``s3://``)::
                                    a prodcat text encoder (weights: <output>/encoder)
     <output>/encoder/prodcat_encoder.json   fingerprint (architecture, weights sha256, settings,
                                    key), the encoder config, the base weights, labels, history
+    <output>/encoder/trained_on.parquet     the product ids it was trained on (``product_id``): a
+                                   store that adds its feature keeps them
+                                   (:data:`prodcat.embed.store.ENCODER_TRAINED_ON`)
     <output>/encoder.yaml          an EmbedConfig naming the encoder (``encoders: {text_ft: ...}``):
                                    ``prodcat embed --config <output>/encoder.yaml --output <store>``
                                    adds its feature (``ft_text``) to an existing store
@@ -45,6 +48,7 @@ from prodcat.core.console import clock, say
 from prodcat.core.runtime import ensure_ray
 from prodcat.embed.encoders import TextEncoderConfig
 from prodcat.embed.encoders.inputs import TextInputs, input_column
+from prodcat.embed.store import ENCODER_TRAINED_ON
 from prodcat.train.finetune_config import FinetuneConfig
 from prodcat.train.finetune_loop import (
     ENCODER_DIR,
@@ -258,6 +262,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         seconds=round(time.perf_counter() - start, 2), train_products=n, labels=len(head["labels"]),
         resumed_after=list(state.get("resumed_after", [])), run_path=str(result.path or ""))
     write_metadata(config, res, fingerprint, head)
+    storage.write_table(rows.select(["product_id"]), storage.join(encoder_uri, ENCODER_TRAINED_ON))
     log(f"[finetune] done in {clock(res.seconds)} ({res.products_per_s} products/s training): "
         f"encoder {res.encoder} (feature {res.feature}, fingerprint {res.fingerprint}); add it to a "
         f"store with `prodcat embed --config {res.snippet} --products ... --output <store>`")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from prodcat.cli import main
@@ -88,6 +89,10 @@ def test_fine_tuning_writes_a_new_encoder_version(tuned):
     # a fold sees only its training platforms' training rows
     platform, split = (products[c].to_numpy(zero_copy_only=False) for c in ("platform", "split"))
     assert result.train_products == int(np.sum(np.isin(platform, ["alpha", "beta"]) & (split == "train")))
+    # ... and the encoder folder names them (a store that adds its feature keeps the list)
+    learnt = pq.read_table(folder / "trained_on.parquet")["product_id"].to_pylist()
+    ids = products["product_id"].to_numpy(zero_copy_only=False)
+    assert sorted(learnt) == sorted(ids[np.isin(platform, ["alpha", "beta"]) & (split == "train")])
     # resumed: the rerun with the same output + name continued after epoch 0
     assert tuned["first"].resumed_after == [] and result.resumed_after == [0]
     assert [h["epoch"] for h in result.history] == [0, 1]
@@ -172,6 +177,58 @@ def test_embed_adds_the_fine_tuned_feature_to_an_existing_store(tuned, store, ca
     features = load_feature_table(store["frozen"].products, uri, ["text", "ft_text"])
     assert features.features == ["text", "ft_text"] and features.dims["ft_text"] == 32
     assert len(features) == int(pc.sum(pc.is_valid(products["category_id"])).as_py())
+    # the products the encoder learnt came with its feature, and --show counts them
+    learnt = pq.read_table(Path(result.encoder) / "trained_on.parquet")["product_id"].to_pylist()
+    assert list(features.trained_on) == ["ft_text"]
+    assert sorted(features.trained_on["ft_text"].tolist()) == sorted(learnt)
+    assert shown["features"]["ft_text"]["trained_on"] == len(learnt) == result.train_products
+    assert "trained_on" not in shown["features"]["text"]
+
+
+def test_the_products_the_fine_tuned_encoder_learnt_stay_out_of_choices_and_tests(tuned, store, tmp_path):
+    """What the main job deploys: a decision-level model reading ft_text from the store never
+    scores it on the products its encoder was trained on when it chooses; an evaluation fold whose
+    held-out platform the encoder learnt is refused; both hold for a copy of the store elsewhere."""
+    from prodcat.evaluate.folds import Fold, check_unlearnt
+    from prodcat.models.config import DecisionSettings
+    from prodcat.train.decision import heldout_sets
+    from prodcat.train.features import load_feature_table
+
+    moved = tmp_path / "moved"
+    shutil.copytree(store["uri"], moved)                         # relocatable
+    shutil.rmtree(Path(store["uri"]) / "trained_on")
+    try:
+        bare = load_feature_table(store["frozen"].products, store["uri"], ["text", "ft_text"])
+    finally:
+        shutil.copytree(moved / "trained_on", Path(store["uri"]) / "trained_on")
+    table = load_feature_table(store["frozen"].products, str(moved), ["text", "ft_text"])
+    learnt = set(table.trained_on["ft_text"].tolist())
+    assert bare.trained_on == {} and learnt
+
+    settings = DecisionSettings(heldout=["cross_platform", "in_platform"], heldout_per_platform=1000)
+
+    def scored(t, features):
+        sets = heldout_sets(t, t.rows(["train"]), settings, "val", 0, features)
+        return {s.name: set(s.rows.column("product_id").tolist()) for s in sets}
+
+    before = scored(bare, ["text", "ft_text"])          # the store without the list: they are scored
+    assert any(ids & learnt for ids in before.values())
+    after = scored(table, ["text", "ft_text"])
+    assert not any(ids & learnt for ids in after.values())
+    assert sum(map(len, after.values())) == sum(len(ids - learnt) for ids in before.values())
+    assert scored(table, ["text"]) == before            # a model not reading ft_text: as before
+
+    # a fold that holds out a platform the encoder learnt is refused; one it never saw is not
+    def fold(held: str, splits=("test",)) -> tuple[Fold, object]:
+        others = [p for p in ("alpha", "beta", "gamma") if p != held]
+        return Fold(f"lopo_{held}", "lopo", others, [held], None), table.rows(list(splits), [held])
+
+    with pytest.raises(ValueError, match=r"lopo_alpha: the encoder of feature 'ft_text' was fine-tuned on \d+ products of alpha"):
+        check_unlearnt(table, *fold("alpha"))                     # scores none of them, learnt alpha
+    with pytest.raises(ValueError, match=r"fine-tuned on \d+ of the \d+ products it scores"):
+        check_unlearnt(table, *fold("alpha", ("train", "test")))
+    check_unlearnt(table, *fold("gamma"))
+    check_unlearnt(table.with_features(["text"]), *fold("alpha"))
 
 
 def test_a_checkpoint_on_the_fine_tuned_feature_scores_by_fingerprint(tuned, store, tmp_path):
