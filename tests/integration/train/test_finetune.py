@@ -218,6 +218,19 @@ def test_the_products_the_fine_tuned_encoder_learnt_stay_out_of_choices_and_test
     assert sum(map(len, after.values())) == sum(len(ids - learnt) for ids in before.values())
     assert scored(table, ["text"]) == before            # a model not reading ft_text: as before
 
+    # prodcat train on the copied store (what the main job's stages run) says what it left out
+    from prodcat.train.config import TrainConfig
+    from prodcat.train.trainer import train
+
+    lines: list[str] = []
+    train(load_config(TrainConfig, None, [
+        f"data.products={store['frozen'].products}", f"data.embeddings={moved}",
+        "model.modalities=[text, ft_text]", "model.label_prior=none", "model.decision.lexical_grid=[]",
+        f"output={tmp_path}/decision"]), progress=lines.append)
+    n_learnt = int(table.seen_by(["ft_text"]).sum())
+    assert any(f"{n_learnt:,} products left out of them: the ft_text encoder was fine-tuned on them"
+               in line for line in lines), lines
+
     # a fold that holds out a platform the encoder learnt is refused; one it never saw is not
     def fold(held: str, splits=("test",)) -> tuple[Fold, object]:
         others = [p for p in ("alpha", "beta", "gamma") if p != held]
