@@ -523,7 +523,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
     specs = component_specs(config)
     sets = heldout_sets(table, train, d, data.val_split, config.optim.seed, list(table.features))
     learnt = {f: int(table.seen_by([f]).sum()) for f in table.trained_on if f in table.features}
-    left_out = "".join(f"; {n:,} products left out of them: the {f} encoder was fine-tuned on them"
+    left_out = "".join(f"; never held out: the {n:,} products the {f} encoder was fine-tuned on"
                        for f, n in learnt.items() if n)
     say(f"{run_prefix(config)} decision-level fusion of {', '.join(s.name for s in specs)} on "
         f"{len(train):,} training rows; choosing on {', '.join(f'{h.name} ({len(h.rows):,})' for h in sets)}"

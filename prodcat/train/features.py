@@ -129,7 +129,8 @@ class FeatureTable:
             labelled ones, labelled ones with a store row (the rows here), store rows skipped as
             unreadable; empty when built by hand.
         trained_on: ``{feature: product ids (str)}``: the products whose labels a feature's
-            encoder was trained on (a fine-tuned encoder's training rows,
+            encoder was trained on (a fine-tuned encoder's training rows: from the store,
+            :func:`prodcat.embed.store.read_trained_on`, or an evaluation fold's own encoder,
             :func:`prodcat.evaluate.finetuning.fold_feature`); a decision-level model never
             scores a component on them when it chooses (:func:`prodcat.train.decision.heldout_sets`).
     """
