@@ -137,6 +137,17 @@ def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureT
     return np.unique(np.concatenate([np.asarray(i, dtype=str) for i in ids]))
 
 
+def training_rows_read(table: FeatureTable, fold: Fold, cells: list[dict],
+                       config: EvaluateConfig) -> np.ndarray:
+    """The product ids of every model and seed's training subsample on ``fold`` (drawn as
+    :func:`select_train_rows` draws them): the rows the cross-platform held-out sets of a
+    decision-level model are fitted on and predict, what an inner fine-tuning embeds."""
+    mine = table.rows(platforms=fold.train_platforms)
+    ids = [select_train_rows(mine, cell_config(config, fold, cell, seed)).column("product_id")
+           for cell in cells for seed in config.seeds]
+    return np.unique(np.concatenate([np.asarray(i, dtype=str) for i in ids]))
+
+
 def compare(fold: str, counts: dict[str, np.ndarray], groups: np.ndarray, reference: str,
             seed: int = 0) -> list[dict]:
     """Every model against ``reference`` on the fold's test products: the paired bootstrap
@@ -199,7 +210,19 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                 config.finetune, data.products, config.output, fold.name, fold.train_platforms,
                 fold_table.column("product_id"), config.seeds[0], progress,
                 embed_ids=rows_read(fold_table, fold, cells, test, config))
-            fold_table = fold_table.add_feature(tuned, x, present, trained_on=trained_on)
+            fold_table = fold_table.add_feature(tuned, x, present, trained_on=trained_on,
+                                                version=info["finetune"]["fingerprint"])
+            if config.finetune.nested and len(fold.train_platforms) >= 2:
+                inner_ids = training_rows_read(fold_table, fold, cells, config)
+                info["finetune"]["inner"] = []
+                for q in fold.train_platforms:   # the cross-platform held-out set of q reads these
+                    xq, present_q, trained_q, summary = fold_feature(
+                        config.finetune, data.products, config.output, f"{fold.name}-without-{q}",
+                        [p for p in fold.train_platforms if p != q], fold_table.column("product_id"),
+                        config.seeds[0], progress, embed_ids=inner_ids)
+                    fold_table = fold_table.add_variant(tuned, q, fold_table.column("product_id"), xq,
+                                                        present_q, trained_q, summary["fingerprint"])
+                    info["finetune"]["inner"].append({"without": q, **summary})
             test = fold_table.where(np.isin(fold_table.column("product_id"), test.column("product_id")))
             check_unlearnt(fold_table, fold, test)
         for seed in config.seeds:

@@ -159,6 +159,7 @@ def results_markdown(results: dict) -> str:
     lines += ["", "Coverage: the share of the test platforms' labelled products whose category "
               "occurs in the training rows; the rest cannot be predicted by any model trained without "
               "it and is reported, not scored.", ""]
+    lines += finetune_markdown(folds)
     lines += selection_markdown(results)
     fold_names = [f["fold"] for f in folds if any(r["fold"] == f["fold"] for r in rows)]
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -195,6 +196,30 @@ def results_markdown(results: dict) -> str:
             lines += ["", f"Highest hF in this fold: **{best}** (hF {_hf_ci(r)}; per platform: "
                       f"{per}); a description, not a choice: models are chosen on validation."]
     return "\n".join(lines) + "\n"
+
+
+def finetune_markdown(folds: list[dict]) -> list[str]:
+    """The fine-tuned text encoders of the folds (:mod:`prodcat.evaluate.finetuning`): each fold's
+    own and, with ``finetune.nested``, one per training platform left out (what that platform's
+    cross-platform held-out set reads); empty when no fold fine-tuned."""
+    rows = []
+    for f in folds:
+        tuned = f.get("finetune")
+        if not tuned:
+            continue
+        for t, used in [(tuned, "the fold's models")] + [
+                (i, f"held-out set of {i['without']}") for i in tuned.get("inner", [])]:
+            rows.append([f["fold"], t["fold"], ", ".join(t.get("platforms", f["train_platforms"])), used,
+                         f"{t['train_products']:,}", fmt(t["products_per_s"], 1), fmt(t["seconds"], 0),
+                         f"{t['embedded']:,}", str(t["fingerprint"])[:12]])
+    if not rows:
+        return []
+    return ["## Fine-tuned text encoders", "",
+            "Each fine-tuned on the listed platforms' training split only; its vectors are read by "
+            "the models of the fold, or (nested) by the cross-platform held-out set of the platform "
+            "it left out, so the fine-tuned component is chosen on a platform its encoder never read.",
+            "", markdown_table(["fold", "encoder", "fine-tuned on", "read by", "products",
+                                "products/s", "seconds", "embedded", "fingerprint"], rows), ""]
 
 
 def comparison_markdown(comparisons: list[dict], seeds: list) -> list[str]:

@@ -83,7 +83,9 @@ def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSet
         features: the features the components read: a product whose label the encoder of one of
             them was trained on (:attr:`FeatureTable.trained_on`, a fine-tuned encoder's training
             rows) is in no held-out set, so a fine-tuned component is not scored on products it
-            has learnt (it may still be fitted on them).
+            has learnt (it may still be fitted on them). The cross-platform set of Q reads the
+            version of a feature made without Q where the table has one
+            (:meth:`FeatureTable.for_heldout`; its trained-on products are then those left out).
 
     Raises:
         ValueError: when no held-out set can be built (one platform and no validation rows).
@@ -94,14 +96,16 @@ def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSet
     read = list(features or [])
     if "cross_platform" in settings.heldout and len(platforms) >= 2:
         for q in platforms:
-            others = train.where(train.column("platform") != q)
-            mine = train.where(train.column("platform") == q)
+            view = train.for_heldout(q)
+            others = view.where(view.column("platform") != q)
+            mine = view.where(view.column("platform") == q)
             covered = mine.where(np.isin(mine.column("node"), others.column("node")) & ~mine.seen_by(read))
             covered = _cap(covered, settings.heldout_per_platform, rng)
             if len(covered) and len(np.unique(others.column("node"))) >= 2:
                 sets.append(HeldOut(f"cross_platform:{q}", others, covered))
     if "in_platform" in settings.heldout:
-        val = table.rows(splits=[val_split])
+        train = train.without_variants()
+        val = table.without_variants().rows(splits=[val_split])
         val = val.where(np.isin(val.column("node"), train.column("node")) & ~val.seen_by(read))
         parts = [_cap(val.where(val.column("platform") == p), settings.heldout_per_platform, rng)
                  for p in platforms]
@@ -201,7 +205,8 @@ class Fitter:
         return copy.deepcopy(comp), scorer
 
     def _key(self, spec: ComponentSpec, setting: dict, rows: FeatureTable) -> tuple:
-        return (spec.name, spec.kind, spec.feature, json.dumps(setting, sort_keys=True),
+        return (spec.name, spec.kind, spec.feature, rows.versions.get(spec.feature, ""),
+                json.dumps(setting, sort_keys=True),
                 self.settings.structure, self.settings.max_iter, self.config.optim.seed,
                 json.dumps(self.config.lexical.model_dump(), sort_keys=True) if spec.kind == "lexical" else "",
                 _digest(self.leaves.astype(str)), _digest(rows.column("product_id")))
@@ -523,8 +528,12 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
     specs = component_specs(config)
     sets = heldout_sets(table, train, d, data.val_split, config.optim.seed, list(table.features))
     learnt = {f: int(table.seen_by([f]).sum()) for f in table.trained_on if f in table.features}
-    left_out = "".join(f"; never held out: the {n:,} products the {f} encoder was fine-tuned on"
-                       for f, n in learnt.items() if n)
+    left_out = "".join(
+        f"; {'left out of the in-platform set' if f in table.variants else 'never held out'}: the "
+        f"{n:,} products the {f} encoder was fine-tuned on" for f, n in learnt.items() if n)
+    left_out += "".join(f"; the cross-platform sets of {', '.join(sorted(v))} read {f} from an "
+                        "encoder fine-tuned without their platform" for f, v in table.variants.items()
+                        if f in table.features)
     say(f"{run_prefix(config)} decision-level fusion of {', '.join(s.name for s in specs)} on "
         f"{len(train):,} training rows; choosing on {', '.join(f'{h.name} ({len(h.rows):,})' for h in sets)}"
         f"{left_out}")

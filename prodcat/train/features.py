@@ -116,6 +116,27 @@ def join_features(products: pa.Table, store: pa.Table, features: list[str],
 
 
 @dataclass
+class FeatureVariant:
+    """Another version of one feature, for the held-out set of one platform Q: the vectors of an
+    encoder that never read Q (an inner fine-tuning, :mod:`prodcat.evaluate.finetuning`), looked up
+    by product id so the table's rows can be filtered freely.
+
+    Attributes:
+        ids: ``[N]`` product ids (str) the vectors belong to, sorted.
+        x: ``[N, D]`` float32 vectors, aligned with ``ids``.
+        present: ``[N]`` bool (False: not embedded or failed).
+        trained_on: product ids (str) whose labels this version's encoder learnt.
+        version: its encoder's fingerprint (a fitted component's cache key names it).
+    """
+
+    ids: np.ndarray
+    x: np.ndarray
+    present: np.ndarray
+    trained_on: np.ndarray
+    version: str = ""
+
+
+@dataclass
 class FeatureTable:
     """A joined feature table plus what it was built from.
 
@@ -133,6 +154,12 @@ class FeatureTable:
             :func:`prodcat.embed.store.read_trained_on`, or an evaluation fold's own encoder,
             :func:`prodcat.evaluate.finetuning.fold_feature`); a decision-level model never
             scores a component on them when it chooses (:func:`prodcat.train.decision.heldout_sets`).
+        variants: ``{feature: {platform: FeatureVariant}}``: the version of a feature the
+            cross-platform held-out set of that platform reads instead (:meth:`for_heldout`), so a
+            fine-tuned component is chosen on a platform its encoder never saw, as it is then
+            tested; empty: every set reads the one version.
+        versions: ``{feature: version}`` for features added with one (a fitted component's cache
+            key names it, so two encoders' vectors are never confused).
     """
 
     table: pa.Table
@@ -142,6 +169,8 @@ class FeatureTable:
     manifest: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     trained_on: dict = field(default_factory=dict)
+    variants: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -168,13 +197,16 @@ class FeatureTable:
                 for c in (TENSOR_PREFIX + f, PRESENT_PREFIX + f)]
         return replace(self, table=self.table.drop_columns(drop), features=list(features),
                        dims={f: self.dims[f] for f in features},
-                       trained_on={f: v for f, v in self.trained_on.items() if f in features})
+                       trained_on={f: v for f, v in self.trained_on.items() if f in features},
+                       variants={f: v for f, v in self.variants.items() if f in features},
+                       versions={f: v for f, v in self.versions.items() if f in features})
 
     def add_feature(self, name: str, x: np.ndarray, present: np.ndarray | None = None,
-                    trained_on=None) -> "FeatureTable":
+                    trained_on=None, version: str = "") -> "FeatureTable":
         """The same rows with one more feature ``name`` (``x [B, D]`` float32; ``present [B]``,
-        default all present), replacing one of that name; ``trained_on``: the product ids whose
-        labels its encoder was trained on (:attr:`trained_on`), None: none.
+        default all present), replacing one of that name (and its variants); ``trained_on``: the
+        product ids whose labels its encoder was trained on (:attr:`trained_on`), None: none;
+        ``version``: its encoder's fingerprint (:attr:`versions`).
 
         Raises:
             ValueError: when ``x`` is not ``[B, D]`` for this table's B.
@@ -192,7 +224,52 @@ class FeatureTable:
         if trained_on is not None:
             seen[name] = np.asarray(trained_on, dtype=str)
         return replace(self, table=table, features=features, dims={**self.dims, name: x.shape[1]},
-                       trained_on=seen)
+                       trained_on=seen, variants={f: v for f, v in self.variants.items() if f != name},
+                       versions={**{f: v for f, v in self.versions.items() if f != name},
+                                 **({name: version} if version else {})})
+
+    def add_variant(self, name: str, platform: str, product_ids: np.ndarray, x: np.ndarray,
+                    present: np.ndarray, trained_on, version: str = "") -> "FeatureTable":
+        """The same table with a version of feature ``name`` for ``platform``'s cross-platform
+        held-out set (:class:`FeatureVariant`; ``x [N, D]`` for ``product_ids [N]``).
+
+        Raises:
+            KeyError: ``name`` is not a feature of the table.
+            ValueError: ``x`` is not ``[N, D]`` with the feature's D.
+        """
+        if name not in self.features:
+            raise KeyError(f"feature {name!r} not loaded; loaded: {self.features}")
+        ids = np.asarray(product_ids, dtype=str)
+        x = np.asarray(x, np.float32)
+        if x.shape != (len(ids), self.dims[name]):
+            raise ValueError(f"variant of {name!r} for {platform!r} must be [N={len(ids)}, "
+                             f"D={self.dims[name]}], got {list(x.shape)}")
+        order = np.argsort(ids, kind="stable")
+        variant = FeatureVariant(ids[order], x[order], np.asarray(present, bool)[order],
+                                 np.asarray(trained_on if trained_on is not None else [], dtype=str), version)
+        variants = {**self.variants, name: {**self.variants.get(name, {}), platform: variant}}
+        return replace(self, variants=variants)
+
+    def for_heldout(self, platform: str) -> "FeatureTable":
+        """The table the cross-platform held-out set of ``platform`` reads: each feature with a
+        variant for ``platform`` (:attr:`variants`) swapped for it (vectors, presence, trained-on
+        products, version; a row the variant lacks is absent), and no variants."""
+        out = self.without_variants()
+        for name, by_platform in self.variants.items():
+            v = by_platform.get(platform)
+            if v is None:
+                continue
+            ids = self.column("product_id").astype(str)
+            at = np.clip(np.searchsorted(v.ids, ids), 0, max(len(v.ids) - 1, 0))
+            ok = (v.ids[at] == ids) & v.present[at] if len(v.ids) else np.zeros(len(ids), bool)
+            x = np.zeros((len(ids), self.dims[name]), np.float32)      # zeros when missing
+            x[ok] = v.x[at[ok]]
+            out = out.add_feature(name, x, ok, trained_on=v.trained_on, version=v.version)
+        return out
+
+    def without_variants(self) -> "FeatureTable":
+        """The same table without :attr:`variants` (what a held-out set carries)."""
+        return replace(self, variants={}) if self.variants else self
 
     def seen_by(self, features: list[str]) -> np.ndarray:
         """``[B]`` bool: rows whose labels the encoder of any of ``features`` was trained on."""

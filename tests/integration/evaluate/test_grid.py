@@ -174,7 +174,9 @@ def test_grid_cells_cover_every_combination():
 
 def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_session, catalogue, tmp_path):
     """finetune.config: the fold's models read ``ft_text`` from a tiny BERT fine-tuned on the
-    fold's training platforms only; the fine-tuning reads nothing of the held-out platform."""
+    fold's training platforms only; the fine-tuning reads nothing of the held-out platform. With
+    finetune.nested, each training platform Q's cross-platform held-out set reads ``ft_text``
+    from one more fine-tuning that never read Q either."""
     from tests.fixtures.models import build_tiny_bert
 
     root, products, _ = catalogue
@@ -188,13 +190,29 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
         "finetune.overrides={encoder.weights: " + str(bert) + ", encoder.max_tokens: 32, "
         "encoder.num_cpus: 0.5, encoder.batch_size: 16, encoder.pool_size: 1, optim.epochs: 1, "
         "optim.batch_size: 16, data.max_train_products: 60, scaling.cpus_per_worker: 1, "
-        "scaling.torch_threads: 1}"])
+        "scaling.torch_threads: 1}", "finetune.nested=true"])
     with audit.recording() as reads:
         results = evaluate(config)
     fold = results["folds"][0]
     assert fold["fold"] == "lopo_gamma" and fold["finetune"]["train_products"] == 60
     tuned = [r for r in reads if r.step == "finetune@lopo_gamma"]
     assert len(tuned) == 1 and {platform[p] for p in tuned[0].product_ids} == {"alpha", "beta"}
+    # nested: one fine-tuning per training platform, without it; its held-out set reads that one
+    from prodcat.embed.store import read_store
+
+    assert [i["without"] for i in fold["finetune"]["inner"]] == ["alpha", "beta"]
+    for q, other in (("alpha", "beta"), ("beta", "alpha")):
+        inner = [r for r in reads if r.step == f"finetune@lopo_gamma-without-{q}"]
+        assert len(inner) == 1 and {platform[p] for p in inner[0].product_ids} == {other}
+        stored, _ = read_store(str(tmp_path / f"eval/finetune/lopo_gamma-without-{q}/embeddings"), ["product_id"])
+        set_reads = {p for r in reads if r.step.endswith(f"@cross_platform:{q}") for p in r.product_ids}
+        assert set_reads and set_reads <= set(stored["product_id"].to_pylist())
+        predicted = {p for r in reads if r.step == f"predict:ft_text@cross_platform:{q}" for p in r.product_ids}
+        assert {platform[p] for p in predicted} == {q}
+        # scored on products the fold's encoder learnt (its own never read them), none its own learnt
+        assert predicted & set(tuned[0].product_ids) and not predicted & set(inner[0].product_ids)
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Fine-tuned text encoders" in report and "held-out set of beta" in report
     # embedded with the fold's encoder: exactly the rows its models read (training subsamples,
     # validation and calibration splits, test rows), not every row of the fold
     from prodcat.embed.store import read_store
@@ -204,11 +222,9 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     read = {p for r in reads if not r.step.startswith(("finetune@", "begin:")) for p in r.product_ids}
     assert embedded == read and fold["finetune"]["embedded"] == len(read)
     assert len(read) < fold["finetune"]["fold_rows"]
-    # the choice never scores the fine-tuned component on products its encoder learnt (the
-    # tfidf reference, which does not read ft_text, may choose on them)
-    scored = {p for r in reads if r.step.startswith(("predict:ft_text@cross_platform",
-                                                     "predict:ft_text@in_platform"))
-              for p in r.product_ids}
+    # the in-platform choice never scores the fine-tuned component on products its encoder learnt
+    # (the tfidf reference, which does not read ft_text, may choose on them)
+    scored = {p for r in reads if r.step.startswith("predict:ft_text@in_platform") for p in r.product_ids}
     assert scored and not scored & set(tuned[0].product_ids)
     row = next(r for r in results["results"] if r["model"] == "default-ft")
     assert set(row["combiner"]["weights"]) == {"ft_text", "lexical"} and 0.0 <= row["hF"] <= 1.0
