@@ -63,6 +63,12 @@ class PipelineConfig(StrictModel):
         "fine-tuned on the training split (prodcat finetune, Ray Train), its vectors added to the "
         "store (ft_text) and read by both cascade stages; null: no fine-tuning. --full fine-tunes "
         "on 6,000 products for 2 epochs; the full-size evaluation fine-tunes one encoder per fold")
+    nested_finetune: bool | None = Field(
+        None, description="also fine-tune one text encoder per platform Q on the other platforms "
+        "(prodcat finetune + embed into finetune-without-<Q>/), read by Q's cross-platform held-out "
+        "set when the cascade stages choose their weights (train data.variants), so the "
+        "fine-tuned component is chosen on platforms its encoder never saw; None: with --full only "
+        "(the sample's 15 minutes do not hold three more fine-tunings)")
     max_epochs: int | None = Field(None, ge=1, description="cap epochs of every training run")
     recategorize: str = Field("configs/recategorize.default.yaml",
                               description="RecategorizeConfig YAML (prodcat recategorize propose)")
@@ -171,9 +177,36 @@ class Pipeline:
 
     def stage_train(self) -> None:
         tuned = self._finetune()
+        variants = self._nested_finetune(tuned)
+        extra = ["--set", f"data.variants={json.dumps(variants)}"] if variants else []
         multimodal = self.config.multimodal_modalities or self._preset_modalities()
-        self._cli(self._train_argv("text", self.config.text_modalities + tuned))
-        self._cli(self._train_argv("multimodal", multimodal + tuned))
+        self._cli(self._train_argv("text", self.config.text_modalities + tuned) + extra)
+        self._cli(self._train_argv("multimodal", multimodal + tuned) + extra)
+
+    def _nested_finetune(self, tuned: list[str]) -> dict[str, dict[str, str]]:
+        """With ``nested_finetune`` (default: ``--full``): one more fine-tuning per platform Q, on
+        the others, embedded into its own store; ``{feature: {Q: store}}`` for train's
+        ``data.variants`` (``{}`` when off or nothing was fine-tuned)."""
+        nested = self.config.full if self.config.nested_finetune is None else self.config.nested_finetune
+        if not tuned or not nested:
+            return {}
+        products = self.path("catalog", "products.parquet")
+        platforms = sorted(set(storage.read_table(products, columns=["platform"])["platform"].to_pylist()))
+        if len(platforms) < 2:
+            return {}
+        variants: dict[str, str] = {}
+        for q in platforms:
+            folder = self.path(f"finetune-without-{q}")
+            argv = ["finetune", "--config", _repo_path(self.config.finetune), "--products", products,
+                    "--output", folder, "--set", f"name=without-{q}",
+                    "--set", f"data.platforms={json.dumps([p for p in platforms if p != q])}"]
+            if self.config.full:
+                argv += ["--set", "data.max_train_products=6000", "--set", "optim.epochs=2"]
+            self._cli(argv)
+            self._cli(["embed", "--config", str(Path(folder) / "encoder.yaml"), "--products", products,
+                       "--output", str(Path(folder) / "embeddings")])
+            variants[q] = str(Path(folder) / "embeddings")
+        return {tuned[0]: variants}
 
     def _finetune(self) -> list[str]:
         """Fine-tune the text encoder and add its feature to the store; ``[feature]`` (or ``[]``

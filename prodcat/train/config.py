@@ -36,6 +36,12 @@ class DataSettings(StrictModel):
                                            description="random subsample of training rows (seeded)")
     skip_unreadable: bool = Field(False, description="leave out embedding store parts that cannot "
                                   "be read (counted in train_result.json) instead of stopping")
+    variants: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="decision-level fusion: {feature: {platform Q: store}}: "
+        "a store holding the feature from an encoder fine-tuned without Q (prodcat finetune with "
+        "data.platforms = the others, then prodcat embed), which Q's cross-platform held-out set "
+        "reads, so a fine-tuned component is chosen on a platform its encoder never saw; {}: every "
+        "set reads data.embeddings")
 
 
 class OptimSettings(StrictModel):

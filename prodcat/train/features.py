@@ -353,6 +353,37 @@ def load_feature_table(products_uri: str, embeddings_uri: str, features: list[st
                         read_trained_on(embeddings_uri, list(features)))
 
 
+def attach_variants(table: FeatureTable, variants: dict[str, dict[str, str]]) -> FeatureTable:
+    """``table`` with each ``{feature: {platform: store}}`` of ``variants`` whose feature it reads
+    attached as :class:`FeatureVariant` (every product the store holds the feature for, the
+    products its encoder learnt, its fingerprint); features the table does not read are skipped.
+
+    Raises:
+        FileNotFoundError: no store at a given path. KeyError: the store lacks the feature.
+        ValueError: the variant's encoder was fine-tuned on products of the platform it is for
+            (it would flatter the fine-tuned component on that platform's held-out set).
+    """
+    from prodcat.embed.store import read_vectors
+
+    platform = dict(zip(table.column("product_id").astype(str), table.column("platform")))
+    for name, by_platform in variants.items():
+        if name not in table.features:
+            continue
+        for q, uri in by_platform.items():
+            ids, x, present = read_vectors(uri, name)
+            learnt = read_trained_on(uri, [name]).get(name, np.asarray([], dtype=str))
+            mine = [p for p in learnt if platform.get(p) == q]
+            if mine:
+                raise ValueError(f"data.variants: the {name!r} of {uri} is for {q!r}'s held-out set, "
+                                 f"but its encoder was fine-tuned on {len(mine):,} products of {q} "
+                                 f"(e.g. {mine[0]}); fine-tune it with data.platforms without {q}")
+            fingerprint = ((read_manifest(uri) or {}).get("features", {}).get(name, {})
+                           .get("fingerprint") or {})
+            version = fingerprint.get("key", "") if isinstance(fingerprint, dict) else str(fingerprint)
+            table = table.add_variant(name, q, ids, x, present, learnt, version or uri)
+    return table
+
+
 def data_counts(products: pa.Table, store: pa.Table, joined: pa.Table, manifest: dict) -> dict:
     """How many products a run can use, against how many the catalogue has.
 

@@ -46,6 +46,7 @@ from prodcat.train.config import (
 )
 from prodcat.train.features import (  # noqa: F401  (select_train_rows re-exported)
     FeatureTable,
+    attach_variants,
     describe_counts,
     load_feature_table,
     select_train_rows,
@@ -239,6 +240,8 @@ def _train_decision(config: TrainConfig, table: FeatureTable | None,
         table = load_feature_table(config.data.products, config.data.embeddings, stored,
                                    config.data.taxonomy, config.data.skip_unreadable)
     table = table.with_features(stored).rows(platforms=config.data.platforms)
+    if config.data.variants:
+        table = attach_variants(table, config.data.variants)
     if progress:
         progress(f"{run_prefix(config)} {describe_counts(table.counts, len(table))}")
     result = train_decision(config, table, progress, save=save)

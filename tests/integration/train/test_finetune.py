@@ -244,6 +244,49 @@ def test_the_products_the_fine_tuned_encoder_learnt_stay_out_of_choices_and_test
     check_unlearnt(table.with_features(["text"]), *fold("alpha"))
 
 
+def test_prodcat_train_chooses_on_a_platform_with_an_encoder_fine_tuned_without_it(tuned, store, tmp_path):
+    """data.variants (what the main job's --full passes): the cross-platform held-out set of beta
+    reads ft_text from an encoder fine-tuned on alpha only, so it scores products the deployed
+    encoder learnt (its own never read beta); a variant whose encoder learnt its platform is
+    refused."""
+    from prodcat.core import audit
+    from prodcat.train.config import TrainConfig
+    from prodcat.train.trainer import train
+
+    root = tuned["root"]
+    args = [a for o in [f"encoder.weights={tuned['base']}", "encoder.max_tokens=32", "encoder.num_cpus=0.5",
+                        "encoder.batch_size=16", f"data.products={root}/cat/products.parquet",
+                        "data.platforms=[alpha]", "optim.epochs=1", "optim.batch_size=16",
+                        "scaling.cpus_per_worker=1", "scaling.torch_threads=1"] for a in ("--set", o)]
+    assert main(["finetune", "--output", str(tmp_path / "without-beta"), *args]) == 0
+    assert main(["embed", "--config", str(tmp_path / "without-beta/encoder.yaml"), "--products",
+                 f"{root}/cat/products.parquet", "--output", str(tmp_path / "without-beta/emb")]) == 0
+    inner = set(pq.read_table(tmp_path / "without-beta/encoder/trained_on.parquet")["product_id"].to_pylist())
+    outer = set(pq.read_table(Path(tuned["result"].encoder) / "trained_on.parquet")["product_id"].to_pylist())
+    platform = dict(zip(tuned["products"]["product_id"].to_pylist(), tuned["products"]["platform"].to_pylist()))
+    assert {platform[p] for p in inner} == {"alpha"}
+
+    def run(variants: str, lines: list[str]):
+        config = load_config(TrainConfig, None, [
+            f"data.products={root}/cat/products.parquet", f"data.embeddings={store['uri']}",
+            "model.modalities=[text, ft_text]", "model.label_prior=none", "model.decision.lexical_grid=[]",
+            f"data.variants={variants}", f"output={tmp_path}/decision"])
+        with audit.recording() as reads:
+            train(config, progress=lines.append)
+        return reads
+
+    lines: list[str] = []
+    reads = run("{ft_text: {beta: " + str(tmp_path / "without-beta/emb") + "}}", lines)
+    predicted = {p for r in reads if r.step == "predict:ft_text@cross_platform:beta" for p in r.product_ids}
+    assert {platform[p] for p in predicted} == {"beta"} and predicted & outer and not predicted & inner
+    alpha = {p for r in reads if r.step == "predict:ft_text@cross_platform:alpha" for p in r.product_ids}
+    assert not alpha & outer           # no variant for alpha: as before (it learnt all of them)
+    assert any("the cross-platform sets of beta read ft_text from an encoder fine-tuned without "
+               "their platform" in line for line in lines), lines
+    with pytest.raises(ValueError, match=r"fine-tuned on \d+ products of alpha"):
+        run("{ft_text: {alpha: " + str(tmp_path / "without-beta/emb") + "}}", [])
+
+
 def test_a_checkpoint_on_the_fine_tuned_feature_scores_by_fingerprint(tuned, store, tmp_path):
     """Training records the encoder config + fingerprint of ft_text; the stage runner (Serve
     replicas, bulk scoring) loads those weights, refuses other weights at that path, and a cascade

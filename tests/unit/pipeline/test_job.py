@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from prodcat.pipeline.job import Pipeline, PipelineConfig
@@ -24,6 +26,10 @@ def _run_train(tmp_path: Path, **settings) -> list[list[str]]:
             (out / "finetune_result.json").write_text(json.dumps({"feature": "ft_text"}))
         return 0
 
+    catalog = tmp_path / "run" / "catalog"
+    catalog.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"product_id": ["a:1", "b:1", "c:1", "a:2"],
+                             "platform": ["alpha", "beta", "gamma", "alpha"]}), catalog / "products.parquet")
     config = PipelineConfig(output=str(tmp_path / "run"), **settings)
     Pipeline(config, command, log=lambda _m: None).stage_train()
     return calls
@@ -43,10 +49,39 @@ def test_the_train_stage_fine_tunes_adds_the_feature_and_trains_both_stages_on_i
     assert "data.max_train_products=6000" not in calls[0]
 
 
+def _set(argv: list[str], field: str):
+    return next((json.loads(a.split("=", 1)[1]) for a in argv if a.startswith(f"{field}=")), None)
+
+
 def test_full_size_fine_tunes_more_and_no_fine_tuning_trains_on_the_store_as_it_is(tmp_path):
     full = _run_train(tmp_path, full=True)
     assert "data.max_train_products=6000" in full[0] and "optim.epochs=2" in full[0]
+    # --full: nested by default; the sample is not (the test above: four commands)
+    assert [c[0] for c in full] == ["finetune", "embed"] * 4 + ["train", "train"]
+    assert all("data.max_train_products=6000" in c for c in full[2::2][:3])
     plain = _run_train(tmp_path / "plain", finetune=None)
     assert [c[0] for c in plain] == ["train", "train"]
     assert _modalities(plain[0]) == ["text", "lexical"]
     assert _modalities(plain[1]) == ["text", "image", "lexical"]
+
+
+def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_never_saw_it(tmp_path):
+    """nested_finetune: one fine-tuning per platform Q on the others, embedded into its own store,
+    passed to both train commands as data.variants {ft_text: {Q: store}}."""
+    calls = _run_train(tmp_path, nested_finetune=True)
+    assert [c[0] for c in calls] == ["finetune", "embed"] * 4 + ["train", "train"]
+    inner = {}
+    for tune, embed in zip(calls[2:8:2], calls[3:8:2]):
+        out = tune[tune.index("--output") + 1]
+        q = out.rsplit("finetune-without-", 1)[1]
+        inner[q] = _set(tune, "data.platforms")
+        assert embed[embed.index("--config") + 1] == f"{out}/encoder.yaml"
+        assert embed[embed.index("--output") + 1] == f"{out}/embeddings"
+    assert inner == {"alpha": ["beta", "gamma"], "beta": ["alpha", "gamma"], "gamma": ["alpha", "beta"]}
+    for train in calls[8:]:
+        variants = _set(train, "data.variants")
+        assert {q: Path(v).parent.name for q, v in variants["ft_text"].items()} == {
+            q: f"finetune-without-{q}" for q in inner}
+    off = _run_train(tmp_path / "off", full=True, nested_finetune=False)
+    assert [c[0] for c in off] == ["finetune", "embed", "train", "train"]
+    assert _set(off[2], "data.variants") is None
