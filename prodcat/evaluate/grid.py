@@ -128,12 +128,10 @@ def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureT
     does) and the validation and calibration splits of the fold's training platforms; and the
     test rows. What :func:`fold_feature` embeds with the fold's fine-tuned encoder."""
     mine = table.rows(platforms=fold.train_platforms)
-    ids = [test.column("product_id")]
+    ids = [test.column("product_id"), training_rows_read(table, fold, cells, config)]
     for cell in cells:
-        for seed in config.seeds:
-            cfg = cell_config(config, fold, cell, seed)        # what run_model trains with
-            ids += [select_train_rows(mine, cfg).column("product_id"),
-                    mine.rows(splits=[cfg.data.val_split, cfg.data.calib_split]).column("product_id")]
+        cfg = cell_config(config, fold, cell, config.seeds[0])     # splits do not depend on the seed
+        ids.append(mine.rows(splits=[cfg.data.val_split, cfg.data.calib_split]).column("product_id"))
     return np.unique(np.concatenate([np.asarray(i, dtype=str) for i in ids]))
 
 

@@ -255,11 +255,11 @@ class FeatureTable:
         variant for ``platform`` (:attr:`variants`) swapped for it (vectors, presence, trained-on
         products, version; a row the variant lacks is absent), and no variants."""
         out = self.without_variants()
+        ids = self.column("product_id").astype(str) if self.variants else None
         for name, by_platform in self.variants.items():
             v = by_platform.get(platform)
             if v is None:
                 continue
-            ids = self.column("product_id").astype(str)
             at = np.clip(np.searchsorted(v.ids, ids), 0, max(len(v.ids) - 1, 0))
             ok = (v.ids[at] == ids) & v.present[at] if len(v.ids) else np.zeros(len(ids), bool)
             x = np.zeros((len(ids), self.dims[name]), np.float32)      # zeros when missing
@@ -365,15 +365,14 @@ def attach_variants(table: FeatureTable, variants: dict[str, dict[str, str]]) ->
     """
     from prodcat.embed.store import read_vectors
 
-    platform = dict(zip(table.column("product_id").astype(str), table.column("platform")))
     for name, by_platform in variants.items():
         if name not in table.features:
             continue
         for q, uri in by_platform.items():
             ids, x, present = read_vectors(uri, name)
             learnt = read_trained_on(uri, [name]).get(name, np.asarray([], dtype=str))
-            mine = [p for p in learnt if platform.get(p) == q]
-            if mine:
+            mine = learnt[np.isin(learnt, table.rows(platforms=[q]).column("product_id").astype(str))]
+            if len(mine):
                 raise ValueError(f"data.variants: the {name!r} of {uri} is for {q!r}'s held-out set, "
                                  f"but its encoder was fine-tuned on {len(mine):,} products of {q} "
                                  f"(e.g. {mine[0]}); fine-tune it with data.platforms without {q}")

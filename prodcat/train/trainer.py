@@ -183,6 +183,10 @@ def train(config: TrainConfig, table: FeatureTable | None = None, callbacks: lis
 
     if config.model.fusion == DECISION:
         return _train_decision(config, table, progress, save_model)
+    if config.data.variants and progress:
+        progress(f"{run_prefix(config)} data.variants ({', '.join(config.data.variants)}) left unused: "
+                 f"only decision-level fusion chooses on held-out sets (model.fusion is "
+                 f"{config.model.fusion!r})")
     start = time.perf_counter()
     table, scorer = load_training_data(config, table, progress)  # unreadable data stops before Ray starts
     ensure_ray()
