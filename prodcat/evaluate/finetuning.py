@@ -50,6 +50,9 @@ class FinetuneSettings(StrictModel):
                          "(on the others), so the cross-platform held-out set of Q reads the "
                          "feature from an encoder that never saw Q; off: those sets read the fold's "
                          "encoder, which learnt other products of Q (the choice then favours it)")
+    cache: str | None = Field(None, description="folder of the fine-tuned encoders, one subfolder "
+                              "per distinct encoder (platforms, seed, settings): a fold reuses one "
+                              "another fold or an earlier evaluation made; null: <output>/finetune")
 
 
 def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_name: str,
@@ -73,29 +76,58 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
     """
     from prodcat.embed.pipeline import EmbedConfig, run_embedding
     from prodcat.embed.store import read_vectors
-    from prodcat.train.finetune import finetune, training_rows
+    from prodcat.train.finetune import finetune, finished, training_rows
     from prodcat.train.finetune_config import FinetuneConfig
 
     if not settings.config:
         raise ValueError(f"models read the fine-tuned feature {settings.feature!r}: set "
                          "finetune.config (e.g. configs/finetune.default.yaml)")
-    folder = storage.join(output, "finetune", fold_name)
     config = load_config(FinetuneConfig, settings.config, {
-        **settings.overrides, "data.products": products, "data.platforms": list(train_platforms),
-        "data.sample_seed": seed, "optim.seed": seed, "output": folder, "name": fold_name})
+        **settings.overrides, "data.products": products, "data.platforms": sorted(train_platforms),
+        "data.sample_seed": seed, "optim.seed": seed})
+    key = encoder_key(config)
+    folder = storage.join(settings.cache or storage.join(output, "finetune"), key)
+    config = config.model_copy(update={"output": folder, "name": key})
     trained_on = np.asarray(training_rows(config)["product_id"].to_pylist(), dtype=str)
     audit.read(f"finetune@{fold_name}", trained_on)
-    result = finetune(config, progress=progress)
+    result = finished(config)
+    reused = result is not None
+    if reused:
+        (progress or (lambda _m: None))(
+            f"[evaluate] {fold_name}: reusing the encoder fine-tuned on {', '.join(config.data.platforms)} "
+            f"(seed {seed}) in {folder} (fingerprint {result.fingerprint[:12]})")
+    else:
+        result = finetune(config, progress=progress)
     if result.feature != settings.feature:
         raise ValueError(f"the fine-tuned encoder makes feature {result.feature!r}, not "
                          f"{settings.feature!r}: set finetune.feature or feature_prefix")
     store = storage.join(folder, "embeddings")
-    embed = load_config(EmbedConfig, result.snippet, {"products": products, "output": store})
+    embed = load_config(EmbedConfig, result.snippet, {
+        "products": products, "output": store, f"encoders.{config.encoder_name}.weights": result.encoder})
     wanted = product_ids if embed_ids is None else embed_ids
     run_embedding(embed, product_ids=[str(p) for p in wanted], log=progress or (lambda _m: None))
     _, x, present = read_vectors(store, settings.feature, product_ids=product_ids)
-    return x, present, trained_on, {"fold": fold_name, "platforms": list(train_platforms),
+    if embed_ids is not None:    # the store may hold rows other folds read: this fold gets its own
+        present &= np.isin(np.asarray(product_ids, dtype=str), np.asarray(embed_ids, dtype=str))
+        x = np.where(present[:, None], x, np.float32(0.0)).astype(np.float32, copy=False)
+    return x, present, trained_on, {"fold": fold_name, "platforms": list(config.data.platforms),
                                     "encoder": result.encoder, "fingerprint": result.fingerprint,
                         "train_products": result.train_products, "products_per_s": result.products_per_s,
                         "seconds": result.seconds, "embedded": int(present.sum()),
-                        "fold_rows": int(len(product_ids))}
+                        "fold_rows": int(len(product_ids)), "folder": key, "reused": reused}
+
+
+def encoder_key(config) -> str:
+    """The folder name of one distinct fine-tuned encoder, ``<platforms>-seed<seed>-<digest>``
+    (the digest: sha256, 8 hex, over every setting of ``config``, a ``FinetuneConfig``, but
+    ``output`` and ``name``). Folds that fine-tune on the same platforms with the same seed and
+    settings share it: at full size with ``nested`` the four folds of three platforms need 12
+    encoders, 7 of them distinct (the in-platform fold's inner encoders are the
+    leave-one-platform-out folds' own; each single platform is the inner encoder of two of them)."""
+    import hashlib
+    import json
+
+    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in ("output", "name")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    platforms = "+".join(config.data.platforms) if config.data.platforms else "all"
+    return f"{platforms}-seed{config.data.sample_seed}-{digest}"

@@ -279,6 +279,31 @@ def with_absolute_paths(config: FinetuneConfig) -> FinetuneConfig:
     return config.model_copy(update={"encoder": encoder})
 
 
+def finished(config: FinetuneConfig) -> FinetuneResult | None:
+    """The result of a fine-tuning already finished in ``config.output`` with the same settings
+    (every field but ``output`` and ``name``), or None: none there, or one made with other
+    settings. Reading it costs no Ray Train start: the evaluation fine-tunes each distinct
+    encoder (platforms, seed, settings) once and reuses it in every fold that needs it
+    (:func:`prodcat.evaluate.finetuning.fold_feature`). A copied ``output`` still works: the
+    encoder folder is taken from where ``output`` is now.
+    """
+    encoder = storage.join(config.output, ENCODER_DIR)
+    if not storage.is_remote(encoder):
+        encoder = os.path.abspath(encoder)
+    path, meta_path = storage.join(config.output, RESULT), storage.join(encoder, ENCODER_META)
+    if not (storage.exists(path) and storage.exists(meta_path)):
+        return None
+    ignore = ("output", "name")
+    made = {k: v for k, v in json.loads(storage.read_text(meta_path))["finetune"].items() if k not in ignore}
+    wanted = {k: v for k, v in with_absolute_paths(config).model_dump(mode="json").items() if k not in ignore}
+    if made != wanted:
+        return None
+    result = FinetuneResult(**json.loads(storage.read_text(path)))
+    result.encoder_config = {**result.encoder_config, "weights": encoder}
+    result.encoder, result.snippet = encoder, storage.join(config.output, SNIPPET)
+    return result
+
+
 # ---------------------------------------------------------------------------------- export
 def export_encoder(checkpoint_dir: str, config: FinetuneConfig) -> str:
     """Copy the checkpoint's encoder folder to ``<output>/encoder`` and its head to

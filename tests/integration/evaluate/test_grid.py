@@ -183,14 +183,15 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     bert = build_tiny_bert(tmp_path / "bert")
     platform = dict(zip(products["product_id"].to_pylist(), products["platform"].to_pylist()))
     repo = Path(__file__).resolve().parents[3]
-    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + [
+    extra = [
         "protocols=[lopo]", "lopo_platforms=[gamma]", "references=[tfidf]", "plots=false",
         "models={default-ft: {model.modalities: [ft_text, lexical]}}",
         f"finetune.config={repo}/configs/finetune.default.yaml",
         "finetune.overrides={encoder.weights: " + str(bert) + ", encoder.max_tokens: 32, "
         "encoder.num_cpus: 0.5, encoder.batch_size: 16, encoder.pool_size: 1, optim.epochs: 1, "
         "optim.batch_size: 16, data.max_train_products: 60, scaling.cpus_per_worker: 1, "
-        "scaling.torch_threads: 1}", "finetune.nested=true"])
+        "scaling.torch_threads: 1}", "finetune.nested=true"]
+    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + extra)
     with audit.recording() as reads:
         results = evaluate(config)
     fold = results["folds"][0]
@@ -204,7 +205,9 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     for q, other in (("alpha", "beta"), ("beta", "alpha")):
         inner = [r for r in reads if r.step == f"finetune@lopo_gamma-without-{q}"]
         assert len(inner) == 1 and {platform[p] for p in inner[0].product_ids} == {other}
-        stored, _ = read_store(str(tmp_path / f"eval/finetune/lopo_gamma-without-{q}/embeddings"), ["product_id"])
+        folder = next(i["folder"] for i in fold["finetune"]["inner"] if i["without"] == q)
+        assert folder.startswith(f"{other}-seed0-")
+        stored, _ = read_store(str(tmp_path / f"eval/finetune/{folder}/embeddings"), ["product_id"])
         set_reads = {p for r in reads if r.step.endswith(f"@cross_platform:{q}") for p in r.product_ids}
         assert set_reads and set_reads <= set(stored["product_id"].to_pylist())
         predicted = {p for r in reads if r.step == f"predict:ft_text@cross_platform:{q}" for p in r.product_ids}
@@ -217,7 +220,9 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     # validation and calibration splits, test rows), not every row of the fold
     from prodcat.embed.store import read_store
 
-    stored, _ = read_store(str(tmp_path / "eval/finetune/lopo_gamma/embeddings"), ["product_id"])
+    own = fold["finetune"]["folder"]
+    assert own.startswith("alpha+beta-seed0-") and not fold["finetune"]["reused"]
+    stored, _ = read_store(str(tmp_path / f"eval/finetune/{own}/embeddings"), ["product_id"])
     embedded = set(stored["product_id"].to_pylist())
     read = {p for r in reads if not r.step.startswith(("finetune@", "begin:")) for p in r.product_ids}
     assert embedded == read and fold["finetune"]["embedded"] == len(read)
@@ -228,4 +233,17 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     assert scored and not scored & set(tuned[0].product_ids)
     row = next(r for r in results["results"] if r["model"] == "default-ft")
     assert set(row["combiner"]["weights"]) == {"ft_text", "lexical"} and 0.0 <= row["hF"] <= 1.0
-    assert (tmp_path / "eval" / "finetune" / "lopo_gamma" / "encoder" / "model.safetensors").exists()
+    assert (tmp_path / "eval" / "finetune" / own / "encoder" / "model.safetensors").exists()
+    # a second evaluation given the first's encoders (finetune.cache) fine-tunes nothing: each
+    # encoder (same platforms, seed, settings) is reused, its vectors read, the scores the same
+    again = evaluate(load_config(EvaluateConfig, None, _overrides(root, tmp_path / "again") + extra + [
+        f"finetune.cache={tmp_path / 'eval' / 'finetune'}"]))
+    tuned2 = again["folds"][0]["finetune"]
+    assert tuned2["reused"] and all(i["reused"] for i in tuned2["inner"])
+    assert [tuned2["fingerprint"]] + [i["fingerprint"] for i in tuned2["inner"]] == \
+        [fold["finetune"]["fingerprint"]] + [i["fingerprint"] for i in fold["finetune"]["inner"]]
+    assert tuned2["embedded"] == fold["finetune"]["embedded"]
+    assert not (tmp_path / "again" / "finetune").exists()
+    assert [r["hF"] for r in again["results"]] == [r["hF"] for r in results["results"]]
+    assert "(reused)" in (tmp_path / "again" / "report.md").read_text()
+

@@ -97,3 +97,39 @@ def test_batches_of_similar_length_cover_the_share_once_and_pad_less():
     assert padded(bucketed) < 0.85 * padded(plain)
     again = epoch_batches(lengths, 1, 0, 0, 2, 16, window=8)
     assert all(np.array_equal(a, b) for a, b in zip(bucketed, again))
+
+
+def test_a_finished_fine_tuning_is_found_by_its_settings_wherever_its_folder_is(tmp_path):
+    """``finished``: a result is reused only for the same settings (not ``output``/``name``), and a
+    copied folder points at its own encoder; ``encoder_key`` names one folder per distinct encoder."""
+    import shutil
+
+    from prodcat.evaluate.finetuning import encoder_key
+    from prodcat.train.finetune import FinetuneResult, finished, write_metadata
+
+    def config(output, *extra):
+        return load_config(FinetuneConfig, "configs/finetune.default.yaml",
+                           [f"output={output}", "data.platforms=[alpha, beta]", *extra])
+
+    made = config(tmp_path / "a", "name=first")
+    assert finished(made) is None                                   # nothing there yet
+    encoder = str(tmp_path / "a" / "encoder")
+    result = FinetuneResult(encoder=encoder, fingerprint="f" * 16,
+                            encoder_config={**made.encoder.model_dump(mode="json"), "weights": encoder},
+                            feature="ft_text", snippet=str(tmp_path / "a" / "encoder.yaml"), history=[],
+                            products_per_s=30.0, seconds=300.0, train_products=6000, labels=12)
+    write_metadata(made, result, {"key": "f" * 16}, {"labels": list(range(12))})
+    found = finished(config(tmp_path / "a", "name=second"))         # another name: the same encoder
+    assert found is not None and found.fingerprint == "f" * 16 and found.seconds == 300.0
+    assert finished(config(tmp_path / "a", "optim.epochs=3")) is None          # other settings
+    assert finished(config(tmp_path / "a", "data.platforms=[alpha]")) is None
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    moved = finished(config(tmp_path / "moved"))
+    assert moved.encoder == str(tmp_path / "moved" / "encoder")
+    assert moved.encoder_config["weights"] == moved.encoder
+    assert moved.snippet == str(tmp_path / "moved" / "encoder.yaml")
+
+    key = encoder_key(made)
+    assert key.startswith("alpha+beta-seed0-") and key == encoder_key(config(tmp_path / "b", "name=x"))
+    assert key != encoder_key(config(tmp_path / "a", "data.sample_seed=1"))
+    assert key != encoder_key(config(tmp_path / "a", "optim.epochs=3"))
