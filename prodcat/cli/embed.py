@@ -5,6 +5,7 @@
   prodcat embed --config configs/encoders.production.yaml --products s3://b/cat --output s3://b/emb
   prodcat embed ... --set encoders.image.image_size=128 --set encoders.text.pool_size=2
   prodcat embed ... --limit 2000         # embed at most 2,000 new products, resume later
+  prodcat embed ... --platforms myntra   # embed Myntra's products only
   prodcat embed --show --output runs/sample/embeddings   # describe an existing store
   prodcat embed --upgrade-store --output runs/sample/embeddings  # convert an older store format
 
@@ -40,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--products", help="product table (Parquet file or folder, local or s3://)")
     parser.add_argument("--output", help="embedding store folder (local or s3://)")
     parser.add_argument("--limit", type=int, help="embed at most N new products this run")
+    parser.add_argument("--platforms", help="embed only these platforms' products (comma-separated, "
+                        "e.g. hm,myntra: the store of an encoder fine-tuned without a platform is read "
+                        "by that platform's held-out set only)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a store made with other encoders instead of refusing")
     parser.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, field)
         if value is not None:
             overrides.append(f"{field}={value}")
+    if args.platforms:
+        overrides.append(f"platforms={json.dumps([p.strip() for p in args.platforms.split(',') if p.strip()])}")
     config = load_config(EmbedConfig, args.config or _default_config(), overrides)
     if args.progress:
         import ray.data

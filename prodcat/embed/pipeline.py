@@ -47,6 +47,7 @@ from pydantic import Field, model_validator
 from prodcat.core import storage
 from prodcat.core.config import StrictModel
 from prodcat.core.console import Progress, say
+from prodcat.core.errors import UnreadableFile
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.telemetry import inc, set_gauge
 from prodcat.embed.encoders import EncoderConfig
@@ -95,6 +96,10 @@ class EmbedConfig(StrictModel):
     cache_dir: str | None = Field(None, description="local cache for s3:// weights "
                                   "(default $PRODCAT_CACHE_DIR or ~/.cache/prodcat/weights)")
     limit: int | None = Field(None, gt=0, description="embed at most this many new products this run")
+    platforms: list[str] | None = Field(None, description="embed only the products of these "
+                                        "platforms (column `platform`; e.g. the store of an encoder "
+                                        "fine-tuned without a platform, read by that platform's "
+                                        "held-out set only); None: every product")
     skip_unreadable: bool = Field(False, description="go on past store parts that cannot be read "
                                   "(their products are embedded again; the count is reported) "
                                   "instead of stopping")
@@ -146,12 +151,28 @@ def _write_stage(batch: dict, store: str, run_id: str, manifest: dict, encoders:
 
 
 def load_products(uri: str, done: pa.Array, limit: int | None,
-                  product_ids: pa.Array | list[str] | None = None) -> tuple[pa.Table, int]:
+                  product_ids: pa.Array | list[str] | None = None,
+                  platforms: list[str] | None = None) -> tuple[pa.Table, int]:
     """The product rows still to embed (nulls in text and image columns made empty strings),
-    and the table's total row count (of the rows in ``product_ids`` when given: a subset)."""
+    and the table's total row count (of the rows in ``product_ids`` and of ``platforms`` when
+    given: a subset).
+
+    Raises:
+        ValueError: ``platforms`` is given and the table has no ``platform`` column.
+    """
     import pyarrow.compute as pc
 
-    table = storage.read_table(uri, columns=INPUT_COLUMNS)
+    if platforms is not None:
+        try:
+            table = storage.read_table(uri, columns=INPUT_COLUMNS + ["platform"])
+        except UnreadableFile:
+            storage.read_table(uri, columns=INPUT_COLUMNS)     # readable without it: say so
+            raise ValueError(f"platforms={platforms}: the product table {uri} has no 'platform' "
+                             "column") from None
+        table = table.filter(pc.is_in(table["platform"], value_set=pa.array(platforms, pa.string())))
+        table = table.drop_columns(["platform"])
+    else:
+        table = storage.read_table(uri, columns=INPUT_COLUMNS)
     if product_ids is not None:
         table = table.filter(pc.is_in(table["product_id"], value_set=pa.array(
             [str(p) for p in product_ids], pa.string())))
@@ -325,7 +346,8 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     ds_start, ds_epoch = time.perf_counter(), time.time()
     rows, total, group_summaries = [], 0, []
     for names, group_done in groups:
-        products, total = load_products(config.products, group_done, config.limit, product_ids)
+        products, total = load_products(config.products, group_done, config.limit, product_ids,
+                                        config.platforms)
         features = {f: d for f, d in described.items() if d["encoder"] in names}
         log(f"[embed] {total:,} products, {_already(products, total, group_done, config.limit):,} "
             f"already in the store, {products.num_rows:,} to embed this run ({run_id}); features: "

@@ -185,7 +185,8 @@ class Pipeline:
 
     def _nested_finetune(self, tuned: list[str]) -> dict[str, dict[str, str]]:
         """With ``nested_finetune`` (default: ``--full``): one more fine-tuning per platform Q, on
-        the others, embedded into its own store; ``{feature: {Q: store}}`` for train's
+        the others, embedded into its own store (Q's products only: only Q's held-out set reads
+        it); ``{feature: {Q: store}}`` for train's
         ``data.variants`` (``{}`` when off or nothing was fine-tuned)."""
         nested = self.config.full if self.config.nested_finetune is None else self.config.nested_finetune
         if not tuned or not nested:
@@ -204,7 +205,7 @@ class Pipeline:
                 argv += ["--set", "data.max_train_products=6000", "--set", "optim.epochs=2"]
             self._cli(argv)
             self._cli(["embed", "--config", str(Path(folder) / "encoder.yaml"), "--products", products,
-                       "--output", str(Path(folder) / "embeddings")])
+                       "--output", str(Path(folder) / "embeddings"), "--platforms", q])
             variants[q] = str(Path(folder) / "embeddings")
         return {tuned[0]: variants}
 
