@@ -209,7 +209,8 @@ def build_trainer(config: FinetuneConfig, data_ref, head: dict, progress_queue=N
 def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = say,
              callbacks: list | None = None) -> FinetuneResult:
     """Fine-tune ``config.encoder`` end to end (or resume the run of the same output + name) and
-    write the new encoder version (module docstring).
+    write the new encoder version (module docstring). A run already finished in ``output`` with
+    the same settings is returned as it is (:func:`finished`), without starting Ray Train.
 
     Args:
         progress: where progress lines go (a line every ``optim.log_every_s`` within an epoch, one
@@ -226,6 +227,12 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
     start = time.perf_counter()
     log = progress or (lambda _line: None)
     config = with_absolute_paths(config)
+    done = finished(config)
+    if done is not None:
+        log(f"[finetune] already finished in {config.output} with these settings: encoder "
+            f"{done.encoder} (feature {done.feature}, fingerprint {done.fingerprint}); nothing to do "
+            "(a new --output, or other settings, fine-tunes again)")
+        return done
     rows = training_rows(config)
     data = tokenize_rows(rows, config.encoder)
     head = {"labels": [int(c) for c in data["label_ids"]], "pooling": config.encoder.pooling,

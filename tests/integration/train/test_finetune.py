@@ -64,8 +64,10 @@ epoch 0)."""
     assert main(["finetune", "--output", f"{root}/out",
                  *[a for o in overrides(2) for a in ("--set", o)]]) == 0
     result = FinetuneResult(**json.loads((root / "out/finetune_result.json").read_text()))
+    again: list[str] = []           # finished with these settings: returned, no Ray Train run
+    repeat = finetune(config(2), progress=again.append)
     return {"root": root, "base": base, "products": products, "first": first, "result": result,
-            "lines": lines, "config": config(2)}
+            "lines": lines, "config": config(2), "repeat": repeat, "repeat_lines": again}
 
 
 def test_fine_tuning_writes_a_new_encoder_version(tuned):
@@ -101,6 +103,9 @@ def test_fine_tuning_writes_a_new_encoder_version(tuned):
     assert result.products_per_s > 0
     assert any(line.startswith("[finetune] epoch 1/1: loss ") and "products/s" in line
                for line in tuned["lines"])
+    # a third call with the same output and settings finds the finished run and trains nothing
+    assert tuned["repeat"].fingerprint == result.fingerprint and tuned["repeat"].history == result.history
+    assert len(tuned["repeat_lines"]) == 1 and "already finished" in tuned["repeat_lines"][0]
 
 
 def test_the_fine_tuned_encoder_embeds_what_it_was_trained_to(tuned):
