@@ -38,7 +38,7 @@ from prodcat.evaluate.finetuning import fold_feature
 from prodcat.evaluate.folds import Fold, check_unlearnt, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.predictions import prediction_table, write_predictions
 from prodcat.evaluate.references import reference_models
-from prodcat.evaluate.report import plot_hf, results_markdown, write_report
+from prodcat.evaluate.report import comparisons_csv, plot_hf, results_csv, results_markdown, write_report
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import FeatureTable, describe_counts, load_feature_table, select_train_rows
@@ -305,9 +305,11 @@ def load_results(output: str) -> dict:
 
 def merge_results(outputs: list[str], output: str) -> dict:
     """Merge the ``results.json`` of several evaluation folders (e.g. in-platform and LOPO run
-    separately, or two grids on the same folds) into ``output``: ``results.json``, ``report.md``
-    and ``hf_by_model.png`` (per-fold plots stay in the source folders). Rows are unioned; a
-    (fold, model) pair present twice keeps the later folder's row.
+    separately, or two grids on the same folds) into ``output``: ``results.json``, ``report.md``,
+    ``results.csv``, ``comparisons.csv`` and ``hf_by_model.png`` (per-fold plots stay in the
+    source folders). Rows and paired comparisons are unioned; a (fold, model, seed) present twice keeps the later folder's row, so
+    seeds run apart (``--set seeds=[1, 2]``) merge with seed 0 into one report with a column and a
+    verdict per seed. A fold present twice keeps the later folder's description.
 
     Raises:
         FileNotFoundError: when a folder has no ``results.json``.
@@ -315,11 +317,17 @@ def merge_results(outputs: list[str], output: str) -> dict:
 
     parts = [load_results(o) for o in outputs]
     folds = {f["fold"]: f for p in parts for f in p["folds"]}
-    rows = list({(r["fold"], r["model"]): r for p in parts for r in p["results"]}.values())
+    rows = list({(r["fold"], r["model"], r.get("seed", 0)): r for p in parts for r in p["results"]}.values())
+    comparisons = list({(c["fold"], c["model"], c["reference"], c.get("seed", 0)): c
+                        for p in parts for c in p.get("comparisons") or []}.values())
+    seeds = sorted({r.get("seed", 0) for r in rows})
     dataset = dict(parts[-1]["dataset"])
     merged = {"config": [p["config"] for p in parts], "folds": list(folds.values()), "results": rows,
+              "comparisons": comparisons, "seeds": seeds,
               "dataset": dataset, "seconds": sum(p["seconds"] for p in parts), "merged_from": outputs}
     storage.write_text(storage.join(output, "results.json"), json.dumps(merged, indent=2, default=float))
+    storage.write_text(storage.join(output, "results.csv"), results_csv(rows))
+    storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(comparisons))
     md = results_markdown(merged) + "\nMerged from: " + ", ".join(outputs) + "\n"
     if rows:
         plot_hf(merged, storage.join(output, "hf_by_model.png"))

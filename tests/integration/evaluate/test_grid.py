@@ -163,6 +163,16 @@ def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys)
                  "--output", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert len(merged["results"]) == 1 and (tmp_path / "merged" / "hf_by_model.png").exists()
+    # another seed run apart merges beside seed 0: a row per seed, the report names both seeds
+    assert main(args[:2] + [str(tmp_path / "cli1")] + args[3:] + ["--set", "seeds=[1]"] + [
+        a for o in _overrides(root, tmp_path / "x") if not o.startswith(("output=", "models="))
+        for a in ("--set", o)]) == 0
+    assert main(["evaluate", "--merge", str(tmp_path / "cli"), str(tmp_path / "cli1"),
+                 "--output", str(tmp_path / "seeds")]) == 0
+    merged = json.loads((tmp_path / "seeds" / "results.json").read_text())
+    assert sorted(r["seed"] for r in merged["results"]) == [0, 1] and merged["seeds"] == [0, 1]
+    assert "Seeds 0, 1" in (tmp_path / "seeds" / "report.md").read_text()
+    assert len((tmp_path / "seeds" / "results.csv").read_text().strip().splitlines()) == 3
 
 
 def test_grid_cells_cover_every_combination():
