@@ -3,11 +3,15 @@
 For each fold, :func:`fold_feature` fine-tunes the text encoder (:func:`prodcat.train.finetune.finetune`,
 Ray Train) on the ``train`` split of the fold's *training* platforms only (in a
 leave-one-platform-out fold the held-out platform is never read), embeds the rows the fold's
-models read (:func:`prodcat.evaluate.grid.rows_read`) with the new encoder version into a store of
-its own (``<output>/finetune/<fold>/embeddings``, resumable), and returns the vectors aligned with
-the fold's rows (``present`` False for rows no model reads), which the evaluation adds to the fold's
-feature table as ``finetune.feature`` (default ``ft_text``). One fine-tuning per fold, with the
-first seed: the seeds then vary the models trained on top of it.
+models read (:func:`prodcat.evaluate.grid.rows_read`) with the new encoder version into the
+encoder's store (``<finetune.cache or output/finetune>/<key>/embeddings``, resumable), and returns
+the vectors aligned with the fold's rows (``present`` False for rows no model of the fold reads),
+which the evaluation adds to the fold's feature table as ``finetune.feature`` (default
+``ft_text``). One fine-tuning per fold, with the first seed: the seeds then vary the models
+trained on top of it. The folder ``<key>`` (:func:`encoder_key`) names the encoder by its
+platforms, seed and settings, so a fold (or a later evaluation given ``finetune.cache``) that
+needs an encoder already fine-tuned reuses it (:func:`prodcat.train.finetune.finished`) and
+embeds only the rows the store lacks.
 
 The decision-level models choose their weights on held-out products of the training platforms.
 The products the fold's encoder was fine-tuned on are left out of those held-out sets

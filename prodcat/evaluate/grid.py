@@ -307,9 +307,10 @@ def merge_results(outputs: list[str], output: str) -> dict:
     """Merge the ``results.json`` of several evaluation folders (e.g. in-platform and LOPO run
     separately, or two grids on the same folds) into ``output``: ``results.json``, ``report.md``,
     ``results.csv``, ``comparisons.csv`` and ``hf_by_model.png`` (per-fold plots stay in the
-    source folders). Rows and paired comparisons are unioned; a (fold, model, seed) present twice keeps the later folder's row, so
-    seeds run apart (``--set seeds=[1, 2]``) merge with seed 0 into one report with a column and a
-    verdict per seed. A fold present twice keeps the later folder's description.
+    source folders). Rows and paired comparisons are unioned; a (fold, model, seed) present twice
+    keeps the later folder's row, so seeds run apart (``--set seeds=[1, 2]``) merge with seed 0
+    into one report with an interval and a verdict per seed. A fold present twice keeps the later
+    folder's description.
 
     Raises:
         FileNotFoundError: when a folder has no ``results.json``.
