@@ -6,6 +6,7 @@
   prodcat embed ... --set encoders.image.image_size=128 --set encoders.text.pool_size=2
   prodcat embed ... --limit 2000         # embed at most 2,000 new products, resume later
   prodcat embed ... --platforms myntra   # embed Myntra's products only
+  prodcat embed ... --splits train       # embed the training split only
   prodcat embed --show --output runs/sample/embeddings   # describe an existing store
   prodcat embed --upgrade-store --output runs/sample/embeddings  # convert an older store format
 
@@ -44,6 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platforms", help="embed only these platforms' products (comma-separated, "
                         "e.g. hm,myntra: the store of an encoder fine-tuned without a platform is read "
                         "by that platform's held-out set only)")
+    parser.add_argument("--splits", help="embed only these splits' products (comma-separated, e.g. "
+                        "train: the rows prodcat train's cross-platform held-out sets fit on and "
+                        "predict, what the store of an encoder fine-tuned without a platform needs)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a store made with other encoders instead of refusing")
     parser.add_argument("--progress", action="store_true", help="show Ray Data's progress bars")
@@ -89,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, field)
         if value is not None:
             overrides.append(f"{field}={value}")
-    if args.platforms:
-        overrides.append(f"platforms={json.dumps([p.strip() for p in args.platforms.split(',') if p.strip()])}")
+    for field in ("platforms", "splits"):
+        value = getattr(args, field)
+        if value:
+            overrides.append(f"{field}={json.dumps([v.strip() for v in value.split(',') if v.strip()])}")
     config = load_config(EmbedConfig, args.config or _default_config(), overrides)
     if args.progress:
         import ray.data

@@ -100,6 +100,9 @@ class EmbedConfig(StrictModel):
                                         "platforms (column `platform`; e.g. the store of an encoder "
                                         "fine-tuned without a platform, read by that platform's "
                                         "held-out set only); None: every product")
+    splits: list[str] | None = Field(None, description="embed only the products of these splits "
+                                     "(column `split`; e.g. `train`: the training rows a "
+                                     "cross-platform held-out set fits on and predicts); None: every split")
     skip_unreadable: bool = Field(False, description="go on past store parts that cannot be read "
                                   "(their products are embedded again; the count is reported) "
                                   "instead of stopping")
@@ -152,27 +155,31 @@ def _write_stage(batch: dict, store: str, run_id: str, manifest: dict, encoders:
 
 def load_products(uri: str, done: pa.Array, limit: int | None,
                   product_ids: pa.Array | list[str] | None = None,
-                  platforms: list[str] | None = None) -> tuple[pa.Table, int]:
+                  platforms: list[str] | None = None,
+                  splits: list[str] | None = None) -> tuple[pa.Table, int]:
     """The product rows still to embed (nulls in text and image columns made empty strings),
-    and the table's total row count (of the rows in ``product_ids`` and of ``platforms`` when
-    given: a subset).
+    and the table's total row count (of the rows in ``product_ids``, of ``platforms`` and of
+    ``splits`` when given: a subset).
 
     Raises:
-        ValueError: ``platforms`` is given and the table has no ``platform`` column.
+        ValueError: ``platforms`` (``splits``) is given and the table has no ``platform``
+            (``split``) column.
     """
     import pyarrow.compute as pc
 
-    if platforms is not None:
-        try:
-            table = storage.read_table(uri, columns=INPUT_COLUMNS + ["platform"])
-        except UnreadableFile:
-            storage.read_table(uri, columns=INPUT_COLUMNS)     # readable without it: say so
-            raise ValueError(f"platforms={platforms}: the product table {uri} has no 'platform' "
-                             "column") from None
-        table = table.filter(pc.is_in(table["platform"], value_set=pa.array(platforms, pa.string())))
-        table = table.drop_columns(["platform"])
-    else:
-        table = storage.read_table(uri, columns=INPUT_COLUMNS)
+    filters = {c: v for c, v in (("platform", platforms), ("split", splits)) if v is not None}
+    try:
+        table = storage.read_table(uri, columns=INPUT_COLUMNS + list(filters))
+    except UnreadableFile:
+        table = storage.read_table(uri, columns=INPUT_COLUMNS)     # readable without them: say so
+        missing = [c for c in filters if not _readable(uri, c)]
+        if not missing:
+            raise
+        raise ValueError(f"{', '.join(f'{c}s={filters[c]}' for c in missing)}: the product table {uri} "
+                         f"has no {' or '.join(repr(c) for c in missing)} column") from None
+    for column, values in filters.items():
+        table = table.filter(pc.is_in(table[column], value_set=pa.array(values, pa.string())))
+    table = table.drop_columns(list(filters))
     if product_ids is not None:
         table = table.filter(pc.is_in(table["product_id"], value_set=pa.array(
             [str(p) for p in product_ids], pa.string())))
@@ -185,6 +192,14 @@ def load_products(uri: str, done: pa.Array, limit: int | None,
         i = table.schema.get_field_index(name)
         table = table.set_column(i, name, pc.fill_null(table[name].cast(pa.string()), ""))
     return table, total
+
+
+def _readable(uri: str, column: str) -> bool:
+    try:
+        storage.read_table(uri, columns=[column])
+        return True
+    except UnreadableFile:
+        return False
 
 
 def build_dataset(products: pa.Table, config: EmbedConfig, described: dict, inputs: dict,
@@ -347,7 +362,7 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     rows, total, group_summaries = [], 0, []
     for names, group_done in groups:
         products, total = load_products(config.products, group_done, config.limit, product_ids,
-                                        config.platforms)
+                                        config.platforms, config.splits)
         features = {f: d for f, d in described.items() if d["encoder"] in names}
         log(f"[embed] {total:,} products, {_already(products, total, group_done, config.limit):,} "
             f"already in the store, {products.num_rows:,} to embed this run ({run_id}); features: "

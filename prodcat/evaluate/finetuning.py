@@ -7,8 +7,9 @@ models read (:func:`prodcat.evaluate.grid.rows_read`) with the new encoder versi
 encoder's store (``<finetune.cache or output/finetune>/<key>/embeddings``, resumable), and returns
 the vectors aligned with the fold's rows (``present`` False for rows no model of the fold reads),
 which the evaluation adds to the fold's feature table as ``finetune.feature`` (default
-``ft_text``). One fine-tuning per fold, with the first seed: the seeds then vary the models
-trained on top of it. The folder ``<key>`` (:func:`encoder_key`) names the encoder by its
+``ft_text``). With ``per_seed`` (the default) each seed fine-tunes its own encoder on its own
+training subsample, so the spread over seeds includes the fine-tuning's; off, one fine-tuning
+per fold with the first seed and the seeds vary only the models trained on top of it. The folder ``<key>`` (:func:`encoder_key`) names the encoder by its
 platforms, seed and settings, so a fold (or a later evaluation given ``finetune.cache``) that
 needs an encoder already fine-tuned reuses it (:func:`prodcat.train.finetune.finished`) and
 embeds only the rows the store lacks.
@@ -54,6 +55,10 @@ class FinetuneSettings(StrictModel):
                          "(on the others), so the cross-platform held-out set of Q reads the "
                          "feature from an encoder that never saw Q; off: those sets read the fold's "
                          "encoder, which learnt other products of Q (the choice then favours it)")
+    per_seed: bool = Field(True, description="each seed of the evaluation fine-tunes its own "
+                           "encoder (its own training subsample: the spread over seeds includes "
+                           "the fine-tuning's); false: one fine-tuning per fold with the first "
+                           "seed, shared by the seeds (a seed's cost is then its models only)")
     cache: str | None = Field(None, description="folder of the fine-tuned encoders, one subfolder "
                               "per distinct encoder (platforms, seed, settings): a fold reuses one "
                               "another fold or an earlier evaluation made; null: <output>/finetune")
@@ -89,12 +94,13 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
     config = load_config(FinetuneConfig, settings.config, {
         **settings.overrides, "data.products": products, "data.platforms": sorted(train_platforms),
         "data.sample_seed": seed, "optim.seed": seed})
-    key = encoder_key(config)
+    rows = training_rows(config)
+    key = encoder_key(config, rows)
     folder = storage.join(settings.cache or storage.join(output, "finetune"), key)
     config = config.model_copy(update={"output": folder, "name": key})
-    trained_on = np.asarray(training_rows(config)["product_id"].to_pylist(), dtype=str)
+    trained_on = np.asarray(rows["product_id"].to_pylist(), dtype=str)
     audit.read(f"finetune@{fold_name}", trained_on)
-    result = finished(config)
+    result = finished(config, rows)
     reused = result is not None
     if reused:
         (progress or (lambda _m: None))(
@@ -114,24 +120,30 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
     if embed_ids is not None:    # the store may hold rows other folds read: this fold gets its own
         present &= np.isin(np.asarray(product_ids, dtype=str), np.asarray(embed_ids, dtype=str))
         x = np.where(present[:, None], x, np.float32(0.0)).astype(np.float32, copy=False)
-    return x, present, trained_on, {"fold": fold_name, "platforms": list(config.data.platforms),
+    return x, present, trained_on, {"fold": fold_name, "seed": seed, "platforms": list(config.data.platforms),
                                     "encoder": result.encoder, "fingerprint": result.fingerprint,
                         "train_products": result.train_products, "products_per_s": result.products_per_s,
                         "seconds": result.seconds, "embedded": int(present.sum()),
                         "fold_rows": int(len(product_ids)), "folder": key, "reused": reused}
 
 
-def encoder_key(config) -> str:
+def encoder_key(config, rows=None) -> str:
     """The folder name of one distinct fine-tuned encoder, ``<platforms>-seed<seed>-<digest>``
-    (the digest: sha256, 8 hex, over every setting of ``config``, a ``FinetuneConfig``, but
-    ``output`` and ``name``). Folds that fine-tune on the same platforms with the same seed and
-    settings share it: at full size with ``nested`` the four folds of three platforms need 12
-    encoders, 7 of them distinct (the in-platform fold's inner encoders are the
-    leave-one-platform-out folds' own; each single platform is the inner encoder of two of them)."""
+    (the digest: sha256, 8 hex, over the settings that make it,
+    :func:`prodcat.train.finetune.run_identity` of ``config``, a ``FinetuneConfig``, and its
+    training rows, :func:`prodcat.train.finetune.training_digest`; ``rows``: its
+    :func:`~prodcat.train.finetune.training_rows` when already read). Not the product table's
+    path: the same table moved, or named relative or absolute, gives the same key. Folds that
+    fine-tune on the same platforms with the same seed and settings share it: at full size with
+    ``nested`` the four folds of three platforms need 12 encoders per seed, 7 of them distinct
+    (the in-platform fold's inner encoders are the leave-one-platform-out folds' own; each single
+    platform is the inner encoder of two of them)."""
     import hashlib
     import json
 
-    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in ("output", "name")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    from prodcat.train.finetune import run_identity, training_digest, training_rows
+
+    digest = training_digest(training_rows(config) if rows is None else rows)
+    settings = json.dumps([run_identity(config), digest], sort_keys=True)
     platforms = "+".join(config.data.platforms) if config.data.platforms else "all"
-    return f"{platforms}-seed{config.data.sample_seed}-{digest}"
+    return f"{platforms}-seed{config.data.sample_seed}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"

@@ -121,14 +121,44 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     return row, pred, counts
 
 
+def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: list[dict],
+                   config: EvaluateConfig, seed: int, seeds: list[int], info: dict,
+                   progress: Callable[[str], None]) -> tuple[FeatureTable, FeatureTable]:
+    """``(table, test)`` with the fold's fine-tuned text feature added (:func:`fold_feature`):
+    the encoder fine-tuned with ``seed`` (its training subsample) on the fold's training
+    platforms, embedding the rows the models of ``seeds`` read; with ``finetune.nested`` one
+    variant per training platform Q for Q's cross-platform held-out set. The summary goes to
+    ``info["finetune"]`` (the first) and ``info["finetune_seeds"]`` (one per fine-tuning seed)."""
+    tuned, data = config.finetune.feature, config.train.data
+    ids = table.column("product_id")
+    x, present, trained_on, summary = fold_feature(
+        config.finetune, data.products, config.output, fold.name, fold.train_platforms, ids, seed,
+        progress, embed_ids=rows_read(table, fold, cells, test, config, seeds))
+    table = table.add_feature(tuned, x, present, trained_on=trained_on, version=summary["fingerprint"])
+    if config.finetune.nested and len(fold.train_platforms) >= 2:
+        inner_ids = training_rows_read(table, fold, cells, config, seeds)
+        summary["inner"] = []
+        for q in fold.train_platforms:   # the cross-platform held-out set of q reads these
+            xq, present_q, trained_q, inner = fold_feature(
+                config.finetune, data.products, config.output, f"{fold.name}-without-{q}",
+                [p for p in fold.train_platforms if p != q], ids, seed, progress, embed_ids=inner_ids)
+            table = table.add_variant(tuned, q, ids, xq, present_q, trained_q, inner["fingerprint"])
+            summary["inner"].append({"without": q, **inner})
+    info.setdefault("finetune", summary)
+    info.setdefault("finetune_seeds", []).append(summary)
+    test = table.where(np.isin(table.column("product_id"), test.column("product_id")))
+    check_unlearnt(table, fold, test)
+    return table, test
+
+
 def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureTable,
-              config: EvaluateConfig) -> np.ndarray:
+              config: EvaluateConfig, seeds: list[int] | None = None) -> np.ndarray:
     """The product ids the fold's models read (each a subset of ``table``'s rows): for every model
-    and seed, its training rows (the seeded subsample :func:`select_train_rows` draws, as training
+    and seed (``seeds``, default ``config.seeds``), its training rows (the seeded subsample :func:`select_train_rows` draws, as training
     does) and the validation and calibration splits of the fold's training platforms; and the
     test rows. What :func:`fold_feature` embeds with the fold's fine-tuned encoder."""
     mine = table.rows(platforms=fold.train_platforms)
-    ids = [test.column("product_id"), training_rows_read(table, fold, cells, config)]
+    ids = [test.column("product_id"), training_rows_read(table, fold, cells, config, seeds)]
     for cell in cells:
         cfg = cell_config(config, fold, cell, config.seeds[0])     # splits do not depend on the seed
         ids.append(mine.rows(splits=[cfg.data.val_split, cfg.data.calib_split]).column("product_id"))
@@ -136,13 +166,13 @@ def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureT
 
 
 def training_rows_read(table: FeatureTable, fold: Fold, cells: list[dict],
-                       config: EvaluateConfig) -> np.ndarray:
-    """The product ids of every model and seed's training subsample on ``fold`` (drawn as
+                       config: EvaluateConfig, seeds: list[int] | None = None) -> np.ndarray:
+    """The product ids of every model and seed's (``seeds``, default ``config.seeds``) training subsample on ``fold`` (drawn as
     :func:`select_train_rows` draws them): the rows the cross-platform held-out sets of a
     decision-level model are fitted on and predict, what an inner fine-tuning embeds."""
     mine = table.rows(platforms=fold.train_platforms)
     ids = [select_train_rows(mine, cell_config(config, fold, cell, seed)).column("product_id")
-           for cell in cells for seed in config.seeds]
+           for cell in cells for seed in (config.seeds if seeds is None else seeds)]
     return np.unique(np.concatenate([np.asarray(i, dtype=str) for i in ids]))
 
 
@@ -203,27 +233,15 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
         if not len(test):
             continue
         check_unlearnt(table, fold, test)
-        if tuned:                 # the fold's own fine-tuned encoder, trained on its training platforms
-            x, present, trained_on, info["finetune"] = fold_feature(
-                config.finetune, data.products, config.output, fold.name, fold.train_platforms,
-                fold_table.column("product_id"), config.seeds[0], progress,
-                embed_ids=rows_read(fold_table, fold, cells, test, config))
-            fold_table = fold_table.add_feature(tuned, x, present, trained_on=trained_on,
-                                                version=info["finetune"]["fingerprint"])
-            if config.finetune.nested and len(fold.train_platforms) >= 2:
-                inner_ids = training_rows_read(fold_table, fold, cells, config)
-                info["finetune"]["inner"] = []
-                for q in fold.train_platforms:   # the cross-platform held-out set of q reads these
-                    xq, present_q, trained_q, summary = fold_feature(
-                        config.finetune, data.products, config.output, f"{fold.name}-without-{q}",
-                        [p for p in fold.train_platforms if p != q], fold_table.column("product_id"),
-                        config.seeds[0], progress, embed_ids=inner_ids)
-                    fold_table = fold_table.add_variant(tuned, q, fold_table.column("product_id"), xq,
-                                                        present_q, trained_q, summary["fingerprint"])
-                    info["finetune"]["inner"].append({"without": q, **summary})
-            test = fold_table.where(np.isin(fold_table.column("product_id"), test.column("product_id")))
-            check_unlearnt(fold_table, fold, test)
+        base, base_test = fold_table, test
+        per_seed = bool(tuned) and config.finetune.per_seed and len(config.seeds) > 1
+        if tuned and not per_seed:       # one fine-tuning per fold, with the first seed
+            fold_table, test = with_finetuned(base, base_test, fold, cells, config, config.seeds[0],
+                                              config.seeds, info, progress)
         for seed in config.seeds:
+            if per_seed:                 # each seed its own fine-tuning subsample and encoder
+                fold_table, test = with_finetuned(base, base_test, fold, cells, config, seed, [seed],
+                                                  info, progress)
             counts, tables = {}, []
             for cell in cells:
                 row, pred, counts[cell["name"]] = run_model(fold_table, fold, cell, test, config, seed)

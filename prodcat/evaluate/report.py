@@ -204,24 +204,24 @@ def finetune_markdown(folds: list[dict]) -> list[str]:
     cross-platform held-out set reads); empty when no fold fine-tuned."""
     rows = []
     for f in folds:
-        tuned = f.get("finetune")
-        if not tuned:
-            continue
-        for t, used in [(tuned, "the fold's models")] + [
-                (i, f"held-out set of {i['without']}") for i in tuned.get("inner", [])]:
-            rows.append([f["fold"], t["fold"], ", ".join(t.get("platforms", f["train_platforms"])), used,
-                         f"{t['train_products']:,}", fmt(t["products_per_s"], 1),
-                         fmt(t["seconds"], 0) + (" (reused)" if t.get("reused") else ""),
-                         f"{t['embedded']:,}", str(t["fingerprint"])[:12]])
+        for tuned in f.get("finetune_seeds") or ([f["finetune"]] if f.get("finetune") else []):
+            for t, used in [(tuned, "the fold's models")] + [
+                    (i, f"held-out set of {i['without']}") for i in tuned.get("inner", [])]:
+                rows.append([f["fold"], t["fold"], str(tuned.get("seed", "")),
+                             ", ".join(t.get("platforms", f["train_platforms"])), used,
+                             f"{t['train_products']:,}", fmt(t["products_per_s"], 1),
+                             fmt(t["seconds"], 0) + (" (reused)" if t.get("reused") else ""),
+                             f"{t['embedded']:,}", str(t["fingerprint"])[:12]])
     if not rows:
         return []
     return ["## Fine-tuned text encoders", "",
             "Each fine-tuned on the listed platforms' training split only; its vectors are read by "
             "the models of the fold, or (nested) by the cross-platform held-out set of the platform "
             "it left out, so the fine-tuned component is chosen on a platform its encoder never read. "
-            "An encoder with the same platforms, seed and settings is fine-tuned once and reused "
+            "Seed: the training subsample it was fine-tuned on (with `finetune.per_seed`, one encoder "
+            "per seed). An encoder with the same platforms, seed and settings is fine-tuned once and reused "
             "(its seconds are those of the run that made it); embedded: the rows this fold read.",
-            "", markdown_table(["fold", "encoder", "fine-tuned on", "read by", "products",
+            "", markdown_table(["fold", "encoder", "seed", "fine-tuned on", "read by", "products",
                                 "products/s", "seconds", "embedded", "fingerprint"], rows), ""]
 
 

@@ -185,9 +185,11 @@ class Pipeline:
 
     def _nested_finetune(self, tuned: list[str]) -> dict[str, dict[str, str]]:
         """With ``nested_finetune`` (default: ``--full``): one more fine-tuning per platform Q, on
-        the others, embedded into its own store (Q's products only: only Q's held-out set reads
-        it); ``{feature: {Q: store}}`` for train's
-        ``data.variants`` (``{}`` when off or nothing was fine-tuned)."""
+        the others, embedded into its own store: the training split of every platform, what Q's
+        cross-platform held-out set reads (its components fit on the other platforms' training
+        rows and predict Q's; stop 33 embedded Q's products only, and the fit found no rows);
+        ``{feature: {Q: store}}`` for train's ``data.variants`` (``{}`` when off or nothing was
+        fine-tuned)."""
         nested = self.config.full if self.config.nested_finetune is None else self.config.nested_finetune
         if not tuned or not nested:
             return {}
@@ -205,7 +207,7 @@ class Pipeline:
                 argv += ["--set", "data.max_train_products=6000", "--set", "optim.epochs=2"]
             self._cli(argv)
             self._cli(["embed", "--config", str(Path(folder) / "encoder.yaml"), "--products", products,
-                       "--output", str(Path(folder) / "embeddings"), "--platforms", q])
+                       "--output", str(Path(folder) / "embeddings"), "--splits", self._train_split()])
             variants[q] = str(Path(folder) / "embeddings")
         return {tuned[0]: variants}
 
@@ -223,6 +225,13 @@ class Pipeline:
                    "--products", self.path("catalog", "products.parquet"),
                    "--output", self.path("embeddings")])
         return [json.loads(Path(self.path("finetune", "finetune_result.json")).read_text())["feature"]]
+
+    def _train_split(self) -> str:
+        """The split ``prodcat train`` trains on (``data.train_split`` of the train config)."""
+        from prodcat.core.config import load_config
+        from prodcat.train.config import TrainConfig
+
+        return load_config(TrainConfig, _repo_path(self.config.train)).data.train_split
 
     def _preset_modalities(self) -> list[str]:
         from prodcat.core.config import load_config

@@ -57,7 +57,7 @@ from prodcat.models.files import CONFIG
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalConfig, LexicalScorer, _hstack, analyzers, make_vectorizer
 from prodcat.train.config import TrainConfig, run_prefix
-from prodcat.train.features import TEXT, FeatureTable, select_train_rows
+from prodcat.train.features import PRESENT_PREFIX, TEXT, FeatureTable, select_train_rows
 from prodcat.train.result import TrainResult
 
 LABEL = "label"
@@ -97,6 +97,7 @@ def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSet
     if "cross_platform" in settings.heldout and len(platforms) >= 2:
         for q in platforms:
             view = train.for_heldout(q)
+            _check_variant_rows(train, view, q, read)
             others = view.where(view.column("platform") != q)
             mine = view.where(view.column("platform") == q)
             covered = mine.where(np.isin(mine.column("node"), others.column("node")) & ~mine.seen_by(read))
@@ -117,6 +118,29 @@ def heldout_sets(table: FeatureTable, train: FeatureTable, settings: DecisionSet
                          f"platforms {platforms}, heldout={settings.heldout}; add a platform or "
                          f"validation rows ({val_split!r} split)")
     return sets
+
+
+def _check_variant_rows(train: FeatureTable, view: FeatureTable, q: str, features: list[str]) -> None:
+    """Refuse a variant (``data.variants``) of a feature for ``q`` that lacks training rows the
+    table has the feature for: ``q``'s cross-platform held-out set fits its components on the
+    other platforms' training rows and predicts ``q``'s, all read from the variant.
+
+    Raises:
+        ValueError: names the feature, the platform, how many rows lack it and how to embed them.
+    """
+    for f in features:
+        if q not in train.variants.get(f, {}):
+            continue
+        base, mine = train.column(PRESENT_PREFIX + f).astype(bool), view.column(PRESENT_PREFIX + f).astype(bool)
+        lacking = base & ~mine
+        if lacking.any():
+            where = sorted(np.unique(train.column("platform")[lacking]).tolist())
+            raise ValueError(
+                f"data.variants: the {f!r} store for {q}'s held-out set lacks {int(lacking.sum()):,} "
+                f"of the {int(base.sum()):,} training rows (platforms {', '.join(where)}; e.g. "
+                f"{train.column('product_id')[lacking][0]}): the set fits on the other platforms' "
+                "training rows and predicts its own, all from that store; embed the training split "
+                "with that encoder (prodcat embed --splits train)")
 
 
 def _cap(rows: FeatureTable, n: int, rng: np.random.Generator) -> FeatureTable:

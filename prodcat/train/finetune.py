@@ -32,6 +32,7 @@ Letters: N training products, T tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -227,13 +228,13 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
     start = time.perf_counter()
     log = progress or (lambda _line: None)
     config = with_absolute_paths(config)
-    done = finished(config)
+    rows = training_rows(config)
+    done = finished(config, rows)
     if done is not None:
         log(f"[finetune] already finished in {config.output} with these settings: encoder "
             f"{done.encoder} (feature {done.feature}, fingerprint {done.fingerprint}); nothing to do "
             "(a new --output, or other settings, fine-tunes again)")
         return done
-    rows = training_rows(config)
     data = tokenize_rows(rows, config.encoder)
     head = {"labels": [int(c) for c in data["label_ids"]], "pooling": config.encoder.pooling,
             "normalize": config.encoder.normalize,
@@ -268,7 +269,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         products_per_s=round(sum(h["products"] for h in history) / seconds, 2) if seconds else 0.0,
         seconds=round(time.perf_counter() - start, 2), train_products=n, labels=len(head["labels"]),
         resumed_after=list(state.get("resumed_after", [])), run_path=str(result.path or ""))
-    write_metadata(config, res, fingerprint, head)
+    write_metadata(config, res, fingerprint, head, training_digest(rows))
     storage.write_table(rows.select(["product_id"]), storage.join(encoder_uri, ENCODER_TRAINED_ON))
     log(f"[finetune] done in {clock(res.seconds)} ({res.products_per_s} products/s training): "
         f"encoder {res.encoder} (feature {res.feature}, fingerprint {res.fingerprint}); add it to a "
@@ -286,13 +287,38 @@ def with_absolute_paths(config: FinetuneConfig) -> FinetuneConfig:
     return config.model_copy(update={"encoder": encoder})
 
 
-def finished(config: FinetuneConfig) -> FinetuneResult | None:
+def training_digest(rows: pa.Table) -> str:
+    """What an encoder was fine-tuned on, wherever the product table lies: sha256 (16 hex) over
+    the training rows' ``product_id``, ``title``, ``description`` and ``category_id``
+    (:func:`training_rows`), in order."""
+    digest = hashlib.sha256()
+    for name in ("product_id", "title", "description", "category_id"):
+        digest.update(json.dumps([name, rows[name].to_pylist()], default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def run_identity(config: FinetuneConfig) -> dict:
+    """The settings that make one encoder: every field of ``config`` but ``output``, ``name`` and
+    ``data.products`` (the table is identified by :func:`training_digest` of its training rows,
+    so a table moved or named by another path still matches), local weights made absolute."""
+    settings = with_absolute_paths(config).model_dump(mode="json")
+    settings = {k: v for k, v in settings.items() if k not in ("output", "name")}
+    settings["data"] = {k: v for k, v in settings["data"].items() if k != "products"}
+    return settings
+
+
+def finished(config: FinetuneConfig, rows: pa.Table | None = None) -> FinetuneResult | None:
     """The result of a fine-tuning already finished in ``config.output`` with the same settings
-    (every field but ``output`` and ``name``), or None: none there, or one made with other
-    settings. Reading it costs no Ray Train start: the evaluation fine-tunes each distinct
-    encoder (platforms, seed, settings) once and reuses it in every fold that needs it
+    (:func:`run_identity`) on the same training rows (:func:`training_digest`; ``rows``: the
+    :func:`training_rows` of ``config`` when already read), or None: none there, or one made with
+    other settings or rows. Reading it costs no Ray Train start: the evaluation fine-tunes each
+    distinct encoder (platforms, seed, settings) once and reuses it in every fold that needs it
     (:func:`prodcat.evaluate.finetuning.fold_feature`). A copied ``output`` still works: the
     encoder folder is taken from where ``output`` is now.
+
+    Raises:
+        ValueError: a result is there with these settings and the training rows cannot be drawn
+            (:func:`training_rows`).
     """
     encoder = storage.join(config.output, ENCODER_DIR)
     if not storage.is_remote(encoder):
@@ -300,10 +326,13 @@ def finished(config: FinetuneConfig) -> FinetuneResult | None:
     path, meta_path = storage.join(config.output, RESULT), storage.join(encoder, ENCODER_META)
     if not (storage.exists(path) and storage.exists(meta_path)):
         return None
-    ignore = ("output", "name")
-    made = {k: v for k, v in json.loads(storage.read_text(meta_path))["finetune"].items() if k not in ignore}
-    wanted = {k: v for k, v in with_absolute_paths(config).model_dump(mode="json").items() if k not in ignore}
-    if made != wanted:
+    meta = json.loads(storage.read_text(meta_path))
+    if run_identity(FinetuneConfig(**meta["finetune"])) != run_identity(config):
+        return None
+    if "training_rows" in meta:
+        if meta["training_rows"] != training_digest(training_rows(config) if rows is None else rows):
+            return None
+    elif meta["finetune"]["data"]["products"] != config.data.products:   # made before stop 34
         return None
     result = FinetuneResult(**json.loads(storage.read_text(path)))
     result.encoder_config = {**result.encoder_config, "weights": encoder}
@@ -350,14 +379,16 @@ def encoder_fingerprint(encoder_config: TextEncoderConfig) -> dict:
     return encoder.fingerprint.to_dict()
 
 
-def write_metadata(config: FinetuneConfig, result: FinetuneResult, fingerprint: dict, head: dict) -> None:
+def write_metadata(config: FinetuneConfig, result: FinetuneResult, fingerprint: dict, head: dict,
+                   training: str | None = None) -> None:
     """``encoder/prodcat_encoder.json``, ``encoder.yaml`` (an EmbedConfig with this encoder only)
-    and ``finetune_result.json``."""
+    and ``finetune_result.json``; ``training``: :func:`training_digest` of its training rows."""
     meta = {"fingerprint": fingerprint, "encoder": config.encoder_name,
             "feature": result.feature, "config": result.encoder_config,
             "base": config.encoder.weights, "labels": len(head["labels"]),
             "train_products": result.train_products, "history": result.history,
-            "finetune": config.model_dump(mode="json")}
+            "finetune": config.model_dump(mode="json"),
+            **({"training_rows": training} if training else {})}
     storage.write_text(storage.join(result.encoder, ENCODER_META), json.dumps(meta, indent=2))
     snippet = {"encoders": {config.encoder_name: _snippet_fields(result.encoder_config)}}
     storage.write_text(result.snippet, (

@@ -256,4 +256,18 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     assert not (tmp_path / "again" / "finetune").exists()
     assert [r["hF"] for r in again["results"]] == [r["hF"] for r in results["results"]]
     assert "(reused)" in (tmp_path / "again" / "report.md").read_text()
+    # finetune.per_seed (the default): each seed fine-tunes its own encoder on its own training
+    # subsample; seed 0's is the cached one, seed 1's is new
+    with audit.recording() as seeded_reads:
+        seeded = evaluate(load_config(EvaluateConfig, None, _overrides(root, tmp_path / "seeds") + extra + [
+            f"finetune.cache={tmp_path / 'eval' / 'finetune'}", "finetune.nested=false", "seeds=[0, 1]"]))
+    per_seed = seeded["folds"][0]["finetune_seeds"]
+    assert [t["seed"] for t in per_seed] == [0, 1] and per_seed[0]["reused"] and not per_seed[1]["reused"]
+    assert per_seed[0]["fingerprint"] == fold["finetune"]["fingerprint"] != per_seed[1]["fingerprint"]
+    assert per_seed[1]["folder"].startswith("alpha+beta-seed1-")
+    subsamples = [set(r.product_ids) for r in seeded_reads if r.step == "finetune@lopo_gamma"]
+    assert len(subsamples) == 2 and subsamples[0] != subsamples[1]
+    assert {platform[p] for s in subsamples for p in s} == {"alpha", "beta"}
+    assert sorted(r["seed"] for r in seeded["results"] if r["model"] == "default-ft") == [0, 1]
+    assert "| lopo_gamma | lopo_gamma | 1 |" in (tmp_path / "seeds" / "report.md").read_text()
 

@@ -264,8 +264,10 @@ def test_prodcat_train_chooses_on_a_platform_with_an_encoder_fine_tuned_without_
                         "data.platforms=[alpha]", "optim.epochs=1", "optim.batch_size=16",
                         "scaling.cpus_per_worker=1", "scaling.torch_threads=1"] for a in ("--set", o)]
     assert main(["finetune", "--output", str(tmp_path / "without-beta"), *args]) == 0
-    assert main(["embed", "--config", str(tmp_path / "without-beta/encoder.yaml"), "--products",
-                 f"{root}/cat/products.parquet", "--output", str(tmp_path / "without-beta/emb")]) == 0
+    for folder, rows in (("emb", ["--splits", "train"]), ("beta-only", ["--platforms", "beta"])):
+        assert main(["embed", "--config", str(tmp_path / "without-beta/encoder.yaml"), "--products",
+                     f"{root}/cat/products.parquet", "--output", str(tmp_path / "without-beta" / folder),
+                     *rows]) == 0                   # emb: what the main job embeds (--full)
     inner = set(pq.read_table(tmp_path / "without-beta/encoder/trained_on.parquet")["product_id"].to_pylist())
     outer = set(pq.read_table(Path(tuned["result"].encoder) / "trained_on.parquet")["product_id"].to_pylist())
     platform = dict(zip(tuned["products"]["product_id"].to_pylist(), tuned["products"]["platform"].to_pylist()))
@@ -290,6 +292,9 @@ def test_prodcat_train_chooses_on_a_platform_with_an_encoder_fine_tuned_without_
                "their platform" in line for line in lines), lines
     with pytest.raises(ValueError, match=r"fine-tuned on \d+ products of alpha"):
         run("{ft_text: {alpha: " + str(tmp_path / "without-beta/emb") + "}}", [])
+    # beta's products alone (stop 33's main job): the set's fit on alpha's rows has nothing to read
+    with pytest.raises(ValueError, match=r"lacks \d+ of the \d+ training rows \(platforms alpha, gamma; .*--splits train"):
+        run("{ft_text: {beta: " + str(tmp_path / "without-beta/beta-only") + "}}", [])
 
 
 def test_a_checkpoint_on_the_fine_tuned_feature_scores_by_fingerprint(tuned, store, tmp_path):

@@ -66,8 +66,8 @@ def test_full_size_fine_tunes_more_and_no_fine_tuning_trains_on_the_store_as_it_
 
 
 def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_never_saw_it(tmp_path):
-    """nested_finetune: one fine-tuning per platform Q on the others, Q's products embedded into
-    its own store, passed to both train commands as data.variants {ft_text: {Q: store}}."""
+    """nested_finetune: one fine-tuning per platform Q on the others, the training split embedded
+    into its own store, passed to both train commands as data.variants {ft_text: {Q: store}}."""
     calls = _run_train(tmp_path, nested_finetune=True)
     assert [c[0] for c in calls] == ["finetune", "embed"] * 4 + ["train", "train"]
     inner = {}
@@ -77,7 +77,9 @@ def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_ne
         inner[q] = _set(tune, "data.platforms")
         assert embed[embed.index("--config") + 1] == f"{out}/encoder.yaml"
         assert embed[embed.index("--output") + 1] == f"{out}/embeddings"
-        assert embed[embed.index("--platforms") + 1] == q       # only q's held-out set reads it
+        # the training split of every platform: q's held-out set fits on the others' training
+        # rows and predicts q's (q's products alone left the fit without rows: stop 33)
+        assert embed[embed.index("--splits") + 1] == "train" and "--platforms" not in embed
     assert inner == {"alpha": ["beta", "gamma"], "beta": ["alpha", "gamma"], "gamma": ["alpha", "beta"]}
     for train in calls[8:]:
         variants = _set(train, "data.variants")

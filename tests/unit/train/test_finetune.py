@@ -4,10 +4,12 @@ learning-rate schedule and each worker's share of an epoch."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from prodcat.core import storage
 from prodcat.core.config import ConfigError, load_config
+from prodcat.core.paths import REPO_ROOT as REPO
 from prodcat.train.finetune import training_rows
 from prodcat.train.finetune_config import FinetuneConfig
 from prodcat.train.finetune_loop import epoch_batches, epoch_rows, lr_factor, steps_per_epoch
@@ -99,17 +101,24 @@ def test_batches_of_similar_length_cover_the_share_once_and_pad_less():
     assert all(np.array_equal(a, b) for a, b in zip(bucketed, again))
 
 
-def test_a_finished_fine_tuning_is_found_by_its_settings_wherever_its_folder_is(tmp_path):
-    """``finished``: a result is reused only for the same settings (not ``output``/``name``), and a
+def test_a_finished_fine_tuning_is_found_by_its_settings_wherever_its_folder_is(tmp_path, monkeypatch):
+    """``finished``: a result is reused only for the same settings (not ``output``/``name``) on the
+    same training rows, wherever the product table lies or however its path is written, and a
     copied folder points at its own encoder; ``encoder_key`` names one folder per distinct encoder."""
+    import dataclasses
     import shutil
 
     from prodcat.evaluate.finetuning import encoder_key
-    from prodcat.train.finetune import FinetuneResult, finished, write_metadata
+    from prodcat.train.finetune import FinetuneResult, finished, training_digest, write_metadata
 
-    def config(output, *extra):
-        return load_config(FinetuneConfig, "configs/finetune.default.yaml",
-                           [f"output={output}", "data.platforms=[alpha, beta]", *extra])
+    products, _ = synthetic_products(120, platforms=("alpha", "beta", "gamma"))
+    storage.write_table(products, str(tmp_path / "products.parquet"))
+    monkeypatch.chdir(tmp_path)
+
+    def config(output, *extra, products="products.parquet"):
+        return load_config(FinetuneConfig, str(REPO / "configs/finetune.default.yaml"),
+                           [f"output={output}", "data.platforms=[alpha, beta]", f"data.products={products}",
+                            *extra])
 
     made = config(tmp_path / "a", "name=first")
     assert finished(made) is None                                   # nothing there yet
@@ -118,18 +127,37 @@ def test_a_finished_fine_tuning_is_found_by_its_settings_wherever_its_folder_is(
                             encoder_config={**made.encoder.model_dump(mode="json"), "weights": encoder},
                             feature="ft_text", snippet=str(tmp_path / "a" / "encoder.yaml"), history=[],
                             products_per_s=30.0, seconds=300.0, train_products=6000, labels=12)
-    write_metadata(made, result, {"key": "f" * 16}, {"labels": list(range(12))})
+    write_metadata(made, result, {"key": "f" * 16}, {"labels": list(range(12))},
+                   training_digest(training_rows(made)))
     found = finished(config(tmp_path / "a", "name=second"))         # another name: the same encoder
     assert found is not None and found.fingerprint == "f" * 16 and found.seconds == 300.0
     assert finished(config(tmp_path / "a", "optim.epochs=3")) is None          # other settings
     assert finished(config(tmp_path / "a", "data.platforms=[alpha]")) is None
+    assert finished(config(tmp_path / "a", "data.sample_seed=1", "data.max_train_products=50")) is None
+    absolute = config(tmp_path / "a", products=str(tmp_path / "products.parquet"))
+    assert finished(absolute) is not None                           # the same table by another path
+    shutil.copy(tmp_path / "products.parquet", tmp_path / "elsewhere.parquet")
+    assert finished(config(tmp_path / "a", products="elsewhere.parquet")) is not None   # moved
+    changed = products.set_column(products.schema.get_field_index("title"), "title",
+                                  pa.array([f"{t} edited" for t in products["title"].to_pylist()]))
+    storage.write_table(changed, str(tmp_path / "changed.parquet"))
+    assert finished(config(tmp_path / "a", products="changed.parquet")) is None   # other rows
     shutil.copytree(tmp_path / "a", tmp_path / "moved")
     moved = finished(config(tmp_path / "moved"))
     assert moved.encoder == str(tmp_path / "moved" / "encoder")
     assert moved.encoder_config["weights"] == moved.encoder
     assert moved.snippet == str(tmp_path / "moved" / "encoder.yaml")
 
+    old = config(tmp_path / "old")                                  # written before the digest:
+    write_metadata(old, dataclasses.replace(result, encoder=str(tmp_path / "old" / "encoder"),
+                                            snippet=str(tmp_path / "old" / "encoder.yaml")),
+                   {"key": "f" * 16}, {"labels": list(range(12))})  # found by its path
+    assert finished(config(tmp_path / "old")) is not None
+    assert finished(config(tmp_path / "old", products="elsewhere.parquet")) is None
+
     key = encoder_key(made)
     assert key.startswith("alpha+beta-seed0-") and key == encoder_key(config(tmp_path / "b", "name=x"))
+    assert key == encoder_key(absolute) == encoder_key(config(tmp_path / "b", products="elsewhere.parquet"))
+    assert key != encoder_key(config(tmp_path / "a", products="changed.parquet"))
     assert key != encoder_key(config(tmp_path / "a", "data.sample_seed=1"))
     assert key != encoder_key(config(tmp_path / "a", "optim.epochs=3"))
