@@ -40,7 +40,7 @@ def _modalities(argv: list[str]) -> list[str]:
 
 
 def test_the_train_stage_fine_tunes_adds_the_feature_and_trains_both_stages_on_it(tmp_path):
-    calls = _run_train(tmp_path)
+    calls = _run_train(tmp_path, nested_finetune=False)
     assert [c[0] for c in calls] == ["finetune", "embed", "train", "train"]
     assert calls[1][calls[1].index("--config") + 1].endswith("finetune/encoder.yaml")
     assert calls[1][calls[1].index("--output") + 1].endswith("run/embeddings")   # the run's store
@@ -56,7 +56,7 @@ def _set(argv: list[str], field: str):
 def test_full_size_fine_tunes_more_and_no_fine_tuning_trains_on_the_store_as_it_is(tmp_path):
     full = _run_train(tmp_path, full=True)
     assert "data.max_train_products=6000" in full[0] and "optim.epochs=2" in full[0]
-    # --full: nested by default; the sample is not (the test above: four commands)
+    # nested by default, the sample (next test) as --full
     assert [c[0] for c in full] == ["finetune", "embed"] * 4 + ["train", "train"]
     assert all("data.max_train_products=6000" in c for c in full[2::2][:3])
     plain = _run_train(tmp_path / "plain", finetune=None)
@@ -68,7 +68,7 @@ def test_full_size_fine_tunes_more_and_no_fine_tuning_trains_on_the_store_as_it_
 def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_never_saw_it(tmp_path):
     """nested_finetune: one fine-tuning per platform Q on the others, the training split embedded
     into its own store, passed to both train commands as data.variants {ft_text: {Q: store}}."""
-    calls = _run_train(tmp_path, nested_finetune=True)
+    calls = _run_train(tmp_path)                           # the default, the sample's too
     assert [c[0] for c in calls] == ["finetune", "embed"] * 4 + ["train", "train"]
     inner = {}
     for tune, embed in zip(calls[2:8:2], calls[3:8:2]):
