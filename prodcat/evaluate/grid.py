@@ -154,9 +154,10 @@ def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: l
 def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureTable,
               config: EvaluateConfig, seeds: list[int] | None = None) -> np.ndarray:
     """The product ids the fold's models read (each a subset of ``table``'s rows): for every model
-    and seed (``seeds``, default ``config.seeds``), its training rows (the seeded subsample :func:`select_train_rows` draws, as training
-    does) and the validation and calibration splits of the fold's training platforms; and the
-    test rows. What :func:`fold_feature` embeds with the fold's fine-tuned encoder."""
+    and seed (``seeds``, default ``config.seeds``), its training rows (the seeded subsample
+    :func:`select_train_rows` draws, as training does) and the validation and calibration splits
+    of the fold's training platforms; and the test rows. What :func:`fold_feature` embeds with
+    the fold's fine-tuned encoder."""
     mine = table.rows(platforms=fold.train_platforms)
     ids = [test.column("product_id"), training_rows_read(table, fold, cells, config, seeds)]
     for cell in cells:
@@ -167,9 +168,10 @@ def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureT
 
 def training_rows_read(table: FeatureTable, fold: Fold, cells: list[dict],
                        config: EvaluateConfig, seeds: list[int] | None = None) -> np.ndarray:
-    """The product ids of every model and seed's (``seeds``, default ``config.seeds``) training subsample on ``fold`` (drawn as
-    :func:`select_train_rows` draws them): the rows the cross-platform held-out sets of a
-    decision-level model are fitted on and predict, what an inner fine-tuning embeds."""
+    """The product ids of every model and seed's (``seeds``, default ``config.seeds``) training
+    subsample on ``fold`` (drawn as :func:`select_train_rows` draws them): the rows the
+    cross-platform held-out sets of a decision-level model are fitted on and predict, what an
+    inner fine-tuning embeds."""
     mine = table.rows(platforms=fold.train_platforms)
     ids = [select_train_rows(mine, cell_config(config, fold, cell, seed)).column("product_id")
            for cell in cells for seed in (config.seeds if seeds is None else seeds)]
