@@ -59,6 +59,12 @@ def _throughput(out: Path) -> list[str]:
         lines.append(f"| fine-tuning ({tuned.get('feature')}) | {tuned.get('train_products', 0):,} "
                      f"products × {len(tuned.get('history', []))} epoch(s), "
                      f"{tuned.get('products_per_s', 0):.1f} products/s, {tuned.get('seconds', 0):.0f} s |")
+    inner = {p.parent.name.removeprefix("finetune-without-"): _json(p)
+             for p in sorted(out.glob("finetune-without-*/finetune_result.json"))}
+    if inner:
+        lines.append("| fine-tuning, nested (each platform's held-out set of the stages' choice) | "
+                     + "; ".join(f"without {q}: {r.get('train_products', 0):,} products, "
+                                 f"{r.get('seconds', 0):.0f} s" for q, r in inner.items() if r) + " |")
     for name in ("text", "multimodal"):
         res = _json(out / "train" / name / "train_result.json")
         if res and "heldout_hF" in res.get("metrics", {}):      # decision-level fusion: no epochs

@@ -48,6 +48,10 @@ def _run_folder(out: Path) -> None:
     _write(out / "predictions" / "_evaluation.json", {
         "split": "test", "products": 2, "hF": 0.75, "hP": 0.7, "hR": 0.8, "text_products": 1,
         "text_hF": 1.0, "multimodal_products": 1, "multimodal_hF": 0.5})
+    _write(out / "finetune" / "finetune_result.json", {"feature": "ft_text", "train_products": 9,
+                                                        "history": [{}], "products_per_s": 3.0, "seconds": 3.0})
+    for q, n in (("a", 4), ("b", 6)):
+        _write(out / f"finetune-without-{q}" / "finetune_result.json", {"train_products": n, "seconds": 2.0 * n})
     # rows and errors are counted from the prediction files, not taken from the run summary
     pq.write_table(pa.table({"product_id": ["x", "y"], "error": [None, "bad_image: truncated"]}),
                    out / "predictions" / "part-1.parquet")
@@ -74,6 +78,8 @@ def test_report_headline_and_sections_come_from_stage_outputs(tmp_path):
     assert ("**hF, lopo_a** (test, n = 4): default 0.720 [0.700, 0.740]; tfidf (tuned lexical baseline) "
             "0.610 [0.590, 0.630] → default beats (+11.00 points [+5.00, +17.00]); error ratio 0.72; "
             "best late/hard/image 0.750" in md)
+    assert "| fine-tuning (ft_text) | 9 products × 1 epoch(s), 3.0 products/s, 3 s |" in md
+    assert "without a: 4 products, 8 s; without b: 6 products, 12 s |" in md
     assert "hF 90.00 at 25.0 % escalation (tau 0.800" in md
     assert "3 rows in, 3 rows out, 1 with an error" in md
     assert "| rows in / rows out | 3 / 3 |" in md
