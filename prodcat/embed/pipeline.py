@@ -171,7 +171,7 @@ def load_products(uri: str, done: pa.Array, limit: int | None,
     try:
         table = storage.read_table(uri, columns=INPUT_COLUMNS + list(filters))
     except UnreadableFile:
-        table = storage.read_table(uri, columns=INPUT_COLUMNS)     # readable without them: say so
+        storage.read_table(uri, columns=INPUT_COLUMNS)     # unreadable without them too: that error
         missing = [c for c in filters if not _readable(uri, c)]
         if not missing:
             raise

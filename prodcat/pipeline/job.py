@@ -198,6 +198,7 @@ class Pipeline:
         if len(platforms) < 2:
             return {}
         variants: dict[str, str] = {}
+        split = self._train_split()
         for q in platforms:
             folder = self.path(f"finetune-without-{q}")
             argv = ["finetune", "--config", _repo_path(self.config.finetune), "--products", products,
@@ -207,7 +208,7 @@ class Pipeline:
                 argv += ["--set", "data.max_train_products=6000", "--set", "optim.epochs=2"]
             self._cli(argv)
             self._cli(["embed", "--config", str(Path(folder) / "encoder.yaml"), "--products", products,
-                       "--output", str(Path(folder) / "embeddings"), "--splits", self._train_split()])
+                       "--output", str(Path(folder) / "embeddings"), "--splits", split])
             variants[q] = str(Path(folder) / "embeddings")
         return {tuned[0]: variants}
 
