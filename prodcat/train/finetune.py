@@ -236,10 +236,11 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
             "(a new --output, or other settings, fine-tunes again)")
         return done
     data = tokenize_rows(rows, config.encoder)
+    digest = training_digest(rows)
     head = {"labels": [int(c) for c in data["label_ids"]], "pooling": config.encoder.pooling,
             "normalize": config.encoder.normalize,
             "logit_scale": config.logit_scale if config.encoder.normalize else 1.0,
-            "settings": run_settings(config)}
+            "settings": run_settings(config, digest), "products": config.data.products}
     check_resumable(config, head)
     n = len(data["labels"])
     log(f"[finetune] {n:,} training products ({config.data.train_split} split, platforms "
@@ -269,7 +270,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         products_per_s=round(sum(h["products"] for h in history) / seconds, 2) if seconds else 0.0,
         seconds=round(time.perf_counter() - start, 2), train_products=n, labels=len(head["labels"]),
         resumed_after=list(state.get("resumed_after", [])), run_path=str(result.path or ""))
-    write_metadata(config, res, fingerprint, head, training_digest(rows))
+    write_metadata(config, res, fingerprint, head, digest)
     storage.write_table(rows.select(["product_id"]), storage.join(encoder_uri, ENCODER_TRAINED_ON))
     log(f"[finetune] done in {clock(res.seconds)} ({res.products_per_s} products/s training): "
         f"encoder {res.encoder} (feature {res.feature}, fingerprint {res.fingerprint}); add it to a "

@@ -128,25 +128,36 @@ RESUMABLE_CHANGES = ("optim.epochs", "optim.log_every_s", "scaling.", "output", 
                      "encoder.num_threads", "encoder.precision")
 
 
-def run_settings(config: FinetuneConfig) -> dict:
+def run_settings(config: FinetuneConfig, training_rows: str) -> dict:
     """The dotted fields of ``config`` that a resumed run must keep (everything that changes
-    the rows, the model or the optimisation), for comparison with a checkpoint's."""
+    the rows, the model or the optimisation), for comparison with a checkpoint's. The product
+    table counts by what it holds, not where it lies: ``data.products`` is left out and
+    ``data.training_rows`` holds ``training_rows``, the digest of the run's training rows
+    (:func:`prodcat.train.finetune.training_digest`), so a table moved or named by another path
+    resumes and an edited one does not."""
     from prodcat.core.config import flatten_dotted
 
     flat = flatten_dotted(config.model_dump(mode="json"))
+    flat = {k: v for k, v in flat.items() if k != "data.products"} | {"data.training_rows": training_rows}
     return {k: v for k, v in sorted(flat.items()) if not k.startswith(RESUMABLE_CHANGES)}
 
 
 def resume_problem(found: dict, head_meta: dict) -> str | None:
     """Why a checkpoint's ``head.json`` (``found``) cannot be resumed by a run whose head is
-    ``head_meta`` (other settings, other labels), or None when it can."""
-    old, new = found.get("settings", {}), head_meta.get("settings", {})
+    ``head_meta`` (other settings, other labels), or None when it can. A checkpoint made before
+    its settings held ``data.training_rows`` (it has ``data.products``, a path) resumes when that
+    path is ``head_meta["products"]``."""
+    old, new = dict(found.get("settings", {})), head_meta.get("settings", {})
+    if "data.products" in old and "data.training_rows" not in old:       # made before stop 35
+        products = old.pop("data.products")
+        old["data.training_rows"] = (new.get("data.training_rows") if products == head_meta.get("products")
+                                     else f"the rows of {products}")
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         return ("the checkpoint of this output + name was made with other settings ("
                 + ", ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in changed)
-                + "); resume with the same settings (only optim.epochs, logging and scaling may "
-                "change), or use another output or name")
+                + "); resume with the same settings and training rows (only optim.epochs, logging "
+                "and scaling may change), or use another output or name")
     if found.get("labels") != head_meta["labels"]:
         return (f"the checkpoint of this output + name was trained on {len(found.get('labels', []))} "
                 f"other labels than this run's {len(head_meta['labels'])} (a different data "

@@ -161,3 +161,44 @@ def test_a_finished_fine_tuning_is_found_by_its_settings_wherever_its_folder_is(
     assert key != encoder_key(config(tmp_path / "a", products="changed.parquet"))
     assert key != encoder_key(config(tmp_path / "a", "data.sample_seed=1"))
     assert key != encoder_key(config(tmp_path / "a", "optim.epochs=3"))
+
+
+def test_a_checkpoint_resumes_from_a_moved_table_and_not_from_an_edited_one(tmp_path, monkeypatch):
+    """``resume_problem`` compares the training rows' digest, not the table's path: the checkpoint
+    of a run resumes when the table is moved or named by another path, is refused when the rows
+    changed or another setting did, and one written with ``data.products`` in its settings (before
+    the digest) resumes only from that path."""
+    import shutil
+
+    from prodcat.train.finetune import training_digest
+    from prodcat.train.finetune_loop import resume_problem, run_settings
+
+    products, _ = synthetic_products(120, platforms=("alpha", "beta"))
+    storage.write_table(products, str(tmp_path / "products.parquet"))
+    shutil.copy(tmp_path / "products.parquet", tmp_path / "moved.parquet")
+    changed = products.set_column(products.schema.get_field_index("title"), "title",
+                                  pa.array([f"{t} edited" for t in products["title"].to_pylist()]))
+    storage.write_table(changed, str(tmp_path / "changed.parquet"))
+    monkeypatch.chdir(tmp_path)
+
+    def head(table, *extra):
+        config = load_config(FinetuneConfig, str(REPO / "configs/finetune.default.yaml"),
+                             [f"output={tmp_path}/out", f"data.products={table}", *extra])
+        settings = run_settings(config, training_digest(training_rows(config)))
+        assert "data.products" not in settings and len(settings["data.training_rows"]) == 16
+        return {"labels": [1, 2, 3], "settings": settings, "products": config.data.products}
+
+    checkpoint = head("products.parquet")
+    assert resume_problem(checkpoint, head("products.parquet")) is None
+    assert resume_problem(checkpoint, head(str(tmp_path / "moved.parquet"))) is None     # moved
+    assert resume_problem(checkpoint, head("products.parquet", "optim.epochs=5")) is None
+    assert "data.training_rows" in resume_problem(checkpoint, head("changed.parquet"))   # edited
+    assert "optim.lr" in resume_problem(checkpoint, head("products.parquet", "optim.lr=0.1"))
+    assert "labels" in resume_problem(checkpoint, {**head("products.parquet"), "labels": [1, 2]})
+
+    old = {"labels": [1, 2, 3], "settings": {                       # written before the digest
+        **{k: v for k, v in checkpoint["settings"].items() if k != "data.training_rows"},
+        "data.products": "products.parquet"}}
+    assert resume_problem(old, head("products.parquet")) is None
+    problem = resume_problem(old, head("moved.parquet"))
+    assert "data.training_rows: 'the rows of products.parquet' then" in problem
