@@ -51,10 +51,12 @@ class FinetuneSettings(StrictModel):
                                       "e.g. {data.max_train_products: 6000, optim.epochs: 2}")
     feature: str = Field("ft_text", description="the feature the fine-tuned encoder makes "
                          "(feature_prefix + 'text')")
-    nested: bool = Field(False, description="also fine-tune once per training platform Q of a fold "
+    nested: bool = Field(True, description="also fine-tune once per training platform Q of a fold "
                          "(on the others), so the cross-platform held-out set of Q reads the "
-                         "feature from an encoder that never saw Q; off: those sets read the fold's "
-                         "encoder, which learnt other products of Q (the choice then favours it)")
+                         "feature from an encoder that never saw Q (default since stop 35, as the "
+                         "main job's nested_finetune); off: those sets read the fold's encoder, "
+                         "which learnt other products of Q (the choice then favours it), for "
+                         "fewer fine-tunings")
     per_seed: bool = Field(True, description="each seed of the evaluation fine-tunes its own "
                            "encoder (its own training subsample: the spread over seeds includes "
                            "the fine-tuning's); false: one fine-tuning per fold with the first "
