@@ -214,6 +214,17 @@ def list_files(folder: str, prefix: str = "", suffix: str = "") -> list[str]:
     return [join(folder, n) for n in names]
 
 
+def list_folders(folder: str, prefix: str = "") -> list[str]:
+    """Sorted URIs of the folders directly in ``folder`` whose names start with ``prefix``; an
+    empty list when the folder does not exist (on S3: the common prefixes that hold objects)."""
+    fs, path = filesystem(folder)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    names = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path))
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
+    return [join(folder, n) for n in names]
+
+
 def local_copy(uri: str, cache_dir: str | Path) -> Path:
     """A local path for ``uri``: itself when local, else a copy (file or folder) under ``cache_dir``.
 

@@ -98,11 +98,18 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
         "data.sample_seed": seed, "optim.seed": seed})
     rows = training_rows(config)
     key = encoder_key(config, rows)
-    folder = storage.join(settings.cache or storage.join(output, "finetune"), key)
+    root = settings.cache or storage.join(output, "finetune")
+    folder = storage.join(root, key)
     config = config.model_copy(update={"output": folder, "name": key})
     trained_on = np.asarray(rows["product_id"].to_pylist(), dtype=str)
     audit.read(f"finetune@{fold_name}", trained_on)
     result = finished(config, rows)
+    if result is None:
+        earlier = earlier_encoder(root, key, config, rows)
+        if earlier is not None:
+            folder, result = earlier
+            key = folder.rstrip("/").rsplit("/", 1)[-1]
+            config = config.model_copy(update={"output": folder, "name": key})
     reused = result is not None
     if reused:
         (progress or (lambda _m: None))(
@@ -127,6 +134,24 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
                         "train_products": result.train_products, "products_per_s": result.products_per_s,
                         "seconds": result.seconds, "embedded": int(present.sum()),
                         "fold_rows": int(len(product_ids)), "folder": key, "reused": reused}
+
+
+def earlier_encoder(root: str, key: str, config, rows) -> tuple[str, Any] | None:
+    """``(folder, FinetuneResult)`` of an encoder in ``root`` finished with the settings and
+    training rows of ``config`` (:func:`prodcat.train.finetune.finished`) under another name than
+    ``key`` with the same ``<platforms>-seed<seed>-`` start, or None. Such a folder was named by
+    an earlier :func:`encoder_key` (before stop 34 the key hashed the product table's path, not
+    its training rows), so a cache made then is reused instead of fine-tuned again."""
+    from prodcat.train.finetune import finished
+
+    prefix = key.rsplit("-", 1)[0] + "-"
+    for folder in storage.list_folders(root, prefix):
+        if folder.rstrip("/").rsplit("/", 1)[-1] == key:
+            continue
+        found = finished(config.model_copy(update={"output": folder}), rows)
+        if found is not None:
+            return folder, found
+    return None
 
 
 def encoder_key(config, rows=None) -> str:

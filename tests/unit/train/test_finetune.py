@@ -202,3 +202,47 @@ def test_a_checkpoint_resumes_from_a_moved_table_and_not_from_an_edited_one(tmp_
     assert resume_problem(old, head("products.parquet")) is None
     problem = resume_problem(old, head("moved.parquet"))
     assert "data.training_rows: 'the rows of products.parquet' then" in problem
+
+
+def test_an_encoder_cached_under_an_earlier_key_is_reused(tmp_path, monkeypatch):
+    """``earlier_encoder``: a cache folder named by an earlier ``encoder_key`` (same platforms and
+    seed, another hash) holding a finished run of the same settings and rows is found; one of
+    other rows, or of other platforms, is not."""
+    from prodcat.evaluate.finetuning import earlier_encoder, encoder_key
+    from prodcat.train.finetune import FinetuneResult, write_metadata
+
+    products, _ = synthetic_products(120, platforms=("alpha", "beta", "gamma"))
+    storage.write_table(products, str(tmp_path / "products.parquet"))
+    monkeypatch.chdir(tmp_path)
+
+    def config(*extra):
+        return load_config(FinetuneConfig, str(REPO / "configs/finetune.default.yaml"),
+                           ["data.platforms=[alpha, beta]", "data.products=products.parquet", *extra])
+
+    def made_before_the_digest(folder, made):       # metadata as stop 33 wrote it: no digest
+        made = made.model_copy(update={"output": str(folder)})
+        encoder = str(folder / "encoder")
+        result = FinetuneResult(encoder=encoder, fingerprint="e" * 16,
+                                encoder_config={**made.encoder.model_dump(mode="json"), "weights": encoder},
+                                feature="ft_text", snippet=str(folder / "encoder.yaml"), history=[],
+                                products_per_s=30.0, seconds=300.0, train_products=60, labels=12)
+        write_metadata(made, result, {"key": "e" * 16}, {"labels": list(range(12))})
+
+    wanted = config()
+    rows = training_rows(wanted)
+    key = encoder_key(wanted, rows)
+    root = tmp_path / "cache"
+    assert earlier_encoder(str(root), key, wanted, rows) is None                 # no cache yet
+    made_before_the_digest(root / "alpha+beta-seed0-0123abcd", wanted)
+    made_before_the_digest(root / "alpha+beta-seed0-4567cdef", config("optim.epochs=3"))
+    made_before_the_digest(root / "alpha-seed0-89abcdef", config("data.platforms=[alpha]"))
+    found = earlier_encoder(str(root), key, wanted, rows)
+    assert found is not None and found[0] == str(root / "alpha+beta-seed0-0123abcd")
+    assert found[1].fingerprint == "e" * 16 and found[1].encoder == str(root / "alpha+beta-seed0-0123abcd/encoder")
+    other = config("data.sample_seed=1", "data.max_train_products=50")            # other seed
+    assert earlier_encoder(str(root), encoder_key(other), other, training_rows(other)) is None
+    changed = products.set_column(products.schema.get_field_index("title"), "title",
+                                  pa.array([f"{t} edited" for t in products["title"].to_pylist()]))
+    storage.write_table(changed, str(tmp_path / "changed.parquet"))
+    edited = config("data.products=changed.parquet")                               # other rows
+    assert earlier_encoder(str(root), encoder_key(edited), edited, training_rows(edited)) is None
