@@ -29,10 +29,11 @@ HELP = "run the whole pipeline on the real catalogues and write a report (the ma
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="run folder (default runs/sample, or runs/full with --full)")
     parser.add_argument("--full", action="store_true", help="all products, not the stratified sample (evaluation: "
-                        "configs/evaluate.full.yaml, 10,000 training rows per fold; the text encoder "
-                        "fine-tuned on 6,000 products for 2 epochs, and once more per platform left "
-                        "out for the stages' choice, as in the sample: --set nested_finetune=false "
-                        "turns that off)")
+                        "configs/evaluate.full.yaml, 10,000 training rows per fold, three seeds, "
+                        "the text encoder fine-tuned per fold and seed, nested; the deployed text "
+                        "encoder fine-tuned on 6,000 products for 2 epochs, and once more per "
+                        "platform left out for the stages' choice, as in the sample: --set "
+                        "nested_finetune=false turns that off)")
     parser.add_argument("--sample-per-category", type=int,
                         help="products per (platform, category) in the default sample (25)")
     parser.add_argument("--max-epochs", type=int, help="cap the epochs of every training run")
