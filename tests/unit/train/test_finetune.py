@@ -244,5 +244,24 @@ def test_an_encoder_cached_under_an_earlier_key_is_reused(tmp_path, monkeypatch)
     changed = products.set_column(products.schema.get_field_index("title"), "title",
                                   pa.array([f"{t} edited" for t in products["title"].to_pylist()]))
     storage.write_table(changed, str(tmp_path / "changed.parquet"))
-    edited = config("data.products=changed.parquet")                               # other rows
+    edited = config("data.products=changed.parquet")             # another path: old metadata
     assert earlier_encoder(str(root), encoder_key(edited), edited, training_rows(edited)) is None
+
+    # metadata with the training rows' digest under a key of another format: found by its rows,
+    # wherever the table lies, and not for edited rows at the same path
+    from prodcat.train.finetune import training_digest
+
+    digested = tmp_path / "digested"
+    made = wanted.model_copy(update={"output": str(digested / "alpha+beta-seed0-feedbeef")})
+    encoder = f"{made.output}/encoder"
+    write_metadata(made, FinetuneResult(
+        encoder=encoder, fingerprint="d" * 16, encoder_config={**made.encoder.model_dump(mode="json"),
+                                                               "weights": encoder},
+        feature="ft_text", snippet=f"{made.output}/encoder.yaml", history=[], products_per_s=30.0,
+        seconds=300.0, train_products=60, labels=12), {"key": "d" * 16}, {"labels": list(range(12))},
+        training_digest(rows))
+    moved = config(f"data.products={tmp_path / 'products.parquet'}")
+    found = earlier_encoder(str(digested), encoder_key(moved), moved, training_rows(moved))
+    assert found is not None and found[1].fingerprint == "d" * 16
+    storage.write_table(changed, str(tmp_path / "products.parquet"))               # edited in place
+    assert earlier_encoder(str(digested), key, wanted, training_rows(wanted)) is None
