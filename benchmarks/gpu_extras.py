@@ -1,6 +1,7 @@
 """Train and Serve on the GPU with the production encoders, after ``benchmarks/embed_gpu.py``:
-embed the sample once (a store), ``prodcat train`` a text and a text+image model with
-``scaling.use_gpu`` (seconds per epoch), ``prodcat cascade fit``, then
+embed the sample once (a store), ``prodcat train`` a text and a text+image model (the default
+decision-level fusion: the cascade's two stages) and the learned linear fusion (preset
+``linear``, Ray Train on the GPU with ``scaling.use_gpu``: seconds per epoch), ``prodcat cascade fit``, then
 ``benchmarks/serve_load.py`` against ``prodcat serve`` with ``multimodal_stage.num_gpus: 1``
 (latency and products/s of the multimodal stage and the cascade).
 
@@ -58,12 +59,15 @@ def embed(products: str, models: dict, args, workdir: Path) -> dict:
     return run_embedding(config, log=lambda line: print(line, flush=True))
 
 
-def train(products: str, store: str, name: str, modalities: str, args, out: Path) -> dict:
+def train(products: str, store: str, name: str, modalities: str, args, out: Path,
+          preset: str = "default") -> dict:
+    """``prodcat train`` of ``preset`` (the default: decision-level fusion, scikit-learn on the
+    CPU; ``linear``: the learned feature-level fusion, trained by Ray Train on the GPU)."""
     from prodcat.cli import main as prodcat
 
     result = out / "train" / name
     code = prodcat(["train", "--config", str(REPO / "configs/train.default.yaml"), "--products", products,
-                    "--embeddings", store, "--output", str(result),
+                    "--embeddings", store, "--output", str(result), "--set", f"model.preset={preset}",
                     "--set", f"model.modalities={modalities}", "--set", f"optim.epochs={args.epochs}",
                     "--set", f"scaling.use_gpu={str(not args.cpu).lower()}",
                     "--set", f"scaling.cpus_per_worker={args.train_cpus}"])
@@ -73,13 +77,17 @@ def train(products: str, store: str, name: str, modalities: str, args, out: Path
             "best_val_hF": (summary.get("metrics") or {}).get("val_hF")}
 
 
-def cascade(products: str, store: str, out: Path) -> str:
+def cascade(products: str, store: str, out: Path, cost_sample: int, threads: int) -> str:
+    """``prodcat cascade fit``; its stage costs (ms per product, on the CPU by design) timed on
+    ``cost_sample`` products with ``threads`` torch threads (the production encoders on 2 threads
+    and 256 products outran the lent machine's time on 2026-12-04)."""
     from prodcat.cli import main as prodcat
 
     folder = out / "cascade"
     code = prodcat(["cascade", "fit", "--text-model", str(out / "train/text/model"),
                     "--multimodal-model", str(out / "train/multimodal/model"), "--products", products,
-                    "--embeddings", store, "--output", str(folder), "--goal", "max_escalation=1.0"])
+                    "--embeddings", store, "--output", str(folder), "--goal", "max_escalation=1.0",
+                    "--set", f"cost_sample={cost_sample}", "--set", f"torch_threads={threads}"])
     if code:
         raise RuntimeError(f"prodcat cascade fit exited {code}")
     return str(folder)
@@ -108,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-cpus", type=float, default=1.0)
     parser.add_argument("--serve-products", type=int, default=256)
     parser.add_argument("--n", type=int, help="use N products drawn at random (default all)")
+    parser.add_argument("--cost-sample", type=int, default=64,
+                        help="products timed per cascade stage on the CPU (0: skip)")
+    parser.add_argument("--cost-threads", type=int, default=8, help="torch threads for that timing")
     args, rest = parser.parse_known_args(argv)
     bench = embed_gpu.parse((["--tiny"] if args.tiny else []) + rest)   # encoder settings
     for key, value in vars(bench).items():
@@ -121,19 +132,31 @@ def main(argv: list[str] | None = None) -> int:
     texts = [f"{t}. {d}" for t, d in zip(table["title"].to_pylist(), table["description"].to_pylist())]
     models = gpu_models.build_models(Path(args.models), args.size, texts)
     errors, result, start = {}, {"cpu_only": args.cpu, "size": args.size}, time.perf_counter()
+
+    def save() -> None:       # after every step: a run stopped by its timeout keeps what it measured
+        result.update({"errors": errors, "seconds_total": round(time.perf_counter() - start, 1)})
+        (out / "gpu_extras.json").write_text(json.dumps(result, indent=2, default=str))
+
     summary = embed_gpu.attempt("embed", lambda: embed(products, models, args, work), errors)
     if summary:
         result["embed"] = {k: summary[k] for k in ("embedded", "products_per_s", "steady_products_per_s",
                                                    "first_part_s", "encoders")}
-        store = str(work / "store")
-        result["train"] = {name: embed_gpu.attempt(f"train {name}", lambda n=name, m=mods: train(
-            products, store, n, m, args, work), errors) for name, mods in
-            (("text", "[text]"), ("multimodal", "[text,image]"))}
-        folder = embed_gpu.attempt("cascade", lambda: cascade(products, store, work), errors)
+        save()
+        store, result["train"] = str(work / "store"), {}
+        for name, mods, preset in (("text", "[text]", "default"), ("multimodal", "[text,image]", "default"),
+                                   ("linear_fusion", "[text,image,lexical]", "linear")):
+            result["train"][name] = embed_gpu.attempt(f"train {name}", lambda n=name, m=mods, p=preset: train(
+                products, store, n, m, args, work, p), errors)
+            save()
+        folder = embed_gpu.attempt("cascade", lambda: cascade(
+            products, store, work, args.cost_sample, args.cost_threads), errors)
         if folder:
+            spec = json.loads((Path(folder) / "cascade_report.json").read_text())["spec"]
+            result["cascade"] = {"tau": spec["threshold"], "cpu_ms_per_product": spec["validation"]["cost_ms"],
+                                 "test": spec["validation"]["test"]}
+            save()
             result["serve"] = embed_gpu.attempt("serve", lambda: serve(folder, products, args, out), errors)
-    result.update({"errors": errors, "seconds_total": round(time.perf_counter() - start, 1)})
-    (out / "gpu_extras.json").write_text(json.dumps(result, indent=2, default=str))
+    save()
     print(json.dumps({k: v for k, v in result.items() if k != "serve"}, indent=2, default=str))
     return 0 if not errors else 1
 

@@ -3,6 +3,7 @@ load (for ``benchmarks/embed_gpu.py`` on a machine that reaches no model hub).
 
     build_models(root, "base", texts)   # RoBERTa-base, timm ViT-B/16 (224 px), OpenCLIP ViT-B-32
     build_models(root, "tiny", texts)   # the same families, a few layers: a CPU test in seconds
+    build_models(root, "base", texts, ("minilm",))   # all-MiniLM-L6-v2's shape (finetune_gpu.py)
 
 Random weights run the same kernels at the same shapes as trained ones, so speed is
 representative; the vectors mean nothing. RoBERTa's tokenizer is a byte-level BPE (RoBERTa's
@@ -19,6 +20,29 @@ from pathlib import Path
 SIZES = ("tiny", "base")
 
 
+def check_tokenizer(path: Path, texts: list[str]) -> float:
+    """Mean tokens per text (special tokens included) of the tokenizer saved at ``path`` on the
+    first 64 ``texts``.
+
+    Raises:
+        RuntimeError: when the texts come out as special or unknown tokens only (a tokenizer
+            without its vocabulary, as ``RobertaTokenizer(vocab_file=...)`` gives under
+            transformers 5), which would make every text benchmark time 2-token inputs.
+    """
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    sample = [t for t in texts[:64] if t.strip()] or ["a product title"]
+    ids = tokenizer(sample)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    words = sum(1 for row in ids for i in row if i not in special)
+    if words < len(ids):
+        raise RuntimeError(f"the tokenizer at {path} turns texts into special tokens only "
+                           f"({words / len(ids):.1f} other tokens per text; transformers "
+                           f"{transformers.__version__})")
+    return sum(map(len, ids)) / len(ids)
+
+
 def build_tokenizer(path: Path, texts: list[str], vocab_size: int) -> Path:
     """A RoBERTa-style byte-level BPE tokenizer trained on ``texts``, saved in HF layout."""
     import transformers
@@ -31,9 +55,10 @@ def build_tokenizer(path: Path, texts: list[str], vocab_size: int) -> Path:
     bpe.save_model(str(path))
     # transformers 5 folds the Fast classes into RobertaTokenizer (the lent GPU machine has 5.x)
     cls = getattr(transformers, "RobertaTokenizerFast", None) or transformers.RobertaTokenizer
-    tokenizer = cls(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"),
-                    model_max_length=512)
-    tokenizer.save_pretrained(path)
+    # from the folder, not vocab_file=/merges_file=: transformers 5 ignores those two arguments
+    # (an empty vocabulary: 2 tokens per text on the lent machine, 2026-12-04)
+    cls.from_pretrained(str(path), model_max_length=512).save_pretrained(path)
+    check_tokenizer(path, texts)
     return path
 
 
@@ -49,6 +74,32 @@ def build_roberta(path: Path, size: str, texts: list[str]) -> Path:
         vocab_size=50265, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=514)
     RobertaModel(config).save_pretrained(path)          # safetensors by default (4.x and 5.x)
+    return path
+
+
+def build_minilm(path: Path, size: str, texts: list[str]) -> Path:
+    """``BertModel`` shaped as all-MiniLM-L6-v2 (the fine-tuned text encoder of
+    ``configs/finetune.default.yaml``: 6 layers, 384 wide, 12 heads, 30,522 vocabulary) or a
+    2-layer, 32-wide one (tiny), with a WordPiece tokenizer (uncased, BERT's special tokens)
+    trained on ``texts``."""
+    import torch
+    import transformers
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = 30522 if size == "base" else 400
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab, min_frequency=2, show_progress=False)
+    wordpiece.save_model(str(path))
+    cls = getattr(transformers, "BertTokenizerFast", None) or transformers.BertTokenizer
+    cls.from_pretrained(str(path), do_lower_case=True, model_max_length=512).save_pretrained(path)
+    check_tokenizer(path, texts)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                        intermediate_size=1536) if size == "base" else BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(path)
     return path
 
 
@@ -91,20 +142,24 @@ def build_clip(path: Path, size: str) -> Path:
     return path
 
 
-def build_models(root: str | Path, size: str, texts: list[str]) -> dict[str, Path]:
-    """``{"text", "image", "clip"}`` → model folder under ``root``; folders already complete
-    (a ``.done`` marker) are reused.
+def build_models(root: str | Path, size: str, texts: list[str],
+                 names: tuple[str, ...] = ("text", "image", "clip")) -> dict[str, Path]:
+    """``names`` (of ``text``, ``image``, ``clip``, ``minilm``) → model folder under ``root``;
+    folders already complete (a ``.done`` marker) are reused.
 
     Raises:
-        ValueError: for a size other than tiny / base.
+        ValueError: for a size other than tiny / base, or another model name.
     """
     if size not in SIZES:
         raise ValueError(f"size {size!r}: one of {SIZES}")
+    if set(names) - {"text", "image", "clip", "minilm"}:
+        raise ValueError(f"models {names}: of text, image, clip, minilm")
     root = Path(root)
     builders = {"text": lambda p: build_roberta(p, size, texts), "image": lambda p: build_vit(p, size),
-                "clip": lambda p: build_clip(p, size)}
+                "clip": lambda p: build_clip(p, size), "minilm": lambda p: build_minilm(p, size, texts)}
     out = {}
-    for name, build in builders.items():
+    for name in names:
+        build = builders[name]
         path = root / f"{name}-{size}"
         if not (path / ".done").exists():
             build(path)

@@ -1,6 +1,7 @@
 """Prepare what a lent GPU machine needs for the GPU benchmarks, and print the device commands.
 
-``benchmarks/embed_gpu.py`` (run 1) and ``benchmarks/gpu_extras.py`` (run 2) run there as they are.
+``benchmarks/embed_gpu.py``, ``benchmarks/gpu_extras.py`` and ``benchmarks/finetune_gpu.py`` run
+there as they are, in one device call (``ALL_COMMAND``).
 
 The lent machine (DESIGN.md, "Measuring on a lent GPU") has Python 3.12, torch, transformers,
 timm, pyarrow and nvidia-ml-py, but no Ray, pydantic or open_clip, no network, and takes 64 MiB of
@@ -48,8 +49,25 @@ SETUP = (
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
     "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; "
     "export RAY_USAGE_STATS_ENABLED=0 RAY_DATA_DISABLE_PROGRESS_BARS=1 PYTHONUNBUFFERED=1 "
-    "TMPDIR=/tmp/r; mkdir -p $TMPDIR; set -o pipefail; ")
-#: first call (timeout_s 540): versions, then the embedding benchmark (about 3-4 minutes)
+    "TMPDIR=/tmp/r; mkdir -p $TMPDIR; tar -xf .gpu-data/images.tar.gz -C .gpu-data || exit; "
+    "set -o pipefail; ")
+#: ends what a benchmark stopped by its timeout left running (Ray's processes hold the GPU)
+CLEAN = "pkill -9 -f '[r]aylet|[g]cs_server|[r]ay::|[d]ashboard/' ; sleep 1; "  # [r]: not this shell
+#: the one call that fits a session's 15 device minutes with the machine's start (timeout_s
+#: 600): versions, the embedding benchmark (up to 320 s), train + serve (until 520 s) and the
+#: fine-tuning benchmark (until 590 s), one log
+ALL_COMMAND = SETUP + (
+    "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
+    "'import torch,transformers,timm,pyarrow,ray;print(torch.__version__,transformers.__version__,"
+    "timm.__version__,pyarrow.__version__,ray.__version__)'; L=$OUT/device.log; timeout 320 python3 "
+    "benchmarks/embed_gpu.py --products .gpu-data/products.parquet --models-from /tmp/models "
+    "--out $OUT 2>&1 | tee $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
+    "timeout $((520-SECONDS)) python3 benchmarks/gpu_extras.py --products .gpu-data/products.parquet "
+    "--models /tmp/models --out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
+    "timeout $((590-SECONDS)) python3 benchmarks/finetune_gpu.py --products .gpu-data/products.parquet "
+    "--models /tmp/models --out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; "
+    "ls -la $OUT")
+#: first call of two (timeout_s 540): versions, then the embedding benchmark (about 3-4 minutes)
 DEVICE_COMMAND = SETUP + (
     "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
     "'import torch,transformers,timm,pyarrow,ray;print(torch.__version__,transformers.__version__,"
@@ -119,6 +137,16 @@ def copy_catalog(catalog: Path, dest: Path) -> int:
     return copied
 
 
+def pack_images(dest: Path) -> None:
+    """``dest/images/`` → ``dest/images.tar.gz`` (gzip: the 512-byte padding of small files) (the device command unpacks it): the device tool
+    counts thousands of small files at more than their bytes."""
+    import tarfile
+
+    with tarfile.open(dest / "images.tar.gz", "w:gz") as tar:
+        tar.add(dest / "images", arcname="images")
+    shutil.rmtree(dest / "images")
+
+
 def size_mib(*paths: Path) -> float:
     return sum(f.stat().st_size for p in paths for f in (p.rglob("*") if p.is_dir() else [p])
                if f.is_file()) / 2**20
@@ -145,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         download(WHEELS, wheels)
         strip_ray(wheels)
     copied = copy_catalog(Path(args.catalog), data)
+    pack_images(data)
     total = tree_mib() + size_mib(wheels, data)
     print(f"wheels {size_mib(wheels):.1f} MiB ({len(list(wheels.glob('*.whl')))} files), data "
           f"{size_mib(data):.1f} MiB ({copied} images), working tree {tree_mib():.1f} MiB: "
@@ -152,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if total > LIMIT_MIB:
         print("too large for the device tool: use fewer products (--catalog of a smaller table)")
         return 1
-    print("\ndevice run 1 (carry: .whl, .gpu-data; timeout_s 540):\n" + DEVICE_COMMAND)
-    print("\ndevice run 2, if time is left (same carry; timeout_s 480):\n" + EXTRAS_COMMAND)
+    print("\none device call (carry: .whl, .gpu-data; timeout_s 600):\n" + ALL_COMMAND)
+    print("\nor two, with more device time (same carry; timeout_s 540, then 480):\n" + DEVICE_COMMAND
+          + "\n\n" + EXTRAS_COMMAND)
     return 0
 
 

@@ -34,6 +34,7 @@ def test_gpu_benchmark_runs_on_the_cpu_with_tiny_models(ray_session, tmp_path):
                        "--out", str(out)]) == 0
     result = json.loads((out / "embed_gpu.json").read_text())
     assert result["size"] == "tiny" and result["device"].startswith("cpu")
+    assert result["text_tokens_mean"] > 3          # the titles' words, not the special tokens alone
     assert set(result["ceiling"]) == {"text", "image", "clip_text", "clip_image"}
     assert all(c["best"] > 0 for c in result["ceiling"].values())
     assert all(w["forward_products_per_s"] > 0 for w in result["wrappers"].values())
