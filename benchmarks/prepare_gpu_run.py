@@ -11,8 +11,10 @@ working tree. This script, run here (it needs pip's network access once):
   strips Ray's wheel of what the benchmark never loads (``ray/jars``, the dashboard's web build,
   RLlib, ``ray/llm``, ``ray/cpp``): 79 → ~42 MB;
 - copies the sample catalogue into ``.gpu-data/``: ``products.parquet`` with image paths relative
-  to it, the images (~10 MB for the 2,937 sample products) and ``taxonomy.json``;
-- checks that the working tree plus both folders stay under 64 MiB, and prints the command.
+  to it, the images packed as ``images.tar.gz`` (9.2 MiB for the 2,914 images of the 2,937
+  sample products; the device command unpacks it) and ``taxonomy.json``;
+- checks that the working tree plus both folders stay under 64 MiB on disk, and prints the
+  command.
 
     python benchmarks/prepare_gpu_run.py                     # runs/sample/catalog of this checkout
     python benchmarks/prepare_gpu_run.py --catalog /work/main/runs/sample/catalog --skip-wheels
@@ -57,11 +59,12 @@ CLEAN = "pkill -9 -f '[r]aylet|[g]cs_server|[r]ay::|[d]ashboard/' ; sleep 1; "  
 #: 600): versions, the embedding benchmark (up to 320 s), train + serve (until 520 s) and the
 #: fine-tuning benchmark (until 590 s), one log
 ALL_COMMAND = SETUP + (
-    "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
+    "(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
     "'import torch,transformers,timm,pyarrow,ray;print(torch.__version__,transformers.__version__,"
-    "timm.__version__,pyarrow.__version__,ray.__version__)'; L=$OUT/device.log; timeout 320 python3 "
+    "timm.__version__,pyarrow.__version__,ray.__version__)') 2>&1 | tee $OUT/device.log; "
+    "L=$OUT/device.log; timeout 320 python3 "
     "benchmarks/embed_gpu.py --products .gpu-data/products.parquet --models-from /tmp/models "
-    "--out $OUT 2>&1 | tee $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
+    "--out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
     "timeout $((520-SECONDS)) python3 benchmarks/gpu_extras.py --products .gpu-data/products.parquet "
     "--models /tmp/models --out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
     "timeout $((590-SECONDS)) python3 benchmarks/finetune_gpu.py --products .gpu-data/products.parquet "
@@ -138,8 +141,9 @@ def copy_catalog(catalog: Path, dest: Path) -> int:
 
 
 def pack_images(dest: Path) -> None:
-    """``dest/images/`` → ``dest/images.tar.gz`` (gzip: the 512-byte padding of small files) (the device command unpacks it): the device tool
-    counts thousands of small files at more than their bytes."""
+    """``dest/images/`` → ``dest/images.tar.gz``, which the device command unpacks. The device
+    tool counts the space files take on disk, so thousands of small images cost more than their
+    bytes; gzip also removes tar's 512-byte padding."""
     import tarfile
 
     with tarfile.open(dest / "images.tar.gz", "w:gz") as tar:
@@ -148,7 +152,9 @@ def pack_images(dest: Path) -> None:
 
 
 def size_mib(*paths: Path) -> float:
-    return sum(f.stat().st_size for p in paths for f in (p.rglob("*") if p.is_dir() else [p])
+    """Space on disk (blocks, as ``du``): what the device tool counted on 2026-12-04 (63.4 MiB of
+    bytes, 70 on disk, was refused)."""
+    return sum(f.stat().st_blocks * 512 for p in paths for f in (p.rglob("*") if p.is_dir() else [p])
                if f.is_file()) / 2**20
 
 
@@ -156,7 +162,7 @@ def tree_mib() -> float:
     """Tracked and untracked-not-ignored files: what the device tool sends besides carry."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
                            capture_output=True, text=True).stdout.split()
-    return sum((REPO / f).stat().st_size for f in files if (REPO / f).is_file()) / 2**20
+    return sum((REPO / f).stat().st_blocks * 512 for f in files if (REPO / f).is_file()) / 2**20
 
 
 def main(argv: list[str] | None = None) -> int:
