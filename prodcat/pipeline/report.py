@@ -257,13 +257,21 @@ def _score_section(out: Path, predicted: tuple[int, int]) -> list[str]:
     if evaluation:
         lines += ["", f"Against the true categories of the {evaluation['split']} split "
                   f"({evaluation['products']:,} products): hF {evaluation['hF']:.4f} (hP "
-                  f"{evaluation['hP']:.4f}, hR {evaluation['hR']:.4f}); the text stage answered "
-                  f"{evaluation['text_products']:,} of them at hF {evaluation['text_hF']:.4f}, the "
-                  f"multimodal stage the {evaluation['multimodal_products']:,} uncertain ones at hF "
-                  f"{evaluation['multimodal_hF']:.4f}."]
+                  f"{evaluation['hP']:.4f}, hR {evaluation['hR']:.4f}); " + _stage_shares(evaluation)]
     lines += ["", "Machine-readable: `predictions/_summary.json`, `predictions/_evaluation.json`; "
               "the predictions themselves: `predictions/part-*.parquet`."]
     return lines
+
+
+def _stage_shares(evaluation: dict) -> str:
+    """Which stage answered how many of the scored products, at what hF. A stage that answered
+    none (tau = 0: nothing escalated) has no keys in ``_evaluation.json`` and is said so."""
+    text, mm = evaluation.get("text_products", 0), evaluation.get("multimodal_products", 0)
+    first = (f"the text stage answered {text:,} of them at hF {evaluation['text_hF']:.4f}" if text
+             else "the text stage answered none of them")
+    second = (f"the multimodal stage the {mm:,} uncertain ones at hF {evaluation['multimodal_hF']:.4f}"
+              if mm else "the multimodal stage none (nothing was escalated)")
+    return f"{first}, {second}."
 
 
 def _serve_section(out: Path) -> list[str]:

@@ -100,3 +100,19 @@ def test_report_says_plainly_which_stages_did_not_run(tmp_path):
     assert "eval/report.md is missing" in md
     assert "_(bulk scoring did not run)_" in md
     assert "_(the service stage did not run)_" in md
+
+
+def test_report_says_the_multimodal_stage_answered_nothing_when_nothing_was_escalated(tmp_path):
+    """At full size the cascade's tau is 0: _evaluation.json then has no multimodal keys (it
+    stopped the report stage with a KeyError before stop 36)."""
+    _run_folder(tmp_path)
+    _write(tmp_path / "predictions" / "_evaluation.json", {
+        "split": "test", "products": 3, "hF": 0.9, "hP": 0.9, "hR": 0.9, "text_products": 3,
+        "text_hF": 0.9})
+    md = write_report(tmp_path, {"score": 1.0}, {"full": True}).read_text()
+    assert ("the text stage answered 3 of them at hF 0.9000, the multimodal stage none (nothing was "
+            "escalated)." in md)
+    _run_folder(tmp_path)          # both stages answered: both counts and hF
+    md = write_report(tmp_path, {"score": 1.0}, {"full": True}).read_text()
+    assert ("the text stage answered 1 of them at hF 1.0000, the multimodal stage the 1 uncertain "
+            "ones at hF 0.5000." in md)
