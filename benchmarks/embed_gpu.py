@@ -344,7 +344,7 @@ def measure(args, workdir: Path) -> dict:
 
     device, errors = torch_device(args.device), {}
     sample, products = load_products(args.products, args.n, args.repeat, workdir)
-    texts = [f"{t}. {d}" for t, d in zip(sample["title"].to_pylist(), sample["description"].to_pylist())]
+    texts = gpu_models.catalog_texts(sample)
     t0 = time.perf_counter()
     models = gpu_models.build_models(Path(args.models_from or workdir / "models"), args.size, texts)
     encoders, inputs = build_encoders(models, args)

@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="finetune-gpu-"))
     from gpu_extras import absolute_table  # image paths absolute, taxonomy beside it
     products = absolute_table(args.products, work)
-    table = pq.read_table(products, columns=["title", "description"])
-    texts = [f"{t}. {d}" for t, d in zip(table["title"].to_pylist(), table["description"].to_pylist())]
+    texts = gpu_models.catalog_texts(pq.read_table(products, columns=["title", "description"]))
     models = gpu_models.build_models(Path(args.models), "tiny" if args.tiny else "base", texts,
                                      tuple(ARCHS[a] for a in args.archs))
     result = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",

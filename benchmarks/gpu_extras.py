@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-extras-"))
     work.mkdir(parents=True, exist_ok=True)
     products = absolute_table(args.products, work, args.n)
-    table = pq.read_table(products, columns=["title", "description"])     # as embed_gpu.py trains it
-    texts = [f"{t}. {d}" for t, d in zip(table["title"].to_pylist(), table["description"].to_pylist())]
+    texts = gpu_models.catalog_texts(pq.read_table(products, columns=["title", "description"]))
     models = gpu_models.build_models(Path(args.models), args.size, texts)
     errors, result, start = {}, {"cpu_only": args.cpu, "size": args.size}, time.perf_counter()
 

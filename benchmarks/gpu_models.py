@@ -20,6 +20,12 @@ from pathlib import Path
 SIZES = ("tiny", "base")
 
 
+def catalog_texts(table) -> list[str]:
+    """``"<title>. <description>"`` per row of a pyarrow table with those two columns: what the
+    benchmarks' tokenizers are trained on."""
+    return [f"{t}. {d}" for t, d in zip(table["title"].to_pylist(), table["description"].to_pylist())]
+
+
 def check_tokenizer(path: Path, texts: list[str]) -> float:
     """Mean tokens per text (special tokens included) of the tokenizer saved at ``path`` on the
     first 64 ``texts``.

@@ -55,33 +55,32 @@ SETUP = (
     "set -o pipefail; ")
 #: ends what a benchmark stopped by its timeout left running (Ray's processes hold the GPU)
 CLEAN = "pkill -9 -f '[r]aylet|[g]cs_server|[r]ay::|[d]ashboard/' ; sleep 1; "  # [r]: not this shell
-#: the one call that fits a session's 15 device minutes with the machine's start (timeout_s
-#: 600): versions, the embedding benchmark (up to 320 s), train + serve (until 520 s) and the
-#: fine-tuning benchmark (until 590 s), one log
-ALL_COMMAND = SETUP + (
+#: GPU name, driver and library versions, first lines of the call's one log ($L)
+VERSIONS = (
     "(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
     "'import torch,transformers,timm,pyarrow,ray;print(torch.__version__,transformers.__version__,"
     "timm.__version__,pyarrow.__version__,ray.__version__)') 2>&1 | tee $OUT/device.log; "
-    "L=$OUT/device.log; timeout 320 python3 "
-    "benchmarks/embed_gpu.py --products .gpu-data/products.parquet --models-from /tmp/models "
-    "--out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
-    "timeout $((520-SECONDS)) python3 benchmarks/gpu_extras.py --products .gpu-data/products.parquet "
-    "--models /tmp/models --out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; " + CLEAN +
-    "timeout $((590-SECONDS)) python3 benchmarks/finetune_gpu.py --products .gpu-data/products.parquet "
-    "--models /tmp/models --out $OUT 2>&1 | tee -a $L | grep -v 'core_worker\\|issue_detector'; "
-    "ls -la $OUT")
-#: first call of two (timeout_s 540): versions, then the embedding benchmark (about 3-4 minutes)
-DEVICE_COMMAND = SETUP + (
-    "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "
-    "'import torch,transformers,timm,pyarrow,ray;print(torch.__version__,transformers.__version__,"
-    "timm.__version__,pyarrow.__version__,ray.__version__)'; timeout 450 python3 "
-    "benchmarks/embed_gpu.py --products .gpu-data/products.parquet --models-from /tmp/models "
-    "--out $OUT 2>&1 | tee $OUT/embed_gpu.log | grep -v 'core_worker\\|issue_detector'")
-#: second call, right after (timeout_s 480): train and serve on the GPU with the same encoders
-EXTRAS_COMMAND = SETUP + (
-    "timeout 420 python3 benchmarks/gpu_extras.py --products .gpu-data/products.parquet "
-    "--models /tmp/models --out $OUT 2>&1 | tee $OUT/gpu_extras.log | "
-    "grep -v 'core_worker\\|issue_detector'")
+    "L=$OUT/device.log; ")
+#: each benchmark's command line after ``python3 benchmarks/`` (without ``--out``)
+BENCHMARKS = {
+    "embed": "embed_gpu.py --products .gpu-data/products.parquet --models-from /tmp/models",
+    "extras": "gpu_extras.py --products .gpu-data/products.parquet --models /tmp/models",
+    "finetune": "finetune_gpu.py --products .gpu-data/products.parquet --models /tmp/models"}
+
+
+def step(name: str, limit: int | str) -> str:
+    """One benchmark of :data:`BENCHMARKS` under ``timeout limit`` (seconds, or a shell
+    expression such as ``$((520-SECONDS))``), its output appended to the log, then :data:`CLEAN`.
+    ``SETUP + VERSIONS + step("finetune", 170)`` was the second, shorter call of 2026-12-04."""
+    return (f"timeout {limit} python3 benchmarks/{BENCHMARKS[name]} --out $OUT 2>&1 | tee -a $L | "
+            "grep -v 'core_worker\\|issue_detector'; " + CLEAN)
+
+
+#: the one call that fits a session's 15 device minutes with the machine's start (timeout_s
+#: 600): versions, the embedding benchmark (up to 320 s), train + serve (until 520 s) and the
+#: fine-tuning benchmark (until 590 s), one log
+ALL_COMMAND = (SETUP + VERSIONS + step("embed", 320) + step("extras", "$((520-SECONDS))")
+               + step("finetune", "$((590-SECONDS))") + "ls -la $OUT")
 
 
 def download(names: list[str], dest: Path) -> None:
@@ -190,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         print("too large for the device tool: use fewer products (--catalog of a smaller table)")
         return 1
     print("\none device call (carry: .whl, .gpu-data; timeout_s 600):\n" + ALL_COMMAND)
-    print("\nor two, with more device time (same carry; timeout_s 540, then 480):\n" + DEVICE_COMMAND
-          + "\n\n" + EXTRAS_COMMAND)
     return 0
 
 
