@@ -111,11 +111,12 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
            "train_rows": result.data.get("train_rows")}
     if result.model is not None:          # decision-level fusion: what it chose, on what
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
+                           "prior": loaded.combiner.prior,
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),
                            "crossfit": loaded.selection.get("crossfit", False),
-                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "hF", "vs_equal",
+                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "prior", "hF", "vs_equal",
                                                              "out_of_sample")
                                            if k in c} for c in loaded.selection.get("candidates", [])]}
     return row, pred, counts
@@ -281,7 +282,8 @@ def _how(row: dict) -> str:
     combiner = row.get("combiner")
     if combiner:
         used = [f"{k} {v:.2f}" for k, v in combiner["weights"].items() if v > 0]
-        return f"{', '.join(used)}; {combiner['decoding']}; "
+        prior = combiner.get("prior", "none")
+        return f"{', '.join(used)}; {combiner['decoding']}; " + (f"prior {prior}; " if prior != "none" else "")
     return f"{row['epochs']} epochs, "
 
 

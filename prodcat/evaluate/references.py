@@ -29,6 +29,7 @@ SUM = "tfidf+logreg-text"
 def _common(grid: list[dict]) -> dict[str, Any]:
     return {"model.fusion": "decision", "model.label_prior": "none", "model.lexical_prior": False,
             "model.decision.combiner": "equal", "model.decision.decodings": ["best_path"],
+            "model.decision.priors": ["none"],
             "model.decision.lexical_grid": [dict(g) for g in grid]}
 
 

@@ -278,7 +278,8 @@ def error_ratio_markdown(rows: list[dict], reference: str) -> list[str]:
 
 def choices_markdown(rows: list[dict]) -> list[str]:
     """What each decision-level model chose inside its fold (on held-out products of the
-    training platforms): component weights, decoding, lexical settings (first seed)."""
+    training platforms): component weights, decoding, label-prior correction, lexical settings
+    (first seed)."""
     chosen = [r for r in rows if r.get("combiner") and r.get("seed", 0) == rows[0].get("seed", 0)]
     if not chosen:
         return []
@@ -288,6 +289,7 @@ def choices_markdown(rows: list[dict]) -> list[str]:
         lexical = c.get("settings", {}).get("lexical")
         table.append([r["fold"], r["model"], _chosen(c),
                       ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()), c["decoding"],
+                      c.get("prior", "none"),
                       ", ".join(f"{k}={v}" for k, v in lexical.items()) if lexical else "-",
                       "; ".join(f"{h['name']} ({h['products']:,})" for h in c.get("heldout", []))])
     return ["", "## What the decision-level models chose (held-out products of the training platforms)", "",
@@ -295,8 +297,10 @@ def choices_markdown(rows: list[dict]) -> list[str]:
             "paired rule, the fitted weights' held-out hF minus equal weights' (paired 95 % interval "
             "over near-duplicate groups) beside it: fitted weights are kept only when it is above 0. "
             "Cross-fitted: each held-out set scored by weights fitted on the other sets "
-            "(`model.decision.crossfit`); in sample: by weights fitted on it too.", "",
-            markdown_table(["fold", "model", "candidate", "weights", "decoding", "lexical",
+            "(`model.decision.crossfit`); in sample: by weights fitted on it too. Prior: how the "
+            "combination counts the training label prior (`model.decision.priors`: none, once, "
+            "uniform).", "",
+            markdown_table(["fold", "model", "candidate", "weights", "decoding", "prior", "lexical",
                             "chosen on (products)"], table)]
 
 

@@ -142,23 +142,84 @@ class TreeDecoder:
         return out
 
 
+#: how the combination counts the training label prior (``DecisionSettings.priors``)
+PRIORS = ("none", "once", "uniform")
+
+
+def label_log_prior(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """``log pi(leaf)`` ``[C]`` float32: the label distribution of training labels ``nodes [N]``
+    over ``leaves [C]``; a leaf no label names gets 0 (no correction: a component that never saw
+    it already scores it far below every seen leaf).
+
+    Raises:
+        ValueError: when no label is one of ``leaves``.
+    """
+    leaves = np.asarray(leaves, np.int64)
+    counts = np.zeros(len(leaves))
+    nodes = np.asarray(nodes, np.int64)
+    pos = np.searchsorted(leaves, nodes).clip(0, len(leaves) - 1)
+    hit = leaves[pos] == nodes
+    if not hit.any():
+        raise ValueError(f"none of {len(nodes)} labels is a leaf of the label space")
+    np.add.at(counts, pos[hit], 1.0)
+    out = np.zeros(len(leaves), np.float32)
+    seen = counts > 0
+    out[seen] = np.log(counts[seen] / counts.sum())
+    return out
+
+
 @dataclass
 class Combiner:
-    """Weights of the components' log-probabilities and the decoding.
+    """Weights of the components' log-probabilities, the label prior's correction and the decoding.
+
+    The components that learnt class frequencies (``carriers``: logistic regressions, the TF-IDF
+    model) each carry the training label prior in their log-probabilities, ``s_c log pi`` with
+    ``s_c = 1 / T_c`` (their raw scores hold ``log pi``, as a logistic regression's intercepts do;
+    the calibration temperature ``T_c`` scales it), so a weighted sum counts it once per such
+    component. ``prior`` corrects that: ``none`` leaves the sum as it is; ``once`` subtracts
+    ``(sum_c w_c s_c - mean_c w_c s_c) log pi`` so the prior counts once, at one component's
+    share (the product of experts under conditional independence: Kittler et al., 1998, "On
+    combining classifiers"); ``uniform`` subtracts ``sum_c w_c s_c log pi``: no prior at all (a
+    new shop's label distribution is unknown: prior shift, Saerens et al., 2002). For the TF-IDF
+    model's SVM scores ``log pi`` at scale 1 is an approximation; which correction helps is chosen
+    on held-out products (:mod:`prodcat.train.decision`).
 
     Attributes:
         weights: ``{component name: w >= 0}``; a component with weight 0 is not read.
         decoding: ``greedy``, ``best_path`` or ``expected_hf`` (see the module docstring).
+        prior: ``none``, ``once`` or ``uniform``.
+        log_prior: ``[C]`` the label distribution the components were fitted on
+            (:func:`label_log_prior`); needed unless ``prior`` is ``none``.
+        carriers: ``{component name: s_c}``, the components that carry the prior and the share
+            of ``log pi`` their log-probabilities hold (``1 / T_c``).
     """
 
     weights: dict[str, float]
     decoding: str = "greedy"
+    prior: str = "none"
+    log_prior: np.ndarray | None = None
+    carriers: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown prior correction {self.prior!r}; choose one of: {', '.join(PRIORS)}")
+        if self.prior != "none" and self.log_prior is None:
+            raise ValueError(f"prior correction {self.prior!r} needs the label distribution (log_prior)")
+
+    def prior_coefficient(self) -> float:
+        """What is subtracted times ``log pi``: 0 for ``none`` or when no weighted component
+        carries the prior."""
+        carried = [w * self.carriers[k] for k, w in self.weights.items() if w > 0 and k in self.carriers]
+        if self.prior == "none" or not carried:
+            return 0.0
+        return float(sum(carried) - (np.mean(carried) if self.prior == "once" else 0.0))
 
     def combine(self, log_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Normalised ``log p(leaf)`` ``[B, C]`` from the components' ``{name: [B, C]}``.
 
         Raises:
-            ValueError: when every weight is 0 or a weighted component is missing.
+            ValueError: when every weight is 0, a weighted component is missing, or the label
+                distribution does not have C entries.
         """
         used = {k: w for k, w in self.weights.items() if w > 0}
         if not used:
@@ -167,8 +228,19 @@ class Combiner:
         if missing:
             raise ValueError(f"components {missing} have weights but no log-probabilities")
         z = sum(w * log_probs[k] for k, w in used.items())
+        coefficient = self.prior_coefficient()
+        if coefficient:
+            if len(self.log_prior) != z.shape[1]:
+                raise ValueError(f"the label distribution has {len(self.log_prior)} entries, the "
+                                 f"components {z.shape[1]} leaves")
+            z = z - coefficient * np.asarray(self.log_prior, np.float64)
         z = z - z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def record(self) -> dict:
+        """What the checkpoint's JSON keeps (``log_prior`` goes with the weights' tensors)."""
+        return {"weights": self.weights, "decoding": self.decoding, "prior": self.prior,
+                "carriers": dict(self.carriers)}
 
 
 @dataclass
@@ -302,13 +374,15 @@ class DecisionModel:
         tensors = {f"{c.name}.{key}": np.ascontiguousarray(value)
                    for c in self.components for key, value in c.tensors.items()}
         tensors["leaves"] = self.decoder.leaves
+        if self.combiner.log_prior is not None:
+            tensors["combiner.log_prior"] = np.asarray(self.combiner.log_prior, np.float32)
         weights = save(tensors)
         features = {f: {"dim": int(d), **self.encoders.get(f, {})} for f, d in self.input_dims.items()}
         cfg = {"format": FORMAT, "train": self.train_config, "model": self.model_config.model_dump(mode="json"),
                "input_dims": dict(self.input_dims), "features": features,
                "taxonomy_version": self.taxonomy.version,
                "components": [c.record() for c in self.components],
-               "combiner": {"weights": self.combiner.weights, "decoding": self.combiner.decoding},
+               "combiner": self.combiner.record(),
                "selection": self.selection}
         storage.makedirs(uri)
         storage.write_text(storage.join(uri, CONFIG), _json(cfg))
@@ -345,6 +419,7 @@ def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> Dec
     except Exception as err:  # safetensors raises its own SafetensorError for a damaged file
         raise UnreadableFile(storage.join(uri, COMPONENTS), f"{type(err).__name__}: {err}") from None
     leaves = tensors.pop("leaves")
+    log_prior = tensors.pop("combiner.log_prior", None)      # absent before stop 37: prior none
     components = []
     for record in cfg["components"]:
         prefix = record["name"] + "."
@@ -359,7 +434,7 @@ def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> Dec
     encoders = {f: {k: v for k, v in info.items() if k != "dim"} for f, info in cfg["features"].items()
                 if f != LEXICAL}
     return DecisionModel(
-        components=components, combiner=Combiner(**cfg["combiner"]), taxonomy=taxonomy,
+        components=components, combiner=Combiner(**cfg["combiner"], log_prior=log_prior), taxonomy=taxonomy,
         model_config=ModelConfig.model_validate(cfg["model"]), input_dims=cfg["input_dims"],
         encoders=encoders, train_config=cfg.get("train", {}),
         calibration=read_json(uri, CALIBRATION, DEFAULT_CALIBRATION), metrics=read_json(uri, METRICS, {}),

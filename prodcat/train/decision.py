@@ -12,8 +12,9 @@ to ``data.max_train_products``), :func:`train_decision`:
    that component alone;
 3. fits each component's temperature (held-out negative log-likelihood), then the combiner's
    weights (maximum held-out log-likelihood of the combination, ``w >= 0``, scipy's L-BFGS-B);
-4. keeps, of the fitted weights, equal weights and every component alone, each with every decoding
-   in ``decodings``, by ``choice``: ``paired`` (the default) equal weights unless another
+4. keeps, of the fitted weights, equal weights and every component alone, each with every label
+   prior correction in ``priors`` (:class:`prodcat.models.decision.Combiner`; the prior of each
+   held-out set's fit rows) and every decoding in ``decodings``, by ``choice``: ``paired`` (the default) equal weights unless another
    candidate beats them on the held-out products by a real difference (paired bootstrap over
    near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
@@ -52,7 +53,7 @@ from prodcat.models.components import (
     log_softmax,
 )
 from prodcat.models.config import DecisionSettings
-from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder
+from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, label_log_prior
 from prodcat.models.files import CONFIG
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalConfig, LexicalScorer, _hstack, analyzers, make_vectorizer
@@ -411,6 +412,26 @@ def crossfit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.nd
             for j in range(len(log_probs))]
 
 
+def prior_carriers(specs: list[ComponentSpec], temperatures: dict[str, float]) -> dict[str, float]:
+    """``{component: 1 / T}``: the components whose log-probabilities carry the training label
+    prior (those that learnt class frequencies: logistic regressions, the TF-IDF model; not the
+    zero-shot ``label``) and the share of ``log pi`` they carry after their temperature ``T``."""
+    return {s.name: 1.0 / temperatures[s.name] for s in specs if s.kind != "label" and s.name in temperatures}
+
+
+def distinct_priors(weights: dict[str, float], priors: list[str], carriers: dict[str, float]) -> list[str]:
+    """The prior corrections of ``priors`` that change the combination of ``weights``: one
+    carrier alone counts the prior once already (``once`` = ``none``), and with no carrier nothing
+    changes, so those repeats are not scored twice. The first of ``priors`` is always kept."""
+    kept, seen = [], set()
+    for prior in priors:
+        coefficient = Combiner(weights, prior=prior, log_prior=np.zeros(1), carriers=carriers).prior_coefficient()
+        if round(coefficient, 9) not in seen:
+            kept.append(prior)
+            seen.add(round(coefficient, 9))
+    return kept
+
+
 def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, rule: str,
          seed: int = 0, out_of_sample_only: bool = False) -> dict:
     """The chosen candidate (step 4), by ``rule`` (``DecisionSettings.choice``).
@@ -466,9 +487,10 @@ class Choice:
         return self.chosen["hF"]
 
 
-def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
+def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], train_nodes: np.ndarray,
            log: Callable[[str], None] | None = None) -> Choice:
-    """Steps 2-4 of the module docstring, on the held-out sets ``sets``."""
+    """Steps 2-4 of the module docstring, on the held-out sets ``sets``; ``train_nodes [N]``: the
+    labels of the rows the final components are fitted on (the chosen combiner's label prior)."""
     taxonomy, decoder, d = fitter.taxonomy, TreeDecoder(fitter.taxonomy), fitter.settings
     index = {int(n): i for i, n in enumerate(fitter.leaves)}
     targets = [np.asarray([index[int(n)] for n in h.rows.column("node")]) for h in sets]
@@ -500,28 +522,34 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut],
     groups = np.concatenate([np.asarray(h.rows.column("group_id")).astype(str) for h in sets])
     crossfit = (crossfit_weights(log_probs, targets, names)
                 if "fitted" in weightings and d.crossfit and len(sets) >= 2 else None)
+    carriers = prior_carriers(specs, temperatures)
+    set_priors = [label_log_prior(fitter.leaves, h.fit.column("node")) for h in sets]
     candidates, counts = [], []
     for label, weights in weightings.items():
         # what each held-out set is scored with: the candidate's weights, or (fitted, cross-fitted)
         # the weights fitted on the other sets
         crossfitted = label == "fitted" and crossfit is not None
         per_set_weights = crossfit if crossfitted else [weights] * len(sets)
-        combined = [Combiner(w, d.decodings[0]).combine(lp) for w, lp in zip(per_set_weights, log_probs)]
-        for decoding in d.decodings:
-            per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))
-                       for c, y in zip(combined, nodes)]
-            hfs = [prf_from_counts(*c.sum(axis=0))["hF"] for c in per_set]
-            candidate = {"candidate": label, "decoding": decoding, "weights": weights,
-                         "hF": float(np.mean(hfs)),
-                         "per_set": {h.name: float(v) for h, v in zip(sets, hfs)},
-                         "out_of_sample": label != "fitted" or crossfitted}
-            if crossfitted:
-                candidate["crossfit_weights"] = {h.name: w for h, w in zip(sets, per_set_weights)}
-            candidates.append(candidate)
-            counts.append(np.concatenate(per_set))
+        for prior in distinct_priors(weights, d.priors, carriers):
+            combined = [Combiner(w, d.decodings[0], prior, pi, carriers).combine(lp)
+                        for w, pi, lp in zip(per_set_weights, set_priors, log_probs)]
+            for decoding in d.decodings:
+                per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))
+                           for c, y in zip(combined, nodes)]
+                hfs = [prf_from_counts(*c.sum(axis=0))["hF"] for c in per_set]
+                candidate = {"candidate": label, "decoding": decoding, "prior": prior, "weights": weights,
+                             "hF": float(np.mean(hfs)),
+                             "per_set": {h.name: float(v) for h, v in zip(sets, hfs)},
+                             "out_of_sample": label != "fitted" or crossfitted}
+                if crossfitted:
+                    candidate["crossfit_weights"] = {h.name: w for h, w in zip(sets, per_set_weights)}
+                candidates.append(candidate)
+                counts.append(np.concatenate(per_set))
     best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed,
                 out_of_sample_only=d.crossfit)
-    return Choice(settings, temperatures, Combiner(dict(best["weights"]), best["decoding"]),
+    combiner = Combiner(dict(best["weights"]), best["decoding"], best["prior"],
+                        label_log_prior(fitter.leaves, train_nodes), carriers)
+    return Choice(settings, temperatures, combiner,
                   candidates, setting_scores,
                   [{"name": h.name, "fit_products": len(h.fit), "products": len(h.rows)} for h in sets],
                   best)
@@ -561,9 +589,10 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
     say(f"{run_prefix(config)} decision-level fusion of {', '.join(s.name for s in specs)} on "
         f"{len(train):,} training rows; choosing on {', '.join(f'{h.name} ({len(h.rows):,})' for h in sets)}"
         f"{left_out}")
-    choice = choose(fitter, specs, sets, say)
+    choice = choose(fitter, specs, sets, train.column("node"), say)
     chosen = choice.chosen
-    say(f"{run_prefix(config)} chose {chosen['candidate']} / {chosen['decoding']} (held-out hF "
+    say(f"{run_prefix(config)} chose {chosen['candidate']} / {chosen['decoding']} / prior "
+        f"{chosen['prior']} (held-out hF "
         f"{chosen['hF']:.4f}); weights {', '.join(f'{k} {v:.2f}' for k, v in choice.combiner.weights.items())}")
     components, lexical = [], None
     for spec in specs:
@@ -580,7 +609,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         model_config=config.model, input_dims=input_dims,
         encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
         train_config=config.model_dump(mode="json"), lexical=lexical,
-        selection={"candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding")},
+        selection={"candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding", "prior")},
                    "rule": d.choice, "crossfit": d.crossfit, "settings": choice.settings,
                    "setting_scores": choice.setting_scores, "temperatures": choice.temperatures,
                    "heldout": choice.heldout})

@@ -10,9 +10,9 @@ import pytest
 from prodcat.core.metrics import valid_paths
 from prodcat.models.components import component_from_record, component_kinds, log_softmax
 from prodcat.models.config import ModelConfig
-from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, load_decision
+from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, label_log_prior, load_decision
 from prodcat.models.lexical import LexicalConfig, LexicalScorer
-from prodcat.train.decision import crossfit_weights, fit_temperature, fit_weights, pick
+from prodcat.train.decision import crossfit_weights, distinct_priors, fit_temperature, fit_weights, pick
 from tests.fixtures.synthetic import toy_taxonomy
 
 pytestmark = pytest.mark.unit
@@ -234,3 +234,139 @@ def test_crossfit_scores_each_held_out_set_with_weights_fitted_on_the_others():
     assert out_of_sample > in_sample + 0.5                   # in sample flatters fitted weights
     with pytest.raises(ValueError, match="2 or more held-out sets"):
         crossfit_weights(sets[:1], targets[:1], ["a", "b"])
+
+
+def test_label_log_prior_is_the_label_distribution_over_seen_leaves_and_zero_elsewhere():
+    nodes = np.array([LEAVES[0]] * 3 + [LEAVES[2]])
+    log_prior = label_log_prior(LEAVES, nodes)
+    assert log_prior.shape == (len(LEAVES),)
+    assert log_prior[0] == pytest.approx(np.log(0.75)) and log_prior[2] == pytest.approx(np.log(0.25))
+    assert (log_prior[[1, *range(3, len(LEAVES))]] == 0).all()      # unseen leaves: no correction
+    with pytest.raises(ValueError, match="none of 2 labels"):
+        label_log_prior(LEAVES, np.array([10_000, 10_001]))
+
+
+def test_prior_once_recovers_the_bayes_posterior_of_independent_experts():
+    """Two experts see independent evidence; each posterior is pi * L_k (normalised). The exact
+    posterior given both is pi * L_1 * L_2: the sum of the experts' log-posteriors counts the prior
+    twice, ``once`` once, ``uniform`` never; the zero-shot label component carries no prior."""
+    rng = np.random.default_rng(0)
+    c, b = len(LEAVES), 50
+    prior = rng.dirichlet(np.full(c, 0.5))
+    log_pi = np.log(prior)
+    like = [np.exp(rng.normal(size=(b, c))) for _ in range(2)]          # L_k(y) per product
+    experts = {f"e{k}": log_softmax(log_pi + np.log(lk)) for k, lk in enumerate(like)}
+    exact = log_softmax(log_pi + np.log(like[0]) + np.log(like[1]))
+    no_prior = log_softmax(np.log(like[0]) + np.log(like[1]))
+    label = log_softmax(rng.normal(size=(b, c)))                       # carries no prior
+    carriers = {"e0": 1.0, "e1": 1.0}
+
+    def combined(prior_mode: str, weights: dict | None = None, extra: dict | None = None) -> np.ndarray:
+        w = weights or {"e0": 1.0, "e1": 1.0}
+        return Combiner(w, prior=prior_mode, log_prior=log_pi, carriers=carriers).combine({**experts, **(extra or {})})
+
+    assert np.allclose(combined("once"), exact, atol=1e-9)
+    assert np.allclose(combined("uniform"), no_prior, atol=1e-9)
+    assert not np.allclose(combined("none"), exact, atol=1e-3)          # the prior counted twice
+    assert np.allclose(combined("none"), log_softmax(2 * log_pi + np.log(like[0]) + np.log(like[1])))
+    # weights scale the prior with the experts; the label component adds evidence, not prior
+    assert np.allclose(combined("once", {"e0": 0.5, "e1": 0.5}),
+                       log_softmax(0.5 * (log_pi + np.log(like[0]) + np.log(like[1]))), atol=1e-9)
+    with_label = combined("once", {"e0": 1.0, "e1": 1.0, "label": 1.0}, {"label": label})
+    assert np.allclose(with_label, log_softmax(exact + label), atol=1e-9)
+    # calibrated at T: an expert's log-probabilities hold log pi / T, and so does the correction
+    t = [2.0, 0.5]
+    tempered = {f"e{k}": log_softmax((log_pi + np.log(lk)) / t[k]) for k, lk in enumerate(like)}
+    scaled = {f"e{k}": 1 / t[k] for k in range(2)}
+    got = Combiner({"e0": 1.0, "e1": 1.0}, prior="uniform", log_prior=log_pi, carriers=scaled).combine(tempered)
+    assert np.allclose(got, log_softmax(np.log(like[0]) / t[0] + np.log(like[1]) / t[1]), atol=1e-9)
+
+
+def test_prior_corrections_that_change_nothing_are_not_scored_twice():
+    carriers = {"text": 1.0, "lexical": 0.5}
+    assert distinct_priors({"text": 1.0, "lexical": 1.0}, ["none", "once", "uniform"], carriers) == \
+        ["none", "once", "uniform"]
+    assert distinct_priors({"text": 1.0, "lexical": 0.0}, ["none", "once", "uniform"], carriers) == ["none", "uniform"]
+    assert distinct_priors({"label": 1.0}, ["none", "once", "uniform"], carriers) == ["none"]
+    with pytest.raises(ValueError, match="unknown prior correction"):
+        Combiner({"text": 1.0}, prior="twice")
+    with pytest.raises(ValueError, match="needs the label distribution"):
+        Combiner({"text": 1.0}, prior="once")
+
+
+def test_the_prior_correction_travels_with_the_checkpoint(tmp_path):
+    model, feats = _model()
+    before = model.predict(feats)["classes"]
+    skew = np.full(len(LEAVES), np.log(1e-3), np.float32)
+    skew[0] = np.log(0.99)
+    model.combiner = Combiner({"text": 1.0, "lexical": 1.0}, prior="uniform", log_prior=skew,
+                              carriers={"text": 1.0, "lexical": 0.8})
+    model.save(str(tmp_path / "m"))
+    loaded = load_decision(str(tmp_path / "m"))
+    assert loaded.combiner.prior == "uniform" and loaded.combiner.carriers == {"text": 1.0, "lexical": 0.8}
+    assert np.allclose(loaded.combiner.log_prior, skew)
+    assert np.allclose(loaded.leaf_log_probs(feats), model.leaf_log_probs(feats), atol=1e-5)
+    # a checkpoint written before the correction existed loads with none
+    model.combiner = Combiner({"text": 1.0, "lexical": 0.5})
+    model.save(str(tmp_path / "old"))
+    old = load_decision(str(tmp_path / "old"))
+    assert old.combiner.prior == "none" and old.combiner.log_prior is None
+    assert (old.predict(feats)["classes"] == before).all()
+
+
+class _Rows:
+    """The columns of a held-out set that :func:`prodcat.train.decision.choose` reads."""
+
+    def __init__(self, nodes: np.ndarray) -> None:
+        self.cols = {"node": np.asarray(nodes, np.int64),
+                     "product_id": np.asarray([f"p:{i}" for i in range(len(nodes))], object),
+                     "group_id": np.asarray([f"g:{i}" for i in range(len(nodes))], object)}
+
+    def column(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def __len__(self) -> int:
+        return len(self.cols["node"])
+
+
+def test_choose_removes_a_prior_the_held_out_products_do_not_share():
+    """Components fitted on rows 90 % of one leaf carry that prior; the held-out products are
+    balanced. The prior correction is chosen on them (like the decoding), read from the held-out
+    set's own fit rows, and the kept combiner carries the final training rows' prior."""
+    from prodcat.train.config import TrainConfig
+    from prodcat.train.decision import ComponentSpec, Fitter, HeldOut, choose
+
+    rng = np.random.default_rng(0)
+    c, n = len(LEAVES), 600
+    fit_nodes = np.where(rng.random(3000) < 0.9, LEAVES[0], rng.choice(LEAVES[1:], 3000))
+    log_pi = label_log_prior(LEAVES, fit_nodes)
+    truth = rng.integers(0, c, n)
+    scores = {}
+    for name in ("text", "lexical"):              # calibrated posteriors: prior + weak evidence
+        evidence = rng.normal(size=(n, c))
+        evidence[np.arange(n), truth] += 1.5
+        scores[name] = log_pi + evidence
+    heldout = HeldOut("cross_platform:b", _Rows(fit_nodes), _Rows(LEAVES[truth]))
+
+    class Stub(Fitter):
+        def cached(self, spec, setting, h):
+            return True
+
+        def heldout_scores(self, spec, setting, h):
+            return scores[spec.name]
+
+    config = TrainConfig.model_validate({"model": {"fusion": "decision", "modalities": ["text", "lexical"],
+                                                   "label_prior": "none", "decision": {
+                                                       "priors": ["none", "once", "uniform"],
+                                                       "decodings": ["best_path"], "choice": "max"}}})
+    specs = [ComponentSpec("text", "linear", "text"), ComponentSpec("lexical", "lexical", "lexical")]
+    final = np.array([LEAVES[1]] * 3 + [LEAVES[2]])
+    choice = choose(Stub(config, TAX), specs, [heldout], final)
+    equal = {c["prior"]: c["hF"] for c in choice.candidates if c["candidate"] == "equal"}
+    assert set(equal) == {"none", "once", "uniform"}
+    assert equal["uniform"] > equal["once"] > equal["none"]          # each prior counted hurts
+    assert choice.chosen["prior"] == "uniform" and choice.combiner.prior == "uniform"
+    assert choice.combiner.carriers == {k: pytest.approx(1 / choice.temperatures[k]) for k in ("text", "lexical")}
+    assert np.allclose(choice.combiner.log_prior, label_log_prior(LEAVES, final))
+    alone = [c for c in choice.candidates if c["candidate"] == "text alone"]
+    assert sorted(c["prior"] for c in alone) == ["none", "uniform"]   # once = none for one component
