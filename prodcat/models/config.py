@@ -59,8 +59,8 @@ class DecisionSettings(StrictModel):
         "expected hF under the combined probabilities; prodcat.models.decision)")
     priors: list[Literal["none", "once", "uniform"]] = Field(
         ["none"], min_length=1, description="how the combination counts the training label prior, "
-        "chosen on held-out products like the decoding: none (once per component that learnt class "
-        "frequencies), once (as one component: the product of experts), uniform (not at all: a new "
+        "chosen on held-out products like the decoding: none (once per logistic-regression "
+        "component), once (as one component: the product of experts), uniform (not at all: a new "
         "shop's label distribution is unknown); prodcat.models.decision.Combiner")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "

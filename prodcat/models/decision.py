@@ -172,17 +172,16 @@ def label_log_prior(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
 class Combiner:
     """Weights of the components' log-probabilities, the label prior's correction and the decoding.
 
-    The components that learnt class frequencies (``carriers``: logistic regressions, the TF-IDF
-    model) each carry the training label prior in their log-probabilities, ``s_c log pi`` with
-    ``s_c = 1 / T_c`` (their raw scores hold ``log pi``, as a logistic regression's intercepts do;
-    the calibration temperature ``T_c`` scales it), so a weighted sum counts it once per such
-    component. ``prior`` corrects that: ``none`` leaves the sum as it is; ``once`` subtracts
+    The components that learnt class frequencies by maximum likelihood (``carriers``: the logistic
+    regressions) each carry the training label prior in their log-probabilities, ``s_c log pi``
+    with ``s_c = 1 / T_c`` (their raw scores hold ``log pi``; the calibration temperature ``T_c``
+    scales it), so a weighted sum counts it once per such component. ``prior`` corrects that: ``none`` leaves the sum as it is; ``once`` subtracts
     ``(sum_c w_c s_c - mean_c w_c s_c) log pi`` so the prior counts once, at one component's
     share (the product of experts under conditional independence: Kittler et al., 1998, "On
     combining classifiers"); ``uniform`` subtracts ``sum_c w_c s_c log pi``: no prior at all (a
-    new shop's label distribution is unknown: prior shift, Saerens et al., 2002). For the TF-IDF
-    model's SVM scores ``log pi`` at scale 1 is an approximation; which correction helps is chosen
-    on held-out products (:mod:`prodcat.train.decision`).
+    new shop's label distribution is unknown: prior shift, Saerens et al., 2002). Which correction
+    helps is chosen on held-out products (:mod:`prodcat.train.decision`); which components carry
+    the prior: :func:`prodcat.train.decision.prior_carriers`.
 
     Attributes:
         weights: ``{component name: w >= 0}``; a component with weight 0 is not read.

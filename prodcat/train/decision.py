@@ -414,9 +414,13 @@ def crossfit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.nd
 
 def prior_carriers(specs: list[ComponentSpec], temperatures: dict[str, float]) -> dict[str, float]:
     """``{component: 1 / T}``: the components whose log-probabilities carry the training label
-    prior (those that learnt class frequencies: logistic regressions, the TF-IDF model; not the
-    zero-shot ``label``) and the share of ``log pi`` they carry after their temperature ``T``."""
-    return {s.name: 1.0 / temperatures[s.name] for s in specs if s.kind != "label" and s.name in temperatures}
+    prior, and the share of ``log pi`` they carry after their temperature ``T``. Those are the
+    logistic regressions (``linear``: maximum likelihood, an unpenalised intercept). Not the
+    zero-shot ``label``, and not the TF-IDF model: LinearSVC's hinge loss estimates no
+    probabilities and liblinear penalises its intercept, whose slope against ``log pi`` was 0.006
+    on the H&M + Myntra training rows (docs/notes/issue-19.md, stop 37); counting it at ``1 / T``
+    (``T`` ~ 0.1) took 9 times ``log pi`` off every combination."""
+    return {s.name: 1.0 / temperatures[s.name] for s in specs if s.kind == "linear" and s.name in temperatures}
 
 
 def distinct_priors(weights: dict[str, float], priors: list[str], carriers: dict[str, float]) -> list[str]:

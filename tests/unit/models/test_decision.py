@@ -330,8 +330,8 @@ class _Rows:
 
 
 def test_choose_removes_a_prior_the_held_out_products_do_not_share():
-    """Components fitted on rows 90 % of one leaf carry that prior; the held-out products are
-    balanced. The prior correction is chosen on them (like the decoding), read from the held-out
+    """Logistic regressions fitted on rows 90 % of one leaf carry that prior (the TF-IDF SVM's
+    scores do not); the held-out products are balanced. The prior correction is chosen on them (like the decoding), read from the held-out
     set's own fit rows, and the kept combiner carries the final training rows' prior."""
     from prodcat.train.config import TrainConfig
     from prodcat.train.decision import ComponentSpec, Fitter, HeldOut, choose
@@ -342,10 +342,10 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     log_pi = label_log_prior(LEAVES, fit_nodes)
     truth = rng.integers(0, c, n)
     scores = {}
-    for name in ("text", "lexical"):              # calibrated posteriors: prior + weak evidence
+    for name in ("text", "image", "lexical"):    # logistic regressions: prior + weak evidence
         evidence = rng.normal(size=(n, c))
         evidence[np.arange(n), truth] += 1.5
-        scores[name] = log_pi + evidence
+        scores[name] = evidence + (log_pi if name != "lexical" else 0.0)   # the SVM's: no prior
     heldout = HeldOut("cross_platform:b", _Rows(fit_nodes), _Rows(LEAVES[truth]))
 
     class Stub(Fitter):
@@ -355,18 +355,20 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
         def heldout_scores(self, spec, setting, h):
             return scores[spec.name]
 
-    config = TrainConfig.model_validate({"model": {"fusion": "decision", "modalities": ["text", "lexical"],
+    config = TrainConfig.model_validate({"model": {"fusion": "decision", "modalities": ["text", "image", "lexical"],
                                                    "label_prior": "none", "decision": {
                                                        "priors": ["none", "once", "uniform"],
                                                        "decodings": ["best_path"], "choice": "max"}}})
-    specs = [ComponentSpec("text", "linear", "text"), ComponentSpec("lexical", "lexical", "lexical")]
+    specs = [ComponentSpec("text", "linear", "text"), ComponentSpec("image", "linear", "image"),
+             ComponentSpec("lexical", "lexical", "lexical")]
     final = np.array([LEAVES[1]] * 3 + [LEAVES[2]])
     choice = choose(Stub(config, TAX), specs, [heldout], final)
     equal = {c["prior"]: c["hF"] for c in choice.candidates if c["candidate"] == "equal"}
     assert set(equal) == {"none", "once", "uniform"}
     assert equal["uniform"] > equal["once"] > equal["none"]          # each prior counted hurts
     assert choice.chosen["prior"] == "uniform" and choice.combiner.prior == "uniform"
-    assert choice.combiner.carriers == {k: pytest.approx(1 / choice.temperatures[k]) for k in ("text", "lexical")}
+    assert choice.combiner.carriers == {k: pytest.approx(1 / choice.temperatures[k]) for k in ("text", "image")}
     assert np.allclose(choice.combiner.log_prior, label_log_prior(LEAVES, final))
     alone = [c for c in choice.candidates if c["candidate"] == "text alone"]
     assert sorted(c["prior"] for c in alone) == ["none", "uniform"]   # once = none for one component
+    assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none"}
