@@ -71,7 +71,9 @@ def _throughput(out: Path) -> list[str]:
             m = res["metrics"]
             lines.append(f"| train ({name}) | decision-level fusion of {m.get('components', '?').replace(',', ', ')} "
                          f"fitted in {res['wall_seconds']:.0f} s on {m.get('train_rows', 0):,} rows; "
-                         f"held-out hF {m['heldout_hF']:.4f} |")
+                         f"held-out hF {m['heldout_hF']:.4f}"
+                         + (f"; chose {m['choice']} (weights / decoding / label prior)" if m.get("choice") else "")
+                         + " |")
         elif res:
             lines.append(f"| train ({name}) | {res['seconds_per_epoch']:.2f} s/epoch, peak "
                          f"{res['peak_memory_mb']:.0f} MiB, val hF {res['metrics'].get('val_hF', 0):.4f} |")

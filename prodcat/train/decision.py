@@ -14,9 +14,9 @@ to ``data.max_train_products``), :func:`train_decision`:
    weights (maximum held-out log-likelihood of the combination, ``w >= 0``, scipy's L-BFGS-B);
 4. keeps, of the fitted weights, equal weights and every component alone, each with every label
    prior correction in ``priors`` (:class:`prodcat.models.decision.Combiner`; the prior of each
-   held-out set's fit rows) and every decoding in ``decodings``, by ``choice``: ``paired`` (the default) equal weights unless another
-   candidate beats them on the held-out products by a real difference (paired bootstrap over
-   near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
+   held-out set's fit rows) and every decoding in ``decodings``, by ``choice``: ``paired`` (the
+   default) equal weights unless another candidate beats them on the held-out products by a real
+   difference (paired bootstrap over near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
    weights fitted on the other sets; the kept weights are those fitted on all of them. Either way,
    on held-out products the model is never below its best component by a real difference;
@@ -625,7 +625,8 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
                          **({"ece_before": calibration.ece_before, "ece_after": calibration.ece_after,
                              "products": calibration.products} if calibration else {})}
     metrics = {"epoch": 0, "val_hF": choice.heldout_hf, "heldout_hF": choice.heldout_hf,
-               "train_rows": len(train), "components": ",".join(c.name for c in components)}
+               "train_rows": len(train), "components": ",".join(c.name for c in components),
+               "choice": f"{chosen['candidate']} / {chosen['decoding']} / prior {chosen['prior']}"}
     model.metrics = metrics
     uri = storage.join(config.output, "model")
     if save:

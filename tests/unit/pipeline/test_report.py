@@ -116,3 +116,18 @@ def test_report_says_the_multimodal_stage_answered_nothing_when_nothing_was_esca
     md = write_report(tmp_path, {"score": 1.0}, {"full": True}).read_text()
     assert ("the text stage answered 1 of them at hF 1.0000, the multimodal stage the 1 uncertain "
             "ones at hF 0.5000." in md)
+
+
+def test_report_says_what_each_cascade_stage_chose(tmp_path):
+    """A decision-level stage's line names its held-out hF and what its held-out products chose
+    (weights, decoding, label-prior correction); a result written before stop 37 has no choice."""
+    _run_folder(tmp_path)
+    _write(tmp_path / "train" / "text" / "train_result.json", {"wall_seconds": 3.0, "metrics": {
+        "heldout_hF": 0.8781, "train_rows": 20, "components": "text,lexical",
+        "choice": "equal / greedy / prior once"}})
+    _write(tmp_path / "train" / "multimodal" / "train_result.json", {"wall_seconds": 2.0, "metrics": {
+        "heldout_hF": 0.88, "train_rows": 20, "components": "text,image"}})
+    md = write_report(tmp_path, {"train": 5.0}, {"full": False}).read_text()
+    assert ("| train (text) | decision-level fusion of text, lexical fitted in 3 s on 20 rows; held-out "
+            "hF 0.8781; chose equal / greedy / prior once (weights / decoding / label prior) |" in md)
+    assert "| train (multimodal) | decision-level fusion of text, image fitted in 2 s on 20 rows; held-out hF 0.8800 |" in md
