@@ -111,7 +111,12 @@ def test_the_default_model_trains_on_a_real_data_slice(ray_session, real_slice, 
     assert set(result.metrics["components"].split(",")) <= {"lexical", "text", "image", "label"}
     loaded = load_checkpoint(result.checkpoint)
     candidates = loaded.selection["candidates"]
-    assert candidates and max(c["hF"] for c in candidates) == pytest.approx(result.metrics["heldout_hF"])
+    chosen = loaded.selection["chosen"]         # candidate, decoding and label-prior correction
+    kept = [c for c in candidates if all(c.get(k) == v for k, v in chosen.items())]
+    assert len(kept) == 1 and kept[0]["hF"] == pytest.approx(result.metrics["heldout_hF"])
+    if chosen["candidate"] == "equal":          # the paired rule: nothing ahead by a real difference
+        ahead = [c for c in candidates if c["hF"] > kept[0]["hF"]]
+        assert all(c["vs_equal"][1] <= 0 or not c["out_of_sample"] for c in ahead)
     manifest = json.loads(storage.read_text(f"{store}/manifest.json"))
     # every embedding component kept (a zero-weight one is dropped) names the store's encoder
     assert loaded.encoders and set(loaded.encoders) <= {"text", "image"}
