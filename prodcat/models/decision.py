@@ -168,6 +168,16 @@ def label_log_prior(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return out
 
 
+def prior_coefficient(weights: dict[str, float], prior: str, carriers: dict[str, float]) -> float:
+    """The multiple of ``log pi`` a :class:`Combiner` subtracts: ``sum_c w_c s_c`` less their
+    mean for ``once``, all of it for ``uniform``; 0 for ``none`` or when no weighted component
+    carries the prior (``carriers``: ``{name: s_c}``)."""
+    carried = [w * carriers[k] for k, w in weights.items() if w > 0 and k in carriers]
+    if prior == "none" or not carried:
+        return 0.0
+    return float(sum(carried) - (np.mean(carried) if prior == "once" else 0.0))
+
+
 @dataclass
 class Combiner:
     """Weights of the components' log-probabilities, the label prior's correction and the decoding.
@@ -206,12 +216,8 @@ class Combiner:
             raise ValueError(f"prior correction {self.prior!r} needs the label distribution (log_prior)")
 
     def prior_coefficient(self) -> float:
-        """What is subtracted times ``log pi``: 0 for ``none`` or when no weighted component
-        carries the prior."""
-        carried = [w * self.carriers[k] for k, w in self.weights.items() if w > 0 and k in self.carriers]
-        if self.prior == "none" or not carried:
-            return 0.0
-        return float(sum(carried) - (np.mean(carried) if self.prior == "once" else 0.0))
+        """What is subtracted times ``log pi`` (:func:`prior_coefficient`)."""
+        return prior_coefficient(self.weights, self.prior, self.carriers)
 
     def combine(self, log_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Normalised ``log p(leaf)`` ``[B, C]`` from the components' ``{name: [B, C]}``.

@@ -53,7 +53,7 @@ from prodcat.models.components import (
     log_softmax,
 )
 from prodcat.models.config import DecisionSettings
-from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, label_log_prior
+from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, label_log_prior, prior_coefficient
 from prodcat.models.files import CONFIG
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalConfig, LexicalScorer, _hstack, analyzers, make_vectorizer
@@ -429,7 +429,7 @@ def distinct_priors(weights: dict[str, float], priors: list[str], carriers: dict
     changes, so those repeats are not scored twice. The first of ``priors`` is always kept."""
     kept, seen = [], set()
     for prior in priors:
-        coefficient = Combiner(weights, prior=prior, log_prior=np.zeros(1), carriers=carriers).prior_coefficient()
+        coefficient = prior_coefficient(weights, prior, carriers)
         if round(coefficient, 9) not in seen:
             kept.append(prior)
             seen.add(round(coefficient, 9))
