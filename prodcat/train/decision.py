@@ -418,7 +418,7 @@ def prior_carriers(specs: list[ComponentSpec], temperatures: dict[str, float]) -
     logistic regressions (``linear``: maximum likelihood, an unpenalised intercept). Not the
     zero-shot ``label``, and not the TF-IDF model: LinearSVC's hinge loss estimates no
     probabilities and liblinear penalises its intercept, whose slope against ``log pi`` was 0.006
-    on the H&M + Myntra training rows (docs/notes/issue-19.md, stop 37); counting it at ``1 / T``
+    on the H&M + Myntra training rows (benchmarks/prior_slopes.py); counting it at ``1 / T``
     (``T`` ~ 0.1) took 9 times ``log pi`` off every combination."""
     return {s.name: 1.0 / temperatures[s.name] for s in specs if s.kind == "linear" and s.name in temperatures}
 

@@ -372,3 +372,29 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     alone = [c for c in choice.candidates if c["candidate"] == "text alone"]
     assert sorted(c["prior"] for c in alone) == ["none", "uniform"]   # once = none for one component
     assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none"}
+
+
+def test_prior_slopes_script_measures_the_intercepts_share_of_the_prior():
+    """benchmarks/prior_slopes.py's slope: a logistic regression's intercepts fitted on skewed
+    labels follow log pi; intercepts unrelated to it do not; leaves without a prior are skipped."""
+    import importlib.util
+    from pathlib import Path
+
+    from prodcat.models.components import LinearComponent
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "prior_slopes.py"
+    spec = importlib.util.spec_from_file_location("prior_slopes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    weights = np.array([0.6, 0.25, 0.1, 0.05])
+    nodes = rng.choice(LEAVES[:4], 2000, p=weights)
+    x = rng.normal(size=(2000, 8))                                # features carry no label
+    comp = LinearComponent.fit("text", "text", x, nodes, TAX, C=10.0)
+    log_pi = label_log_prior(LEAVES, nodes)
+    slope, corr = module.intercept_slope(comp.tensors["intercept"], log_pi)
+    assert slope == pytest.approx(1.0, abs=0.15) and corr > 0.99   # the prior sits in the intercepts
+    flat, _ = module.intercept_slope(rng.normal(scale=1e-3, size=len(LEAVES)), log_pi)
+    assert abs(flat) < 0.01
+    with pytest.raises(ValueError, match="0 leaves with a prior"):   # one label: log pi = 0
+        module.intercept_slope(np.zeros(len(LEAVES)), label_log_prior(LEAVES, nodes[:1]))
