@@ -398,3 +398,40 @@ def test_prior_slopes_script_measures_the_intercepts_share_of_the_prior():
     assert abs(flat) < 0.01
     with pytest.raises(ValueError, match="0 leaves with a prior"):   # one label: log pi = 0
         module.intercept_slope(np.zeros(len(LEAVES)), label_log_prior(LEAVES, nodes[:1]))
+
+
+def test_combination_rules_script_combines_as_documented():
+    """benchmarks/combination_rules.py: the sum rule is the log of the mean probability, the
+    uniform corrections remove a carrier's prior, the max rule takes the most confident component
+    per product, and the fitted gate is at least as likely as equal weights on its own sets."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "combination_rules.py"
+    spec = importlib.util.spec_from_file_location("combination_rules", path)
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    rng = np.random.default_rng(0)
+    a, b = (log_softmax(rng.normal(scale=3, size=(50, 6))) for _ in range(2))
+    pi = np.log(np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05]))
+    mixed = rules.combine("sum", {"a": a, "b": b}, {}, pi)
+    assert np.allclose(np.exp(mixed), (np.exp(a) + np.exp(b)))           # log of the summed probabilities
+    flat = rules.combine("product-uniform", {"a": np.tile(2.0 * pi, (4, 1))}, {"a": 2.0}, pi)
+    assert np.allclose(flat, 0.0)                                         # the carrier's prior is gone
+    assert np.allclose(rules.combine("sum-uniform", {"a": np.tile(pi, (4, 1))}, {"a": 1.0}, pi),
+                       np.log(1 / 6))
+    sharp = log_softmax(np.where(np.arange(6) == 2, 10.0, 0.0)[None].repeat(50, 0))
+    picked = rules.combine("max-rule", {"a": log_softmax(a * 0.01), "b": sharp}, {}, pi)
+    assert np.array_equal(picked, sharp)                                  # b is the confident one
+    with pytest.raises(ValueError, match="unknown rule"):
+        rules.combine("median", {"a": a}, {}, pi)
+    # a gate: component 0 is right when it is confident, component 1 is noise
+    target = rng.integers(0, 6, 400)
+    good = np.where(rng.random(400)[:, None] < 0.5, 8.0 * np.eye(6)[target], rng.normal(size=(400, 6)))
+    stack = np.stack([log_softmax(good), log_softmax(rng.normal(scale=3, size=(400, 6)))])
+    theta = rules.fit_gate([(stack, target)])
+
+    def loglik(weights):
+        z = log_softmax((weights[:, :, None] * stack).sum(0))
+        return z[np.arange(400), target].mean()
+    assert loglik(rules.gate_weights(theta, stack)) > loglik(np.ones((2, 400)))
