@@ -67,15 +67,13 @@ def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, flo
     Raises:
         ValueError: an unknown rule.
     """
+    from prodcat.models.decision import prior_coefficient
+
     names = list(log_probs)
     stack = np.stack([log_probs[n] for n in names])                       # [K, B, C]
-    shares = sum(carriers.get(n, 0.0) for n in names)
-    if rule == "product":
-        return stack.sum(0)
-    if rule == "product-once":
-        return stack.sum(0) - (shares - shares / len(names)) * log_prior
-    if rule == "product-uniform":
-        return stack.sum(0) - shares * log_prior
+    if rule in ("product", "product-once", "product-uniform"):           # the default's Combiner
+        prior = rule.partition("-")[2] or "none"
+        return stack.sum(0) - prior_coefficient({n: 1.0 for n in names}, prior, carriers) * log_prior
     if rule == "sum":
         return _logsumexp(stack, 0)
     if rule == "sum-uniform":

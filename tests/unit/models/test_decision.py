@@ -425,6 +425,15 @@ def test_combination_rules_script_combines_as_documented():
     assert np.array_equal(picked, sharp)                                  # b is the confident one
     with pytest.raises(ValueError, match="unknown rule"):
         rules.combine("median", {"a": a}, {}, pi)
+    c = log_softmax(rng.normal(size=(50, 6)))                            # a third, prior-free component
+    carriers = {"a": 2.0, "b": 0.5}
+    for prior in ("none", "once", "uniform"):                            # the default's own Combiner
+        expected = Combiner({"a": 1.0, "b": 1.0, "c": 1.0}, "best_path", prior, pi, carriers).combine(
+            {"a": a, "b": b, "c": c})
+        got = rules.combine("product" if prior == "none" else f"product-{prior}", {"a": a, "b": b, "c": c},
+                            carriers, pi)
+        assert np.array_equal(np.argmax(got, 1), np.argmax(expected, 1))
+        assert np.allclose(got - got.max(1, keepdims=True), expected - expected.max(1, keepdims=True))
     # a gate: component 0 is right when it is confident, component 1 is noise
     target = rng.integers(0, 6, 400)
     good = np.where(rng.random(400)[:, None] < 0.5, 8.0 * np.eye(6)[target], rng.normal(size=(400, 6)))
