@@ -45,15 +45,6 @@ RULES = ["product", "product-once", "product-uniform", "sum", "sum-uniform", "ma
          "entropy-weighted"]
 
 
-def _logsumexp(z: np.ndarray, axis: int) -> np.ndarray:
-    m = z.max(axis=axis, keepdims=True)
-    return np.squeeze(m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True)), axis)
-
-
-def _normalise(z: np.ndarray) -> np.ndarray:
-    return z - _logsumexp(z, 1)[:, None]
-
-
 def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, float],
             log_prior: np.ndarray) -> np.ndarray:
     """Combined leaf scores ``[B, C]`` (log scale; decoded by their argmax) of ``rule``.
@@ -67,6 +58,9 @@ def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, flo
     Raises:
         ValueError: an unknown rule.
     """
+    from scipy.special import logsumexp
+
+    from prodcat.models.components import log_softmax
     from prodcat.models.decision import prior_coefficient
 
     names = list(log_probs)
@@ -75,10 +69,10 @@ def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, flo
         prior = rule.partition("-")[2] or "none"
         return stack.sum(0) - prior_coefficient({n: 1.0 for n in names}, prior, carriers) * log_prior
     if rule == "sum":
-        return _logsumexp(stack, 0)
+        return logsumexp(stack, axis=0)
     if rule == "sum-uniform":
-        flat = np.stack([_normalise(log_probs[n] - carriers.get(n, 0.0) * log_prior) for n in names])
-        return _logsumexp(flat, 0)
+        flat = np.stack([log_softmax(log_probs[n] - carriers.get(n, 0.0) * log_prior) for n in names])
+        return logsumexp(flat, axis=0)
     if rule == "max-rule":
         top = stack.max(2)                                                # [K, B]
         return stack[np.argmax(top, 0), np.arange(stack.shape[1])]
@@ -105,13 +99,15 @@ def fit_gate(sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     weights (``a = log(e - 1)``, so softplus = 1)."""
     from scipy.optimize import minimize
 
+    from prodcat.models.components import log_softmax
+
     k = sets[0][0].shape[0]
 
     def loss(flat: np.ndarray) -> float:
         theta = flat.reshape(k, 3)
         total = 0.0
         for stack, target in sets:
-            z = _normalise((gate_weights(theta, stack)[:, :, None] * stack).sum(0))
+            z = log_softmax((gate_weights(theta, stack)[:, :, None] * stack).sum(0))
             total -= z[np.arange(len(target)), target].mean()
         return total / len(sets)
 

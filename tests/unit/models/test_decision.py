@@ -374,18 +374,24 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none"}
 
 
-def test_prior_slopes_script_measures_the_intercepts_share_of_the_prior():
-    """benchmarks/prior_slopes.py's slope: a logistic regression's intercepts fitted on skewed
-    labels follow log pi; intercepts unrelated to it do not; leaves without a prior are skipped."""
+def _benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (a script, not a package), imported by path."""
     import importlib.util
     from pathlib import Path
 
-    from prodcat.models.components import LinearComponent
-
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "prior_slopes.py"
-    spec = importlib.util.spec_from_file_location("prior_slopes", path)
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_prior_slopes_script_measures_the_intercepts_share_of_the_prior():
+    """benchmarks/prior_slopes.py's slope: a logistic regression's intercepts fitted on skewed
+    labels follow log pi; intercepts unrelated to it do not; leaves without a prior are skipped."""
+    from prodcat.models.components import LinearComponent
+
+    module = _benchmark("prior_slopes")
     rng = np.random.default_rng(0)
     weights = np.array([0.6, 0.25, 0.1, 0.05])
     nodes = rng.choice(LEAVES[:4], 2000, p=weights)
@@ -404,13 +410,7 @@ def test_combination_rules_script_combines_as_documented():
     """benchmarks/combination_rules.py: the sum rule is the log of the mean probability, the
     uniform corrections remove a carrier's prior, the max rule takes the most confident component
     per product, and the fitted gate is at least as likely as equal weights on its own sets."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "combination_rules.py"
-    spec = importlib.util.spec_from_file_location("combination_rules", path)
-    rules = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rules)
+    rules = _benchmark("combination_rules")
     rng = np.random.default_rng(0)
     a, b = (log_softmax(rng.normal(scale=3, size=(50, 6))) for _ in range(2))
     pi = np.log(np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05]))
