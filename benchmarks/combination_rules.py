@@ -9,6 +9,10 @@ platforms; never a test row):
 
 - ``product``, ``product-once``, ``product-uniform``: the sum of log-probabilities, with the label
   prior as it is, counted once, or removed (:class:`prodcat.models.decision.Combiner`);
+- ``product-em``: ``product-uniform`` times the label distribution of the held-out set itself,
+  estimated from its unlabelled scores by EM (Saerens et al., 2002: prior shift). It is
+  transductive: it reads the set's inputs, never its labels, as a bulk run over a new
+  platform's catalogue could;
 - ``sum``, ``sum-uniform``: the mean of the probabilities (Kittler et al., 1998, "On combining
   classifiers": the sum rule, less sensitive to one component's confident error), without and
   with the prior removed from each logistic regression first;
@@ -35,14 +39,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-RULES = ["product", "product-once", "product-uniform", "sum", "sum-uniform", "max-rule",
-         "entropy-weighted"]
+RULES = ["product", "product-once", "product-uniform", "product-em", "sum", "sum-uniform",
+         "max-rule", "entropy-weighted"]
+
+
+def em_log_prior(log_lik: np.ndarray, iterations: int = 200, tol: float = 1e-8) -> np.ndarray:
+    """The label distribution ``log pi [C]`` of an unlabelled set that maximises its likelihood,
+    by EM (Saerens, Latinne & Decaestecker, 2002, "Adjusting the outputs of a classifier to new a
+    priori probabilities"): ``log_lik [B, C]`` holds prior-free scores ``log p(x | leaf)`` up to a
+    per-row constant; E step ``p(leaf | x) ~ p(x | leaf) pi(leaf)``, M step ``pi = mean_x
+    p(leaf | x)``. Reads no label."""
+    from scipy.special import logsumexp
+
+    log_pi = np.full(log_lik.shape[1], -np.log(log_lik.shape[1]))
+    for _ in range(iterations):
+        post = log_lik + log_pi
+        post = post - logsumexp(post, axis=1, keepdims=True)
+        new = logsumexp(post, axis=0) - np.log(len(log_lik))
+        if np.abs(np.exp(new) - np.exp(log_pi)).max() < tol:
+            return new
+        log_pi = new
+    return log_pi
 
 
 def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, float],
@@ -68,6 +92,9 @@ def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, flo
     if rule in ("product", "product-once", "product-uniform"):           # the default's Combiner
         prior = rule.partition("-")[2] or "none"
         return stack.sum(0) - prior_coefficient({n: 1.0 for n in names}, prior, carriers) * log_prior
+    if rule == "product-em":                                             # the prior of the set itself
+        flat = stack.sum(0) - prior_coefficient({n: 1.0 for n in names}, "uniform", carriers) * log_prior
+        return flat + em_log_prior(flat)
     if rule == "sum":
         return logsumexp(stack, axis=0)
     if rule == "sum-uniform":
@@ -116,14 +143,16 @@ def fit_gate(sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return minimize(loss, start.ravel(), method="L-BFGS-B", options={"maxiter": 200}).x.reshape(k, 3)
 
 
-def fold_table(table, evaluate, fold, seed: int) -> dict:
-    """hF per rule and held-out set of one fold's default model (``table``: every product's
-    features; ``evaluate``: the evaluate config; only the fold's training platforms are read)."""
-    from prodcat.core.metrics import hierarchical_counts, prf_from_counts
+def heldout_logprobs(table, evaluate, fold, seed: int) -> dict:
+    """One fold's held-out sets as the default's components score them (``table``: every
+    product's features; ``evaluate``: the evaluate config; only the fold's training platforms are
+    read): ``{"fold", "chosen", "carriers", "leaves", "taxonomy" (the fold's), "sets": [{"name",
+    "nodes" [B], "target" [B],
+    "log_prior" [C], "log_probs": {component: [B, C]}}]}``."""
     from prodcat.evaluate.folds import prepare_fold
     from prodcat.evaluate.grid import cell_config
     from prodcat.models.components import log_softmax
-    from prodcat.models.decision import TreeDecoder, label_log_prior
+    from prodcat.models.decision import label_log_prior
     from prodcat.train.decision import Fitter, choose, component_specs, heldout_sets, prior_carriers
     from prodcat.train.features import select_train_rows
     from prodcat.train.labels import label_embeddings
@@ -139,34 +168,48 @@ def fold_table(table, evaluate, fold, seed: int) -> dict:
     specs = component_specs(cfg)
     sets = heldout_sets(rows, train, cfg.model.decision, cfg.data.val_split, seed, list(rows.features))
     choice = choose(fitter, specs, sets, train.column("node"))
-    carriers = prior_carriers(specs, choice.temperatures)
-    decoder, index = TreeDecoder(rows.taxonomy), {int(n): i for i, n in enumerate(fitter.leaves)}
-    names = [s.name for s in specs]
-    data = []
+    index = {int(n): i for i, n in enumerate(fitter.leaves)}
+    out = {"fold": fold.name, "chosen": {k: choice.chosen[k] for k in ("candidate", "decoding", "prior")},
+           "carriers": prior_carriers(specs, choice.temperatures),
+           "leaves": np.asarray(fitter.leaves), "taxonomy": rows.taxonomy, "sets": []}
     for h in sets:
-        log_probs = {s.name: log_softmax(fitter.heldout_scores(s, choice.settings[s.name], h),
-                                         choice.temperatures[s.name]) for s in specs}
-        target = np.asarray([index[int(n)] for n in h.rows.column("node")])
-        data.append((h, log_probs, target, label_log_prior(fitter.leaves, h.fit.column("node"))))
+        nodes = np.asarray(h.rows.column("node"), np.int64)
+        out["sets"].append({
+            "name": h.name, "nodes": nodes, "target": np.asarray([index[int(n)] for n in nodes]),
+            "log_prior": label_log_prior(fitter.leaves, h.fit.column("node")),
+            "log_probs": {s.name: log_softmax(fitter.heldout_scores(s, choice.settings[s.name], h),
+                                              choice.temperatures[s.name]) for s in specs}})
+    return out
 
-    def hf(scores: np.ndarray, h) -> float:
+
+def fold_table(data: dict) -> dict:
+    """hF per rule and held-out set of one fold (``data``: :func:`heldout_logprobs`)."""
+    from prodcat.core.metrics import hierarchical_counts, prf_from_counts
+    from prodcat.models.decision import TreeDecoder
+
+    taxonomy = data["taxonomy"]
+    decoder = TreeDecoder(taxonomy)
+    carriers, sets = data["carriers"], data["sets"]
+    names = list(sets[0]["log_probs"])
+
+    def hf(scores: np.ndarray, h: dict) -> float:
         classes = decoder.decode(scores, "best_path")
-        return float(prf_from_counts(*hierarchical_counts(rows.taxonomy, h.rows.column("node"),
-                                                          classes).sum(axis=0))["hF"])
+        return float(prf_from_counts(*hierarchical_counts(taxonomy, h["nodes"], classes).sum(axis=0))["hF"])
 
-    out = {"fold": fold.name, "sets": {h.name: len(h.rows) for h in sets},
-           "chosen": {k: choice.chosen[k] for k in ("candidate", "decoding", "prior")}, "hF": {}}
+    out = {"fold": data["fold"], "sets": {h["name"]: len(h["nodes"]) for h in sets},
+           "chosen": data["chosen"], "hF": {}}
     for rule in RULES:
-        out["hF"][rule] = {h.name: hf(combine(rule, lp, carriers, pi), h) for h, lp, _, pi in data}
-    if len(data) >= 2:                           # cross-fitted: each set by the others' gate
+        out["hF"][rule] = {h["name"]: hf(combine(rule, h["log_probs"], carriers, h["log_prior"]), h)
+                           for h in sets}
+    if len(sets) >= 2:                           # cross-fitted: each set by the others' gate
         out["hF"]["gated"] = {}
-        for j, (h, lp, _, _) in enumerate(data):
-            theta = fit_gate([(np.stack([o[1][n] for n in names]), o[2])
-                              for i, o in enumerate(data) if i != j])
-            stack = np.stack([lp[n] for n in names])
-            out["hF"]["gated"][h.name] = hf((gate_weights(theta, stack)[:, :, None] * stack).sum(0), h)
+        for j, h in enumerate(sets):
+            theta = fit_gate([(np.stack([o["log_probs"][n] for n in names]), o["target"])
+                              for i, o in enumerate(sets) if i != j])
+            stack = np.stack([h["log_probs"][n] for n in names])
+            out["hF"]["gated"][h["name"]] = hf((gate_weights(theta, stack)[:, :, None] * stack).sum(0), h)
     for n in names:
-        out["hF"][f"{n} alone"] = {h.name: hf(lp[n], h) for h, lp, _, _ in data}
+        out["hF"][f"{n} alone"] = {h["name"]: hf(h["log_probs"][n], h) for h in sets}
     return out
 
 
@@ -199,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the training subsample's seed (default 0)")
     parser.add_argument("--folds", nargs="+", help="fold names (default: in_platform and every lopo_*)")
     parser.add_argument("--out", required=True, help="folder for combination_rules.{json,md}")
+    parser.add_argument("--cache", help="folder for each fold's held-out log-probabilities (pickle; "
+                        "read when there, written when not: a rerun then skips the fitting)")
     args = parser.parse_args(argv)
     evaluate = EvaluateConfig.model_validate({**yaml.safe_load(open(args.config)),
                                               "protocols": ["in_platform", "lopo"]})
@@ -212,7 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for fold in folds:
         start = time.perf_counter()
-        results.append(fold_table(table, evaluate, fold, args.seed))
+        cached = Path(args.cache) / f"{fold.name}-seed{args.seed}.pkl" if args.cache else None
+        if cached and cached.exists():
+            fold_data = pickle.loads(cached.read_bytes())
+        else:
+            fold_data = heldout_logprobs(table, evaluate, fold, args.seed)
+            if cached:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_bytes(pickle.dumps(fold_data))
+        results.append(fold_table(fold_data))
         print(f"{fold.name}: {time.perf_counter() - start:.0f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

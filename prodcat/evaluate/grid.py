@@ -100,7 +100,11 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     result = train(cfg, table=table, progress=None, save_model=keep)
     loaded = result.model if result.model is not None else load_checkpoint(result.checkpoint)
     audit.read(f"test:{fold.name}", test.column("product_id"))
-    pred = loaded.predict(*model_inputs(loaded, test))
+    inputs = model_inputs(loaded, test)
+    if result.model is not None and loaded.combiner.prior == "adapt":
+        # transductive: the test products' label distribution, estimated from their inputs (EM)
+        loaded = loaded.adapt(*inputs)
+    pred = loaded.predict(*inputs)
     metrics, counts = score_model(table.taxonomy, test, pred["classes"])
     row = {"fold": fold.name, "protocol": fold.protocol, "model": cell["name"], "kind": cell["kind"],
            "seed": seed, **{k: cell[k] for k in ("fusion", "masking", "modality")}, **metrics,
@@ -111,7 +115,7 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
            "train_rows": result.data.get("train_rows")}
     if result.model is not None:          # decision-level fusion: what it chose, on what
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
-                           "prior": loaded.combiner.prior,
+                           "prior": loaded.combiner.prior, "adapted_on": loaded.combiner.adapted_on,
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),

@@ -57,11 +57,13 @@ class DecisionSettings(StrictModel):
         "choose from on held-out products: greedy (the child with the most subtree probability, "
         "level by level), best_path (the most probable leaf), expected_hf (the leaf with the highest "
         "expected hF under the combined probabilities; prodcat.models.decision)")
-    priors: list[Literal["none", "once", "uniform"]] = Field(
+    priors: list[Literal["none", "once", "uniform", "adapt"]] = Field(
         ["none"], min_length=1, description="how the combination counts the training label prior, "
         "chosen on held-out products like the decoding: none (once per logistic-regression "
         "component), once (as one component: the product of experts), uniform (not at all: a new "
-        "shop's label distribution is unknown); prodcat.models.decision.Combiner")
+        "shop's label distribution is unknown), adapt (the target platform's label distribution, "
+        "estimated by EM from its unlabelled products: each held-out set from itself, a test fold "
+        "from its test products, a deployment by `prodcat adapt`); prodcat.models.decision.Combiner")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
         "cross_platform: each training platform predicted by components fitted on the others "

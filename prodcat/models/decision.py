@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -143,7 +143,7 @@ class TreeDecoder:
 
 
 #: how the combination counts the training label prior (``DecisionSettings.priors``)
-PRIORS = ("none", "once", "uniform")
+PRIORS = ("none", "once", "uniform", "adapt")
 
 
 def label_log_prior(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -168,10 +168,42 @@ def label_log_prior(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return out
 
 
+def em_label_prior(log_lik: np.ndarray, iterations: int = 500, tol: float = 1e-7) -> np.ndarray:
+    """The label distribution ``log pi`` ``[C]`` of a set of unlabelled products that maximises
+    their likelihood, by EM (Saerens, Latinne & Decaestecker, 2002, "Adjusting the outputs of a
+    classifier to new a priori probabilities: a simple procedure"; the prior-shift estimate that
+    Alexandari et al., 2020, find hard to beat with calibrated classifiers).
+
+    ``log_lik [B, C]`` holds prior-free scores ``log p(x | leaf)`` up to a per-product constant
+    (a :class:`Combiner` with the prior removed). E step: ``p(leaf | x) ~ p(x | leaf) pi(leaf)``;
+    M step: ``pi = mean_x p(leaf | x)``; from the uniform distribution until no entry moves by
+    more than ``tol`` (probability) or after ``iterations`` steps. A leaf no product points to
+    ends near probability 0 (``log pi`` very negative, finite). Reads no label.
+
+    Raises:
+        ValueError: when ``log_lik`` is not ``[B, C]`` with B >= 1.
+    """
+    from scipy.special import logsumexp
+
+    log_lik = np.asarray(log_lik, np.float64)
+    if log_lik.ndim != 2 or not len(log_lik):
+        raise ValueError(f"expected scores [B, C] of at least one product, got shape {list(log_lik.shape)}")
+    log_pi = np.full(log_lik.shape[1], -np.log(log_lik.shape[1]))
+    for _ in range(iterations):
+        post = log_lik + log_pi
+        post -= logsumexp(post, axis=1, keepdims=True)
+        new = np.maximum(logsumexp(post, axis=0) - np.log(len(log_lik)), -700.0)
+        moved = np.abs(np.exp(new) - np.exp(log_pi)).max()
+        log_pi = new
+        if moved < tol:
+            break
+    return log_pi
+
+
 def prior_coefficient(weights: dict[str, float], prior: str, carriers: dict[str, float]) -> float:
     """The multiple of ``log pi`` a :class:`Combiner` subtracts: ``sum_c w_c s_c`` less their
-    mean for ``once``, all of it for ``uniform``; 0 for ``none`` or when no weighted component
-    carries the prior (``carriers``: ``{name: s_c}``)."""
+    mean for ``once``, all of it for ``uniform`` and ``adapt``; 0 for ``none`` or when no weighted
+    component carries the prior (``carriers``: ``{name: s_c}``)."""
     carried = [w * carriers[k] for k, w in weights.items() if w > 0 and k in carriers]
     if prior == "none" or not carried:
         return 0.0
@@ -189,18 +221,24 @@ class Combiner:
     ``(sum_c w_c s_c - mean_c w_c s_c) log pi`` so the prior counts once, at one component's
     share (the product of experts under conditional independence: Kittler et al., 1998, "On
     combining classifiers"); ``uniform`` subtracts ``sum_c w_c s_c log pi``: no prior at all (a
-    new shop's label distribution is unknown: prior shift, Saerens et al., 2002). Which correction
-    helps is chosen on held-out products (:mod:`prodcat.train.decision`); which components carry
-    the prior: :func:`prodcat.train.decision.prior_carriers`.
+    new shop's label distribution is unknown: prior shift, Saerens et al., 2002); ``adapt`` removes
+    it as ``uniform`` does and adds the *target platform's* label distribution, estimated by EM
+    from that platform's unlabelled products (:func:`em_label_prior`, :meth:`adapt`): until
+    :meth:`adapt` has run it combines as ``uniform``. Which correction helps is chosen on held-out
+    products (:mod:`prodcat.train.decision`; there each held-out set is adapted to itself); which
+    components carry the prior: :func:`prodcat.train.decision.prior_carriers`.
 
     Attributes:
         weights: ``{component name: w >= 0}``; a component with weight 0 is not read.
         decoding: ``greedy``, ``best_path`` or ``expected_hf`` (see the module docstring).
-        prior: ``none``, ``once`` or ``uniform``.
+        prior: ``none``, ``once``, ``uniform`` or ``adapt``.
         log_prior: ``[C]`` the label distribution the components were fitted on
             (:func:`label_log_prior`); needed unless ``prior`` is ``none``.
         carriers: ``{component name: s_c}``, the components that carry the prior and the share
             of ``log pi`` their log-probabilities hold (``1 / T_c``).
+        target_log_prior: ``[C]`` the target platform's estimated label distribution (``adapt``
+            only; None until :meth:`adapt`).
+        adapted_on: how many unlabelled products ``target_log_prior`` was estimated from.
     """
 
     weights: dict[str, float]
@@ -208,12 +246,16 @@ class Combiner:
     prior: str = "none"
     log_prior: np.ndarray | None = None
     carriers: dict[str, float] = field(default_factory=dict)
+    target_log_prior: np.ndarray | None = None
+    adapted_on: int = 0
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
             raise ValueError(f"unknown prior correction {self.prior!r}; choose one of: {', '.join(PRIORS)}")
         if self.prior != "none" and self.log_prior is None:
             raise ValueError(f"prior correction {self.prior!r} needs the label distribution (log_prior)")
+        if self.target_log_prior is not None and self.prior != "adapt":
+            raise ValueError(f"a target label distribution needs prior 'adapt', not {self.prior!r}")
 
     def prior_coefficient(self) -> float:
         """What is subtracted times ``log pi`` (:func:`prior_coefficient`)."""
@@ -239,13 +281,33 @@ class Combiner:
                 raise ValueError(f"the label distribution has {len(self.log_prior)} entries, the "
                                  f"components {z.shape[1]} leaves")
             z = z - coefficient * np.asarray(self.log_prior, np.float64)
+        if self.target_log_prior is not None:
+            if len(self.target_log_prior) != z.shape[1]:
+                raise ValueError(f"the target label distribution has {len(self.target_log_prior)} "
+                                 f"entries, the components {z.shape[1]} leaves")
+            z = z + np.asarray(self.target_log_prior, np.float64)
         z = z - z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
+    def adapt(self, log_probs: dict[str, np.ndarray]) -> Combiner:
+        """A copy whose target label distribution is estimated (:func:`em_label_prior`) from the
+        components' log-probabilities ``{name: [B, C]}`` of B unlabelled products of the target
+        platform; it replaces any earlier estimate.
+
+        Raises:
+            ValueError: when ``prior`` is not ``adapt``, or there is no product.
+        """
+        if self.prior != "adapt":
+            raise ValueError(f"only a combiner with prior 'adapt' adapts, this one has {self.prior!r}")
+        flat = replace(self, target_log_prior=None, adapted_on=0).combine(log_probs)
+        return replace(self, target_log_prior=em_label_prior(flat).astype(np.float32),
+                       adapted_on=int(len(flat)))
+
     def record(self) -> dict:
-        """What the checkpoint's JSON keeps (``log_prior`` goes with the weights' tensors)."""
+        """What the checkpoint's JSON keeps (``log_prior`` and ``target_log_prior`` go with the
+        weights' tensors)."""
         return {"weights": self.weights, "decoding": self.decoding, "prior": self.prior,
-                "carriers": dict(self.carriers)}
+                "carriers": dict(self.carriers), "adapted_on": self.adapted_on}
 
 
 @dataclass
@@ -315,6 +377,24 @@ class DecisionModel:
         self._check(features)
         return self.combiner.combine(self.component_log_probs(features, present))
 
+    def adapt(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None) -> DecisionModel:
+        """A copy adapted to the label distribution of the B unlabelled products ``features``
+        (``{feature: [B, D_f]}``, the target platform's catalogue): :meth:`Combiner.adapt`. Only for
+        ``prior: adapt``; the copy predicts every product with that one estimate, whatever batch
+        it comes in. ``save`` keeps the estimate (``combiner.target_log_prior``).
+
+        Raises:
+            ValueError: the combiner's prior is not ``adapt``, no product, or a wrong shape;
+                KeyError: a needed feature is missing.
+        """
+        if self.combiner.prior != "adapt":
+            raise ValueError(f"this model's combination uses prior {self.combiner.prior!r}; only "
+                             "a model trained with prior 'adapt' chosen adapts to a platform")
+        if not self._check(features):
+            raise ValueError("no product to adapt to")
+        combiner = self.combiner.adapt(self.component_log_probs(features, present))
+        return replace(self, combiner=combiner, version="", uri="")
+
     def serving_logits(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
                        batch_size: int = 4096) -> tuple[list[np.ndarray], np.ndarray]:
         """``(logits, classes)``: per level ``[B, C_l]`` float32 (log subtree probabilities masked
@@ -381,6 +461,8 @@ class DecisionModel:
         tensors["leaves"] = self.decoder.leaves
         if self.combiner.log_prior is not None:
             tensors["combiner.log_prior"] = np.asarray(self.combiner.log_prior, np.float32)
+        if self.combiner.target_log_prior is not None:
+            tensors["combiner.target_log_prior"] = np.asarray(self.combiner.target_log_prior, np.float32)
         weights = save(tensors)
         features = {f: {"dim": int(d), **self.encoders.get(f, {})} for f, d in self.input_dims.items()}
         cfg = {"format": FORMAT, "train": self.train_config, "model": self.model_config.model_dump(mode="json"),
@@ -425,6 +507,7 @@ def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> Dec
         raise UnreadableFile(storage.join(uri, COMPONENTS), f"{type(err).__name__}: {err}") from None
     leaves = tensors.pop("leaves")
     log_prior = tensors.pop("combiner.log_prior", None)      # absent before stop 37: prior none
+    target = tensors.pop("combiner.target_log_prior", None)  # only once adapted (prior adapt)
     components = []
     for record in cfg["components"]:
         prefix = record["name"] + "."
@@ -439,7 +522,8 @@ def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> Dec
     encoders = {f: {k: v for k, v in info.items() if k != "dim"} for f, info in cfg["features"].items()
                 if f != LEXICAL}
     return DecisionModel(
-        components=components, combiner=Combiner(**cfg["combiner"], log_prior=log_prior), taxonomy=taxonomy,
+        components=components, combiner=Combiner(**cfg["combiner"], log_prior=log_prior, target_log_prior=target),
+        taxonomy=taxonomy,
         model_config=ModelConfig.model_validate(cfg["model"]), input_dims=cfg["input_dims"],
         encoders=encoders, train_config=cfg.get("train", {}),
         calibration=read_json(uri, CALIBRATION, DEFAULT_CALIBRATION), metrics=read_json(uri, METRICS, {}),

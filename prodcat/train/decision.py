@@ -14,7 +14,8 @@ to ``data.max_train_products``), :func:`train_decision`:
    weights (maximum held-out log-likelihood of the combination, ``w >= 0``, scipy's L-BFGS-B);
 4. keeps, of the fitted weights, equal weights and every component alone, each with every label
    prior correction in ``priors`` (:class:`prodcat.models.decision.Combiner`; the prior of each
-   held-out set's fit rows) and every decoding in ``decodings``, by ``choice``: ``paired`` (the
+   held-out set's fit rows; ``adapt`` estimates each set's own label distribution from its
+   unlabelled scores, as a test fold or a new platform is adapted to later) and every decoding in ``decodings``, by ``choice``: ``paired`` (the
    default) equal weights unless another candidate beats them on the held-out products by a real
    difference (paired bootstrap over near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
@@ -24,7 +25,9 @@ to ``data.max_train_products``), :func:`train_decision`:
    S (the serving logits, :mod:`prodcat.train.calibration`) and writes the checkpoint.
 
 Nothing else is read: in a leave-one-platform-out fold (``data.platforms`` = the other platforms)
-no product of the held-out platform is read before its test. Each step reports the products it
+no product of the held-out platform is read before its test. (With ``adapt`` chosen, the
+evaluation adapts the trained model to the test products' inputs, never their labels, before
+predicting them: :func:`prodcat.evaluate.grid.run_model`.) Each step reports the products it
 reads to :mod:`prodcat.core.audit`, which the evaluation's tests check.
 
 Letters: B products, C label leaves, K components.
@@ -426,14 +429,21 @@ def prior_carriers(specs: list[ComponentSpec], temperatures: dict[str, float]) -
 def distinct_priors(weights: dict[str, float], priors: list[str], carriers: dict[str, float]) -> list[str]:
     """The prior corrections of ``priors`` that change the combination of ``weights``: one
     carrier alone counts the prior once already (``once`` = ``none``), and with no carrier nothing
-    changes, so those repeats are not scored twice. The first of ``priors`` is always kept."""
+    changes, so those repeats are not scored twice (``adapt`` also adds the set's estimated label
+    distribution, so it is never a repeat). The first of ``priors`` is always kept."""
     kept, seen = [], set()
-    for prior in priors:
-        coefficient = prior_coefficient(weights, prior, carriers)
-        if round(coefficient, 9) not in seen:
+    for prior in priors:                              # adapt adds an estimate: never a repeat
+        key = (prior == "adapt", round(prior_coefficient(weights, prior, carriers), 9))
+        if key not in seen:
             kept.append(prior)
-            seen.add(round(coefficient, 9))
+            seen.add(key)
     return kept
+
+
+def adapted(combiner: Combiner, log_probs: dict[str, np.ndarray]) -> Combiner:
+    """``combiner`` adapted to the held-out set ``log_probs`` itself when its prior is ``adapt``
+    (the set's labels are not read: :meth:`prodcat.models.decision.Combiner.adapt`)."""
+    return combiner.adapt(log_probs) if combiner.prior == "adapt" else combiner
 
 
 def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, rule: str,
@@ -535,7 +545,7 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
         crossfitted = label == "fitted" and crossfit is not None
         per_set_weights = crossfit if crossfitted else [weights] * len(sets)
         for prior in distinct_priors(weights, d.priors, carriers):
-            combined = [Combiner(w, d.decodings[0], prior, pi, carriers).combine(lp)
+            combined = [adapted(Combiner(w, d.decodings[0], prior, pi, carriers), lp).combine(lp)
                         for w, pi, lp in zip(per_set_weights, set_priors, log_probs)]
             for decoding in d.decodings:
                 per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))

@@ -314,6 +314,68 @@ def test_the_prior_correction_travels_with_the_checkpoint(tmp_path):
     assert (old.predict(feats)["classes"] == before).all()
 
 
+def test_em_label_prior_recovers_a_shifted_label_distribution():
+    """Saerens et al. (2002): products drawn from known class-conditional densities under a
+    skewed label distribution; EM on the prior-free log-likelihoods (no label read) recovers that
+    distribution, and the adapted posterior classifies better than the uniform one."""
+    from prodcat.models.decision import em_label_prior
+
+    rng = np.random.default_rng(0)
+    c, n = len(LEAVES), 6000
+    target = rng.dirichlet(np.full(c, 0.4))
+    means = rng.normal(scale=2.5, size=(c, 2))
+    y = rng.choice(c, n, p=target)
+    x = means[y] + rng.normal(size=(n, 2))
+    log_lik = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(2)        # [B, C], up to a constant
+    estimate = np.exp(em_label_prior(log_lik))
+    assert estimate.sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.abs(estimate - np.bincount(y, minlength=c) / n).max() < 0.03   # the MLE: overlap, not EM
+    uniform_acc = (log_lik.argmax(1) == y).mean()
+    adapted_acc = ((log_lik + np.log(estimate)).argmax(1) == y).mean()
+    assert adapted_acc > uniform_acc
+    assert np.isfinite(em_label_prior(np.zeros((1, c)))).all()         # one product: still a distribution
+    with pytest.raises(ValueError, match="at least one product"):
+        em_label_prior(np.zeros((0, c)))
+
+
+def test_adapt_estimates_the_target_platforms_labels_and_travels_with_the_checkpoint(tmp_path):
+    """``prior: adapt`` combines as ``uniform`` until adapted; adapting adds the EM estimate of
+    the given products' label distribution; predictions then do not depend on the batch; the
+    estimate is saved with the checkpoint; the other corrections refuse to adapt."""
+    from prodcat.models.decision import em_label_prior
+
+    model, feats = _model()
+    skew = label_log_prior(LEAVES, np.array([LEAVES[0]] * 9 + [LEAVES[1]]))
+    carriers = {"text": 1.0}
+    model.combiner = Combiner({"text": 1.0, "lexical": 0.5}, "best_path", "adapt", skew, carriers)
+    uniform = Combiner({"text": 1.0, "lexical": 0.5}, "best_path", "uniform", skew, carriers)
+    log_probs = model.component_log_probs(feats)
+    assert np.allclose(model.leaf_log_probs(feats), uniform.combine(log_probs))
+    adapted = model.adapt(feats)
+    assert adapted.combiner.adapted_on == 30 and model.combiner.target_log_prior is None
+    flat = uniform.combine(log_probs)
+    assert np.allclose(adapted.combiner.target_log_prior, em_label_prior(flat), atol=1e-5)
+    assert np.allclose(adapted.leaf_log_probs(feats), log_softmax(flat + em_label_prior(flat)), atol=1e-5)
+    whole = adapted.predict(feats)["classes"]
+    halves = np.concatenate([adapted.predict({k: v[i:i + 15] for k, v in feats.items()})["classes"]
+                             for i in (0, 15)])
+    assert (whole == halves).all()
+    adapted.save(str(tmp_path / "m"))
+    loaded = load_decision(str(tmp_path / "m"))
+    assert loaded.combiner.prior == "adapt" and loaded.combiner.adapted_on == 30
+    assert np.allclose(loaded.combiner.target_log_prior, adapted.combiner.target_log_prior)
+    assert np.allclose(loaded.leaf_log_probs(feats), adapted.leaf_log_probs(feats), atol=1e-5)
+    with pytest.raises(ValueError, match="no product"):
+        model.adapt({k: v[:0] for k, v in feats.items()})
+    model.combiner = uniform
+    with pytest.raises(ValueError, match="only a model trained with prior 'adapt'"):
+        model.adapt(feats)
+    with pytest.raises(ValueError, match="needs prior 'adapt'"):
+        Combiner({"text": 1.0}, prior="uniform", log_prior=skew, target_log_prior=skew)
+    # adapt adds an estimate: it is scored even where the prior's coefficient repeats another
+    assert distinct_priors({"label": 1.0}, ["none", "once", "uniform", "adapt"], carriers) == ["none", "adapt"]
+
+
 class _Rows:
     """The columns of a held-out set that :func:`prodcat.train.decision.choose` reads."""
 
@@ -357,21 +419,24 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
 
     config = TrainConfig.model_validate({"model": {"fusion": "decision", "modalities": ["text", "image", "lexical"],
                                                    "label_prior": "none", "decision": {
-                                                       "priors": ["none", "once", "uniform"],
+                                                       "priors": ["none", "once", "uniform", "adapt"],
                                                        "decodings": ["best_path"], "choice": "max"}}})
     specs = [ComponentSpec("text", "linear", "text"), ComponentSpec("image", "linear", "image"),
              ComponentSpec("lexical", "lexical", "lexical")]
     final = np.array([LEAVES[1]] * 3 + [LEAVES[2]])
     choice = choose(Stub(config, TAX), specs, [heldout], final)
     equal = {c["prior"]: c["hF"] for c in choice.candidates if c["candidate"] == "equal"}
-    assert set(equal) == {"none", "once", "uniform"}
+    assert set(equal) == {"none", "once", "uniform", "adapt"}
     assert equal["uniform"] > equal["once"] > equal["none"]          # each prior counted hurts
-    assert choice.chosen["prior"] == "uniform" and choice.combiner.prior == "uniform"
+    assert equal["adapt"] >= equal["once"]       # the set's own (balanced) distribution, estimated
+    best = max(equal, key=equal.get)
+    assert choice.chosen["prior"] == best and choice.combiner.prior == best
+    assert choice.combiner.target_log_prior is None                  # adapted later, to its target
     assert choice.combiner.carriers == {k: pytest.approx(1 / choice.temperatures[k]) for k in ("text", "image")}
     assert np.allclose(choice.combiner.log_prior, label_log_prior(LEAVES, final))
     alone = [c for c in choice.candidates if c["candidate"] == "text alone"]
-    assert sorted(c["prior"] for c in alone) == ["none", "uniform"]   # once = none for one component
-    assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none"}
+    assert sorted(c["prior"] for c in alone) == ["adapt", "none", "uniform"]   # once = none for one
+    assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none", "adapt"}
 
 
 def _benchmark(name: str):
