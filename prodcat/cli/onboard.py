@@ -1,4 +1,5 @@
-"""Onboarding measured: each platform met as a new one, on the leave-one-platform-out folds.
+"""Onboarding: each platform met as a new one, measured on the leave-one-platform-out folds; a
+model adapted to a new platform's label distribution.
 
   prodcat onboard measure --products runs/sample/catalog/products.parquet \\
       --embeddings runs/sample/embeddings --evaluation runs/sample/eval --output runs/sample/onboard
@@ -12,6 +13,14 @@ top-3 agreement per category and by products, strict hF, agreement against a con
 threshold), and the fold's partial-path curve (abstention thresholds fitted on the training
 platforms' calibration split). Writes report.md, onboard.json, agreement.png, abstain_curve.png
 and lopo_<platform>/ (mapping.yaml, suggestions.parquet, review.html, comparison.json, model/).
+
+  prodcat onboard adapt --checkpoint runs/full/model --products new_shop/products.parquet \\
+      --embeddings new_shop/embeddings --output runs/full/model-new-shop
+
+A decision-level model that chose `prior: adapt` predicts with no label prior until it is adapted:
+`adapt` estimates the new platform's label distribution by EM from its unlabelled products (their
+vectors from `prodcat embed` with the checkpoint's encoders; fingerprints checked) and writes an
+adapted copy of the checkpoint (with adapt.md / adapt.json) that serve, score and cascade fit load.
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ import json
 
 from prodcat.core.config import load_config
 
-HELP = "measure mapping suggestions and partial paths with each platform held out (LOPO)"
+HELP = ("measure mapping suggestions and partial paths with each platform held out (LOPO); adapt a "
+        "model to a new platform's label distribution")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +52,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     measure.add_argument("--output", help="output folder")
     measure.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                          help="override any MeasureConfig field")
+    adapt = sub.add_parser("adapt", help="a checkpoint adapted to a new platform's label "
+                           "distribution, estimated from its unlabelled products (EM)",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    adapt.add_argument("--checkpoint", required=True, help="a decision-level checkpoint that chose "
+                       "prior 'adapt' (local or s3://)")
+    adapt.add_argument("--products", required=True, help="the new platform's product table (no "
+                       "category needed)")
+    adapt.add_argument("--embeddings", required=True, help="their embedding store (prodcat embed, "
+                       "the checkpoint's encoders)")
+    adapt.add_argument("--platform", help="only the products of this platform (default: all)")
+    adapt.add_argument("--skip-unreadable", action="store_true", help="leave out store parts that "
+                       "cannot be read (counted) instead of stopping")
+    adapt.add_argument("--output", required=True, help="folder for the adapted checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "adapt":
+        from prodcat.onboard.adapt import adapt_checkpoint
+
+        summary = adapt_checkpoint(args.checkpoint, args.products, args.embeddings, args.output,
+                                   args.platform, args.skip_unreadable, log=print)
+        top = summary["top"][0]
+        print(f"largest estimated category: {top['path']} ({top['share']:.1%}; training "
+              f"{top['training_share']:.1%})")
+        return 0
     from prodcat.onboard.config import MeasureConfig
     from prodcat.onboard.measure import measure
 

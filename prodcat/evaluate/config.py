@@ -42,12 +42,14 @@ class EvaluateConfig(StrictModel):
         "validation protocols for choosing a model (in_platform_val, transfer_val: every ordered "
         "pair of platforms, for the nested leave-one-platform-out score)")
     lopo_platforms: list[str] | None = Field(None, description="held-out platforms; None: every fold")
-    references: list[Literal["tfidf", "logreg", "tfidf+logreg-text"]] = Field(
+    references: list[Literal["tfidf", "logreg", "tfidf+logreg-text", "tfidf-adapt"]] = Field(
         ["tfidf", "logreg", "tfidf+logreg-text"], description="reference rows on the same folds "
         "(prodcat.evaluate.references): tfidf: TF-IDF + linear SVM over the leaves, its n-grams and C "
         "chosen on held-out products of the training platforms (the baseline every model is compared "
         "with); logreg: a flat logistic regression on each frozen embedding the models read; "
-        "tfidf+logreg-text: the sum of those two's calibrated log-probabilities, equal weights")
+        "tfidf+logreg-text: the sum of those two's calibrated log-probabilities, equal weights; "
+        "tfidf-adapt: tfidf with the test products' label distribution estimated by EM (prior adapt), "
+        "the baseline given the same adaptation as a model that chose it")
     reference_lexical_grid: list[dict[str, Any]] = Field(
         default_factory=lambda: [dict(g) for g in REFERENCE_LEXICAL_GRID],
         description="the tuned baseline's choices (LexicalConfig overrides of train.lexical)")

@@ -11,6 +11,10 @@ it is tuned as well as the model it is compared with:
   evaluated models read (``text``, ``image``, ...).
 - ``tfidf+logreg-text``: the sum of the calibrated log-probabilities of those two (equal weights;
   each one's temperature fitted on held-out products).
+- ``tfidf-adapt``: ``tfidf`` with ``prior: adapt`` always (not chosen): the test products' label
+  distribution estimated by EM from their unlabelled scores
+  (:func:`prodcat.models.decision.em_label_prior`), the adaptation a model that chooses ``adapt``
+  gets, given to the baseline too.
 
 All three output the most probable leaf with its ancestors (flat: always a valid path).
 """
@@ -24,6 +28,7 @@ from prodcat.train.config import TrainConfig, apply_overrides
 
 TFIDF = "tfidf"
 SUM = "tfidf+logreg-text"
+TFIDF_ADAPT = "tfidf-adapt"
 
 
 def _common(grid: list[dict]) -> dict[str, Any]:
@@ -36,7 +41,7 @@ def _common(grid: list[dict]) -> dict[str, Any]:
 def reference_models(train: TrainConfig, models: dict[str, dict], kinds: list[str],
                      grid: list[dict]) -> dict[str, dict[str, Any]]:
     """``{name: TrainConfig overrides}`` of the reference rows ``kinds`` (``tfidf``, ``logreg``,
-    ``tfidf+logreg-text``), for the embedding features that ``train`` and ``models`` read."""
+    ``tfidf+logreg-text``, ``tfidf-adapt``), for the embedding features that ``train`` and ``models`` read."""
     features: list[str] = []
     for overrides in [{}, *models.values()]:
         for f in apply_overrides(train, overrides).model.modalities:
@@ -50,4 +55,6 @@ def reference_models(train: TrainConfig, models: dict[str, dict], kinds: list[st
         out.update({f"logreg-{f}": {**common, "model.modalities": [f]} for f in features})
     if "tfidf+logreg-text" in kinds and "text" in features:
         out[SUM] = {**common, "model.modalities": [LEXICAL, "text"]}
+    if TFIDF_ADAPT in kinds:
+        out[TFIDF_ADAPT] = {**common, "model.modalities": [LEXICAL], "model.decision.priors": ["adapt"]}
     return out

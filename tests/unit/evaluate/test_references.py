@@ -29,6 +29,10 @@ def test_reference_rows_follow_the_models_features():
         assert overrides["model.decision.lexical_grid"] == [{"analyzer": "word+char", "C": 0.5}]
     alone = reference_models(train, {}, ["logreg"], [])
     assert list(alone) == ["logreg-text"] and alone["logreg-text"]["model.modalities"] == ["text"]
+    adapted = reference_models(train, {}, ["tfidf", "tfidf-adapt"], [])
+    assert adapted["tfidf"]["model.decision.priors"] == ["none"]
+    assert adapted["tfidf-adapt"]["model.decision.priors"] == ["adapt"]     # always, not chosen
+    assert adapted["tfidf-adapt"]["model.modalities"] == ["lexical"]
 
 
 def test_product_texts_with_null_descriptions():

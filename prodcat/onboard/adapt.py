@@ -1,0 +1,135 @@
+"""A model adapted to a new platform's label distribution, estimated from its unlabelled catalogue.
+
+A decision-level fusion model trained with ``prior: adapt`` among its label-prior corrections
+(:class:`prodcat.models.decision.Combiner`) and which chose it on its held-out products predicts,
+as it is, with no label prior at all (``uniform``). :func:`adapt_checkpoint` reads the new
+platform's products (no category needed), their vectors from an embedding store made by the
+same encoders (fingerprints checked), estimates the platform's label distribution by EM
+(:func:`prodcat.models.decision.em_label_prior`; Saerens et al., 2002) and writes a copy of the
+checkpoint that holds it, which ``prodcat serve``, ``prodcat score`` and ``prodcat cascade fit``
+load like any checkpoint. Writes ``adapt.json`` and ``adapt.md`` (the estimated distribution's
+largest categories beside the training distribution) in the new checkpoint folder.
+
+Letters: B products, C label leaves, D_f dimension of feature f.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import numpy as np
+import pyarrow.compute as pc
+
+from prodcat.core import storage
+
+TOP = 15          # categories listed in adapt.md
+
+
+def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: str,
+                     platform: str | None = None, skip_unreadable: bool = False,
+                     log: Callable[[str], None] | None = None) -> dict:
+    """Adapt ``checkpoint`` to the label distribution of the products in ``products`` (those of
+    ``platform`` when given) and write the adapted checkpoint to ``output`` (local or ``s3://``).
+
+    Products without a vector for a feature in the store are scored without that component
+    (``present`` False); products with no stored vector at all are left out and counted.
+
+    Returns:
+        the summary written to ``adapt.json``: products read / used / without vectors, the
+        estimate's entropy (nats) and its largest categories with the training share beside.
+
+    Raises:
+        ValueError: the checkpoint is not a decision-level model whose combination chose
+            ``prior: adapt``; a store feature's encoder fingerprint differs from the checkpoint's;
+            no product (of ``platform``) has a stored vector.
+        FileNotFoundError: no checkpoint, product table or embedding store there.
+        KeyError: the store lacks a feature the model reads.
+    """
+    from prodcat.embed.store import feature_matrix, read_manifest, read_store
+    from prodcat.models.checkpoint import load_checkpoint
+    from prodcat.models.decision import DecisionModel
+    from prodcat.models.lexical import FEATURE as LEXICAL
+    from prodcat.models.lexical import product_text
+    from prodcat.score.features import checkpoint_fingerprints
+
+    say = log or (lambda _m: None)
+    model = load_checkpoint(checkpoint)
+    if not isinstance(model, DecisionModel) or model.combiner.prior != "adapt":
+        prior = model.combiner.prior if isinstance(model, DecisionModel) else "a neural model"
+        raise ValueError(f"{checkpoint}: only a decision-level model whose combination chose prior "
+                         f"'adapt' adapts to a platform (this one: {prior}); train it with "
+                         "model.decision.priors including adapt")
+    table = storage.read_table(products, columns=["product_id", "platform", "title", "description"])
+    read = table.num_rows
+    if platform is not None:
+        table = table.filter(pc.equal(table["platform"], platform))
+    stored = [f for f in model.features if f != LEXICAL]
+    fingerprints = checkpoint_fingerprints(checkpoint)
+    manifest = read_manifest(embeddings)
+    if manifest is None:
+        raise FileNotFoundError(f"no embedding store at {embeddings}")
+    for f in stored:                                  # before reading a vector
+        have = manifest.get("features", {}).get(f, {}).get("fingerprint", {}).get("key")
+        if f in fingerprints and have != fingerprints[f]:
+            raise ValueError(f"the store's {f} vectors come from encoder {have}, the checkpoint was "
+                             f"trained on {fingerprints[f]}: embed the catalogue with the checkpoint's "
+                             "encoders (prodcat embed)")
+    store, manifest = read_store(embeddings, ["product_id"] + [c for f in stored for c in (f"emb_{f}", f"status_{f}")],
+                                 skip_unreadable=skip_unreadable)
+    index = pc.index_in(table["product_id"], value_set=store["product_id"])
+    found = index.is_valid()
+    missing = int(len(table) - pc.sum(found).as_py()) if len(table) else 0
+    table, index = table.filter(found), index.filter(found)
+    if not len(table):
+        where = f" of platform {platform!r}" if platform else ""
+        raise ValueError(f"none of the products{where} in {products} has a vector in {embeddings}")
+    rows = store.take(index)
+    features, present = {}, {}
+    for f in stored:
+        features[f], present[f] = feature_matrix(rows, f)                   # [B, D_f], [B]
+    if LEXICAL in model.features:
+        texts = [product_text(a, b) for a, b in zip(table["title"].to_pylist(), table["description"].to_pylist())]
+        features[LEXICAL] = model.lexical.scores(texts)
+    say(f"[adapt] estimating the label distribution of {len(table):,} products"
+        f"{f' of {platform}' if platform else ''} ({missing:,} without vectors, left out)")
+    adapted = model.adapt(features, present)
+    adapted.save(output)
+    summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing)
+    storage.write_text(storage.join(output, "adapt.json"), json.dumps(summary, indent=2))
+    storage.write_text(storage.join(output, "adapt.md"), markdown(summary))
+    say(f"[adapt] wrote {output} (adapted on {len(table):,} products; report: adapt.md)")
+    return summary
+
+
+def _summary(model, checkpoint: str, products: str, platform: str | None, read: int, used: int,
+             missing: int) -> dict:
+    leaves = model.decoder.leaves
+    target = np.exp(np.asarray(model.combiner.target_log_prior, np.float64))
+    train = np.asarray(model.combiner.log_prior, np.float64)
+    train = np.where(train < 0, np.exp(train), 0.0)            # 0 marks unseen leaves
+    train = train / train.sum() if train.sum() > 0 else train
+    order = np.argsort(-target)[:TOP]
+    nonzero = target[target > 0]
+    return {"checkpoint": checkpoint, "products": products, "platform": platform,
+            "products_read": int(read), "products_used": int(used), "without_vectors": int(missing),
+            "entropy_nats": float(-(nonzero * np.log(nonzero)).sum()),
+            "training_entropy_nats": float(-(train[train > 0] * np.log(train[train > 0])).sum()),
+            "top": [{"category_id": int(model.taxonomy.ids[int(leaves[i])]),
+                     "path": model.taxonomy.path(int(leaves[i])), "share": float(target[i]),
+                     "training_share": float(train[i])} for i in order]}
+
+
+def markdown(summary: dict) -> str:
+    """``adapt.md``: what the estimate was made from, and its largest categories."""
+    where = f" of platform `{summary['platform']}`" if summary["platform"] else ""
+    lines = ["# Label distribution of the target platform", "",
+             f"Estimated by EM (Saerens et al., 2002) from {summary['products_used']:,} unlabelled "
+             f"products{where} in `{summary['products']}` ({summary['without_vectors']:,} without "
+             f"stored vectors, left out); the model: `{summary['checkpoint']}`. Entropy "
+             f"{summary['entropy_nats']:.2f} nats (the training distribution: "
+             f"{summary['training_entropy_nats']:.2f}).", "",
+             "| category | estimated share | training share |", "|---|---:|---:|"]
+    lines += [f"| {t['path']} | {t['share']:.3f} | {t['training_share']:.3f} |" for t in summary["top"]]
+    return "\n".join(lines) + "\n"
+

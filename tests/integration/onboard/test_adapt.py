@@ -1,0 +1,98 @@
+"""`prodcat onboard adapt`: a decision-level checkpoint that chose `prior: adapt`, adapted to the
+label distribution of one platform's unlabelled products (their categories removed), read from a
+real embedding store; the adapted copy loads and predicts like any checkpoint, and what cannot be
+adapted is refused with a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from prodcat.core.config import load_config
+    from prodcat.train.config import TrainConfig
+    from prodcat.train.trainer import train
+    from tests.fixtures.cascade import build_tiny_cascade
+
+    root = tmp_path_factory.mktemp("adapt")
+    cascade = build_tiny_cascade(root, kind="neural", steps=1)
+    checkpoints = {}
+    for priors in (["adapt"], ["none"]):
+        config = load_config(TrainConfig, None, [
+            f"data.products={cascade['products_uri']}", f"data.embeddings={cascade['embeddings']}",
+            f"output={root}/train-{priors[0]}", "model.fusion=decision", "model.modalities=[text, lexical]",
+            "model.label_prior=none", "lexical.min_df=1", "model.decision.lexical_grid=[]",
+            "model.decision.parallel=false", f"model.decision.priors={priors}"])
+        checkpoints[priors[0]] = train(config, progress=None).checkpoint
+    return cascade, checkpoints, root
+
+
+def test_onboard_adapt_writes_an_adapted_checkpoint_from_unlabelled_products(trained, tmp_path, capsys):
+    from prodcat.cli import main
+    from prodcat.models.checkpoint import load_checkpoint
+    from prodcat.models.decision import em_label_prior
+
+    cascade, checkpoints, _ = trained
+    products = cascade["products"]
+    platform = products["platform"][0].as_py()
+    unlabelled = products.drop_columns(["category_id"]).append_column(
+        "category_id", pa.nulls(products.num_rows, pa.int64()))
+    pq.write_table(unlabelled, tmp_path / "new.parquet")
+    out = tmp_path / "adapted"
+    assert main(["onboard", "adapt", "--checkpoint", checkpoints["adapt"], "--products",
+                 str(tmp_path / "new.parquet"), "--embeddings", cascade["embeddings"],
+                 "--platform", platform, "--output", str(out)]) == 0
+    assert "largest estimated category" in capsys.readouterr().out
+    n = int(pc.sum(pc.equal(products["platform"], platform)).as_py())
+    summary = json.loads((out / "adapt.json").read_text())
+    assert summary["products_used"] == n and summary["without_vectors"] == 0
+    assert "| category | estimated share | training share |" in (out / "adapt.md").read_text()
+    adapted, original = load_checkpoint(str(out)), load_checkpoint(checkpoints["adapt"])
+    assert adapted.combiner.adapted_on == n and original.combiner.target_log_prior is None
+    assert np.exp(adapted.combiner.target_log_prior).sum() == pytest.approx(1.0, abs=1e-4)
+    # the same estimate as adapting in memory to those products' features
+    rows = products.filter(pc.equal(products["platform"], platform))
+    from prodcat.embed.store import feature_matrix, read_store
+    from prodcat.models.lexical import product_text
+
+    store, _ = read_store(cascade["embeddings"], ["product_id", "emb_text", "status_text"])
+    taken = store.take(pc.index_in(rows["product_id"], value_set=store["product_id"]))
+    x, present = feature_matrix(taken, "text")
+    feats = {"text": x, "lexical": original.lexical.scores(
+        [product_text(a, b) for a, b in zip(rows["title"].to_pylist(), rows["description"].to_pylist())])}
+    flat = original.combiner.combine(original.component_log_probs(feats, {"text": present}))
+    assert np.allclose(adapted.combiner.target_log_prior, em_label_prior(flat), atol=1e-4)
+    pred = adapted.predict(feats, {"text": present})
+    assert len(pred["category_id"]) == n
+
+
+def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path):
+    from prodcat.embed.store import read_manifest
+    from prodcat.onboard.adapt import adapt_checkpoint
+
+    cascade, checkpoints, root = trained
+    with pytest.raises(ValueError, match="only a decision-level model whose combination chose prior 'adapt'"):
+        adapt_checkpoint(checkpoints["none"], cascade["products_uri"], cascade["embeddings"], str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="none of the products of platform 'nowhere'"):
+        adapt_checkpoint(checkpoints["adapt"], cascade["products_uri"], cascade["embeddings"],
+                         str(tmp_path / "b"), platform="nowhere")
+    # a store made by another encoder: refused, naming both fingerprints
+    import shutil
+
+    other = tmp_path / "other-store"
+    shutil.copytree(cascade["embeddings"], other)
+    manifest_file = other / "manifest.json"
+    manifest = read_manifest(str(other))
+    manifest["features"]["text"]["fingerprint"]["key"] = "another-encoder"
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="come from encoder another-encoder"):
+        adapt_checkpoint(checkpoints["adapt"], cascade["products_uri"], str(other), str(tmp_path / "c"))
