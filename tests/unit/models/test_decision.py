@@ -499,6 +499,11 @@ def test_combination_rules_script_combines_as_documented():
                             carriers, pi)
         assert np.array_equal(np.argmax(got, 1), np.argmax(expected, 1))
         assert np.allclose(got - got.max(1, keepdims=True), expected - expected.max(1, keepdims=True))
+    three = {"a": a, "b": b, "c": c}                                     # product-em: prior adapt
+    em = rules.combine("product-em", three, carriers, pi)
+    adapted = Combiner({"a": 1.0, "b": 1.0, "c": 1.0}, "best_path", "adapt", pi, carriers).adapt(three)
+    expected = adapted.combine(three)
+    assert np.allclose(em - em.max(1, keepdims=True), expected - expected.max(1, keepdims=True), atol=1e-5)
     # a gate: component 0 is right when it is confident, component 1 is noise
     target = rng.integers(0, 6, 400)
     good = np.where(rng.random(400)[:, None] < 0.5, 8.0 * np.eye(6)[target], rng.normal(size=(400, 6)))
