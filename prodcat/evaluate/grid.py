@@ -103,6 +103,7 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     inputs = model_inputs(loaded, test)
     if result.model is not None and loaded.combiner.prior == "adapt":
         # transductive: the test products' label distribution, estimated from their inputs (EM)
+        audit.read(f"adapt:{fold.name}", test.column("product_id"))
         loaded = loaded.adapt(*inputs)
     pred = loaded.predict(*inputs)
     metrics, counts = score_model(table.taxonomy, test, pred["classes"])

@@ -126,15 +126,23 @@ def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, 
     root, products, _ = catalogue
     platform = dict(zip(products["product_id"].to_pylist(), products["platform"].to_pylist()))
     split = dict(zip(products["product_id"].to_pylist(), products["split"].to_pylist()))
-    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + ["plots=false"])
+    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + [
+        "plots=false", "references=[tfidf, tfidf-adapt]"])
     with audit.recording() as reads:
-        evaluate(config)
-    fold, steps = None, {}
+        results = evaluate(config)
+    fold, steps, tests, adapted = None, {}, {}, {}
     for r in reads:
         if r.step.startswith("begin:"):
             fold = r.step.split(":", 1)[1]
-        elif not r.step.startswith("test:"):
+        elif r.step.startswith("test:"):
+            tests[fold] = set(r.product_ids)
+        elif r.step.startswith("adapt:"):     # prior adapt: the test products' inputs, at their test
+            adapted.setdefault(fold, []).append(set(r.product_ids))
+        else:
             steps.setdefault(fold, []).append(r)
+    assert set(adapted) == set(tests) and all(ids == tests[f] for f, reads_ in adapted.items() for ids in reads_)
+    rows = [r for r in results["results"] if r["model"] == "tfidf-adapt"]
+    assert rows and all(r["combiner"]["prior"] == "adapt" and r["combiner"]["adapted_on"] == r["n"] for r in rows)
     assert set(steps) == {"in_platform", "lopo_alpha", "lopo_beta", "lopo_gamma"}
     kinds = {r.step.split("@")[0].split(":")[0] for rs in steps.values() for r in rs}
     assert {"fit", "predict", "heldout", "calibrate", "early_stopping"} <= kinds
