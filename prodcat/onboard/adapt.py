@@ -61,6 +61,9 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
                          f"'adapt' adapts to a platform (this one: {prior}); train it with "
                          "model.decision.priors including adapt")
     table = storage.read_table(products, columns=["product_id", "platform", "title", "description"])
+    labels = storage.read_table(products, columns=["category_id"]) if _has_labels(products) else None
+    if labels is not None:
+        table = table.append_column("category_id", labels["category_id"])
     read = table.num_rows
     if platform is not None:
         table = table.filter(pc.equal(table["platform"], platform))
@@ -96,10 +99,53 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     adapted = model.adapt(features, present)
     adapted.save(output)
     summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing)
+    if "category_id" in table.column_names:       # read after the estimate, for the report only
+        summary.update(_against_labels(adapted, table["category_id"]))
     storage.write_text(storage.join(output, "adapt.json"), json.dumps(summary, indent=2))
     storage.write_text(storage.join(output, "adapt.md"), markdown(summary))
     say(f"[adapt] wrote {output} (adapted on {len(table):,} products; report: adapt.md)")
     return summary
+
+
+def _has_labels(products: str) -> bool:
+    """Whether the product table has a ``category_id`` column (the schema only)."""
+    import pyarrow.dataset as ds
+
+    fs, path = storage.filesystem(products)
+    return "category_id" in ds.dataset(path, filesystem=fs, format="parquet").schema.names
+
+
+def _against_labels(model, categories) -> dict:
+    """How far the estimate and the training distribution are from the products' own label
+    distribution, where they carry labels: total variation ``0.5 sum |p - q|`` in [0, 1] over
+    the model's leaves (products labelled outside them are counted apart); ``{}`` when none
+    carries a label."""
+    leaves = model.decoder.leaves
+    counts, outside = np.zeros(len(leaves)), 0
+    known = categories.drop_null()
+    if not len(known):                                 # no product carries a label
+        return {}
+    cats, n = np.unique(known.to_numpy(), return_counts=True)
+    for c, k in zip(cats, n):
+        try:
+            node = model.taxonomy.label_node(int(c))
+        except (KeyError, ValueError):
+            node = -1
+        i = int(np.searchsorted(leaves, node))
+        if i < len(leaves) and leaves[i] == node:
+            counts[i] += k
+        else:
+            outside += int(k)
+    if not counts.sum():
+        return {"labelled": 0, "labelled_outside": outside}
+    truth = counts / counts.sum()
+    target = np.exp(np.asarray(model.combiner.target_log_prior, np.float64))
+    train = np.asarray(model.combiner.log_prior, np.float64)
+    train = np.where(train < 0, np.exp(train), 0.0)
+    return {"labelled": int(counts.sum()), "labelled_outside": outside,
+            "tv_estimate": float(0.5 * np.abs(target / target.sum() - truth).sum()),
+            "tv_training": float(0.5 * np.abs(train / train.sum() - truth).sum()),
+            "tv_uniform": float(0.5 * np.abs(1.0 / len(truth) - truth).sum())}
 
 
 def _summary(model, checkpoint: str, products: str, platform: str | None, read: int, used: int,
@@ -129,6 +175,11 @@ def markdown(summary: dict) -> str:
              f"stored vectors, left out); the model: `{summary['checkpoint']}`. Entropy "
              f"{summary['entropy_nats']:.2f} nats (the training distribution: "
              f"{summary['training_entropy_nats']:.2f}).", "",
+             *([f"The products carry labels ({summary['labelled']:,} in the model's label space), "
+                f"read after the estimate: its total variation from their label distribution is "
+                f"{summary['tv_estimate']:.3f}, the training distribution's "
+                f"{summary['tv_training']:.3f}, a uniform one's {summary['tv_uniform']:.3f} (0: the "
+                "same, 1: disjoint).", ""] if summary.get("tv_estimate") is not None else []),
              "| category | estimated share | training share |", "|---|---:|---:|"]
     lines += [f"| {t['path']} | {t['share']:.3f} | {t['training_share']:.3f} |" for t in summary["top"]]
     return "\n".join(lines) + "\n"

@@ -56,6 +56,7 @@ def test_onboard_adapt_writes_an_adapted_checkpoint_from_unlabelled_products(tra
     summary = json.loads((out / "adapt.json").read_text())
     assert summary["products_used"] == n and summary["without_vectors"] == 0
     assert "| category | estimated share | training share |" in (out / "adapt.md").read_text()
+    assert "labelled" not in summary                 # the categories were removed: nothing to compare
     adapted, original = load_checkpoint(str(out)), load_checkpoint(checkpoints["adapt"])
     assert adapted.combiner.adapted_on == n and original.combiner.target_log_prior is None
     assert np.exp(adapted.combiner.target_log_prior).sum() == pytest.approx(1.0, abs=1e-4)
@@ -73,6 +74,18 @@ def test_onboard_adapt_writes_an_adapted_checkpoint_from_unlabelled_products(tra
     assert np.allclose(adapted.combiner.target_log_prior, em_label_prior(flat), atol=1e-4)
     pred = adapted.predict(feats, {"text": present})
     assert len(pred["category_id"]) == n
+    # with its labels kept, the report also says how far the estimate is from them (read after it)
+    labelled = adapt_again(checkpoints["adapt"], cascade, platform, tmp_path / "labelled")
+    assert labelled["labelled"] == n and 0.0 <= labelled["tv_estimate"] <= 1.0
+    assert labelled["tv_uniform"] > 0 and "total variation" in (tmp_path / "labelled" / "adapt.md").read_text()
+    assert np.allclose(load_checkpoint(str(tmp_path / "labelled")).combiner.target_log_prior,
+                       adapted.combiner.target_log_prior, atol=1e-5)      # labels do not change it
+
+
+def adapt_again(checkpoint, cascade, platform, out):
+    from prodcat.onboard.adapt import adapt_checkpoint
+
+    return adapt_checkpoint(checkpoint, cascade["products_uri"], cascade["embeddings"], str(out), platform)
 
 
 def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path):
