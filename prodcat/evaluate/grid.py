@@ -90,10 +90,13 @@ def cell_config(config: EvaluateConfig, fold: Fold, cell: dict, seed: int) -> Tr
 
 
 def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, config: EvaluateConfig,
-              seed: int) -> tuple[dict, dict, np.ndarray]:
+              seed: int, unlabelled: FeatureTable | None = None) -> tuple[dict, dict, np.ndarray]:
     """Train one model on ``fold`` (``table``: the fold's rows, in its label space; the model reads
     only ``fold.train_platforms``) with ``seed``, and score it on ``test``;
-    ``(row, prediction, counts [B, 3])``."""
+    ``(row, prediction, counts [B, 3])``. A decision-level model that chose ``prior: adapt`` is
+    first adapted to ``unlabelled`` (default ``test``): every test product of the fold, whether its
+    category is in the fold's label space or not, since which are is decided by their labels; only
+    their inputs are read (audited as ``adapt:<fold>``)."""
     cfg = cell_config(config, fold, cell, seed)
     start = time.perf_counter()
     keep = cell["name"] in config.save_models and fold.protocol == "lopo"
@@ -103,8 +106,9 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     inputs = model_inputs(loaded, test)
     if result.model is not None and loaded.combiner.prior == "adapt":
         # transductive: the test products' label distribution, estimated from their inputs (EM)
-        audit.read(f"adapt:{fold.name}", test.column("product_id"))
-        loaded = loaded.adapt(*inputs)
+        rows = test if unlabelled is None else unlabelled
+        audit.read(f"adapt:{fold.name}", rows.column("product_id"))
+        loaded = loaded.adapt(*(inputs if unlabelled is None else model_inputs(loaded, rows)))
     pred = loaded.predict(*inputs)
     metrics, counts = score_model(table.taxonomy, test, pred["classes"])
     row = {"fold": fold.name, "protocol": fold.protocol, "model": cell["name"], "kind": cell["kind"],
@@ -242,6 +246,9 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
             continue
         check_unlearnt(table, fold, test)
         base, base_test = fold_table, test
+        # what prior adapt reads: every test product of the fold, covered or not (with a per-fold
+        # fine-tuned feature, which only the covered ones get, the covered ones)
+        unlabelled = None if tuned else table.rows(splits=fold.test_splits, platforms=fold.test_platforms)
         per_seed = bool(tuned) and config.finetune.per_seed and len(config.seeds) > 1
         if tuned and not per_seed:       # one fine-tuning per fold, with the first seed
             fold_table, test = with_finetuned(base, base_test, fold, cells, config, config.seeds[0],
@@ -252,7 +259,8 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                                                   info, progress)
             counts, tables = {}, []
             for cell in cells:
-                row, pred, counts[cell["name"]] = run_model(fold_table, fold, cell, test, config, seed)
+                row, pred, counts[cell["name"]] = run_model(fold_table, fold, cell, test, config, seed,
+                                                            unlabelled)
                 rows.append(row)
                 tables.append(prediction_table(fold.name, cell["name"], seed, test, fold_table.taxonomy,
                                                pred["classes"], pred["level_confidence"]))

@@ -63,7 +63,7 @@ class DecisionSettings(StrictModel):
         "component), once (as one component: the product of experts), uniform (not at all: a new "
         "shop's label distribution is unknown), adapt (the target platform's label distribution, "
         "estimated by EM from its unlabelled products: each held-out set from itself, a test fold "
-        "from its test products, a deployment by `prodcat adapt`); prodcat.models.decision.Combiner")
+        "from its test products, a deployment by `prodcat onboard adapt`); prodcat.models.decision.Combiner")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
         "cross_platform: each training platform predicted by components fitted on the others "

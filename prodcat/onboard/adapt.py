@@ -8,7 +8,10 @@ same encoders (fingerprints checked), estimates the platform's label distributio
 (:func:`prodcat.models.decision.em_label_prior`; Saerens et al., 2002) and writes a copy of the
 checkpoint that holds it, which ``prodcat serve``, ``prodcat score`` and ``prodcat cascade fit``
 load like any checkpoint. Writes ``adapt.json`` and ``adapt.md`` (the estimated distribution's
-largest categories beside the training distribution) in the new checkpoint folder.
+largest categories beside the training distribution) in the new checkpoint folder. The copy keeps
+the checkpoint's global temperature (fitted before adaptation, on the training platforms'
+calibration split); ``prodcat cascade fit`` fits the cascade's own temperatures as for any
+checkpoint.
 
 Letters: B products, C label leaves, D_f dimension of feature f.
 """
