@@ -45,7 +45,7 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     Raises:
         ValueError: the checkpoint is not a decision-level model whose combination chose
             ``prior: adapt``; a store feature's encoder fingerprint differs from the checkpoint's;
-            no product (of ``platform``) has a stored vector.
+            ``platform`` has no product; no product (of ``platform``) has a stored vector.
         FileNotFoundError: no checkpoint, product table or embedding store there.
         KeyError: the store lacks a feature the model reads.
     """
@@ -70,6 +70,9 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     read = table.num_rows
     if platform is not None:
         table = table.filter(pc.equal(table["platform"], platform))
+        if not len(table):
+            have = sorted(set(storage.read_table(products, columns=["platform"])["platform"].to_pylist()) - {None})
+            raise ValueError(f"no product of platform {platform!r} in {products}; it has {have}")
     stored = [f for f in model.features if f != LEXICAL]
     fingerprints = checkpoint_fingerprints(checkpoint)
     manifest = read_manifest(embeddings)
@@ -102,7 +105,7 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     adapted = model.adapt(features, present)
     adapted.save(output)
     summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing)
-    if "category_id" in table.column_names:       # read after the estimate, for the report only
+    if "category_id" in table.column_names:       # labels: used after the estimate, for the report only
         summary.update(_against_labels(adapted, table["category_id"]))
     storage.write_text(storage.join(output, "adapt.json"), json.dumps(summary, indent=2))
     storage.write_text(storage.join(output, "adapt.md"), markdown(summary))

@@ -95,9 +95,16 @@ def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path):
     cascade, checkpoints, root = trained
     with pytest.raises(ValueError, match="only a decision-level model whose combination chose prior 'adapt'"):
         adapt_checkpoint(checkpoints["none"], cascade["products_uri"], cascade["embeddings"], str(tmp_path / "a"))
-    with pytest.raises(ValueError, match="none of the products of platform 'nowhere'"):
+    with pytest.raises(ValueError, match=r"no product of platform 'nowhere' .* it has \['alpha', 'beta'\]"):
         adapt_checkpoint(checkpoints["adapt"], cascade["products_uri"], cascade["embeddings"],
                          str(tmp_path / "b"), platform="nowhere")
+    products = cascade["products"]
+    unseen = products.set_column(products.schema.get_field_index("product_id"), "product_id",
+                                 pa.array([f"new:{i}" for i in range(products.num_rows)]))
+    pq.write_table(unseen, tmp_path / "unseen.parquet")
+    with pytest.raises(ValueError, match="none of the products in .* has a vector in"):
+        adapt_checkpoint(checkpoints["adapt"], str(tmp_path / "unseen.parquet"), cascade["embeddings"],
+                         str(tmp_path / "d"))
     # a store made by another encoder: refused, naming both fingerprints
     import shutil
 
