@@ -70,16 +70,16 @@ def combine(rule: str, log_probs: dict[str, np.ndarray], carriers: dict[str, flo
     from scipy.special import logsumexp
 
     from prodcat.models.components import log_softmax
-    from prodcat.models.decision import em_label_prior, prior_coefficient
+    from prodcat.models.decision import Combiner, prior_coefficient
 
     names = list(log_probs)
     stack = np.stack([log_probs[n] for n in names])                       # [K, B, C]
     if rule in ("product", "product-once", "product-uniform"):           # the default's Combiner
         prior = rule.partition("-")[2] or "none"
         return stack.sum(0) - prior_coefficient({n: 1.0 for n in names}, prior, carriers) * log_prior
-    if rule == "product-em":                                             # the prior of the set itself
-        flat = stack.sum(0) - prior_coefficient({n: 1.0 for n in names}, "uniform", carriers) * log_prior
-        return flat + em_label_prior(flat)
+    if rule == "product-em":                   # the prior of the set itself: the default's adapt
+        combiner = Combiner({n: 1.0 for n in names}, "best_path", "adapt", log_prior, carriers)
+        return combiner.adapt(log_probs).combine(log_probs)
     if rule == "sum":
         return logsumexp(stack, axis=0)
     if rule == "sum-uniform":
@@ -131,9 +131,8 @@ def fit_gate(sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
 def heldout_logprobs(table, evaluate, fold, seed: int) -> dict:
     """One fold's held-out sets as the default's components score them (``table``: every
     product's features; ``evaluate``: the evaluate config; only the fold's training platforms are
-    read): ``{"fold", "chosen", "carriers", "leaves", "taxonomy" (the fold's), "sets": [{"name",
-    "nodes" [B], "target" [B],
-    "log_prior" [C], "log_probs": {component: [B, C]}}]}``."""
+    read): ``{"fold", "chosen", "carriers", "taxonomy" (the fold's), "sets": [{"name", "nodes" [B],
+    "target" [B], "log_prior" [C], "log_probs": {component: [B, C]}}]}``."""
     from prodcat.evaluate.folds import prepare_fold
     from prodcat.evaluate.grid import cell_config
     from prodcat.models.components import log_softmax
@@ -156,7 +155,7 @@ def heldout_logprobs(table, evaluate, fold, seed: int) -> dict:
     index = {int(n): i for i, n in enumerate(fitter.leaves)}
     out = {"fold": fold.name, "chosen": {k: choice.chosen[k] for k in ("candidate", "decoding", "prior")},
            "carriers": prior_carriers(specs, choice.temperatures),
-           "leaves": np.asarray(fitter.leaves), "taxonomy": rows.taxonomy, "sets": []}
+           "taxonomy": rows.taxonomy, "sets": []}
     for h in sets:
         nodes = np.asarray(h.rows.column("node"), np.int64)
         out["sets"].append({
@@ -227,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the training subsample's seed (default 0)")
     parser.add_argument("--folds", nargs="+", help="fold names (default: in_platform and every lopo_*)")
     parser.add_argument("--out", required=True, help="folder for combination_rules.{json,md}")
-    parser.add_argument("--cache", help="folder for each fold's held-out log-probabilities (pickle; "
-                        "read when there, written when not: a rerun then skips the fitting)")
+    parser.add_argument("--cache", help="folder for each fold's held-out log-probabilities (pickle, "
+                        "named by config file, fold and seed; read when there, written when not: a "
+                        "rerun then skips the fitting; delete it after changing the config's contents)")
     args = parser.parse_args(argv)
     evaluate = EvaluateConfig.model_validate({**yaml.safe_load(open(args.config)),
                                               "protocols": ["in_platform", "lopo"]})
@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for fold in folds:
         start = time.perf_counter()
-        cached = Path(args.cache) / f"{fold.name}-seed{args.seed}.pkl" if args.cache else None
+        name = f"{Path(args.config).stem}-{fold.name}-seed{args.seed}.pkl"     # one per config
+        cached = Path(args.cache) / name if args.cache else None
         if cached and cached.exists():
             fold_data = pickle.loads(cached.read_bytes())
         else:

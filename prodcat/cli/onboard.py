@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from prodcat.core.config import load_config
 
@@ -71,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "adapt":
         from prodcat.onboard.adapt import adapt_checkpoint
 
-        summary = adapt_checkpoint(args.checkpoint, args.products, args.embeddings, args.output,
-                                   args.platform, args.skip_unreadable, log=print)
+        try:
+            summary = adapt_checkpoint(args.checkpoint, args.products, args.embeddings, args.output,
+                                       args.platform, args.skip_unreadable, log=print)
+        except (ValueError, KeyError, FileNotFoundError) as err:     # what the user can fix: one line
+            print(f"prodcat onboard adapt: error: {err}", file=sys.stderr)
+            return 2
         top = summary["top"][0]
         print(f"largest estimated category: {top['path']} ({top['share']:.1%}; training "
               f"{top['training_share']:.1%})")

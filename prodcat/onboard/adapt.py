@@ -63,15 +63,13 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
         raise ValueError(f"{checkpoint}: only a decision-level model whose combination chose prior "
                          f"'adapt' adapts to a platform (this one: {prior}); train it with "
                          "model.decision.priors including adapt")
-    table = storage.read_table(products, columns=["product_id", "platform", "title", "description"])
-    labels = storage.read_table(products, columns=["category_id"]) if _has_labels(products) else None
-    if labels is not None:
-        table = table.append_column("category_id", labels["category_id"])
-    read = table.num_rows
+    table = storage.read_table(products, columns=["product_id", "platform", "title", "description"]
+                               + (["category_id"] if _has_labels(products) else []))
+    read, everything = table.num_rows, table
     if platform is not None:
         table = table.filter(pc.equal(table["platform"], platform))
         if not len(table):
-            have = sorted(set(storage.read_table(products, columns=["platform"])["platform"].to_pylist()) - {None})
+            have = sorted(set(pc.unique(everything["platform"]).to_pylist()) - {None})
             raise ValueError(f"no product of platform {platform!r} in {products}; it has {have}")
     stored = [f for f in model.features if f != LEXICAL]
     fingerprints = checkpoint_fingerprints(checkpoint)
@@ -146,21 +144,26 @@ def _against_labels(model, categories) -> dict:
         return {"labelled": 0, "labelled_outside": outside}
     truth = counts / counts.sum()
     target = np.exp(np.asarray(model.combiner.target_log_prior, np.float64))
-    train = np.asarray(model.combiner.log_prior, np.float64)
-    train = np.where(train < 0, np.exp(train), 0.0)
+    train = _training_distribution(model)
     return {"labelled": int(counts.sum()), "labelled_outside": outside,
             "tv_estimate": float(0.5 * np.abs(target / target.sum() - truth).sum()),
-            "tv_training": float(0.5 * np.abs(train / train.sum() - truth).sum()),
+            "tv_training": float(0.5 * np.abs(train - truth).sum()),
             "tv_uniform": float(0.5 * np.abs(1.0 / len(truth) - truth).sum())}
+
+
+def _training_distribution(model) -> np.ndarray:
+    """``[C]`` the label distribution the components were fitted on (``combiner.log_prior``,
+    where 0 marks an unseen leaf), normalised."""
+    train = np.asarray(model.combiner.log_prior, np.float64)
+    train = np.where(train < 0, np.exp(train), 0.0)
+    return train / train.sum() if train.sum() > 0 else train
 
 
 def _summary(model, checkpoint: str, products: str, platform: str | None, read: int, used: int,
              missing: int) -> dict:
     leaves = model.decoder.leaves
     target = np.exp(np.asarray(model.combiner.target_log_prior, np.float64))
-    train = np.asarray(model.combiner.log_prior, np.float64)
-    train = np.where(train < 0, np.exp(train), 0.0)            # 0 marks unseen leaves
-    train = train / train.sum() if train.sum() > 0 else train
+    train = _training_distribution(model)
     order = np.argsort(-target)[:TOP]
     nonzero = target[target > 0]
     return {"checkpoint": checkpoint, "products": products, "platform": platform,

@@ -88,11 +88,16 @@ def adapt_again(checkpoint, cascade, platform, out):
     return adapt_checkpoint(checkpoint, cascade["products_uri"], cascade["embeddings"], str(out), platform)
 
 
-def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path):
+def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path, capsys):
     from prodcat.embed.store import read_manifest
     from prodcat.onboard.adapt import adapt_checkpoint
 
     cascade, checkpoints, root = trained
+    from prodcat.cli import main
+
+    assert main(["onboard", "adapt", "--checkpoint", checkpoints["adapt"], "--products", cascade["products_uri"],
+                 "--embeddings", cascade["embeddings"], "--platform", "nowhere", "--output", str(tmp_path / "e")]) == 2
+    assert "prodcat onboard adapt: error: no product of platform 'nowhere'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="only a decision-level model whose combination chose prior 'adapt'"):
         adapt_checkpoint(checkpoints["none"], cascade["products_uri"], cascade["embeddings"], str(tmp_path / "a"))
     with pytest.raises(ValueError, match=r"no product of platform 'nowhere' .* it has \['alpha', 'beta'\]"):
