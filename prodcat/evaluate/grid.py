@@ -103,12 +103,15 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     result = train(cfg, table=table, progress=None, save_model=keep)
     loaded = result.model if result.model is not None else load_checkpoint(result.checkpoint)
     audit.read(f"test:{fold.name}", test.column("product_id"))
-    inputs = model_inputs(loaded, test)
     if result.model is not None and loaded.combiner.prior == "adapt":
         # transductive: the test products' label distribution, estimated from their inputs (EM)
         rows = test if unlabelled is None else unlabelled
         audit.read(f"adapt:{fold.name}", rows.column("product_id"))
-        loaded = loaded.adapt(*(inputs if unlabelled is None else model_inputs(loaded, rows)))
+        everything = model_inputs(loaded, rows)
+        inputs = inputs_of(everything, rows, test) if unlabelled is not None else everything
+        loaded = loaded.adapt(*everything)
+    else:
+        inputs = model_inputs(loaded, test)
     pred = loaded.predict(*inputs)
     metrics, counts = score_model(table.taxonomy, test, pred["classes"])
     row = {"fold": fold.name, "protocol": fold.protocol, "model": cell["name"], "kind": cell["kind"],
@@ -129,6 +132,23 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
                                                              "out_of_sample")
                                            if k in c} for c in loaded.selection.get("candidates", [])]}
     return row, pred, counts
+
+
+def inputs_of(inputs: tuple[dict, dict], rows: FeatureTable, subset: FeatureTable) -> tuple[dict, dict]:
+    """The ``(features, present)`` of ``subset``'s products, taken from ``inputs`` (those of
+    ``rows``, which hold every product of ``subset``): the lexical scores of an adapting model's
+    test products are not computed twice.
+
+    Raises:
+        KeyError: names a product of ``subset`` that ``rows`` lacks.
+    """
+    position = {p: i for i, p in enumerate(rows.column("product_id"))}
+    missing = [p for p in subset.column("product_id") if p not in position]
+    if missing:
+        raise KeyError(f"{len(missing)} products are not among the rows given, e.g. {missing[0]}")
+    index = np.array([position[p] for p in subset.column("product_id")], np.int64)
+    features, present = inputs
+    return {f: v[index] for f, v in features.items()}, {f: v[index] for f, v in present.items()}
 
 
 def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: list[dict],

@@ -514,3 +514,58 @@ def test_combination_rules_script_combines_as_documented():
         z = log_softmax((weights[:, :, None] * stack).sum(0))
         return z[np.arange(400), target].mean()
     assert loglik(rules.gate_weights(theta, stack)) > loglik(np.ones((2, 400)))
+
+
+def test_self_training_script_cross_fits_its_pseudo_labels():
+    """benchmarks/self_training.py: a product's own pseudo-label never fits the regression that
+    scores it (changing one group's labels leaves that group's scores as they were), every row is
+    a distribution in which a leaf no kept product has keeps the smoothing's share, the selections
+    keep what they say, and the nested score averages the pairs among the other platforms."""
+    module = _benchmark("self_training")
+    rng = np.random.default_rng(0)
+    x, labels, groups = rng.normal(size=(60, 4)), rng.integers(0, 3, 60), np.repeat(np.arange(12), 5)
+    kept = np.ones(60, bool)
+    first = module.target_log_probs(x, labels, kept, groups, classes=5)
+    assert np.allclose(np.exp(first).sum(axis=1), 1.0)
+    assert np.allclose(np.exp(first[:, 3:]), module.SMOOTHING / 5)          # leaves 3, 4: no label
+    flipped = labels.copy()
+    flipped[groups == 3] = (labels[groups == 3] + 1) % 3
+    second = module.target_log_probs(x, flipped, kept, groups, classes=5)
+    assert np.allclose(first[groups == 3], second[groups == 3])             # its own labels: unread
+    assert not np.allclose(first[groups != 3], second[groups != 3])         # the others read them
+    some = kept & (groups != 3)
+    assert np.allclose(module.target_log_probs(x, flipped, some, groups, classes=5),
+                       module.target_log_probs(x, labels, some, groups, classes=5))   # not kept: unread
+    with pytest.raises(ValueError, match="2 or more"):
+        module.target_log_probs(x, labels, kept, np.zeros(60), classes=5)
+    whole = module.target_log_probs(x, flipped, kept, groups, classes=5, folds=1)   # no cross-fitting
+    assert not np.allclose(whole[groups == 3], second[groups == 3])         # its own labels: read
+
+    combined = np.log(np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.1, 0.85, 0.05]]))
+    parts = {"text": np.log(np.array([[0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7]])),
+             "lexical": combined}
+    assert module.pseudo_labels(combined, parts, "conf0.8")[1].tolist() == [True, False, True]
+    labels, agree = module.pseudo_labels(combined, parts, "agree")
+    assert labels.tolist() == [0, 0, 1] and agree.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="unknown selection"):
+        module.pseudo_labels(combined, parts, "all")
+
+    def fold(name, hf):
+        return {"fold": name, "default": hf, "variants": {"v": hf + 0.1}}
+    scores = module.nested([fold("val_a_to_b", 0.8), fold("val_b_to_a", 0.6), fold("val_a_to_c", 0.1),
+                            fold("in_platform_val", 0.9)])
+    assert scores["nested_c"] == pytest.approx({"default": 0.7, "v": 0.8})
+    assert scores["nested_b"] == pytest.approx({"default": 0.1, "v": 0.2})
+
+    from types import SimpleNamespace
+    evaluate = SimpleNamespace(train=SimpleNamespace(data=SimpleNamespace(
+        train_split="train", val_split="val", calib_split="calib")))
+
+    def fold_of(train, test, splits):
+        return SimpleNamespace(name="f", train_platforms=train, test_platforms=test, test_splits=splits)
+    assert module.pool_splits(evaluate, fold_of(["a"], ["b"], ["val"])) == ["val", "calib", "train"]
+    assert module.pool_splits(evaluate, fold_of(["a", "b"], ["a", "b"], ["val"])) == ["val", "calib"]
+    with pytest.raises(SystemExit, match="--pool split"):                 # never the test split
+        module.pool_splits(evaluate, fold_of(["a"], ["b"], ["test"]))
+    with pytest.raises(SystemExit, match="--pool split"):                 # LOPO: every split
+        module.pool_splits(evaluate, fold_of(["a"], ["b"], None))
