@@ -38,7 +38,7 @@ platform has): five variants are behind the default by a real difference on no f
 one on at least one; the rule written before that round names ``conf0.8/text+image/w1``
 (nested_flipkart 0.9258 against 0.9215).
 
-Raises SystemExit with a message when a fold has no product to score.
+A fold with no covered product to score is skipped (and said so); with none at all, SystemExit.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def target_log_probs(x: np.ndarray, labels: np.ndarray, kept: np.ndarray, groups
     return np.log((1.0 - smoothing) * out + smoothing / classes)
 
 
-def pool_splits(evaluate, fold) -> list[str] | None:
+def pool_splits(evaluate, fold) -> list[str]:
     """The splits ``--pool platform`` self-trains on: the validation and calibration splits of
     the fold's scored platforms, and their training split too when the fold's model was not
     trained on any of them (never the test split).

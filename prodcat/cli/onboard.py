@@ -1,5 +1,5 @@
 """Onboarding: each platform met as a new one, measured on the leave-one-platform-out folds; a
-model adapted to a new platform's label distribution.
+model adapted to a new platform from its unlabelled products.
 
   prodcat onboard measure --products runs/sample/catalog/products.parquet \\
       --embeddings runs/sample/embeddings --evaluation runs/sample/eval --output runs/sample/onboard
@@ -21,6 +21,9 @@ A decision-level model that chose `prior: adapt` predicts with no label prior un
 `adapt` estimates the new platform's label distribution by EM from its unlabelled products (their
 vectors from `prodcat embed` with the checkpoint's encoders; fingerprints checked) and writes an
 adapted copy of the checkpoint (with adapt.md / adapt.json) that serve, score and cascade fit load.
+A model trained with `model.decision.self_train` set also self-trains there: a logistic regression
+fitted on the products its combination is sure of, labelled with its own predictions, joins the
+combination (stop 40; docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 from prodcat.core.config import load_config
 
 HELP = ("measure mapping suggestions and partial paths with each platform held out (LOPO); adapt a "
-        "model to a new platform's label distribution")
+        "model to a new platform from its unlabelled products (label distribution, self-training)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,11 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     measure.add_argument("--output", help="output folder")
     measure.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                          help="override any MeasureConfig field")
-    adapt = sub.add_parser("adapt", help="a checkpoint adapted to a new platform's label "
-                           "distribution, estimated from its unlabelled products (EM)",
+    adapt = sub.add_parser("adapt", help="a checkpoint adapted to a new platform from its unlabelled "
+                           "products: their label distribution (EM), a self-trained component",
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     adapt.add_argument("--checkpoint", required=True, help="a decision-level checkpoint that chose "
-                       "prior 'adapt' (local or s3://)")
+                       "prior 'adapt' or self-trains (model.decision.self_train; local or s3://)")
     adapt.add_argument("--products", required=True, help="the new platform's product table (no "
                        "category needed)")
     adapt.add_argument("--embeddings", required=True, help="their embedding store (prodcat embed, "
@@ -78,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, FileNotFoundError) as err:     # what the user can fix: one line
             print(f"prodcat onboard adapt: error: {err}", file=sys.stderr)
             return 2
-        top = summary["top"][0]
-        print(f"largest estimated category: {top['path']} ({top['share']:.1%}; training "
-              f"{top['training_share']:.1%})")
+        if summary.get("top"):
+            top = summary["top"][0]
+            print(f"largest estimated category: {top['path']} ({top['share']:.1%}; training "
+                  f"{top['training_share']:.1%})")
+        if summary.get("self_training"):
+            st = summary["self_training"]
+            print(f"self-trained on {st['fitted_on']:,} of {st['adapted_on']:,} products "
+                  f"({' + '.join(st['features'])})")
         return 0
     from prodcat.onboard.config import MeasureConfig
     from prodcat.onboard.measure import measure

@@ -93,8 +93,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
               seed: int, unlabelled: FeatureTable | None = None) -> tuple[dict, dict, np.ndarray]:
     """Train one model on ``fold`` (``table``: the fold's rows, in its label space; the model reads
     only ``fold.train_platforms``) with ``seed``, and score it on ``test``;
-    ``(row, prediction, counts [B, 3])``. A decision-level model that chose ``prior: adapt`` is
-    first adapted to ``unlabelled`` (default ``test``): every test product of the fold, whether its
+    ``(row, prediction, counts [B, 3])``. A decision-level model that chose ``prior: adapt`` or
+    self-trains is first adapted to ``unlabelled`` (default ``test``): every test product of the fold, whether its
     category is in the fold's label space or not, since which are is decided by their labels; only
     their inputs are read (audited as ``adapt:<fold>``)."""
     cfg = cell_config(config, fold, cell, seed)
@@ -103,8 +103,9 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     result = train(cfg, table=table, progress=None, save_model=keep)
     loaded = result.model if result.model is not None else load_checkpoint(result.checkpoint)
     audit.read(f"test:{fold.name}", test.column("product_id"))
-    if result.model is not None and loaded.combiner.prior == "adapt":
-        # transductive: the test products' label distribution, estimated from their inputs (EM)
+    if result.model is not None and loaded.adapts:
+        # transductive: the test products' label distribution (EM) or a self-trained component,
+        # from their inputs
         rows = test if unlabelled is None else unlabelled
         audit.read(f"adapt:{fold.name}", rows.column("product_id"))
         everything = model_inputs(loaded, rows)
@@ -124,6 +125,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     if result.model is not None:          # decision-level fusion: what it chose, on what
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
                            "prior": loaded.combiner.prior, "adapted_on": loaded.combiner.adapted_on,
+                           "self_trained": next(({k: c.settings[k] for k in ("fitted_on", "adapted_on")}
+                                                 for c in loaded.components if c.kind == "self_trained"), None),
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),

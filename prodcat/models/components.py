@@ -13,6 +13,9 @@ different inputs can be combined at the decision level (:mod:`prodcat.models.dec
   decision scores of the TF-IDF + linear model (:mod:`prodcat.models.lexical`).
 - ``label``: zero-shot, the cosine between the product's text embedding and each leaf's embedded
   category path (the label-name prior, :mod:`prodcat.models.prior`, as a classifier of its own).
+- ``self_trained``: a logistic regression fitted on a *target platform's* own products, with the
+  model's predictions there as pseudo-labels, reading several embeddings side by side
+  (:meth:`prodcat.models.decision.DecisionModel.adapt`; self-training).
 
 Every component is calibrated by a softmax temperature ``T`` fitted on products it was not trained
 on (Guo et al., 2017): ``log_softmax(scores / T)``. A product whose input is absent (no image) gets
@@ -70,6 +73,12 @@ class Component:
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Uncalibrated scores ``[B, C]`` (float64) of inputs ``x [B, D]``."""
         raise NotImplementedError
+
+    def inputs(self, features: dict[str, np.ndarray],
+               present: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(x [B, D], present [B] or None)``: what :meth:`log_probs` reads of a model's
+        ``{feature: [B, D_f]}`` and ``{feature: [B]}`` (here: its one feature)."""
+        return features[self.feature], present.get(self.feature)
 
     def log_probs(self, x: np.ndarray, present: np.ndarray | None = None,
                   temperature: float | None = None) -> np.ndarray:
@@ -243,6 +252,66 @@ class LabelComponent(Component):
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return _normalise(x) @ self.tensors["labels"].T.astype(np.float64)
+
+
+@component_kinds.register("self_trained")
+@dataclass
+class SelfTrainedComponent(Component):
+    """Self-training on a target platform (pseudo-labelling, Lee 2013; self-training, Yarowsky
+    1995): a multinomial logistic regression on the features ``settings["features"]`` side by
+    side (each L2-normalised; an absent one is zeros), fitted on the target's own products
+    labelled by the model's predictions. Its probabilities are smoothed towards uniform,
+    ``(1 - s) p + s / C`` (``settings["smoothing"]``): a leaf no kept product has keeps ``s / C``
+    and is not ruled out. Not calibrated (``T = 1``): its weight in the combination is a setting.
+    ``tensors``: ``coef [C, D_1 + D_2 ...]``, ``intercept [C]``."""
+
+    kind: str = "self_trained"
+
+    @classmethod
+    def fit(cls, name: str, features: list[str], x: np.ndarray, nodes: np.ndarray, taxonomy: Taxonomy,
+            C: float = 1.0, max_iter: int = 300, smoothing: float = 0.05,
+            seed: int = 0) -> "SelfTrainedComponent":
+        """Fit on ``x [B, D_1 + ...]`` (:meth:`inputs` of the target products) and their
+        pseudo-label leaves ``nodes [B]``.
+
+        Raises:
+            ValueError: with fewer than 2 distinct labels, or mismatched lengths.
+        """
+        nodes = np.asarray(nodes, np.int64)
+        if len(x) != len(nodes):
+            raise ValueError(f"{len(x)} inputs but {len(nodes)} labels")
+        if len(np.unique(nodes)) < 2:
+            raise ValueError(f"component {name!r} needs at least 2 distinct labels to fit")
+        leaves = np.sort(taxonomy.leaves)
+        coef, intercept = _logreg(np.asarray(x, np.float64), nodes, leaves, C, max_iter, seed)
+        settings = {"features": list(features), "C": float(C), "max_iter": int(max_iter),
+                    "smoothing": float(smoothing), "seed": int(seed), "fitted_on": int(len(nodes))}
+        return cls(name=name, feature=features[0], leaves=leaves, settings=settings,
+                   tensors={"coef": coef, "intercept": intercept})
+
+    def inputs(self, features: dict[str, np.ndarray],
+               present: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The features side by side, each normalised, absent ones zero; present where any is."""
+        names = self.settings["features"]
+        blocks, any_present = [], np.zeros(len(features[names[0]]), bool)
+        for f in names:
+            here = present.get(f)
+            here = np.ones(len(features[f]), bool) if here is None else np.asarray(here, bool)
+            blocks.append(np.where(here[:, None], _normalise(features[f]), 0.0))
+            any_present |= here
+        return np.hstack(blocks), any_present
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, np.float64) @ self.tensors["coef"].T.astype(np.float64) + self.tensors["intercept"]
+
+    def log_probs(self, x: np.ndarray, present: np.ndarray | None = None,
+                  temperature: float | None = None) -> np.ndarray:
+        s = float(self.settings.get("smoothing", 0.0))
+        p = np.exp(log_softmax(self.scores(x), self.temperature if temperature is None else temperature))
+        out = np.log((1.0 - s) * p + s / len(self.leaves))
+        if present is not None and not np.all(present):
+            out[~np.asarray(present, bool)] = -np.log(len(self.leaves))
+        return out
 
 
 def component_from_record(record: dict, leaves: np.ndarray, tensors: dict[str, np.ndarray]) -> Component:

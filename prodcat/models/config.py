@@ -22,6 +22,28 @@ from prodcat.models.registry import fusions, masking_modes
 DECISION = "decision"
 
 
+class SelfTrainSettings(StrictModel):
+    """Self-training on a target platform's own products when a decision-level model is adapted
+    to it (:meth:`prodcat.models.decision.DecisionModel.adapt`): pseudo-labels from the model's
+    own combination, a logistic regression on them (``self_trained`` component), added to the
+    combination with ``weight``. Stop 40's candidate (chosen on validation only; docs/evaluation.md)."""
+
+    keep: Literal["confidence", "agree"] = Field(
+        "confidence", description="which pseudo-labels fit the regression: confidence, where the "
+        "combination's top probability is at least `threshold`; agree, where the text and lexical "
+        "components alone choose the same leaf as the combination")
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="keep: confidence: the least top "
+                             "probability in [0, 1] of a kept product")
+    features: list[str] = Field(["text", "image"], min_length=1, description="embeddings the "
+                                "regression reads side by side (each L2-normalised; an absent one "
+                                "is zeros); each must be an input of the model")
+    weight: float = Field(1.0, gt=0.0, description="weight of its log-probabilities in the combination")
+    smoothing: float = Field(0.05, ge=0.0, lt=1.0, description="share of its probability spread "
+                             "uniformly over the leaves, so a leaf no kept product has is not ruled out")
+    C: float = Field(1.0, gt=0.0, description="inverse L2 strength of the regression")
+    max_iter: int = Field(300, ge=10, description="lbfgs iterations of the regression")
+
+
 class DecisionSettings(StrictModel):
     """Decision-level fusion (``fusion: decision``): which components, how they are fitted and
     how their weights are chosen (:mod:`prodcat.train.decision`). Components follow the model's
@@ -74,6 +96,10 @@ class DecisionSettings(StrictModel):
     max_iter: int = Field(100, ge=10, description="lbfgs iterations of the logistic regressions")
     parallel: bool = Field(True, description="fit the cross-platform held-out sets' components in "
                            "parallel Ray tasks (1 CPU each) when Ray is running")
+    self_train: SelfTrainSettings | None = Field(
+        None, description="self-train on a target platform's own products when the model is "
+        "adapted to it (prodcat onboard adapt; prodcat evaluate adapts to each fold's test "
+        "products, reading their inputs, never their labels); null: off")
 
 
 class ModelConfig(StrictModel):

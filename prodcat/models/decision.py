@@ -142,6 +142,9 @@ class TreeDecoder:
         return out
 
 
+#: name (and kind) of the component self-training adds (:meth:`DecisionModel.adapt`)
+SELF_TRAINED = "self_trained"
+
 #: how the combination counts the training label prior (``DecisionSettings.priors``)
 PRIORS = ("none", "once", "uniform", "adapt")
 
@@ -364,7 +367,7 @@ class DecisionModel:
                             present: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """``{component: [B, C]}`` calibrated log-probabilities of the weighted components."""
         present = present or {}
-        return {c.name: c.log_probs(features[c.feature], present.get(c.feature))
+        return {c.name: c.log_probs(*c.inputs(features, present))
                 for c in self.components if self.combiner.weights.get(c.name, 0) > 0}
 
     def leaf_log_probs(self, features: dict[str, np.ndarray],
@@ -377,23 +380,91 @@ class DecisionModel:
         self._check(features)
         return self.combiner.combine(self.component_log_probs(features, present))
 
+    @property
+    def adapts(self) -> bool:
+        """Whether :meth:`adapt` changes this model: its combination chose ``prior: adapt``, or
+        it self-trains (``model.decision.self_train``)."""
+        return self.combiner.prior == "adapt" or self.model_config.decision.self_train is not None
+
     def adapt(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None) -> DecisionModel:
-        """A copy adapted to the label distribution of the B unlabelled products ``features``
-        (``{feature: [B, D_f]}``, the target platform's catalogue): :meth:`Combiner.adapt`. Only for
-        ``prior: adapt``; the copy predicts every product with that one estimate, whatever batch
-        it comes in. ``save`` keeps the estimate (``combiner.target_log_prior``).
+        """A copy adapted to the B unlabelled products ``features`` (``{feature: [B, D_f]}``, the
+        target platform's catalogue), reading their inputs only:
+
+        - ``prior: adapt``: their label distribution, estimated by EM (:meth:`Combiner.adapt`);
+        - ``model.decision.self_train``: a ``self_trained`` component
+          (:class:`prodcat.models.components.SelfTrainedComponent`) fitted on the products the
+          combination is sure of (``keep``), labelled with its own choice, and added with
+          ``weight`` (self-training; stop 40's validation-only round, docs/evaluation.md). With
+          fewer than 2 leaves among the kept products nothing is added (a warning says so).
+
+        The copy predicts every product with what it learnt here, whatever batch it comes in;
+        ``save`` keeps it (``combiner.target_log_prior``, the ``self_trained`` component). A
+        second ``adapt`` replaces the first.
 
         Raises:
-            ValueError: the combiner's prior is not ``adapt``, no product, or a wrong shape;
-                KeyError: a needed feature is missing.
+            ValueError: the model neither chose ``prior: adapt`` nor self-trains; no product; a
+                wrong shape; a self-training feature that is not an input of the model.
+            KeyError: a needed feature is missing.
         """
-        if self.combiner.prior != "adapt":
-            raise ValueError(f"this model's combination uses prior {self.combiner.prior!r}; only "
-                             "a model trained with prior 'adapt' chosen adapts to a platform")
+        if not self.adapts:
+            raise ValueError(f"this model's combination uses prior {self.combiner.prior!r} and does not "
+                             "self-train; only a model trained with prior 'adapt' chosen or with "
+                             "model.decision.self_train set adapts to a platform")
         if not self._check(features):
             raise ValueError("no product to adapt to")
-        combiner = self.combiner.adapt(self.component_log_probs(features, present))
-        return replace(self, combiner=combiner, version="", uri="")
+        model = self.without_self_training()
+        if model.combiner.prior == "adapt":
+            model = replace(model, combiner=model.combiner.adapt(model.component_log_probs(features, present)))
+        settings = self.model_config.decision.self_train
+        if settings is not None:
+            model = model._self_train(features, present or {}, settings)
+        return replace(model, version="", uri="")
+
+    def without_self_training(self) -> DecisionModel:
+        """This model without a ``self_trained`` component (as trained, before :meth:`adapt`)."""
+        kept = [c for c in self.components if c.kind != SELF_TRAINED]
+        if len(kept) == len(self.components):
+            return self
+        weights = {k: w for k, w in self.combiner.weights.items() if k != SELF_TRAINED}
+        return replace(self, components=kept, combiner=replace(self.combiner, weights=weights))
+
+    def _self_train(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                    settings) -> DecisionModel:
+        import warnings
+
+        from prodcat.models.components import SelfTrainedComponent
+
+        unknown = [f for f in settings.features if f not in self.input_dims]
+        if unknown:
+            raise ValueError(f"model.decision.self_train.features {unknown} are not inputs of this "
+                             f"model ({', '.join(self.input_dims)})")
+        parts = self.component_log_probs(features, present)
+        combined = self.combiner.combine(parts)
+        labels = combined.argmax(axis=1)
+        if settings.keep == "confidence":
+            kept = np.exp(combined.max(axis=1)) >= settings.threshold
+        else:
+            kept = np.ones(len(labels), bool)
+            for name in ("text", LEXICAL):
+                if name in parts:
+                    kept &= parts[name].argmax(axis=1) == labels
+        leaves = self.decoder.leaves
+        if len(np.unique(labels[kept])) < 2:
+            warnings.warn(f"self-training kept {int(kept.sum())} of {len(labels)} products, in fewer "
+                          "than 2 categories: no self-trained component added", stacklevel=3)
+            return self
+        probe = SelfTrainedComponent(name=SELF_TRAINED, feature=settings.features[0], leaves=leaves,
+                                     settings={"features": list(settings.features)})
+        x, _ = probe.inputs(features, present)
+        seed = int(self.train_config.get("optim", {}).get("seed", 0))
+        component = SelfTrainedComponent.fit(SELF_TRAINED, settings.features, x[kept], leaves[labels[kept]],
+                                             self.taxonomy, C=settings.C, max_iter=settings.max_iter,
+                                             smoothing=settings.smoothing, seed=seed)
+        component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
+                                   "adapted_on": int(len(labels))})
+        weights = {**self.combiner.weights, SELF_TRAINED: float(settings.weight)}
+        return replace(self, components=[*self.components, component],
+                       combiner=replace(self.combiner, weights=weights))
 
     def serving_logits(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
                        batch_size: int = 4096) -> tuple[list[np.ndarray], np.ndarray]:

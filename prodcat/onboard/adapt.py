@@ -1,4 +1,5 @@
-"""A model adapted to a new platform's label distribution, estimated from its unlabelled catalogue.
+"""A model adapted to a new platform from its unlabelled catalogue: its label distribution, and
+a component self-trained on its products.
 
 A decision-level fusion model trained with ``prior: adapt`` among its label-prior corrections
 (:class:`prodcat.models.decision.Combiner`) and which chose it on its held-out products predicts,
@@ -8,7 +9,10 @@ same encoders (fingerprints checked), estimates the platform's label distributio
 (:func:`prodcat.models.decision.em_label_prior`; Saerens et al., 2002) and writes a copy of the
 checkpoint that holds it, which ``prodcat serve``, ``prodcat score`` and ``prodcat cascade fit``
 load like any checkpoint. Writes ``adapt.json`` and ``adapt.md`` (the estimated distribution's
-largest categories beside the training distribution) in the new checkpoint folder. The copy keeps
+largest categories beside the training distribution) in the new checkpoint folder. A model
+trained with ``model.decision.self_train`` set also gets a ``self_trained`` component: a logistic
+regression fitted on the catalogue's products its combination is sure of, labelled with its own
+predictions (:meth:`prodcat.models.decision.DecisionModel.adapt`); the reports say how many. The copy keeps
 the checkpoint's global temperature (fitted before adaptation, on the training platforms'
 calibration split); ``prodcat cascade fit`` fits the cascade's own temperatures as for any
 checkpoint.
@@ -32,19 +36,22 @@ TOP = 15          # categories listed in adapt.md
 def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: str,
                      platform: str | None = None, skip_unreadable: bool = False,
                      log: Callable[[str], None] | None = None) -> dict:
-    """Adapt ``checkpoint`` to the label distribution of the products in ``products`` (those of
-    ``platform`` when given) and write the adapted checkpoint to ``output`` (local or ``s3://``).
+    """Adapt ``checkpoint`` to the products in ``products`` (those of ``platform`` when given):
+    their label distribution (``prior: adapt``) and a self-trained component
+    (``model.decision.self_train``), and write the adapted checkpoint to ``output`` (local or
+    ``s3://``).
 
     Products without a vector for a feature in the store are scored without that component
     (``present`` False); products with no stored vector at all are left out and counted.
 
     Returns:
-        the summary written to ``adapt.json``: products read / used / without vectors, the
-        estimate's entropy (nats) and its largest categories with the training share beside.
+        the summary written to ``adapt.json``: products read / used / without vectors; with
+        ``prior: adapt`` the estimate's entropy (nats) and its largest categories with the
+        training share beside; ``self_training``: the products it was fitted on (None without).
 
     Raises:
         ValueError: the checkpoint is not a decision-level model whose combination chose
-            ``prior: adapt``; a store feature's encoder fingerprint differs from the checkpoint's;
+            ``prior: adapt`` or that self-trains; a store feature's encoder fingerprint differs from the checkpoint's;
             ``platform`` has no product; no product (of ``platform``) has a stored vector.
         FileNotFoundError: no checkpoint, product table or embedding store there.
         KeyError: the store lacks a feature the model reads.
@@ -58,11 +65,12 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
 
     say = log or (lambda _m: None)
     model = load_checkpoint(checkpoint)
-    if not isinstance(model, DecisionModel) or model.combiner.prior != "adapt":
+    if not isinstance(model, DecisionModel) or not model.adapts:
         prior = model.combiner.prior if isinstance(model, DecisionModel) else "a neural model"
         raise ValueError(f"{checkpoint}: only a decision-level model whose combination chose prior "
-                         f"'adapt' adapts to a platform (this one: {prior}); train it with "
-                         "model.decision.priors including adapt")
+                         f"'adapt', or that self-trains, adapts to a platform (this one: {prior}, no "
+                         "self-training); train it with model.decision.priors including adapt, or "
+                         "with model.decision.self_train set")
     table = storage.read_table(products, columns=["product_id", "platform", "title", "description"]
                                + (["category_id"] if _has_labels(products) else []))
     read, everything = table.num_rows, table
@@ -98,12 +106,15 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     if LEXICAL in model.features:
         texts = [product_text(a, b) for a, b in zip(table["title"].to_pylist(), table["description"].to_pylist())]
         features[LEXICAL] = model.lexical.scores(texts)
-    say(f"[adapt] estimating the label distribution of {len(table):,} products"
+    what = " and ".join(w for w, on in (("estimating the label distribution", model.combiner.prior == "adapt"),
+                                        ("self-training", model.model_config.decision.self_train is not None)) if on)
+    say(f"[adapt] {what} on {len(table):,} products"
         f"{f' of {platform}' if platform else ''} ({missing:,} without vectors, left out)")
     adapted = model.adapt(features, present)
     adapted.save(output)
     summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing)
-    if "category_id" in table.column_names:       # labels: used after the estimate, for the report only
+    if "category_id" in table.column_names and adapted.combiner.target_log_prior is not None:
+        # labels: used after the estimate, for the report only
         summary.update(_against_labels(adapted, table["category_id"]))
     storage.write_text(storage.join(output, "adapt.json"), json.dumps(summary, indent=2))
     storage.write_text(storage.join(output, "adapt.md"), markdown(summary))
@@ -161,13 +172,20 @@ def _training_distribution(model) -> np.ndarray:
 
 def _summary(model, checkpoint: str, products: str, platform: str | None, read: int, used: int,
              missing: int) -> dict:
+    base = {"checkpoint": checkpoint, "products": products, "platform": platform,
+            "products_read": int(read), "products_used": int(used), "without_vectors": int(missing),
+            "self_training": next(({k: c.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
+                                                               "adapted_on")}
+                                   | {"weight": float(model.combiner.weights[c.name])}
+                                   for c in model.components if c.kind == "self_trained"), None)}
+    if model.combiner.target_log_prior is None:           # self-training only: no estimate
+        return base
     leaves = model.decoder.leaves
     target = np.exp(np.asarray(model.combiner.target_log_prior, np.float64))
     train = _training_distribution(model)
     order = np.argsort(-target)[:TOP]
     nonzero = target[target > 0]
-    return {"checkpoint": checkpoint, "products": products, "platform": platform,
-            "products_read": int(read), "products_used": int(used), "without_vectors": int(missing),
+    return {**base,
             "entropy_nats": float(-(nonzero * np.log(nonzero)).sum()),
             "training_entropy_nats": float(-(train[train > 0] * np.log(train[train > 0])).sum()),
             "top": [{"category_id": int(model.taxonomy.ids[int(leaves[i])]),
@@ -176,9 +194,25 @@ def _summary(model, checkpoint: str, products: str, platform: str | None, read: 
 
 
 def markdown(summary: dict) -> str:
-    """``adapt.md``: what the estimate was made from, and its largest categories."""
+    """``adapt.md``: what the estimate was made from, and its largest categories; what
+    self-training fitted."""
     where = f" of platform `{summary['platform']}`" if summary["platform"] else ""
-    lines = ["# Label distribution of the target platform", "",
+    st = summary.get("self_training")
+    self_training = [] if st is None else [
+        "## Self-training", "",
+        f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
+        f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
+        + (f"top probability at least {st['threshold']:g}" if st["keep"] == "confidence"
+           else "the text and lexical components agree with the combination")
+        + f"), added to the combination with weight {st['weight']:g}.", ""]
+    if "top" not in summary:
+        return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
+                           f"{summary['products_used']:,} products used ({summary['without_vectors']:,} "
+                           f"without stored vectors, left out); the model: `{summary['checkpoint']}`. "
+                           "Its combination keeps its label-prior correction; no distribution was "
+                           "estimated.", "", *self_training]) + "\n"
+    lines = [*(["# Adapted to the target platform", ""] + self_training if st else []),
+             "# Label distribution of the target platform", "",
              f"Estimated by EM (Saerens et al., 2002) from {summary['products_used']:,} unlabelled "
              f"products{where} in `{summary['products']}` ({summary['without_vectors']:,} without "
              f"stored vectors, left out); the model: `{summary['checkpoint']}`. Entropy "

@@ -127,7 +127,9 @@ def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, 
     platform = dict(zip(products["product_id"].to_pylist(), products["platform"].to_pylist()))
     split = dict(zip(products["product_id"].to_pylist(), products["split"].to_pylist()))
     config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + [
-        "plots=false", "references=[tfidf, tfidf-adapt]"])
+        "plots=false", "references=[tfidf, tfidf-adapt]",
+        "models={default: {}, early-text: {model.fusion: early, model.modalities: [text]}, "
+        "self-train: {model.decision.self_train: {threshold: 0.5}}}"])
     with audit.recording() as reads:
         results = evaluate(config)
     fold, steps, tests, adapted = None, {}, {}, {}
@@ -136,7 +138,7 @@ def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, 
             fold = r.step.split(":", 1)[1]
         elif r.step.startswith("test:"):
             tests[fold] = set(r.product_ids)
-        elif r.step.startswith("adapt:"):     # prior adapt: the test products' inputs, at their test
+        elif r.step.startswith("adapt:"):     # prior adapt, self-training: the test products' inputs
             adapted.setdefault(fold, []).append(set(r.product_ids))
         else:
             steps.setdefault(fold, []).append(r)
@@ -153,6 +155,11 @@ def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, 
     assert len(adapted["lopo_gamma"][0]) > len(tests["lopo_gamma"])
     rows = [r for r in results["results"] if r["model"] == "tfidf-adapt"]
     assert rows and all(r["combiner"]["prior"] == "adapt" and r["combiner"]["adapted_on"] >= r["n"] for r in rows)
+    # self-training adapts the same way: a self_trained component fitted on those products' inputs
+    rows = [r for r in results["results"] if r["model"] == "self-train"]
+    trained = [r["combiner"]["self_trained"] for r in rows if r["combiner"]["self_trained"]]
+    assert len(rows) == 4 and trained and all(t["adapted_on"] >= t["fitted_on"] > 0 for t in trained)
+    assert all(r["combiner"]["weights"].get("self_trained") == 1.0 for r in rows if r["combiner"]["self_trained"])
     assert set(steps) == {"in_platform", "lopo_alpha", "lopo_beta", "lopo_gamma"}
     kinds = {r.step.split("@")[0].split(":")[0] for rs in steps.values() for r in rs}
     assert {"fit", "predict", "heldout", "calibrate", "early_stopping"} <= kinds

@@ -1,7 +1,7 @@
 """`prodcat onboard adapt`: a decision-level checkpoint that chose `prior: adapt`, adapted to the
 label distribution of one platform's unlabelled products (their categories removed), read from a
-real embedding store; the adapted copy loads and predicts like any checkpoint, and what cannot be
-adapted is refused with a clear error."""
+real embedding store, and one that self-trains on them; the adapted copies load and predict like
+any checkpoint, and what cannot be adapted is refused with a clear error."""
 
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
     cascade = build_tiny_cascade(root, kind="neural", steps=1)
     checkpoints = {}
-    for priors in (["adapt"], ["none"]):
+    for name, extra in (("adapt", ["model.decision.priors=[adapt]"]), ("none", ["model.decision.priors=[none]"]),
+                        ("self-train", ["model.decision.priors=[none]",
+                                        "model.decision.self_train={features: [text], threshold: 0.5}"])):
         config = load_config(TrainConfig, None, [
             f"data.products={cascade['products_uri']}", f"data.embeddings={cascade['embeddings']}",
-            f"output={root}/train-{priors[0]}", "model.fusion=decision", "model.modalities=[text, lexical]",
+            f"output={root}/train-{name}", "model.fusion=decision", "model.modalities=[text, lexical]",
             "model.label_prior=none", "lexical.min_df=1", "model.decision.lexical_grid=[]",
-            "model.decision.parallel=false", f"model.decision.priors={priors}"])
-        checkpoints[priors[0]] = train(config, progress=None).checkpoint
+            "model.decision.parallel=false", *extra])
+        checkpoints[name] = train(config, progress=None).checkpoint
     return cascade, checkpoints, root
 
 
@@ -82,6 +84,34 @@ def test_onboard_adapt_writes_an_adapted_checkpoint_from_unlabelled_products(tra
                        adapted.combiner.target_log_prior, atol=1e-5)      # labels do not change it
 
 
+def test_onboard_adapt_self_trains_a_model_that_asks_for_it(trained, tmp_path, capsys):
+    """A checkpoint with ``model.decision.self_train`` (and no prior to estimate) gets a
+    ``self_trained`` component fitted on the platform's products; the report says on how many;
+    the copy loads with it, and the original checkpoint does not change."""
+    from prodcat.cli import main
+    from prodcat.models.checkpoint import load_checkpoint
+
+    cascade, checkpoints, _ = trained
+    products = cascade["products"]
+    platform = products["platform"][0].as_py()
+    out = tmp_path / "self-trained"
+    assert main(["onboard", "adapt", "--checkpoint", checkpoints["self-train"], "--products",
+                 cascade["products_uri"], "--embeddings", cascade["embeddings"], "--platform", platform,
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "self-training on" in printed and "largest estimated category" not in printed
+    n = int(pc.sum(pc.equal(products["platform"], platform)).as_py())
+    summary = json.loads((out / "adapt.json").read_text())
+    st = summary["self_training"]
+    assert st["adapted_on"] == n and 0 < st["fitted_on"] <= n and st["features"] == ["text"]
+    assert f"self-trained on {st['fitted_on']:,} of {n:,} products (text)" in printed
+    assert "top" not in summary and "## Self-training" in (out / "adapt.md").read_text()
+    adapted, original = load_checkpoint(str(out)), load_checkpoint(checkpoints["self-train"])
+    assert [c.kind for c in adapted.components].count("self_trained") == 1
+    assert "self_trained" not in original.combiner.weights
+    assert adapted.combiner.target_log_prior is None and adapted.combiner.prior == "none"
+
+
 def adapt_again(checkpoint, cascade, platform, out):
     from prodcat.onboard.adapt import adapt_checkpoint
 
@@ -98,7 +128,8 @@ def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path, capsys):
     assert main(["onboard", "adapt", "--checkpoint", checkpoints["adapt"], "--products", cascade["products_uri"],
                  "--embeddings", cascade["embeddings"], "--platform", "nowhere", "--output", str(tmp_path / "e")]) == 2
     assert "prodcat onboard adapt: error: no product of platform 'nowhere'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="only a decision-level model whose combination chose prior 'adapt'"):
+    with pytest.raises(ValueError, match="only a decision-level model whose combination chose prior "
+                       "'adapt', or that self-trains"):
         adapt_checkpoint(checkpoints["none"], cascade["products_uri"], cascade["embeddings"], str(tmp_path / "a"))
     with pytest.raises(ValueError, match=r"no product of platform 'nowhere' .* it has \['alpha', 'beta'\]"):
         adapt_checkpoint(checkpoints["adapt"], cascade["products_uri"], cascade["embeddings"],

@@ -4,6 +4,8 @@ decoding on the tree, the checkpoint round trip (prodcat.models.decision), and t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,8 @@ def _fit(kind: str, x: np.ndarray, nodes: np.ndarray):
         return cls.fit("c", "lexical", TAX), scores
     if kind == "label":
         return cls.fit("c", "text", TAX, np.random.default_rng(2).normal(size=(len(TAX), x.shape[1]))), x
+    if kind == "self_trained":
+        return cls.fit("c", ["text"], x, nodes, TAX, C=1.0), x
     raise AssertionError(f"no contract case for component kind {kind!r}: add one")
 
 
@@ -389,6 +393,68 @@ class _Rows:
 
     def __len__(self) -> int:
         return len(self.cols["node"])
+
+
+def _self_training_case(seed: int = 0):
+    """A source platform whose images say nothing, and a target platform where 30 % of the texts
+    are ambiguous (halfway between their category and another) but every image is clean: the
+    source model is sure of the clear-text products only."""
+    from prodcat.models.config import SelfTrainSettings
+
+    rng = np.random.default_rng(seed)
+    text_protos, image_protos = rng.normal(size=(len(TAX), 16)), rng.normal(size=(len(TAX), 8))
+    source = rng.choice(LEAVES, 400)
+    x_text, x_image = text_protos[source] + 0.3 * rng.normal(size=(400, 16)), rng.normal(size=(400, 8))
+    text = component_kinds.get("linear").fit("text", "text", x_text, source, TAX, C=10.0)
+    image = component_kinds.get("linear").fit("image", "image", x_image, source, TAX, C=10.0)
+    config = ModelConfig(fusion="decision", modalities=["text", "image"],
+                         decision={"self_train": SelfTrainSettings().model_dump()})
+    model = DecisionModel(components=[text, image], combiner=Combiner({"text": 1.0, "image": 1.0}),
+                          taxonomy=TAX, model_config=config, input_dims={"text": 16, "image": 8})
+    target = rng.choice(LEAVES, 600)
+    noisy = rng.random(600) < 0.3
+    other = rng.choice(LEAVES, 600)
+    t_text = (np.where(noisy[:, None], 0.5 * (text_protos[target] + text_protos[other]), text_protos[target])
+              + 0.3 * rng.normal(size=(600, 16)))
+    feats = {"text": t_text, "image": image_protos[target] + 0.1 * rng.normal(size=(600, 8))}
+    return model, feats, target, noisy
+
+
+def test_self_training_learns_the_target_platforms_own_inputs_and_travels_with_the_checkpoint(tmp_path):
+    """``model.decision.self_train``: adapting fits a ``self_trained`` regression (text and image
+    side by side) on the target products the combination is sure of, labelled by it, and adds it;
+    the products whose text is ambiguous are then told apart by their images, which the source
+    model could not read. The component is saved and loaded with the checkpoint, a second adapt replaces it,
+    and a feature the model lacks is refused."""
+    model, feats, target, noisy = _self_training_case()
+    assert model.adapts and model.combiner.prior == "none"
+    before = LEAVES[model.leaf_log_probs(feats).argmax(axis=1)]
+    adapted = model.adapt(feats)
+    after = LEAVES[adapted.leaf_log_probs(feats).argmax(axis=1)]
+    right_before, right_after = (before[noisy] == target[noisy]).mean(), (after[noisy] == target[noisy]).mean()
+    assert right_before < 0.7                                             # the text is ambiguous there
+    assert right_after > right_before + 0.2                              # the images tell them apart
+    assert (after[~noisy] == target[~noisy]).mean() >= (before[~noisy] == target[~noisy]).mean()
+    comp = next(c for c in adapted.components if c.kind == "self_trained")
+    sure = np.exp(model.leaf_log_probs(feats).max(axis=1)) >= 0.8
+    assert comp.settings["fitted_on"] == int(sure.sum()) and comp.settings["adapted_on"] == 600
+    assert adapted.combiner.weights["self_trained"] == 1.0 and "self_trained" not in model.combiner.weights
+    adapted.save(str(tmp_path / "m"))
+    loaded = load_decision(str(tmp_path / "m"))
+    assert np.allclose(loaded.leaf_log_probs(feats), adapted.leaf_log_probs(feats), atol=1e-5)
+    again = loaded.adapt({k: v[:300] for k, v in feats.items()})       # replaces, never stacks
+    assert [c.kind for c in again.components].count("self_trained") == 1
+    assert next(c for c in again.components if c.kind == "self_trained").settings["adapted_on"] == 300
+    assert [c.name for c in loaded.without_self_training().components] == ["text", "image"]
+    wrong = replace(model, model_config=model.model_config.model_copy(update={"decision": model.model_config.decision.model_copy(
+        update={"self_train": model.model_config.decision.self_train.model_copy(update={"features": ["joint"]})})}))
+    with pytest.raises(ValueError, match=r"self_train.features \['joint'\] are not inputs"):
+        wrong.adapt(feats)
+    sure_of_nothing = replace(model, model_config=model.model_config.model_copy(update={"decision": model.model_config.decision.model_copy(
+        update={"self_train": model.model_config.decision.self_train.model_copy(update={"threshold": 1.0})})}))
+    with pytest.warns(UserWarning, match="no self-trained component added"):
+        unchanged = sure_of_nothing.adapt(feats)
+    assert [c.name for c in unchanged.components] == ["text", "image"]
 
 
 def test_choose_removes_a_prior_the_held_out_products_do_not_share():
