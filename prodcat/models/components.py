@@ -254,6 +254,19 @@ class LabelComponent(Component):
         return _normalise(x) @ self.tensors["labels"].T.astype(np.float64)
 
 
+def side_by_side(features: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                 names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(x [B, D_1 + D_2 ...], present [B])``: the features ``names`` side by side, each
+    L2-normalised, an absent one (``present`` False) zeros; present where any of them is."""
+    blocks, any_present = [], np.zeros(len(features[names[0]]), bool)
+    for f in names:
+        here = present.get(f)
+        here = np.ones(len(features[f]), bool) if here is None else np.asarray(here, bool)
+        blocks.append(np.where(here[:, None], _normalise(features[f]), 0.0))
+        any_present |= here
+    return np.hstack(blocks), any_present
+
+
 @component_kinds.register("self_trained")
 @dataclass
 class SelfTrainedComponent(Component):
@@ -291,15 +304,7 @@ class SelfTrainedComponent(Component):
 
     def inputs(self, features: dict[str, np.ndarray],
                present: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The features side by side, each normalised, absent ones zero; present where any is."""
-        names = self.settings["features"]
-        blocks, any_present = [], np.zeros(len(features[names[0]]), bool)
-        for f in names:
-            here = present.get(f)
-            here = np.ones(len(features[f]), bool) if here is None else np.asarray(here, bool)
-            blocks.append(np.where(here[:, None], _normalise(features[f]), 0.0))
-            any_present |= here
-        return np.hstack(blocks), any_present
+        return side_by_side(features, present, self.settings["features"])
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, np.float64) @ self.tensors["coef"].T.astype(np.float64) + self.tensors["intercept"]

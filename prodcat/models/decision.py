@@ -432,7 +432,7 @@ class DecisionModel:
                     settings) -> DecisionModel:
         import warnings
 
-        from prodcat.models.components import SelfTrainedComponent
+        from prodcat.models.components import SelfTrainedComponent, side_by_side
 
         unknown = [f for f in settings.features if f not in self.input_dims]
         if unknown:
@@ -453,9 +453,7 @@ class DecisionModel:
             warnings.warn(f"self-training kept {int(kept.sum())} of {len(labels)} products, in fewer "
                           "than 2 categories: no self-trained component added", stacklevel=3)
             return self
-        probe = SelfTrainedComponent(name=SELF_TRAINED, feature=settings.features[0], leaves=leaves,
-                                     settings={"features": list(settings.features)})
-        x, _ = probe.inputs(features, present)
+        x, _ = side_by_side(features, present, settings.features)
         seed = int(self.train_config.get("optim", {}).get("seed", 0))
         component = SelfTrainedComponent.fit(SELF_TRAINED, settings.features, x[kept], leaves[labels[kept]],
                                              self.taxonomy, C=settings.C, max_iter=settings.max_iter,
