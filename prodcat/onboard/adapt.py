@@ -212,7 +212,7 @@ def markdown(summary: dict) -> str:
                            "Its combination keeps its label-prior correction; no distribution was "
                            "estimated.", "", *self_training]) + "\n"
     lines = [*(["# Adapted to the target platform", ""] + self_training if st else []),
-             "# Label distribution of the target platform", "",
+             ("## " if st else "# ") + "Label distribution of the target platform", "",
              f"Estimated by EM (Saerens et al., 2002) from {summary['products_used']:,} unlabelled "
              f"products{where} in `{summary['products']}` ({summary['without_vectors']:,} without "
              f"stored vectors, left out); the model: `{summary['checkpoint']}`. Entropy "
