@@ -85,10 +85,13 @@ def run(args: argparse.Namespace) -> int:
             top = summary["top"][0]
             print(f"largest estimated category: {top['path']} ({top['share']:.1%}; training "
                   f"{top['training_share']:.1%})")
-        if summary.get("self_training"):
-            st = summary["self_training"]
+        st = summary.get("self_training")
+        if st and st["added"]:
             print(f"self-trained on {st['fitted_on']:,} of {st['adapted_on']:,} products "
                   f"({' + '.join(st['features'])})")
+        elif st:
+            print("self-training added nothing: the products the model is sure of span fewer than "
+                  "2 categories (adapt.md)")
         return 0
     from prodcat.onboard.config import MeasureConfig
     from prodcat.onboard.measure import measure

@@ -125,8 +125,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     if result.model is not None:          # decision-level fusion: what it chose, on what
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
                            "prior": loaded.combiner.prior, "adapted_on": loaded.combiner.adapted_on,
-                           "self_trained": next(({k: c.settings[k] for k in ("fitted_on", "adapted_on")}
-                                                 for c in loaded.components if c.kind == "self_trained"), None),
+                           "self_trained": loaded.self_trained and {k: loaded.self_trained.settings[k]
+                                                                    for k in ("fitted_on", "adapted_on")},
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),
@@ -269,7 +269,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
             continue
         check_unlearnt(table, fold, test)
         base, base_test = fold_table, test
-        # what prior adapt reads: every test product of the fold, covered or not (with a per-fold
+        # what adapting reads (prior adapt, self-training): every test product of the fold, covered or not (with a per-fold
         # fine-tuned feature, which only the covered ones get, the covered ones)
         unlabelled = None if tuned else table.rows(splits=fold.test_splits, platforms=fold.test_platforms)
         per_seed = bool(tuned) and config.finetune.per_seed and len(config.seeds) > 1

@@ -413,12 +413,18 @@ class DecisionModel:
         if not self._check(features):
             raise ValueError("no product to adapt to")
         model = self.without_self_training()
+        parts = model.component_log_probs(features, present)          # read once, used by both
         if model.combiner.prior == "adapt":
-            model = replace(model, combiner=model.combiner.adapt(model.component_log_probs(features, present)))
+            model = replace(model, combiner=model.combiner.adapt(parts))
         settings = self.model_config.decision.self_train
         if settings is not None:
-            model = model._self_train(features, present or {}, settings)
+            model = model._self_train(features, present or {}, settings, parts)
         return replace(model, version="", uri="")
+
+    @property
+    def self_trained(self) -> Component | None:
+        """The ``self_trained`` component :meth:`adapt` added, or None."""
+        return next((c for c in self.components if c.kind == SELF_TRAINED), None)
 
     def without_self_training(self) -> DecisionModel:
         """This model without a ``self_trained`` component (as trained, before :meth:`adapt`)."""
@@ -429,7 +435,7 @@ class DecisionModel:
         return replace(self, components=kept, combiner=replace(self.combiner, weights=weights))
 
     def _self_train(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                    settings) -> DecisionModel:
+                    settings, parts: dict[str, np.ndarray]) -> DecisionModel:
         import warnings
 
         from prodcat.models.components import SelfTrainedComponent, side_by_side
@@ -438,7 +444,6 @@ class DecisionModel:
         if unknown:
             raise ValueError(f"model.decision.self_train.features {unknown} are not inputs of this "
                              f"model ({', '.join(self.input_dims)})")
-        parts = self.component_log_probs(features, present)
         combined = self.combiner.combine(parts)
         labels = combined.argmax(axis=1)
         if settings.keep == "confidence":

@@ -162,6 +162,22 @@ def _against_labels(model, categories) -> dict:
             "tv_uniform": float(0.5 * np.abs(1.0 / len(truth) - truth).sum())}
 
 
+def _self_training(model) -> dict | None:
+    """What self-training fitted (features, which products were kept, how many of how many, its
+    weight); ``{"added": False, ...}`` when the model self-trains but too few products were kept
+    (fewer than 2 categories); None when it does not self-train."""
+    settings = model.model_config.decision.self_train
+    if settings is None:
+        return None
+    comp = model.self_trained
+    if comp is None:
+        return {"added": False, "features": list(settings.features), "keep": settings.keep,
+                "threshold": settings.threshold}
+    return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
+                                                              "adapted_on")},
+            "weight": float(model.combiner.weights[comp.name])}
+
+
 def _training_distribution(model) -> np.ndarray:
     """``[C]`` the label distribution the components were fitted on (``combiner.log_prior``,
     where 0 marks an unseen leaf), normalised."""
@@ -174,10 +190,7 @@ def _summary(model, checkpoint: str, products: str, platform: str | None, read: 
              missing: int) -> dict:
     base = {"checkpoint": checkpoint, "products": products, "platform": platform,
             "products_read": int(read), "products_used": int(used), "without_vectors": int(missing),
-            "self_training": next(({k: c.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
-                                                               "adapted_on")}
-                                   | {"weight": float(model.combiner.weights[c.name])}
-                                   for c in model.components if c.kind == "self_trained"), None)}
+            "self_training": _self_training(model)}
     if model.combiner.target_log_prior is None:           # self-training only: no estimate
         return base
     leaves = model.decoder.leaves
@@ -198,13 +211,16 @@ def markdown(summary: dict) -> str:
     self-training fitted."""
     where = f" of platform `{summary['platform']}`" if summary["platform"] else ""
     st = summary.get("self_training")
-    self_training = [] if st is None else [
-        "## Self-training", "",
-        f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
-        f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
-        + (f"top probability at least {st['threshold']:g}" if st["keep"] == "confidence"
-           else "the text and lexical components agree with the combination")
-        + f"), added to the combination with weight {st['weight']:g}.", ""]
+    self_training = []
+    if st is not None:
+        kept = (f"top probability at least {st['threshold']:g}" if st["keep"] == "confidence"
+                else "the text and lexical components agree with the combination")
+        self_training = ["## Self-training", "", (
+            f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
+            f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
+            f"{kept}), added to the combination with weight {st['weight']:g}." if st["added"] else
+            f"Nothing added: the products the model is sure of (kept: {kept}) span fewer than 2 "
+            "categories."), ""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
                            f"{summary['products_used']:,} products used ({summary['without_vectors']:,} "

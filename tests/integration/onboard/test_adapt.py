@@ -103,13 +103,30 @@ def test_onboard_adapt_self_trains_a_model_that_asks_for_it(trained, tmp_path, c
     n = int(pc.sum(pc.equal(products["platform"], platform)).as_py())
     summary = json.loads((out / "adapt.json").read_text())
     st = summary["self_training"]
-    assert st["adapted_on"] == n and 0 < st["fitted_on"] <= n and st["features"] == ["text"]
+    assert st["added"] and st["adapted_on"] == n and 0 < st["fitted_on"] <= n and st["features"] == ["text"]
     assert f"self-trained on {st['fitted_on']:,} of {n:,} products (text)" in printed
     assert "top" not in summary and "## Self-training" in (out / "adapt.md").read_text()
     adapted, original = load_checkpoint(str(out)), load_checkpoint(checkpoints["self-train"])
     assert [c.kind for c in adapted.components].count("self_trained") == 1
     assert "self_trained" not in original.combiner.weights
     assert adapted.combiner.target_log_prior is None and adapted.combiner.prior == "none"
+
+
+def test_onboard_adapt_says_when_self_training_added_nothing(trained):
+    """A self-training model to which adapting added no component (too few products kept: the
+    model warns) is reported as such in adapt.json and adapt.md, not left out silently."""
+    from prodcat.models.checkpoint import load_checkpoint
+    from prodcat.onboard.adapt import _self_training, markdown
+
+    _, checkpoints, _ = trained
+    model = load_checkpoint(checkpoints["self-train"])      # self-trains; nothing fitted yet
+    assert model.self_trained is None
+    st = _self_training(model)
+    assert st == {"added": False, "features": ["text"], "keep": "confidence", "threshold": 0.5}
+    text = markdown({"checkpoint": "c", "products": "p", "platform": None, "products_used": 3,
+                     "without_vectors": 0, "self_training": st})
+    assert "Nothing added: the products the model is sure of (kept: top probability at least 0.5)" in text
+    assert _self_training(load_checkpoint(checkpoints["adapt"])) is None      # does not self-train
 
 
 def adapt_again(checkpoint, cascade, platform, out):
