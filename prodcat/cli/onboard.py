@@ -23,7 +23,8 @@ vectors from `prodcat embed` with the checkpoint's encoders; fingerprints checke
 adapted copy of the checkpoint (with adapt.md / adapt.json) that serve, score and cascade fit load.
 A model trained with `model.decision.self_train` set also self-trains there: a logistic regression
 fitted on the products its combination is sure of, labelled with its own predictions, joins the
-combination (stop 40; docs/evaluation.md).
+combination (stop 40; docs/evaluation.md). With `scope: new_platforms` (the default) it does so
+only from products of platforms the model was not trained on.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         if st and st["added"]:
             print(f"self-trained on {st['fitted_on']:,} of {st['adapted_on']:,} products "
                   f"({' + '.join(st['features'])})")
+        elif st and st.get("scope") == "new_platforms" and st.get("new_platform_products") == 0:
+            print("self-training added nothing: every product is of a platform the model was "
+                  f"trained on ({', '.join(st.get('trained_platforms') or [])}); it self-trains on "
+                  "new platforms only (adapt.md)")
         elif st:
             print("self-training added nothing: the products the model is sure of span fewer than "
                   "2 categories (adapt.md)")

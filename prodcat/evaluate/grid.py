@@ -96,7 +96,9 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     ``(row, prediction, counts [B, 3])``. A decision-level model that chose ``prior: adapt`` or
     self-trains is first adapted to ``unlabelled`` (default ``test``): every test product of the fold, whether its
     category is in the fold's label space or not, since which are is decided by their labels; only
-    their inputs are read (audited as ``adapt:<fold>``)."""
+    their inputs and platforms are read (audited as ``adapt:<fold>``). Self-training with
+    ``scope: new_platforms`` adds nothing in-platform (the fold's test platforms are its
+    training platforms)."""
     cfg = cell_config(config, fold, cell, seed)
     start = time.perf_counter()
     keep = cell["name"] in config.save_models and fold.protocol == "lopo"
@@ -110,7 +112,7 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
         audit.read(f"adapt:{fold.name}", rows.column("product_id"))
         everything = model_inputs(loaded, rows)
         inputs = inputs_of(everything, rows, test) if unlabelled is not None else everything
-        loaded = loaded.adapt(*everything)
+        loaded = loaded.adapt(*everything, platforms=rows.column("platform"))
     else:
         inputs = model_inputs(loaded, test)
     pred = loaded.predict(*inputs)

@@ -28,6 +28,11 @@ class SelfTrainSettings(StrictModel):
     own combination, a logistic regression on them (``self_trained`` component), added to the
     combination with ``weight``. Stop 40's candidate (chosen on validation only; docs/evaluation.md)."""
 
+    scope: Literal["new_platforms", "always"] = Field(
+        "new_platforms", description="which products it self-trains on: new_platforms, those of "
+        "platforms the model was not trained on (none: nothing is added; stop 41's design, since "
+        "in-platform it cost 0.0-0.3 hF points, docs/evaluation.md); always, every product adapted to "
+        "(stop 40's option)")
     keep: Literal["confidence", "agree"] = Field(
         "confidence", description="which pseudo-labels fit the regression: confidence, where the "
         "combination's top probability is at least `threshold`; agree, where the text and lexical "

@@ -386,16 +386,48 @@ class DecisionModel:
         it self-trains (``model.decision.self_train``)."""
         return self.combiner.prior == "adapt" or self.model_config.decision.self_train is not None
 
-    def adapt(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None) -> DecisionModel:
+    @property
+    def trained_platforms(self) -> list[str] | None:
+        """The platforms of the training rows (recorded since stop 41; before, ``data.platforms``
+        of the training config), or None where the checkpoint does not say."""
+        recorded = self.selection.get("platforms")
+        if recorded is not None:
+            return list(recorded)
+        named = (self.train_config.get("data") or {}).get("platforms")
+        return list(named) if named is not None else None
+
+    def new_platform_mask(self, platforms: np.ndarray | list | None, n: int) -> np.ndarray:
+        """``[B]`` bool: which of B products come from a platform this model was not trained on
+        (:attr:`trained_platforms`). Unknown either way (``platforms`` None, or a checkpoint that
+        does not record its platforms): every product counts as new.
+
+        Raises:
+            ValueError: ``platforms`` does not hold B values.
+        """
+        if platforms is None or self.trained_platforms is None:
+            return np.ones(n, bool)
+        platforms = np.asarray(platforms, dtype=object)
+        if len(platforms) != n:
+            raise ValueError(f"platforms: expected {n} values, one per product, got {len(platforms)}")
+        return ~np.isin(platforms, np.asarray(self.trained_platforms, dtype=object))
+
+    def adapt(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
+              platforms: np.ndarray | list | None = None) -> DecisionModel:
         """A copy adapted to the B unlabelled products ``features`` (``{feature: [B, D_f]}``, the
-        target platform's catalogue), reading their inputs only:
+        target platform's catalogue; ``platforms`` ``[B]`` their platform names, None: unknown),
+        reading their inputs only:
 
         - ``prior: adapt``: their label distribution, estimated by EM (:meth:`Combiner.adapt`);
         - ``model.decision.self_train``: a ``self_trained`` component
           (:class:`prodcat.models.components.SelfTrainedComponent`) fitted on the products the
           combination is sure of (``keep``), labelled with its own choice, and added with
           ``weight`` (self-training; stop 40's validation-only round, docs/evaluation.md). With
-          fewer than 2 leaves among the kept products nothing is added (a warning says so).
+          ``scope: new_platforms`` (the default, stop 41) only products of platforms the model was
+          not trained on (:meth:`new_platform_mask`) are self-trained on, and with none of them
+          nothing is added: in-platform there is no new platform to adapt to. With fewer than 2
+          leaves among the kept products nothing is added (a warning says so). The component
+          then scores every product the copy predicts: an adapted checkpoint is meant for the
+          platform it was adapted to.
 
         The copy predicts every product with what it learnt here, whatever batch it comes in;
         ``save`` keeps it (``combiner.target_log_prior``, the ``self_trained`` component). A
@@ -403,22 +435,28 @@ class DecisionModel:
 
         Raises:
             ValueError: the model neither chose ``prior: adapt`` nor self-trains; no product; a
-                wrong shape; a self-training feature that is not an input of the model.
+                wrong shape; ``platforms`` not of length B; a self-training feature that is not an
+                input of the model.
             KeyError: a needed feature is missing.
         """
         if not self.adapts:
             raise ValueError(f"this model's combination uses prior {self.combiner.prior!r} and does not "
                              "self-train; only a model trained with prior 'adapt' chosen or with "
                              "model.decision.self_train set adapts to a platform")
-        if not self._check(features):
+        n = self._check(features)
+        if not n:
             raise ValueError("no product to adapt to")
         model = self.without_self_training()
+        settings = self.model_config.decision.self_train
+        new = (self.new_platform_mask(platforms, n) if settings is not None and settings.scope == "new_platforms"
+               else np.ones(n, bool))
+        if model.combiner.prior != "adapt" and (settings is None or not new.any()):
+            return replace(model, version="", uri="")           # nothing to learn from here
         parts = model.component_log_probs(features, present)          # read once, used by both
         if model.combiner.prior == "adapt":
             model = replace(model, combiner=model.combiner.adapt(parts))
-        settings = self.model_config.decision.self_train
-        if settings is not None:
-            model = model._self_train(features, present or {}, settings, parts)
+        if settings is not None and new.any():
+            model = model._self_train(features, present or {}, settings, parts, new)
         return replace(model, version="", uri="")
 
     @property
@@ -435,7 +473,7 @@ class DecisionModel:
         return replace(self, components=kept, combiner=replace(self.combiner, weights=weights))
 
     def _self_train(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                    settings, parts: dict[str, np.ndarray]) -> DecisionModel:
+                    settings, parts: dict[str, np.ndarray], eligible: np.ndarray) -> DecisionModel:
         import warnings
 
         from prodcat.models.components import SelfTrainedComponent, side_by_side
@@ -453,9 +491,10 @@ class DecisionModel:
             for name in ("text", LEXICAL):
                 if name in parts:
                     kept &= parts[name].argmax(axis=1) == labels
+        kept &= eligible
         leaves = self.decoder.leaves
         if len(np.unique(labels[kept])) < 2:
-            warnings.warn(f"self-training kept {int(kept.sum())} of {len(labels)} products, in fewer "
+            warnings.warn(f"self-training kept {int(kept.sum())} of {int(eligible.sum())} products, in fewer "
                           "than 2 categories: no self-trained component added", stacklevel=3)
             return self
         x, _ = side_by_side(features, present, settings.features)
@@ -464,7 +503,7 @@ class DecisionModel:
                                              self.taxonomy, C=settings.C, max_iter=settings.max_iter,
                                              smoothing=settings.smoothing, seed=seed)
         component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
-                                   "adapted_on": int(len(labels))})
+                                   "adapted_on": int(eligible.sum()), "scope": settings.scope})
         weights = {**self.combiner.weights, SELF_TRAINED: float(settings.weight)}
         return replace(self, components=[*self.components, component],
                        combiner=replace(self.combiner, weights=weights))

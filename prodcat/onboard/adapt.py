@@ -110,9 +110,14 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
                                         ("self-training", model.model_config.decision.self_train is not None)) if on)
     say(f"[adapt] {what} on {len(table):,} products"
         f"{f' of {platform}' if platform else ''} ({missing:,} without vectors, left out)")
-    adapted = model.adapt(features, present)
+    platforms = table["platform"].to_numpy(zero_copy_only=False)
+    new = int(model.new_platform_mask(platforms, len(table)).sum())
+    adapted = model.adapt(features, present, platforms=platforms)
     adapted.save(output)
     summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing)
+    if summary["self_training"] is not None:
+        summary["self_training"]["new_platform_products"] = new
+        summary["self_training"]["trained_platforms"] = model.trained_platforms
     if "category_id" in table.column_names and adapted.combiner.target_log_prior is not None:
         # labels: used after the estimate, for the report only
         summary.update(_against_labels(adapted, table["category_id"]))
@@ -172,7 +177,7 @@ def _self_training(model) -> dict | None:
     comp = model.self_trained
     if comp is None:
         return {"added": False, "features": list(settings.features), "keep": settings.keep,
-                "threshold": settings.threshold}
+                "threshold": settings.threshold, "scope": settings.scope}
     return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
                                                               "adapted_on")},
             "weight": float(model.combiner.weights[comp.name])}
@@ -219,8 +224,12 @@ def markdown(summary: dict) -> str:
             f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
             f"{kept}), added to the combination with weight {st['weight']:g}." if st["added"] else
-            f"Nothing added: the products the model is sure of (kept: {kept}) span fewer than 2 "
-            "categories."), ""]
+            ("Nothing added: every product is of a platform the model was trained on "
+             f"({', '.join(st.get('trained_platforms') or [])}), and it self-trains on new platforms "
+             "only (`model.decision.self_train.scope: new_platforms`)."
+             if st.get("scope") == "new_platforms" and st.get("new_platform_products") == 0 else
+             f"Nothing added: the products the model is sure of (kept: {kept}) span fewer than 2 "
+             "categories.")), ""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
                            f"{summary['products_used']:,} products used ({summary['without_vectors']:,} "

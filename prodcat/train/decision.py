@@ -623,7 +623,8 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         model_config=config.model, input_dims=input_dims,
         encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
         train_config=config.model_dump(mode="json"), lexical=lexical,
-        selection={"candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding", "prior")},
+        selection={"platforms": sorted(np.unique(train.column("platform")).tolist()),
+                   "candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding", "prior")},
                    "rule": d.choice, "crossfit": d.crossfit, "settings": choice.settings,
                    "setting_scores": choice.setting_scores, "temperatures": choice.temperatures,
                    "heldout": choice.heldout})

@@ -159,6 +159,8 @@ def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, 
     rows = [r for r in results["results"] if r["model"] == "self-train"]
     trained = [r["combiner"]["self_trained"] for r in rows if r["combiner"]["self_trained"]]
     assert len(rows) == 4 and trained and all(t["adapted_on"] >= t["fitted_on"] > 0 for t in trained)
+    # scope new_platforms (the default): in-platform, the test products are of the training platforms
+    assert [r["fold"] for r in rows if r["combiner"]["self_trained"] is None] == ["in_platform"]
     assert all(r["combiner"]["weights"].get("self_trained") == 1.0 for r in rows if r["combiner"]["self_trained"])
     assert set(steps) == {"in_platform", "lopo_alpha", "lopo_beta", "lopo_gamma"}
     kinds = {r.step.split("@")[0].split(":")[0] for rs in steps.values() for r in rs}

@@ -25,10 +25,12 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapt")
     cascade = build_tiny_cascade(root, kind="neural", steps=1)
+    platforms = sorted(set(cascade["products"]["platform"].to_pylist()))
+    self_train = ["model.decision.priors=[none]", "model.decision.self_train={features: [text], threshold: 0.5}"]
     checkpoints = {}
     for name, extra in (("adapt", ["model.decision.priors=[adapt]"]), ("none", ["model.decision.priors=[none]"]),
-                        ("self-train", ["model.decision.priors=[none]",
-                                        "model.decision.self_train={features: [text], threshold: 0.5}"])):
+                        ("self-train", self_train),       # trained on every platform
+                        ("self-train-new", [*self_train, f"data.platforms=[{', '.join(platforms[:-1])}]"])):
         config = load_config(TrainConfig, None, [
             f"data.products={cascade['products_uri']}", f"data.embeddings={cascade['embeddings']}",
             f"output={root}/train-{name}", "model.fusion=decision", "model.modalities=[text, lexical]",
@@ -93,9 +95,9 @@ def test_onboard_adapt_self_trains_a_model_that_asks_for_it(trained, tmp_path, c
 
     cascade, checkpoints, _ = trained
     products = cascade["products"]
-    platform = products["platform"][0].as_py()
+    platform = sorted(set(products["platform"].to_pylist()))[-1]     # one the model was not trained on
     out = tmp_path / "self-trained"
-    assert main(["onboard", "adapt", "--checkpoint", checkpoints["self-train"], "--products",
+    assert main(["onboard", "adapt", "--checkpoint", checkpoints["self-train-new"], "--products",
                  cascade["products_uri"], "--embeddings", cascade["embeddings"], "--platform", platform,
                  "--output", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -106,7 +108,8 @@ def test_onboard_adapt_self_trains_a_model_that_asks_for_it(trained, tmp_path, c
     assert st["added"] and st["adapted_on"] == n and 0 < st["fitted_on"] <= n and st["features"] == ["text"]
     assert f"self-trained on {st['fitted_on']:,} of {n:,} products (text)" in printed
     assert "top" not in summary and "## Self-training" in (out / "adapt.md").read_text()
-    adapted, original = load_checkpoint(str(out)), load_checkpoint(checkpoints["self-train"])
+    assert st["new_platform_products"] == n and platform not in st["trained_platforms"]
+    adapted, original = load_checkpoint(str(out)), load_checkpoint(checkpoints["self-train-new"])
     assert [c.kind for c in adapted.components].count("self_trained") == 1
     assert "self_trained" not in original.combiner.weights
     assert adapted.combiner.target_log_prior is None and adapted.combiner.prior == "none"
@@ -122,11 +125,34 @@ def test_onboard_adapt_says_when_self_training_added_nothing(trained):
     model = load_checkpoint(checkpoints["self-train"])      # self-trains; nothing fitted yet
     assert model.self_trained is None
     st = _self_training(model)
-    assert st == {"added": False, "features": ["text"], "keep": "confidence", "threshold": 0.5}
+    assert st == {"added": False, "features": ["text"], "keep": "confidence", "threshold": 0.5,
+                  "scope": "new_platforms"}
     text = markdown({"checkpoint": "c", "products": "p", "platform": None, "products_used": 3,
                      "without_vectors": 0, "self_training": st})
     assert "Nothing added: the products the model is sure of (kept: top probability at least 0.5)" in text
     assert _self_training(load_checkpoint(checkpoints["adapt"])) is None      # does not self-train
+
+
+def test_onboard_adapt_does_not_self_train_on_a_platform_the_model_was_trained_on(trained, tmp_path, capsys):
+    """``scope: new_platforms`` (the default): a checkpoint trained on every platform, adapted to
+    one of them, adds no component, and the CLI, adapt.json and adapt.md say why; the checkpoint
+    records the platforms it was trained on."""
+    from prodcat.cli import main
+    from prodcat.models.checkpoint import load_checkpoint
+
+    cascade, checkpoints, _ = trained
+    platforms = sorted(set(cascade["products"]["platform"].to_pylist()))
+    assert load_checkpoint(checkpoints["self-train"]).trained_platforms == platforms
+    assert load_checkpoint(checkpoints["self-train-new"]).trained_platforms == platforms[:-1]
+    out = tmp_path / "known"
+    assert main(["onboard", "adapt", "--checkpoint", checkpoints["self-train"], "--products",
+                 cascade["products_uri"], "--embeddings", cascade["embeddings"], "--platform", platforms[0],
+                 "--output", str(out)]) == 0
+    assert "every product is of a platform the model was trained on" in capsys.readouterr().out
+    st = json.loads((out / "adapt.json").read_text())["self_training"]
+    assert not st["added"] and st["new_platform_products"] == 0 and st["trained_platforms"] == platforms
+    assert "self-trains on new platforms only" in (out / "adapt.md").read_text()
+    assert load_checkpoint(str(out)).self_trained is None
 
 
 def adapt_again(checkpoint, cascade, platform, out):

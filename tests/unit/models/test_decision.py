@@ -457,6 +457,34 @@ def test_self_training_learns_the_target_platforms_own_inputs_and_travels_with_t
     assert [c.name for c in unchanged.components] == ["text", "image"]
 
 
+def test_self_training_on_new_platforms_only_leaves_the_training_platforms_alone():
+    """``scope: new_platforms`` (the default, stop 41): products of the platforms the model was
+    trained on are never self-trained on; with none of another platform nothing is added and the
+    model predicts as before; with some, only they fit the regression; ``scope: always`` (stop 40)
+    self-trains on every product; a model that does not record its platforms treats all as new."""
+    model, feats, _, _ = _self_training_case()
+    assert model.trained_platforms is None                      # not recorded: every product is new
+    assert [c.kind for c in model.adapt(feats).components].count("self_trained") == 1
+    model = replace(model, selection={"platforms": ["source"]})
+    assert model.model_config.decision.self_train.scope == "new_platforms" and model.adapts
+    known = np.array(["source"] * 600, object)
+    same = model.adapt(feats, platforms=known)
+    assert same.self_trained is None and same.components == model.components
+    assert np.allclose(same.leaf_log_probs(feats), model.leaf_log_probs(feats))
+    mixed = np.where(np.arange(600) < 250, "target", "source").astype(object)
+    adapted = model.adapt(feats, platforms=mixed)
+    comp = adapted.self_trained
+    sure = np.exp(model.leaf_log_probs(feats).max(axis=1)) >= 0.8
+    assert comp.settings["adapted_on"] == 250 and comp.settings["fitted_on"] == int(sure[:250].sum())
+    assert comp.settings["scope"] == "new_platforms"
+    assert model.new_platform_mask(mixed, 600).sum() == 250 and model.new_platform_mask(None, 600).all()
+    always = replace(model, model_config=model.model_config.model_copy(update={"decision": model.model_config.decision.model_copy(
+        update={"self_train": model.model_config.decision.self_train.model_copy(update={"scope": "always"})})}))
+    assert always.adapt(feats, platforms=known).self_trained.settings["adapted_on"] == 600
+    with pytest.raises(ValueError, match="expected 600 values"):
+        model.adapt(feats, platforms=known[:10])
+
+
 def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     """Logistic regressions fitted on rows 90 % of one leaf carry that prior (the TF-IDF SVM's
     scores do not); the held-out products are balanced. The prior correction is chosen on them (like the decoding), read from the held-out
