@@ -16,7 +16,9 @@ it is tuned as well as the model it is compared with:
   (:func:`prodcat.models.decision.em_label_prior`), the adaptation a model that chooses ``adapt``
   gets, given to the baseline too.
 
-All three output the most probable leaf with its ancestors (flat: always a valid path).
+All of them output the most probable leaf with its ancestors (flat: always a valid path), and none
+self-trains on the products it scores (``model.decision.self_train`` null): they are the
+classifiers a practitioner fits, not adapted to the test platform.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ TFIDF_ADAPT = "tfidf-adapt"
 def _common(grid: list[dict]) -> dict[str, Any]:
     return {"model.fusion": "decision", "model.label_prior": "none", "model.lexical_prior": False,
             "model.decision.combiner": "equal", "model.decision.decodings": ["best_path"],
-            "model.decision.priors": ["none"],
+            "model.decision.priors": ["none"], "model.decision.self_train": None,
             "model.decision.lexical_grid": [dict(g) for g in grid]}
 
 

@@ -460,6 +460,18 @@ class DecisionModel:
         return replace(model, version="", uri="")
 
     @property
+    def self_training_features(self) -> list[str]:
+        """The embeddings self-training reads side by side: ``self_train.features``, or where it is
+        null, ``text`` and ``image``, those of them this model reads; ``[]`` when it does not
+        self-train."""
+        settings = self.model_config.decision.self_train
+        if settings is None:
+            return []
+        if settings.features is not None:
+            return list(settings.features)
+        return [f for f in ("text", "image") if f in self.input_dims]
+
+    @property
     def self_trained(self) -> Component | None:
         """The ``self_trained`` component :meth:`adapt` added, or None."""
         return next((c for c in self.components if c.kind == SELF_TRAINED), None)
@@ -478,10 +490,14 @@ class DecisionModel:
 
         from prodcat.models.components import SelfTrainedComponent, side_by_side
 
-        unknown = [f for f in settings.features if f not in self.input_dims]
+        names = self.self_training_features
+        unknown = [f for f in names if f not in self.input_dims]
         if unknown:
             raise ValueError(f"model.decision.self_train.features {unknown} are not inputs of this "
                              f"model ({', '.join(self.input_dims)})")
+        if not names:
+            raise ValueError(f"this model reads neither text nor image ({', '.join(self.input_dims)}): "
+                             "name the embeddings to self-train on in model.decision.self_train.features")
         combined = self.combiner.combine(parts)
         labels = combined.argmax(axis=1)
         if settings.keep == "confidence":
@@ -497,9 +513,9 @@ class DecisionModel:
             warnings.warn(f"self-training kept {int(kept.sum())} of {int(eligible.sum())} products, in fewer "
                           "than 2 categories: no self-trained component added", stacklevel=3)
             return self
-        x, _ = side_by_side(features, present, settings.features)
+        x, _ = side_by_side(features, present, names)
         seed = int(self.train_config.get("optim", {}).get("seed", 0))
-        component = SelfTrainedComponent.fit(SELF_TRAINED, settings.features, x[kept], leaves[labels[kept]],
+        component = SelfTrainedComponent.fit(SELF_TRAINED, names, x[kept], leaves[labels[kept]],
                                              self.taxonomy, C=settings.C, max_iter=settings.max_iter,
                                              smoothing=settings.smoothing, seed=seed)
         component.settings.update({"keep": settings.keep, "threshold": settings.threshold,

@@ -176,7 +176,7 @@ def _self_training(model) -> dict | None:
         return None
     comp = model.self_trained
     if comp is None:
-        return {"added": False, "features": list(settings.features), "keep": settings.keep,
+        return {"added": False, "features": model.self_training_features, "keep": settings.keep,
                 "threshold": settings.threshold, "scope": settings.scope}
     return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
                                                               "adapted_on")},

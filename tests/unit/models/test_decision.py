@@ -463,6 +463,11 @@ def test_self_training_on_new_platforms_only_leaves_the_training_platforms_alone
     model predicts as before; with some, only they fit the regression; ``scope: always`` (stop 40)
     self-trains on every product; a model that does not record its platforms treats all as new."""
     model, feats, _, _ = _self_training_case()
+    assert model.self_training_features == ["text", "image"]    # features null: text and image read
+    text_only = replace(model, components=model.components[:1], input_dims={"text": 16},
+                        combiner=Combiner({"text": 1.0}))
+    assert text_only.self_training_features == ["text"]
+    assert text_only.adapt({"text": feats["text"]}).self_trained.settings["features"] == ["text"]
     assert model.trained_platforms is None                      # not recorded: every product is new
     assert [c.kind for c in model.adapt(feats).components].count("self_trained") == 1
     model = replace(model, selection={"platforms": ["source"]})
