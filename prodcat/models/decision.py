@@ -383,8 +383,8 @@ class DecisionModel:
     @property
     def adapts(self) -> bool:
         """Whether :meth:`adapt` changes this model: its combination chose ``prior: adapt``, or
-        it self-trains (``model.decision.self_train``)."""
-        return self.combiner.prior == "adapt" or self.model_config.decision.self_train is not None
+        it self-trains (``model.decision.self_train``, with an embedding to self-train on)."""
+        return self.combiner.prior == "adapt" or bool(self.self_training_features)
 
     @property
     def trained_platforms(self) -> list[str] | None:
@@ -462,14 +462,15 @@ class DecisionModel:
     @property
     def self_training_features(self) -> list[str]:
         """The embeddings self-training reads side by side: ``self_train.features``, or where it is
-        null, ``text`` and ``image``, those of them this model reads; ``[]`` when it does not
-        self-train."""
+        null, ``text`` and ``image``, those of them this model reads (where it reads neither, every
+        embedding it reads); ``[]`` when it does not self-train or reads no embedding."""
         settings = self.model_config.decision.self_train
         if settings is None:
             return []
         if settings.features is not None:
             return list(settings.features)
-        return [f for f in ("text", "image") if f in self.input_dims]
+        return ([f for f in ("text", "image") if f in self.input_dims]
+                or [f for f in self.input_dims if f != LEXICAL])
 
     @property
     def self_trained(self) -> Component | None:
@@ -496,8 +497,9 @@ class DecisionModel:
             raise ValueError(f"model.decision.self_train.features {unknown} are not inputs of this "
                              f"model ({', '.join(self.input_dims)})")
         if not names:
-            raise ValueError(f"this model reads neither text nor image ({', '.join(self.input_dims)}): "
-                             "name the embeddings to self-train on in model.decision.self_train.features")
+            warnings.warn(f"self-training needs an embedding and this model reads none "
+                          f"({', '.join(self.input_dims)}): no self-trained component added", stacklevel=3)
+            return self
         combined = self.combiner.combine(parts)
         labels = combined.argmax(axis=1)
         if settings.keep == "confidence":

@@ -78,7 +78,11 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
         assert r["hF_ci"][0] <= r["hF"] <= r["hF_ci"][1]
         assert r["path_consistency"] == 1.0  # hard masking and decoding on the tree: valid paths
     default = next(r for r in rows if r["model"] == "default" and r["fold"] == "lopo_gamma")
-    assert set(default["combiner"]["weights"]) == {"text", "image", "lexical"}
+    # the default self-trains on the held-out platform's test products (scope new_platforms)
+    assert set(default["combiner"]["weights"]) == {"text", "image", "lexical", "self_trained"}
+    assert default["combiner"]["self_trained"]["adapted_on"] >= folds["lopo_gamma"]["n_test"]
+    assert next(r for r in rows if r["model"] == "default" and r["fold"] == "in_platform")["combiner"][
+        "self_trained"] is None                                    # never in-platform
     assert [h["name"] for h in default["combiner"]["heldout"]] == [
         "cross_platform:alpha", "cross_platform:beta", "in_platform"]
     # the paired rule: equal weights unless the kept candidate beat them by a real difference
@@ -269,7 +273,8 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     scored = {p for r in reads if r.step.startswith("predict:ft_text@in_platform") for p in r.product_ids}
     assert scored and not scored & set(tuned[0].product_ids)
     row = next(r for r in results["results"] if r["model"] == "default-ft")
-    assert set(row["combiner"]["weights"]) == {"ft_text", "lexical"} and 0.0 <= row["hF"] <= 1.0
+    # the default's self-training reads the fine-tuned text where the model reads no text or image
+    assert set(row["combiner"]["weights"]) == {"ft_text", "lexical", "self_trained"} and 0.0 <= row["hF"] <= 1.0
     assert (tmp_path / "eval" / "finetune" / own / "encoder" / "model.safetensors").exists()
     # a second evaluation given the first's encoders (finetune.cache) fine-tunes nothing: each
     # encoder (same platforms, seed, settings) is reused, its vectors read, the scores the same
