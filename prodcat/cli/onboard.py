@@ -21,10 +21,11 @@ A decision-level model that chose `prior: adapt` predicts with no label prior un
 `adapt` estimates the new platform's label distribution by EM from its unlabelled products (their
 vectors from `prodcat embed` with the checkpoint's encoders; fingerprints checked) and writes an
 adapted copy of the checkpoint (with adapt.md / adapt.json) that serve, score and cascade fit load.
-A model trained with `model.decision.self_train` set also self-trains there: a logistic regression
-fitted on the products its combination is sure of, labelled with its own predictions, joins the
-combination (stop 40; docs/evaluation.md). With `scope: new_platforms` (the default) it does so
-only from products of platforms the model was not trained on.
+The default model (`model.decision.self_train` in its preset, since stop 41) self-trains there: a
+logistic regression fitted on the products its combination is sure of, labelled with its own
+predictions, joins the combination (docs/evaluation.md). With `scope: new_platforms` (the
+default) it does so only from products of platforms the model was not trained on; on a platform
+it was trained on, nothing is added and the command says so.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                            "products: their label distribution (EM), a self-trained component",
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     adapt.add_argument("--checkpoint", required=True, help="a decision-level checkpoint that chose "
-                       "prior 'adapt' or self-trains (model.decision.self_train; local or s3://)")
+                       "prior 'adapt' or self-trains (model.decision.self_train, as the default does; local or s3://)")
     adapt.add_argument("--products", required=True, help="the new platform's product table (no "
                        "category needed)")
     adapt.add_argument("--embeddings", required=True, help="their embedding store (prodcat embed, "
