@@ -404,11 +404,13 @@ class DecisionModel:
         Raises:
             ValueError: ``platforms`` does not hold B values.
         """
-        if platforms is None or self.trained_platforms is None:
+        if platforms is None:
             return np.ones(n, bool)
         platforms = np.asarray(platforms, dtype=object)
         if len(platforms) != n:
             raise ValueError(f"platforms: expected {n} values, one per product, got {len(platforms)}")
+        if self.trained_platforms is None:
+            return np.ones(n, bool)
         return ~np.isin(platforms, np.asarray(self.trained_platforms, dtype=object))
 
     def adapt(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
@@ -448,8 +450,9 @@ class DecisionModel:
             raise ValueError("no product to adapt to")
         model = self.without_self_training()
         settings = self.model_config.decision.self_train
-        new = (self.new_platform_mask(platforms, n) if settings is not None and settings.scope == "new_platforms"
-               else np.ones(n, bool))
+        new = self.new_platform_mask(platforms, n)                  # checks the length whatever the scope
+        if settings is None or settings.scope == "always":
+            new = np.ones(n, bool)
         if model.combiner.prior != "adapt" and (settings is None or not new.any()):
             return replace(model, version="", uri="")           # nothing to learn from here
         parts = model.component_log_probs(features, present)          # read once, used by both

@@ -491,6 +491,8 @@ def test_self_training_on_new_platforms_only_leaves_the_training_platforms_alone
     assert always.adapt(feats, platforms=known).self_trained.settings["adapted_on"] == 600
     with pytest.raises(ValueError, match="expected 600 values"):
         model.adapt(feats, platforms=known[:10])
+    with pytest.raises(ValueError, match="expected 600 values"):
+        always.adapt(feats, platforms=known[:10])
 
 
 def test_choose_removes_a_prior_the_held_out_products_do_not_share():
