@@ -75,16 +75,11 @@ def pseudo_labels(combined: np.ndarray, components: dict[str, np.ndarray], selec
     Raises:
         ValueError: an unknown ``selection``.
     """
-    labels = combined.argmax(axis=1)
-    if selection == "conf0.8":
-        return labels, np.exp(combined.max(axis=1)) >= 0.8
-    if selection == "agree":
-        kept = np.ones(len(labels), bool)
-        for name in ("text", "lexical"):
-            if name in components:
-                kept &= components[name].argmax(axis=1) == labels
-        return labels, kept
-    raise ValueError(f"unknown selection {selection!r}; choose one of: {', '.join(SELECTIONS)}")
+    from prodcat.models.decision import pseudo_labels as select  # what the product does
+
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; choose one of: {', '.join(SELECTIONS)}")
+    return select(combined, components, "confidence" if selection == "conf0.8" else "agree", 0.8)
 
 
 def target_log_probs(x: np.ndarray, labels: np.ndarray, kept: np.ndarray, groups: np.ndarray,

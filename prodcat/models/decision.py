@@ -145,6 +145,29 @@ class TreeDecoder:
 #: name (and kind) of the component self-training adds (:meth:`DecisionModel.adapt`)
 SELF_TRAINED = "self_trained"
 
+
+def pseudo_labels(combined: np.ndarray, parts: dict[str, np.ndarray], keep: str = "confidence",
+                  threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Self-training's pseudo-labels: ``(leaf index [B], kept [B] bool)`` from a combination's
+    ``log p [B, C]`` and its components' ``{name: log p [B, C]}``. ``keep: confidence`` keeps the
+    products whose top probability is at least ``threshold`` (in [0, 1]); ``agree`` those where
+    the ``text`` and ``lexical`` components' own most probable leaves are the combination's (a
+    component absent from ``parts`` is not asked).
+
+    Raises:
+        ValueError: an unknown ``keep``.
+    """
+    labels = combined.argmax(axis=1)
+    if keep == "confidence":
+        return labels, np.exp(combined.max(axis=1)) >= threshold
+    if keep == "agree":
+        kept = np.ones(len(labels), bool)
+        for name in ("text", LEXICAL):
+            if name in parts:
+                kept &= parts[name].argmax(axis=1) == labels
+        return labels, kept
+    raise ValueError(f"unknown pseudo-label selection {keep!r}; choose confidence or agree")
+
 #: how the combination counts the training label prior (``DecisionSettings.priors``)
 PRIORS = ("none", "once", "uniform", "adapt")
 
@@ -503,15 +526,7 @@ class DecisionModel:
             warnings.warn(f"self-training needs an embedding and this model reads none "
                           f"({', '.join(self.input_dims)}): no self-trained component added", stacklevel=3)
             return self
-        combined = self.combiner.combine(parts)
-        labels = combined.argmax(axis=1)
-        if settings.keep == "confidence":
-            kept = np.exp(combined.max(axis=1)) >= settings.threshold
-        else:
-            kept = np.ones(len(labels), bool)
-            for name in ("text", LEXICAL):
-                if name in parts:
-                    kept &= parts[name].argmax(axis=1) == labels
+        labels, kept = pseudo_labels(self.combiner.combine(parts), parts, settings.keep, settings.threshold)
         kept &= eligible
         leaves = self.decoder.leaves
         if len(np.unique(labels[kept])) < 2:
