@@ -91,13 +91,8 @@ def run(args: argparse.Namespace) -> int:
         if st and st["added"]:
             print(f"self-trained on {st['fitted_on']:,} of {st['adapted_on']:,} products "
                   f"({' + '.join(st['features'])})")
-        elif st and st.get("scope") == "new_platforms" and st.get("new_platform_products") == 0:
-            print("self-training added nothing: every product is of a platform the model was "
-                  f"trained on ({', '.join(st.get('trained_platforms') or [])}); it self-trains on "
-                  "new platforms only (adapt.md)")
         elif st:
-            print("self-training added nothing: the products the model is sure of span fewer than "
-                  "2 categories (adapt.md)")
+            print(f"self-training added nothing: {st['reason']} (adapt.md)")
         return 0
     from prodcat.onboard.config import MeasureConfig
     from prodcat.onboard.measure import measure

@@ -114,10 +114,7 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     new = int(model.new_platform_mask(platforms, len(table)).sum())
     adapted = model.adapt(features, present, platforms=platforms)
     adapted.save(output)
-    summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing)
-    if summary["self_training"] is not None:
-        summary["self_training"]["new_platform_products"] = new
-        summary["self_training"]["trained_platforms"] = model.trained_platforms
+    summary = _summary(adapted, checkpoint, products, platform, read, len(table), missing, new)
     if "category_id" in table.column_names and adapted.combiner.target_log_prior is not None:
         # labels: used after the estimate, for the report only
         summary.update(_against_labels(adapted, table["category_id"]))
@@ -167,20 +164,40 @@ def _against_labels(model, categories) -> dict:
             "tv_uniform": float(0.5 * np.abs(1.0 / len(truth) - truth).sum())}
 
 
-def _self_training(model) -> dict | None:
+def _kept(keep: str, threshold: float) -> str:
+    """Which pseudo-labels self-training keeps, in words."""
+    return (f"top probability at least {threshold:g}" if keep == "confidence"
+            else "the text and lexical components agree with the combination")
+
+
+def _self_training(model, new_platform_products: int | None = None) -> dict | None:
     """What self-training fitted (features, which products were kept, how many of how many, its
-    weight); ``{"added": False, ...}`` when the model self-trains but too few products were kept
-    (fewer than 2 categories); None when it does not self-train."""
+    weight); ``{"added": False, "reason": ...}`` when the model self-trains but added nothing
+    (every product of a platform it was trained on, no embedding to read, or the kept products in
+    fewer than 2 categories); None when it does not self-train. ``new_platform_products``: how
+    many of the products adapted to are of platforms the model was not trained on (None: not
+    counted)."""
     settings = model.model_config.decision.self_train
     if settings is None:
         return None
+    where = {"scope": settings.scope, "new_platform_products": new_platform_products,
+             "trained_platforms": model.trained_platforms}
     comp = model.self_trained
-    if comp is None:
-        return {"added": False, "features": model.self_training_features, "keep": settings.keep,
-                "threshold": settings.threshold, "scope": settings.scope}
-    return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
-                                                              "adapted_on")},
-            "weight": float(model.combiner.weights[comp.name])}
+    if comp is not None:
+        return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
+                                                                  "adapted_on")},
+                "weight": float(model.combiner.weights[comp.name]), **where}
+    if settings.scope == "new_platforms" and new_platform_products == 0:
+        reason = (f"every product is of a platform the model was trained on "
+                  f"({', '.join(model.trained_platforms or [])}), and it self-trains on new platforms "
+                  "only (`model.decision.self_train.scope: new_platforms`)")
+    elif not model.self_training_features:
+        reason = "the model reads no embedding to self-train on"
+    else:
+        reason = (f"the products the model is sure of (kept: {_kept(settings.keep, settings.threshold)}) "
+                  "span fewer than 2 categories")
+    return {"added": False, "features": model.self_training_features, "keep": settings.keep,
+            "threshold": settings.threshold, **where, "reason": reason}
 
 
 def _training_distribution(model) -> np.ndarray:
@@ -192,10 +209,10 @@ def _training_distribution(model) -> np.ndarray:
 
 
 def _summary(model, checkpoint: str, products: str, platform: str | None, read: int, used: int,
-             missing: int) -> dict:
+             missing: int, new_platform_products: int | None = None) -> dict:
     base = {"checkpoint": checkpoint, "products": products, "platform": platform,
             "products_read": int(read), "products_used": int(used), "without_vectors": int(missing),
-            "self_training": _self_training(model)}
+            "self_training": _self_training(model, new_platform_products)}
     if model.combiner.target_log_prior is None:           # self-training only: no estimate
         return base
     leaves = model.decoder.leaves
@@ -218,18 +235,11 @@ def markdown(summary: dict) -> str:
     st = summary.get("self_training")
     self_training = []
     if st is not None:
-        kept = (f"top probability at least {st['threshold']:g}" if st["keep"] == "confidence"
-                else "the text and lexical components agree with the combination")
         self_training = ["## Self-training", "", (
             f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
-            f"{kept}), added to the combination with weight {st['weight']:g}." if st["added"] else
-            ("Nothing added: every product is of a platform the model was trained on "
-             f"({', '.join(st.get('trained_platforms') or [])}), and it self-trains on new platforms "
-             "only (`model.decision.self_train.scope: new_platforms`)."
-             if st.get("scope") == "new_platforms" and st.get("new_platform_products") == 0 else
-             f"Nothing added: the products the model is sure of (kept: {kept}) span fewer than 2 "
-             "categories.")), ""]
+            f"{_kept(st['keep'], st['threshold'])}), added to the combination with weight {st['weight']:g}."
+            if st["added"] else f"Nothing added: {st['reason']}."), ""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
                            f"{summary['products_used']:,} products used ({summary['without_vectors']:,} "

@@ -126,7 +126,10 @@ def test_onboard_adapt_says_when_self_training_added_nothing(trained):
     assert model.self_trained is None
     st = _self_training(model)
     assert st == {"added": False, "features": ["text"], "keep": "confidence", "threshold": 0.5,
-                  "scope": "new_platforms"}
+                  "scope": "new_platforms", "new_platform_products": None,
+                  "trained_platforms": ["alpha", "beta"],
+                  "reason": "the products the model is sure of (kept: top probability at least 0.5) "
+                            "span fewer than 2 categories"}
     text = markdown({"checkpoint": "c", "products": "p", "platform": None, "products_used": 3,
                      "without_vectors": 0, "self_training": st})
     assert "Nothing added: the products the model is sure of (kept: top probability at least 0.5)" in text
