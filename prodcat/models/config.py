@@ -42,7 +42,8 @@ class SelfTrainSettings(StrictModel):
     features: list[str] | None = Field(None, min_length=1, description="embeddings the "
                                        "regression reads side by side (each L2-normalised; an absent "
                                        "one is zeros); each must be an input of the model; null: text "
-                                       "and image, those of them the model reads (stop 40's candidate)")
+                                       "and image, those of them the model reads (stop 40's candidate), "
+                                       "or where it reads neither, every embedding it reads")
     weight: float = Field(1.0, gt=0.0, description="weight of its log-probabilities in the combination")
     smoothing: float = Field(0.05, ge=0.0, lt=1.0, description="share of its probability spread "
                              "uniformly over the leaves, so a leaf no kept product has is not ruled out")
