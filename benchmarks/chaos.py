@@ -33,13 +33,14 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from prodcat.core.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -49,11 +50,6 @@ STAGE_LINE = re.compile(r"^=== \[(\w+)\] ===$", re.M)
 LOSS_WORDS = re.compile(r"died|retry|retries|unexpectedly|NodeDied|lost|restart|rescheduled|"
                         r"Failed|failed", re.I)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ the cluster
@@ -103,21 +99,36 @@ class ChaosCluster:
         return env
 
     def _ray_start(self, name: str, *args: str, tries: int = 3) -> None:
-        ports = [f"--{p}={free_port()}" for p in (
-            "node-manager-port", "object-manager-port", "metrics-export-port",
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")]
-        cmd = [str(BIN / "ray"), "start", f"--temp-dir={self.temp}", "--disable-usage-stats",
-               f"--object-store-memory={self.object_store_mb * 1024**2}",
-               f"--resources={json.dumps({name: 1})}", *ports, *args]
+        """``ray start`` for node ``name``, up to ``tries`` times: each try with ports chosen
+        anew (a port taken since it was chosen makes the node's agent fail, and the start fail
+        with "timed out during startup" every time it is reused); the tail of the node's
+        raylet log is printed when a try fails."""
         for attempt in range(1, tries + 1):
+            ports = [f"--{p}={free_port()}" for p in (
+                "node-manager-port", "object-manager-port", "metrics-export-port",
+                "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")]
+            cmd = [str(BIN / "ray"), "start", f"--temp-dir={self.temp}", "--disable-usage-stats",
+                   f"--object-store-memory={self.object_store_mb * 1024**2}",
+                   f"--resources={json.dumps({name: 1})}", *ports, *args]
+            began = time.time()
             done = subprocess.run(cmd, env=self._env(name), capture_output=True, text=True, timeout=300)
             if done.returncode == 0:
                 return
-            # a loaded machine: the raylet may miss Ray's fixed 30 s to register; start it again
+            # a loaded machine (the raylet may miss Ray's fixed 30 s to register) or a port taken
             print(f"[chaos] ray start ({name}) failed (attempt {attempt}/{tries}): "
-                  f"{done.stderr.strip().splitlines()[-1:]}", flush=True)
+                  f"{done.stderr.strip().splitlines()[-1:]}; ports {' '.join(ports)}", flush=True)
+            for log in self._logs_since(began, "raylet", "dashboard_agent", "runtime_env_agent"):
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                print(f"[chaos]   {log.name}: " + "\n[chaos]     ".join(tail), flush=True)
             self._end(self.pids(name))
+            time.sleep(5 * attempt)
         raise RuntimeError(f"ray start ({name}) → {done.returncode}\n{done.stderr[-2000:]}")
+
+    def _logs_since(self, began: float, *prefixes: str) -> list[Path]:
+        """The cluster's error logs named ``<prefix>*.err`` written since ``began`` (time.time())."""
+        logs = Path(self.temp) / "session_latest" / "logs"
+        found = [p for prefix in prefixes for p in logs.glob(f"{prefix}*.err")] if logs.is_dir() else []
+        return sorted(p for p in found if p.is_file() and p.stat().st_mtime >= began)
 
     @staticmethod
     def _end(pids: list[int]) -> None:

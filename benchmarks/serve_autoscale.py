@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,17 +35,14 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from prodcat.core.runtime import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Serve autoscaling (`benchmarks/serve_autoscale.py`)"
 DEPLOYMENTS = ("CategorizeIngress", "TextStage", "MultimodalStage")
 FAST_SERVE_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
                       "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_cluster(workers: int, cpus: int):

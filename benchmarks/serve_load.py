@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,14 +28,11 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from prodcat.core.runtime import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Serving (`benchmarks/serve_load.py`)"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(port: int, cascade: str, extra: list[str], log_path: Path) -> subprocess.Popen:

@@ -4,15 +4,10 @@ shared folder. Markers: ``unit`` (fast, no Ray) and ``integration`` (Ray, real d
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from prodcat.core.runtime import free_port
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +16,7 @@ def s3_server():
     credentials in the environment (before Ray starts, so workers inherit them). Yields the URL."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"

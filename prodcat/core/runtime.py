@@ -7,6 +7,8 @@ No import of this module starts anything; :func:`ensure_ray` does, when an entry
 from __future__ import annotations
 
 import os
+import random
+import socket
 import tempfile
 from pathlib import Path
 
@@ -41,6 +43,52 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
                         f"; Ray's logs: {where}"
                         + (f" and {Path(log_dir) / 'ray.log'}" if log_dir else "")
                         + " (--verbose shows them here)")
+
+
+#: where :func:`free_port` draws from: above Ray's default worker ports (10002-19999)
+FREE_PORT_FLOOR = 20000
+
+
+def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's ephemeral port range, ``(low, high)`` (Linux: ``ip_local_port_range``;
+    32768-60999 where it cannot be read)."""
+    try:
+        low, high = (int(x) for x in Path(path).read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A TCP port nothing is bound to, for a server this process starts next (a Ray node, the
+    service, a loopback S3).
+
+    Drawn at random between :data:`FREE_PORT_FLOOR` and the start of the kernel's ephemeral range
+    (:func:`ephemeral_range`), and checked by binding it on every interface and on ``host``. A
+    port from ``bind(0)`` lies *in* the ephemeral range, where every outgoing connection takes its
+    source port: between choosing it and a server binding it, a client socket may take it, and a
+    Ray node given such a port fails to start ("The current node timed out during startup").
+    Where the kernel leaves fewer than 1,000 ports below its range, ``bind(0)`` is used.
+
+    Raises:
+        RuntimeError: when none of ``tries`` draws is free.
+    """
+    low = ephemeral_range()[0]
+    if low - FREE_PORT_FLOOR < 1000:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return s.getsockname()[1]
+    draw = random.SystemRandom()
+    for _ in range(tries):
+        port = draw.randrange(FREE_PORT_FLOOR, low)
+        try:
+            for where in ("", host):
+                with socket.socket() as s:
+                    s.bind((where, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free TCP port in {FREE_PORT_FLOOR}-{low - 1} after {tries} draws")
 
 
 def _session_logs() -> str:

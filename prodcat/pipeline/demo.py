@@ -4,20 +4,13 @@ service is the same application ``prodcat serve`` runs (``serve/config.yaml``)."
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Callable
 
 from prodcat.core.console import say
+from prodcat.core.runtime import free_port
 from prodcat.serve.app import build_app
 from prodcat.serve.settings import app_args, load_serve_config
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_demo(cascade_uri: str, products: list[dict], log: Callable[[str], None] = say,

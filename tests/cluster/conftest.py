@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.request
 from dataclasses import dataclass, field
 
 import pytest
+
+from prodcat.core.runtime import free_port
 
 #: logical resources of each worker node (the machine has 2 cores: these are shares, not cores)
 WORKER = {"num_cpus": 2, "object_store_memory": 200 * 1024**2}
@@ -37,11 +38,6 @@ def pytest_collection_modifyitems(config, items) -> None:
     to the end of the session."""
     items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""``prodcat.core.runtime.free_port``: ports for servers started next, outside the range outgoing
+connections take theirs from."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from prodcat.core import runtime
+from prodcat.core.runtime import FREE_PORT_FLOOR, ephemeral_range, free_port
+
+pytestmark = pytest.mark.unit
+
+
+def test_free_port_is_below_the_ephemeral_range_and_can_be_bound():
+    low, _ = ephemeral_range()
+    ports = {free_port() for _ in range(20)}
+    assert all(FREE_PORT_FLOOR <= p < low for p in ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_free_port_skips_a_port_something_listens_on(monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        seen = []
+
+        class Draw:
+            def randrange(self, a, b):      # the taken port twice, then ports bind(0) finds free
+                if len(seen) < 2:
+                    seen.append(taken)
+                    return taken
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    seen.append(s.getsockname()[1])
+                return seen[-1]
+
+        monkeypatch.setattr(runtime.random, "SystemRandom", Draw)
+        monkeypatch.setattr(runtime, "ephemeral_range", lambda: (65535, 65535))
+        monkeypatch.setattr(runtime, "FREE_PORT_FLOOR", 1024)
+        port = free_port()
+        assert port != taken and port == seen[-1] and seen[:2] == [taken, taken]
+
+
+def test_free_port_says_when_nothing_is_free(monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+
+        class Draw:
+            def randrange(self, a, b):
+                return taken
+
+        monkeypatch.setattr(runtime.random, "SystemRandom", Draw)
+        monkeypatch.setattr(runtime, "ephemeral_range", lambda: (65535, 65535))
+        monkeypatch.setattr(runtime, "FREE_PORT_FLOOR", 1024)
+        with pytest.raises(RuntimeError, match="no free TCP port"):
+            free_port(tries=5)
+
+
+def test_ephemeral_range_reads_the_kernel_setting_and_falls_back(tmp_path):
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("40000\t50000\n")
+    assert ephemeral_range(str(setting)) == (40000, 50000)
+    assert ephemeral_range(str(tmp_path / "missing")) == (32768, 60999)
