@@ -62,6 +62,13 @@ class EvaluateConfig(StrictModel):
                                        "fine-tuned inside each fold, on its training platforms only, "
                                        "for the models that read its feature (ft_text)")
     test_split: str = Field("test", description="in-platform test split")
+    adapt_pool: Literal["split", "platform"] = Field(
+        "platform", description="what a model that adapts (prior adapt, self-training) reads the "
+        "inputs of, on a validation fold whose scored platform it was not trained on (transfer_val): "
+        "platform, every product of that platform but the in-platform test split, as many as a "
+        "leave-one-platform-out fold adapts to (its whole held-out platform); split, only the split "
+        "it scores (before stop 42). Other folds adapt to their scored products either way. Labels "
+        "are never read")
     reference: str = Field("tfidf", description="model every other one is compared with "
                            "(paired bootstrap over near-duplicate groups)")
     output: str = Field("runs/evaluate", description="output folder, local or s3://")

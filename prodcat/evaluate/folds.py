@@ -124,6 +124,20 @@ def prepare_fold(table: FeatureTable, fold: Fold, config: EvaluateConfig) -> tup
     return fold_table, test, info
 
 
+def adapt_rows(table: FeatureTable, fold: Fold, config: EvaluateConfig) -> FeatureTable:
+    """The products whose inputs a model that adapts (prior adapt, self-training) reads on
+    ``fold``, never their labels: every product of the fold's scored splits of its test platforms,
+    covered by its label space or not; on a ``transfer_val`` fold with ``adapt_pool: platform``
+    (the default), every product of the scored platform but its in-platform test split (its
+    training split too, which the fold's model never read: the scored platform is not a training
+    platform), so validation adapts to a pool the size of what a leave-one-platform-out fold
+    adapts to (its whole held-out platform). ``FeatureTable`` rows, any order."""
+    splits = fold.test_splits
+    if config.adapt_pool == "platform" and fold.protocol == "transfer_val":
+        splits = [s for s in SPLITS if s != config.test_split]
+    return table.rows(splits=splits, platforms=fold.test_platforms)
+
+
 def check_unlearnt(table: FeatureTable, fold: Fold, test: FeatureTable) -> None:
     """Refuse a fold whose scoring a fine-tuned encoder has seen: a product of ``test`` among
     the products an encoder of ``table``'s features was trained on

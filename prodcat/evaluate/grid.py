@@ -35,7 +35,7 @@ from prodcat.core.runtime import ensure_ray
 from prodcat.core.uncertainty import hf_interval, paired_difference, verdict
 from prodcat.evaluate.config import EvaluateConfig
 from prodcat.evaluate.finetuning import fold_feature
-from prodcat.evaluate.folds import Fold, check_unlearnt, grid_cells, make_folds, prepare_fold
+from prodcat.evaluate.folds import Fold, adapt_rows, check_unlearnt, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.predictions import prediction_table, write_predictions
 from prodcat.evaluate.references import reference_models
 from prodcat.evaluate.report import comparisons_csv, plot_hf, results_csv, results_markdown, write_report
@@ -273,7 +273,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
         base, base_test = fold_table, test
         # what adapting reads (prior adapt, self-training): every test product of the fold, covered or not (with a per-fold
         # fine-tuned feature, which only the covered ones get, the covered ones)
-        unlabelled = None if tuned else table.rows(splits=fold.test_splits, platforms=fold.test_platforms)
+        unlabelled = None if tuned else adapt_rows(table, fold, config)
         per_seed = bool(tuned) and config.finetune.per_seed and len(config.seeds) > 1
         if tuned and not per_seed:       # one fine-tuning per fold, with the first seed
             fold_table, test = with_finetuned(base, base_test, fold, cells, config, config.seeds[0],

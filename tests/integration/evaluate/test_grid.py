@@ -178,6 +178,41 @@ def test_a_lopo_fold_reads_nothing_of_its_platform_before_its_test(ray_session, 
             assert "test" not in {split[p] for p in read}
 
 
+def test_a_validation_pair_adapts_to_its_whole_scored_platform_never_its_test_split(ray_session, catalogue, tmp_path):
+    """With ``adapt_pool: platform`` (the default), a model that self-trains on a transfer_val pair
+    A → B reads the inputs of every product of B but its test split (as a leave-one-platform-out
+    fold reads its whole held-out platform), and is scored on B's val split only; it never reads a
+    row of another platform, and the in-platform validation fold adapts to nothing new."""
+    root, products, _ = catalogue
+    platform = dict(zip(products["product_id"].to_pylist(), products["platform"].to_pylist()))
+    split = dict(zip(products["product_id"].to_pylist(), products["split"].to_pylist()))
+    config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + [
+        "plots=false", "references=[]", "protocols=[in_platform_val, transfer_val]", "predictions=false",
+        "models={self-train: {model.decision.self_train: {threshold: 0.5}}}"])
+    with audit.recording() as reads:
+        results = evaluate(config)
+    fold, adapted, tests = None, {}, {}
+    for r in reads:
+        if r.step.startswith("begin:"):
+            fold = r.step.split(":", 1)[1]
+        elif r.step.startswith("adapt:"):
+            adapted[fold] = set(r.product_ids)
+        elif r.step.startswith("test:"):
+            tests[fold] = set(r.product_ids)
+    pairs = [f for f in adapted if f.startswith("val_")]
+    assert len(pairs) == 6
+    for name in pairs:
+        scored = name.split("_to_")[1]
+        assert {platform[p] for p in adapted[name]} == {scored}
+        assert {split[p] for p in adapted[name]} == {"train", "val", "calib"}
+        assert adapted[name] == {p for p, q in platform.items() if q == scored and split[p] != "test"}
+        assert {split[p] for p in tests[name]} == {"val"} and tests[name] < adapted[name]
+    rows = {r["fold"]: r for r in results["results"]}
+    for name in pairs:
+        assert rows[name]["combiner"]["self_trained"]["adapted_on"] == len(adapted[name])
+    assert rows["in_platform_val"]["combiner"]["self_trained"] is None
+
+
 def test_cli_evaluate_in_platform_only(ray_session, catalogue, tmp_path, capsys):
     root, _, _ = catalogue
     args = ["evaluate", "--output", str(tmp_path / "cli"), "--set", "protocols=[in_platform]",

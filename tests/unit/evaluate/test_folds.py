@@ -4,7 +4,7 @@ validation scores may choose a model for which test fold (prodcat.evaluate.repor
 import pytest
 
 from prodcat.evaluate.config import EvaluateConfig
-from prodcat.evaluate.folds import make_folds
+from prodcat.evaluate.folds import adapt_rows, make_folds
 from prodcat.evaluate.report import nested_scores
 
 pytestmark = pytest.mark.unit
@@ -35,3 +35,24 @@ def test_nested_scores_for_a_fold_use_only_pairs_without_its_platform():
     scores = nested_scores({"folds": folds, "results": rows})["m"]
     assert scores["nested_c"] == 1.0 and scores["nested_a"] == 0.0 and scores["nested_b"] == 0.0
     assert scores["in_platform_val"] == 0.5 and "nested_mean" not in scores
+
+
+class _Rows:
+    """A stand-in for FeatureTable that records which rows were asked for."""
+
+    def rows(self, splits=None, platforms=None):
+        return {"splits": None if splits is None else sorted(splits), "platforms": platforms}
+
+
+@pytest.mark.parametrize("pool", ["platform", "split"])
+def test_what_a_fold_adapts_to(pool):
+    config = EvaluateConfig(protocols=["in_platform_val", "transfer_val", "in_platform", "lopo"], adapt_pool=pool)
+    folds = {f.name: f for f in make_folds(config, {}, ["a", "b", "c"])}
+    pair = adapt_rows(_Rows(), folds["val_a_to_b"], config)
+    # platform: the scored platform's every split but the in-platform test split, as a LOPO fold
+    # adapts to its whole held-out platform; split: only what the pair scores
+    assert pair == {"splits": ["calib", "train", "val"] if pool == "platform" else ["val"], "platforms": ["b"]}
+    # the other folds adapt to what they score, whatever the pool
+    assert adapt_rows(_Rows(), folds["in_platform_val"], config) == {"splits": ["calib"], "platforms": ["a", "b", "c"]}
+    assert adapt_rows(_Rows(), folds["in_platform"], config) == {"splits": ["test"], "platforms": ["a", "b", "c"]}
+    assert adapt_rows(_Rows(), folds["lopo_c"], config) == {"splits": ["calib", "test", "train"], "platforms": ["c"]}
