@@ -51,7 +51,6 @@ LOSS_WORDS = re.compile(r"died|retry|retries|unexpectedly|NodeDied|lost|restart|
                         r"Failed|failed", re.I)
 
 
-
 # ------------------------------------------------------------------ the cluster
 @dataclass
 class Node:
@@ -101,8 +100,8 @@ class ChaosCluster:
     def _ray_start(self, name: str, *args: str, tries: int = 3) -> None:
         """``ray start`` for node ``name``, up to ``tries`` times: each try with ports chosen
         anew (a port taken since it was chosen makes the node's agent fail, and the start fail
-        with "timed out during startup" every time it is reused); the tail of the node's
-        raylet log is printed when a try fails."""
+        with "timed out during startup" every time it is reused); when a try fails, the last lines
+        of the error logs of the node's raylet and agents are printed."""
         for attempt in range(1, tries + 1):
             ports = [f"--{p}={free_port()}" for p in (
                 "node-manager-port", "object-manager-port", "metrics-export-port",

@@ -44,7 +44,6 @@ FAST_SERVE_METRICS = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0
                       "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
 
 
-
 def start_cluster(workers: int, cpus: int):
     """A head without CPUs and ``workers`` nodes of ``cpus`` logical CPUs; the driver connects."""
     from ray.cluster_utils import Cluster

@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Serving (`benchmarks/serve_load.py`)"
 
 
-
 def start_service(port: int, cascade: str, extra: list[str], log_path: Path) -> subprocess.Popen:
     """``prodcat serve`` in its own process group; returns once ``/healthz`` answers 200."""
     cmd = [sys.executable, "-m", "prodcat", "serve", "--port", str(port), "--set", f"cascade={cascade}"]

@@ -67,8 +67,8 @@ class EvaluateConfig(StrictModel):
         "inputs of, on a validation fold whose scored platform it was not trained on (transfer_val): "
         "platform, every product of that platform but the in-platform test split, as many as a "
         "leave-one-platform-out fold adapts to (its whole held-out platform); split, only the split "
-        "it scores (before stop 42). Other folds adapt to their scored products either way. Labels "
-        "are never read")
+        "it scores (before stop 42). Other folds adapt to every product of the splits they score "
+        "either way. Labels are never read")
     reference: str = Field("tfidf", description="model every other one is compared with "
                            "(paired bootstrap over near-duplicate groups)")
     output: str = Field("runs/evaluate", description="output folder, local or s3://")

@@ -39,7 +39,6 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: "cluster" in getattr(item, "fixturenames", ()))
 
 
-
 @dataclass
 class LocalCluster:
     """The running cluster and what the tests do to it."""
