@@ -120,7 +120,8 @@ class ChaosCluster:
                 tail = log.read_text(errors="replace").strip().splitlines()[-3:]
                 print(f"[chaos]   {log.name}: " + "\n[chaos]     ".join(tail), flush=True)
             self._end(self.pids(name))
-            time.sleep(5 * attempt)
+            if attempt < tries:
+                time.sleep(5 * attempt)
         raise RuntimeError(f"ray start ({name}) → {done.returncode}\n{done.stderr[-2000:]}")
 
     def _logs_since(self, began: float, *prefixes: str) -> list[Path]:

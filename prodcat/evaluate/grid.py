@@ -94,8 +94,10 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
     """Train one model on ``fold`` (``table``: the fold's rows, in its label space; the model reads
     only ``fold.train_platforms``) with ``seed``, and score it on ``test``;
     ``(row, prediction, counts [B, 3])``. A decision-level model that chose ``prior: adapt`` or
-    self-trains is first adapted to ``unlabelled`` (default ``test``): every test product of the fold, whether its
-    category is in the fold's label space or not, since which are is decided by their labels; only
+    self-trains is first adapted to ``unlabelled`` (default ``test``; :func:`prodcat.evaluate.folds.adapt_rows`):
+    every product of the fold's scored splits, whether its category is in the fold's label space or
+    not, since which are is decided by their labels (on a transfer_val pair, its whole scored
+    platform but the test split); only
     their inputs and platforms are read (audited as ``adapt:<fold>``). Self-training with
     ``scope: new_platforms`` adds nothing in-platform (the fold's test platforms are its
     training platforms)."""
@@ -271,8 +273,9 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
             continue
         check_unlearnt(table, fold, test)
         base, base_test = fold_table, test
-        # what adapting reads (prior adapt, self-training): every test product of the fold, covered or not (with a per-fold
-        # fine-tuned feature, which only the covered ones get, the covered ones)
+        # what adapting reads (prior adapt, self-training): folds.adapt_rows, every product of the fold's scored
+        # splits covered or not, on a transfer_val pair its whole scored platform but the test split (with a
+        # per-fold fine-tuned feature, which only the covered ones get, the covered test products)
         unlabelled = None if tuned else adapt_rows(table, fold, config)
         per_seed = bool(tuned) and config.finetune.per_seed and len(config.seeds) > 1
         if tuned and not per_seed:       # one fine-tuning per fold, with the first seed

@@ -168,6 +168,7 @@ def pseudo_labels(combined: np.ndarray, parts: dict[str, np.ndarray], keep: str 
         return labels, kept
     raise ValueError(f"unknown pseudo-label selection {keep!r}; choose confidence or agree")
 
+
 #: how the combination counts the training label prior (``DecisionSettings.priors``)
 PRIORS = ("none", "once", "uniform", "adapt")
 

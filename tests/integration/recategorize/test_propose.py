@@ -132,7 +132,8 @@ def test_service_reports_the_extended_taxonomy_and_predicts_its_new_nodes(ray_se
     import requests
     from ray import serve
 
-    from prodcat.pipeline.demo import free_port, wait_healthy
+    from prodcat.core.runtime import free_port
+    from prodcat.pipeline.demo import wait_healthy
     from prodcat.serve.app import build_app
     from tests.fixtures.cascade import build_tiny_cascade
 

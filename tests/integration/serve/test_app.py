@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from prodcat.pipeline.demo import free_port, wait_healthy
+from prodcat.core.runtime import free_port
+from prodcat.pipeline.demo import wait_healthy
 
 pytestmark = pytest.mark.integration
 
