@@ -130,7 +130,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
                            "prior": loaded.combiner.prior, "adapted_on": loaded.combiner.adapted_on,
                            "self_trained": loaded.self_trained and {k: loaded.self_trained.settings[k]
-                                                                    for k in ("fitted_on", "adapted_on")},
+                                                                    for k in ("fitted_on", "adapted_on", "rounds")
+                                                                    if k in loaded.self_trained.settings},
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),

@@ -33,12 +33,19 @@ class SelfTrainSettings(StrictModel):
         "platforms the model was not trained on (none: nothing is added; stop 41's design, since "
         "in-platform it cost 0.0-0.3 hF points, docs/evaluation.md); always, every product adapted to "
         "(stop 40's option)")
-    keep: Literal["confidence", "agree"] = Field(
+    keep: Literal["confidence", "agree", "balanced"] = Field(
         "confidence", description="which pseudo-labels fit the regression: confidence, where the "
         "combination's top probability is at least `threshold`; agree, where the text and lexical "
-        "components alone choose the same leaf as the combination")
+        "components alone choose the same leaf as the combination; balanced, in each leaf the "
+        "combination chooses, the `share` of its products it is surest of (class-balanced "
+        "self-training, Zou et al. 2018), so frequent leaves do not crowd out rare ones")
     threshold: float = Field(0.8, gt=0.0, le=1.0, description="keep: confidence: the least top "
                              "probability in [0, 1] of a kept product")
+    share: float = Field(0.5, gt=0.0, le=1.0, description="keep: balanced: the share in (0, 1] of "
+                         "each chosen leaf's products kept (at least one per leaf)")
+    rounds: int = Field(1, ge=1, le=10, description="how many times the pseudo-labels are drawn: "
+                        "round k > 1 relabels with the combination that includes round k - 1's "
+                        "regression and refits it (iterated self-training)")
     features: list[str] | None = Field(None, min_length=1, description="embeddings the "
                                        "regression reads side by side (each L2-normalised; an absent "
                                        "one is zeros); each must be an input of the model; null: text "

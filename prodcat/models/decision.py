@@ -147,15 +147,17 @@ SELF_TRAINED = "self_trained"
 
 
 def pseudo_labels(combined: np.ndarray, parts: dict[str, np.ndarray], keep: str = "confidence",
-                  threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+                  threshold: float = 0.8, share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Self-training's pseudo-labels: ``(leaf index [B], kept [B] bool)`` from a combination's
     ``log p [B, C]`` and its components' ``{name: log p [B, C]}``. ``keep: confidence`` keeps the
     products whose top probability is at least ``threshold`` (in [0, 1]); ``agree`` those where
     the ``text`` and ``lexical`` components' own most probable leaves are the combination's (a
-    component absent from ``parts`` is not asked).
+    component absent from ``parts`` is not asked); ``balanced``, in each leaf the combination
+    chooses, the ``ceil(share * n)`` of its n products with the highest top probability
+    (class-balanced self-training, Zou et al., ECCV 2018; ties broken by position).
 
     Raises:
-        ValueError: an unknown ``keep``.
+        ValueError: an unknown ``keep``, or ``share`` outside (0, 1].
     """
     labels = combined.argmax(axis=1)
     if keep == "confidence":
@@ -166,7 +168,19 @@ def pseudo_labels(combined: np.ndarray, parts: dict[str, np.ndarray], keep: str 
             if name in parts:
                 kept &= parts[name].argmax(axis=1) == labels
         return labels, kept
-    raise ValueError(f"unknown pseudo-label selection {keep!r}; choose confidence or agree")
+    if keep == "balanced":
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        top = combined.max(axis=1)
+        order = np.lexsort((np.arange(len(labels)), -top, labels))    # by leaf, surest first
+        sorted_labels = labels[order]
+        starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+        counts = np.bincount(labels, minlength=combined.shape[1])[sorted_labels]
+        rank = np.arange(len(order)) - starts
+        kept = np.zeros(len(labels), bool)
+        kept[order] = rank < np.ceil(share * counts)
+        return labels, kept
+    raise ValueError(f"unknown pseudo-label selection {keep!r}; choose confidence, agree or balanced")
 
 
 #: how the combination counts the training label prior (``DecisionSettings.priors``)
@@ -527,21 +541,34 @@ class DecisionModel:
             warnings.warn(f"self-training needs an embedding and this model reads none "
                           f"({', '.join(self.input_dims)}): no self-trained component added", stacklevel=3)
             return self
-        labels, kept = pseudo_labels(self.combiner.combine(parts), parts, settings.keep, settings.threshold)
-        kept &= eligible
-        leaves = self.decoder.leaves
-        if len(np.unique(labels[kept])) < 2:
-            warnings.warn(f"self-training kept {int(kept.sum())} of {int(eligible.sum())} products, in fewer "
-                          "than 2 categories: no self-trained component added", stacklevel=3)
-            return self
         x, _ = side_by_side(features, present, names)
         seed = int(self.train_config.get("optim", {}).get("seed", 0))
-        component = SelfTrainedComponent.fit(SELF_TRAINED, names, x[kept], leaves[labels[kept]],
-                                             self.taxonomy, C=settings.C, max_iter=settings.max_iter,
-                                             smoothing=settings.smoothing, seed=seed)
+        leaves = self.decoder.leaves
+        weights = {**self.combiner.weights, SELF_TRAINED: float(settings.weight)}
+        combined = self.combiner.combine(parts)
+        component, history = None, []
+        for round_ in range(settings.rounds):
+            labels, kept = pseudo_labels(combined, parts, settings.keep, settings.threshold, settings.share)
+            kept &= eligible
+            if len(np.unique(labels[kept])) < 2:
+                if component is None:
+                    warnings.warn(f"self-training kept {int(kept.sum())} of {int(eligible.sum())} products, "
+                                  "in fewer than 2 categories: no self-trained component added", stacklevel=3)
+                    return self
+                break                                          # keep the last round's regression
+            component = SelfTrainedComponent.fit(SELF_TRAINED, names, x[kept], leaves[labels[kept]],
+                                                 self.taxonomy, C=settings.C, max_iter=settings.max_iter,
+                                                 smoothing=settings.smoothing, seed=seed)
+            history.append(int(kept.sum()))
+            if round_ + 1 < settings.rounds:                   # relabel with this round's regression
+                own = component.log_probs(*component.inputs(features, present))
+                combined = replace(self.combiner, weights=weights).combine({**parts, SELF_TRAINED: own})
         component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
                                    "adapted_on": int(eligible.sum()), "scope": settings.scope})
-        weights = {**self.combiner.weights, SELF_TRAINED: float(settings.weight)}
+        if settings.keep == "balanced":
+            component.settings["share"] = settings.share
+        if settings.rounds > 1:
+            component.settings["rounds"] = history              # products kept in each round drawn
         return replace(self, components=[*self.components, component],
                        combiner=replace(self.combiner, weights=weights))
 

@@ -495,6 +495,46 @@ def test_self_training_on_new_platforms_only_leaves_the_training_platforms_alone
         always.adapt(feats, platforms=known[:10])
 
 
+def test_balanced_pseudo_labels_keep_the_surest_share_of_every_chosen_leaf():
+    """``keep: balanced`` (class-balanced self-training): in each leaf the combination chooses,
+    the ``ceil(share * n)`` of its n products with the highest top probability, so a rare leaf
+    whose products are all unsure keeps some where ``confidence`` keeps none of it."""
+    from prodcat.models.decision import pseudo_labels
+
+    p = np.array([[0.95, 0.05, 0.0], [0.90, 0.10, 0.0], [0.85, 0.15, 0.0], [0.6, 0.4, 0.0],
+                  [0.3, 0.6, 0.1], [0.3, 0.55, 0.15], [0.1, 0.2, 0.7]]) + 1e-9
+    combined = np.log(p / p.sum(axis=1, keepdims=True))
+    labels, kept = pseudo_labels(combined, {}, "balanced", share=0.5)
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 2]
+    assert kept.tolist() == [True, True, False, False, True, False, True]   # 2 of 4, 1 of 2, 1 of 1
+    assert pseudo_labels(combined, {}, "balanced", share=1.0)[1].all()
+    assert pseudo_labels(combined, {}, "confidence", threshold=0.8)[1].tolist() == [True] * 3 + [False] * 4
+    order = np.random.default_rng(0).permutation(len(p))                   # does not depend on order
+    assert pseudo_labels(combined[order], {}, "balanced", share=0.5)[1].tolist() == kept[order].tolist()
+    with pytest.raises(ValueError, match="share must be in"):
+        pseudo_labels(combined, {}, "balanced", share=0.0)
+    with pytest.raises(ValueError, match="confidence, agree or balanced"):
+        pseudo_labels(combined, {}, "all")
+
+
+def test_self_training_rounds_relabel_with_the_previous_regression():
+    """``rounds: 2``: the second round draws its pseudo-labels from the combination that includes
+    the first round's regression, so it keeps more of the target's products than the first (the
+    regression makes the combination surer of the ambiguous ones) and is no worse on them; the
+    component records how many each round kept; one round is what ``rounds: 1`` adapts."""
+    model, feats, target, noisy = _self_training_case()
+    settings = model.model_config.decision.self_train
+    twice = replace(model, model_config=model.model_config.model_copy(update={"decision": model.model_config.decision.model_copy(
+        update={"self_train": settings.model_copy(update={"rounds": 2})})}))
+    once, again = model.adapt(feats), twice.adapt(feats)
+    first, second = again.self_trained.settings["rounds"]
+    assert first == once.self_trained.settings["fitted_on"] and "rounds" not in once.self_trained.settings
+    assert second > first and again.self_trained.settings["fitted_on"] == second
+    right = lambda m: (LEAVES[m.leaf_log_probs(feats).argmax(axis=1)] == target)[noisy].mean()  # noqa: E731
+    assert right(again) >= right(once) - 0.02
+    assert [c.kind for c in again.components].count("self_trained") == 1
+
+
 def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     """Logistic regressions fitted on rows 90 % of one leaf carry that prior (the TF-IDF SVM's
     scores do not); the held-out products are balanced. The prior correction is chosen on them (like the decoding), read from the held-out
