@@ -164,10 +164,13 @@ def _against_labels(model, categories) -> dict:
             "tv_uniform": float(0.5 * np.abs(1.0 / len(truth) - truth).sum())}
 
 
-def _kept(keep: str, threshold: float) -> str:
+def _kept(keep: str, threshold: float, share: float | None = None) -> str:
     """Which pseudo-labels self-training keeps, in words."""
-    return (f"top probability at least {threshold:g}" if keep == "confidence"
-            else "the text and lexical components agree with the combination")
+    if keep == "confidence":
+        return f"top probability at least {threshold:g}"
+    if keep == "balanced":
+        return f"in each category it chooses, the {share if share is not None else 0.5:.0%} it is surest of"
+    return "the text and lexical components agree with the combination"
 
 
 def _self_training(model, new_platform_products: int | None = None) -> dict | None:
@@ -186,6 +189,7 @@ def _self_training(model, new_platform_products: int | None = None) -> dict | No
     if comp is not None:
         return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
                                                                   "adapted_on")},
+                **{k: comp.settings[k] for k in ("share", "rounds") if k in comp.settings},
                 "weight": float(model.combiner.weights[comp.name]), **where}
     if settings.scope == "new_platforms" and new_platform_products == 0:
         reason = (f"every product is of a platform the model was trained on "
@@ -194,7 +198,7 @@ def _self_training(model, new_platform_products: int | None = None) -> dict | No
     elif not model.self_training_features:
         reason = "the model reads no embedding to self-train on"
     else:
-        reason = (f"the products the model is sure of (kept: {_kept(settings.keep, settings.threshold)}) "
+        reason = (f"the products the model is sure of (kept: {_kept(settings.keep, settings.threshold, settings.share)}) "
                   "span fewer than 2 categories")
     return {"added": False, "features": model.self_training_features, "keep": settings.keep,
             "threshold": settings.threshold, **where, "reason": reason}
@@ -238,7 +242,7 @@ def markdown(summary: dict) -> str:
         self_training = ["## Self-training", "", (
             f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
-            f"{_kept(st['keep'], st['threshold'])}), added to the combination with weight {st['weight']:g}."
+            f"{_kept(st['keep'], st['threshold'], st.get('share'))}), added to the combination with weight {st['weight']:g}."
             if st["added"] else f"Nothing added: {st['reason']}."), ""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",

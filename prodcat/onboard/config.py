@@ -59,6 +59,10 @@ class MeasureConfig(StrictModel):
         None, description="evaluation folder (`prodcat evaluate`) whose leave-one-platform-out "
         "checkpoints of `model_name` are reused when present (a fold model is trained otherwise)")
     model_name: str = Field("default", description="the evaluation's model to reuse")
+    adapt: bool = Field(True, description="adapt each fold's model to its held-out platform's "
+                        "products (inputs only, as `prodcat onboard adapt` does) before it is measured, "
+                        "when the model adapts (the default self-trains on a new platform); false: "
+                        "measure it as trained")
     train: str = Field("configs/train.default.yaml", description="TrainConfig YAML of the fold "
                        "models trained here (each on the other platforms, in their label space)")
     train_overrides: list[str] = Field([], description="dotted overrides of that config")

@@ -5,6 +5,9 @@ For every leave-one-platform-out fold (held-out platform P, training platforms =
 1. the fold's model: the evaluation's checkpoint of ``model_name`` for that fold when there is one
    (copied), else trained here on the other platforms' rows in their label space, as the
    evaluation trains it (:func:`prodcat.train.trainer.train` with ``data.platforms``);
+   a model that adapts (the default self-trains on a new platform) is then adapted to P's products,
+   reading their inputs only (:func:`fold_adapted`, ``adapt: true``), as a leave-one-platform-out
+   fold of the evaluation is and as ``prodcat onboard adapt`` would adapt it on day one;
 2. its abstention thresholds, fitted on the training platforms' calibration split
    (:func:`prodcat.cascade.abstain.fit_table`, written into the copy's ``calibration.json``), and
    the hP / hR / coverage of partial answers on P's labelled products (all splits but validation,
@@ -20,7 +23,8 @@ For every leave-one-platform-out fold (held-out platform P, training platforms =
    mappings ``agreement_goal`` of the time), with P's agreement and coverage at it; the chosen
    ranking's ``mapping.yaml``, ``suggestions.parquet``, ``review.html`` are written.
 
-Output folder: ``lopo_<P>/`` (the suggestion files, ``comparison.json``, the fold's ``model/``),
+Output folder: ``lopo_<P>/`` (the suggestion files, ``comparison.json``, the fold's ``model/`` and,
+adapted, ``adapted/``),
 ``onboard.json``, ``report.md``, ``agreement.png``, ``abstain_curve.png``.
 """
 
@@ -92,6 +96,34 @@ def fold_model(config: MeasureConfig, train: TrainConfig, table: FeatureTable, p
     return target, f"trained on {', '.join(others)} ({cfg.model.fusion} fusion, {len(rows):,} rows)"
 
 
+def fold_adapted(config: MeasureConfig, checkpoint: str, platform: str, folder: str,
+                 log: Callable[[str], None]) -> tuple[str, dict]:
+    """``(adapted checkpoint in folder/adapted, what adapting did)``: the fold's model adapted to
+    every product of the held-out ``platform`` in the run's product table, reading their inputs
+    only (:func:`prodcat.onboard.adapt.adapt_checkpoint`, as ``prodcat onboard adapt`` does on a
+    new platform; the labels are read only after, for its report). What it did: products used,
+    and the self-training summary (products kept, of how many)."""
+    from prodcat.onboard.adapt import adapt_checkpoint
+
+    target = storage.join(folder, "adapted")
+    summary = adapt_checkpoint(checkpoint, config.products, config.embeddings, target, platform=platform,
+                               log=log)
+    st = summary.get("self_training") or {}
+    return target, {"products_used": summary["products_used"], "without_vectors": summary["without_vectors"],
+                    "self_trained_on": st.get("fitted_on") if st.get("added") else None,
+                    "estimated_prior": summary.get("entropy_nats") is not None}
+
+
+def _adapted_words(adapted: dict | None) -> str:
+    """How a fold's model was adapted, in words (for the report)."""
+    if adapted is None:
+        return "measured as trained (not adapted)"
+    what = [f"self-trained on {adapted['self_trained_on']:,}" if adapted["self_trained_on"] else "nothing self-trained",
+            *(["its label distribution estimated"] if adapted["estimated_prior"] else [])]
+    return (f"adapted to the platform's {adapted['products_used']:,} products (inputs only): "
+            + ", ".join(what))
+
+
 def fold_abstention(model, table: FeatureTable, platform: str, others: list[str], train: TrainConfig,
                     checkpoint: str, target: float) -> dict:
     """Thresholds on the training platforms' calibration split (also written into the
@@ -158,6 +190,10 @@ def measure(config: MeasureConfig, log: Callable[[str], None] = say) -> dict:
         log(f"[onboard] lopo_{platform}: {platform} met as a new platform, model without it ...")
         checkpoint, origin = fold_model(config, train, table, platform, others, folder, log)
         model = load_checkpoint(checkpoint)
+        adapted = None
+        if config.adapt and getattr(model, "adapts", False):
+            checkpoint, adapted = fold_adapted(config, checkpoint, platform, folder, log)
+            model = load_checkpoint(checkpoint)
         absts = fold_abstention(model, table, platform, others, train, checkpoint, config.abstain_target)
         rows, counts, read = platform_rows(config, platform, products)
         ref = ModelRef(checkpoint, "checkpoint", checkpoint)
@@ -166,7 +202,7 @@ def measure(config: MeasureConfig, log: Callable[[str], None] = say) -> dict:
         labels = {int(model.taxonomy.ids[n]) for n in model.taxonomy.leaves}
         hand = CategoryMapping.for_platform(platform)
         results = {r: compare(rank(items, r), hand, labels, google, max_depth) for r in RANKINGS}
-        folds[platform] = {"model": origin, "fusion": model.model_config.fusion, "read": read,
+        folds[platform] = {"model": origin, "adapted": adapted, "fusion": model.model_config.fusion, "read": read,
                            "abstain": absts, "seconds": round(time.perf_counter() - t0, 1),
                            "_items": items, "_results": results, "_counts": counts, "_ref": ref,
                            "_scored": len(rows), "_version": taxonomy.version}
@@ -307,7 +343,8 @@ def report_markdown(result: dict) -> str:
              markdown_table(ABSTAIN_HEADERS, abstain_rows(folds, target)), "",
              "![hP against hR](abstain_curve.png)", ""]
     for p, f in folds.items():
-        lines += [f"### lopo_{p}", "", f"Model: {f['model']}. Read: {f['read']}. {f['seconds']} s.", "",
+        lines += [f"### lopo_{p}", "", f"Model: {f['model']}; {_adapted_words(f.get('adapted'))}. "
+                  f"Read: {f['read']}. {f['seconds']} s.", "",
                   markdown_table(["target precision", "hP", "hR", "hF", "full paths", "answered",
                                   "levels kept"], abstention_rows(f["abstain"]["curve"])), ""]
         missing = f["comparison"]["not_coverable"]
