@@ -9,9 +9,9 @@ model adapted to a new platform from its unlabelled products.
 For every held-out platform: a model trained without it (the evaluation's checkpoint of the fold
 when it kept one, else trained here), adapted to the platform's products (inputs only) when it
 adapts, as the default does (`--set adapt=false`: as trained); mapping suggestions for the
-platform's source categories (as `prodcat catalog suggest-mapping` makes them) compared with its hand-made mapping (top-1 /
-top-3 agreement per category and by products, strict hF, agreement against a confidence
-threshold), and the fold's partial-path curve (abstention thresholds fitted on the training
+platform's source categories (as `prodcat catalog suggest-mapping` makes them) compared with
+its hand-made mapping (top-1 / top-3 agreement per category and by products, strict hF,
+agreement against a confidence threshold), and the fold's partial-path curve (abstention thresholds fitted on the training
 platforms' calibration split). Writes report.md, onboard.json, agreement.png, abstain_curve.png
 and lopo_<platform>/ (mapping.yaml, suggestions.parquet, review.html, comparison.json, model/,
 adapted/).
