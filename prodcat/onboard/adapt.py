@@ -164,12 +164,12 @@ def _against_labels(model, categories) -> dict:
             "tv_uniform": float(0.5 * np.abs(1.0 / len(truth) - truth).sum())}
 
 
-def _kept(keep: str, threshold: float, share: float | None = None) -> str:
+def _kept(keep: str, threshold: float, share: float = 0.5) -> str:
     """Which pseudo-labels self-training keeps, in words."""
     if keep == "confidence":
         return f"top probability at least {threshold:g}"
     if keep == "balanced":
-        return f"in each category it chooses, the {share if share is not None else 0.5:.0%} it is surest of"
+        return f"in each category it chooses, the {share:.0%} it is surest of"
     return "the text and lexical components agree with the combination"
 
 
@@ -242,7 +242,7 @@ def markdown(summary: dict) -> str:
         self_training = ["## Self-training", "", (
             f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
-            f"{_kept(st['keep'], st['threshold'], st.get('share'))}), added to the combination with weight {st['weight']:g}."
+            f"{_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), added to the combination with weight {st['weight']:g}."
             if st["added"] else f"Nothing added: {st['reason']}."), ""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
