@@ -132,6 +132,7 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
                            "self_trained": loaded.self_trained and {k: loaded.self_trained.settings[k]
                                                                     for k in ("fitted_on", "adapted_on", "rounds")
                                                                     if k in loaded.self_trained.settings},
+                           "reweight": loaded.selection.get("reweight"),
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),

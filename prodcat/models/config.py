@@ -110,6 +110,15 @@ class DecisionSettings(StrictModel):
     max_iter: int = Field(100, ge=10, description="lbfgs iterations of the logistic regressions")
     parallel: bool = Field(True, description="fit the cross-platform held-out sets' components in "
                            "parallel Ray tasks (1 CPU each) when Ray is running")
+    reweight: Literal["none", "dawid_skene"] = Field(
+        "none", description="when the model is adapted to a platform it was not trained on: "
+        "none, the weights stay as chosen; dawid_skene, each weighted component's accuracy on that "
+        "platform's unlabelled products is estimated from how its top leaves agree with the others' "
+        "(the one-coin Dawid-Skene model, by EM) and its weight scaled by its log-odds "
+        "log(a (C - 1) / (1 - a)) relative to the weighted mean (the optimal weighted vote of "
+        "independent voters, Nitzan and Paroush 1982), so the weights' sum is kept; before "
+        "self-training, which then draws its pseudo-labels from the reweighted combination; "
+        "prodcat.models.decision.dawid_skene")
     self_train: SelfTrainSettings | None = Field(
         None, description="self-train on a target platform's own products when the model is "
         "adapted to it (prodcat onboard adapt; prodcat evaluate adapts to each fold's test "

@@ -241,6 +241,74 @@ def em_label_prior(log_lik: np.ndarray, iterations: int = 500, tol: float = 1e-7
     return log_pi
 
 
+def dawid_skene(votes: np.ndarray, num_classes: int, init: np.ndarray | None = None,
+                iterations: int = 200, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Each voter's accuracy on a set of unlabelled products, from how their votes agree:
+    ``(accuracy [M] in (0, 1), posterior [B, C])``, by EM on the one-coin Dawid-Skene model
+    (Dawid & Skene 1979, "Maximum likelihood estimation of observer error-rates using the EM
+    algorithm", with one accuracy per voter: right with probability ``a_m``, otherwise any of the
+    other ``C - 1`` classes alike; the votes independent given the true class).
+
+    ``votes [B, M]``: M voters' classes in ``[0, C)`` for B products. E step: ``log p(k | x) =
+    log pi_k + sum_m [v_m = k] log(a_m (C - 1) / (1 - a_m)) + const``; M step: ``a_m`` the mean
+    posterior of the class voter m chose, ``pi`` the mean posterior. From ``init`` (a ``[B, C]``
+    posterior, for example the combination's; None: the share of votes), until no accuracy moves
+    by more than ``tol`` or after ``iterations`` steps. With fewer than 3 voters the model is not
+    identified. Reads no label.
+
+    Raises:
+        ValueError: ``votes`` not ``[B, M]`` with B >= 1 and M >= 3, a vote outside ``[0, C)``,
+            C < 2, or ``init`` not ``[B, C]``.
+    """
+    from scipy.special import logsumexp
+
+    votes = np.asarray(votes, np.int64)
+    if votes.ndim != 2 or not len(votes) or votes.shape[1] < 3:
+        raise ValueError(f"expected the votes [B, M] of at least 3 voters on at least one product, "
+                         f"got shape {list(votes.shape)}")
+    if num_classes < 2 or votes.min() < 0 or votes.max() >= num_classes:
+        raise ValueError(f"votes must be classes in [0, {num_classes}) with at least 2 classes")
+    n, m = votes.shape
+    rows = np.arange(n)
+    if init is None:
+        post = np.zeros((n, num_classes))
+        for j in range(m):
+            np.add.at(post, (rows, votes[:, j]), 1.0 / m)
+    else:
+        post = np.asarray(init, np.float64)
+        if post.shape != (n, num_classes):
+            raise ValueError(f"init: expected [{n}, {num_classes}], got {list(post.shape)}")
+    accuracy = np.full(m, np.nan)
+    eps = 1e-6
+    for _ in range(iterations):
+        new = np.clip(post[rows[:, None], votes].mean(axis=0), eps, 1 - eps)      # M step
+        log_pi = np.log(np.maximum(post.mean(axis=0), 1e-12))
+        moved = np.abs(new - accuracy).max() if np.isfinite(accuracy).all() else np.inf
+        accuracy = new
+        odds = np.log(accuracy * (num_classes - 1) / (1 - accuracy))
+        log_post = np.broadcast_to(log_pi, (n, num_classes)).copy()             # E step
+        for j in range(m):
+            np.add.at(log_post, (rows, votes[:, j]), odds[j])
+        post = np.exp(log_post - logsumexp(log_post, axis=1, keepdims=True))
+        if moved < tol:
+            break
+    return accuracy, post
+
+
+def vote_weights(weights: dict[str, float], accuracy: dict[str, float], num_classes: int) -> dict[str, float]:
+    """Weights scaled by each component's log-odds of being right, ``l_k = max(0, log(a_k (C - 1)
+    / (1 - a_k)))`` (the optimal weights of a vote of independent voters: Nitzan & Paroush 1982),
+    relative to their ``w``-weighted mean, so the weights' sum is kept: ``w'_k = w_k l_k sum_j w_j
+    / sum_j w_j l_j``. A component ``accuracy`` does not name keeps its weight; all log-odds 0:
+    the weights unchanged."""
+    named = {k: w for k, w in weights.items() if w > 0 and k in accuracy}
+    odds = {k: max(0.0, float(np.log(accuracy[k] * (num_classes - 1) / (1 - accuracy[k])))) for k in named}
+    mean = sum(w * odds[k] for k, w in named.items()) / sum(named.values()) if named else 0.0
+    if mean <= 0:
+        return dict(weights)
+    return {k: (w * odds[k] / mean if k in named else w) for k, w in weights.items()}
+
+
 def prior_coefficient(weights: dict[str, float], prior: str, carriers: dict[str, float]) -> float:
     """The multiple of ``log pi`` a :class:`Combiner` subtracts: ``sum_c w_c s_c`` less their
     mean for ``once``, all of it for ``uniform`` and ``adapt``; 0 for ``none`` or when no weighted
@@ -420,9 +488,11 @@ class DecisionModel:
 
     @property
     def adapts(self) -> bool:
-        """Whether :meth:`adapt` changes this model: its combination chose ``prior: adapt``, or
-        it self-trains (``model.decision.self_train``, with an embedding to self-train on)."""
-        return self.combiner.prior == "adapt" or bool(self.self_training_features)
+        """Whether :meth:`adapt` changes this model: its combination chose ``prior: adapt``, it
+        reweights its components (``model.decision.reweight``), or it self-trains
+        (``model.decision.self_train``, with an embedding to self-train on)."""
+        return (self.combiner.prior == "adapt" or self.model_config.decision.reweight != "none"
+                or bool(self.self_training_features))
 
     @property
     def trained_platforms(self) -> list[str] | None:
@@ -458,6 +528,12 @@ class DecisionModel:
         reading their inputs only:
 
         - ``prior: adapt``: their label distribution, estimated by EM (:meth:`Combiner.adapt`);
+        - ``model.decision.reweight: dawid_skene``: the weights of the components, scaled by each
+          one's accuracy on the products of platforms it was not trained on, estimated from
+          their agreement (:func:`dawid_skene`, :func:`vote_weights`; first, so what follows
+          reads the reweighted combination; nothing changes with no such product or fewer than 3
+          weighted components). ``selection["reweight"]`` records the estimate and the weights
+          as trained;
         - ``model.decision.self_train``: a ``self_trained`` component
           (:class:`prodcat.models.components.SelfTrainedComponent`) fitted on the products the
           combination is sure of (``keep``), labelled with its own choice, and added with
@@ -486,14 +562,16 @@ class DecisionModel:
         n = self._check(features)
         if not n:
             raise ValueError("no product to adapt to")
-        model = self.without_self_training()
+        model = self.as_trained()
         settings = self.model_config.decision.self_train
-        new = self.new_platform_mask(platforms, n)                  # checks the length whatever the scope
-        if settings is None or settings.scope == "always":
-            new = np.ones(n, bool)
-        if model.combiner.prior != "adapt" and (settings is None or not new.any()):
+        fresh = self.new_platform_mask(platforms, n)                # checks the length whatever the scope
+        new = fresh if settings is not None and settings.scope != "always" else np.ones(n, bool)
+        reweight = self.model_config.decision.reweight != "none" and fresh.any()
+        if model.combiner.prior != "adapt" and not reweight and (settings is None or not new.any()):
             return replace(model, version="", uri="")           # nothing to learn from here
-        parts = model.component_log_probs(features, present)          # read once, used by both
+        parts = model.component_log_probs(features, present)          # read once, used by all
+        if reweight:
+            model = model._reweight({k: v[fresh] for k, v in parts.items()})
         if model.combiner.prior == "adapt":
             model = replace(model, combiner=model.combiner.adapt(parts))
         if settings is not None and new.any():
@@ -517,6 +595,36 @@ class DecisionModel:
     def self_trained(self) -> Component | None:
         """The ``self_trained`` component :meth:`adapt` added, or None."""
         return next((c for c in self.components if c.kind == SELF_TRAINED), None)
+
+    def as_trained(self) -> DecisionModel:
+        """This model as trained, before :meth:`adapt`: without a ``self_trained`` component and
+        with the weights it had before any reweighting."""
+        model = self.without_self_training()
+        before = (self.selection.get("reweight") or {}).get("weights_before")
+        if before is None:
+            return model
+        selection = {k: v for k, v in model.selection.items() if k != "reweight"}
+        return replace(model, combiner=replace(model.combiner, weights=dict(before)), selection=selection)
+
+    def _reweight(self, parts: dict[str, np.ndarray]) -> DecisionModel:
+        """A copy whose weights are scaled by the components' estimated accuracy on the products
+        whose ``{name: log p [B, C]}`` are ``parts`` (``model.decision.reweight``)."""
+        import warnings
+
+        used = [k for k, w in self.combiner.weights.items() if w > 0 and k in parts]
+        if len(used) < 3:
+            warnings.warn(f"reweighting needs at least 3 weighted components to estimate their accuracy "
+                          f"from their agreement; this model has {len(used)}: weights unchanged", stacklevel=3)
+            return self
+        votes = np.stack([parts[k].argmax(axis=1) for k in used], axis=1)
+        num_classes = len(self.decoder.leaves)
+        accuracy, _ = dawid_skene(votes, num_classes, init=np.exp(self.combiner.combine(parts)))
+        estimate = {k: float(a) for k, a in zip(used, accuracy)}
+        weights = vote_weights(self.combiner.weights, estimate, num_classes)
+        record = {"method": self.model_config.decision.reweight, "accuracy": estimate,
+                  "weights_before": dict(self.combiner.weights), "adapted_on": int(len(votes))}
+        return replace(self, combiner=replace(self.combiner, weights=weights),
+                       selection={**self.selection, "reweight": record})
 
     def without_self_training(self) -> DecisionModel:
         """This model without a ``self_trained`` component (as trained, before :meth:`adapt`)."""

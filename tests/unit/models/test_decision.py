@@ -535,6 +535,82 @@ def test_self_training_rounds_relabel_with_the_previous_regression():
     assert [c.kind for c in again.components].count("self_trained") == 1
 
 
+def test_dawid_skene_recovers_the_voters_accuracies_from_their_agreement_alone():
+    """One-coin Dawid-Skene by EM: three good voters and one that is right 25 % of the time, on
+    products whose labels it never reads; the accuracies come back within 0.03, and
+    :func:`vote_weights` scales the weights by their log-odds, keeping the sum."""
+    from prodcat.models.decision import dawid_skene, vote_weights
+
+    rng = np.random.default_rng(0)
+    truth, classes = rng.integers(0, 20, 4000), 20
+    accuracy = np.array([0.9, 0.75, 0.85, 0.25])
+    right = rng.random((4000, 4)) < accuracy
+    votes = np.where(right, truth[:, None], (truth[:, None] + rng.integers(1, classes, (4000, 4))) % classes)
+    estimate, posterior = dawid_skene(votes, classes)
+    assert np.abs(estimate - accuracy).max() < 0.03
+    assert (posterior.argmax(axis=1) == truth).mean() > (votes[:, 0] == truth).mean()
+    weights = vote_weights({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 0.5}, dict(zip("abcd", estimate)), classes)
+    assert weights["a"] > weights["c"] > weights["b"] > 1.0 > weights["d"] and weights["e"] == 0.5
+    assert sum(weights.values()) == pytest.approx(4.5)
+    odds = np.log(estimate * (classes - 1) / (1 - estimate))
+    assert weights["a"] / weights["d"] == pytest.approx(odds[0] / odds[3])
+    with pytest.raises(ValueError, match="at least 3 voters"):
+        dawid_skene(votes[:, :2], classes)
+    with pytest.raises(ValueError, match=r"classes in \[0, 5\)"):
+        dawid_skene(votes, 5)
+    with pytest.raises(ValueError, match="init: expected"):
+        dawid_skene(votes, classes, init=np.ones((10, classes)))
+
+
+def _reweight_case(seed: int = 0):
+    """Four components trained on a source platform where all four inputs are clean; on the target
+    platform one of them (``d``) is shifted into noise."""
+    rng = np.random.default_rng(seed)
+    protos = {k: rng.normal(size=(len(TAX), 8)) for k in "abcd"}
+    source = rng.choice(LEAVES, 400)
+    comps = [component_kinds.get("linear").fit(k, k, protos[k][source] + 0.8 * rng.normal(size=(400, 8)),
+                                               source, TAX, C=10.0) for k in "abcd"]
+    config = ModelConfig(fusion="decision", modalities=list("abcd"), decision={"reweight": "dawid_skene"})
+    model = DecisionModel(components=comps, combiner=Combiner({k: 1.0 for k in "abcd"}), taxonomy=TAX,
+                          model_config=config, input_dims={k: 8 for k in "abcd"},
+                          selection={"platforms": ["source"]})
+    target = rng.choice(LEAVES, 600)
+    feats = {k: protos[k][target] + 1.6 * rng.normal(size=(600, 8)) for k in "abc"}
+    feats["d"] = protos["d"][rng.choice(LEAVES, 600)] + 0.8 * rng.normal(size=(600, 8))  # says nothing
+    return model, feats, target
+
+
+def test_reweighting_down_weights_the_component_that_disagrees_on_a_new_platform(tmp_path):
+    """``model.decision.reweight: dawid_skene``: adapted to a new platform's unlabelled products,
+    the component whose input says nothing there agrees with the others at chance, gets the lowest
+    estimated accuracy and a weight below 1 (the others above; the sum kept), and the reweighted
+    model is right more often. In-platform nothing changes; the checkpoint keeps the estimate, and
+    a second adapt starts from the weights as trained."""
+    model, feats, target = _reweight_case()
+    assert model.adapts and model.self_training_features == []
+    right = lambda m: (LEAVES[m.leaf_log_probs(feats).argmax(axis=1)] == target).mean()  # noqa: E731
+    new = np.array(["target"] * 600, object)
+    adapted = model.adapt(feats, platforms=new)
+    record = adapted.selection["reweight"]
+    assert record["adapted_on"] == 600 and record["weights_before"] == {k: 1.0 for k in "abcd"}
+    assert min(record["accuracy"], key=record["accuracy"].get) == "d" and record["accuracy"]["d"] < 0.3
+    weights = adapted.combiner.weights
+    assert weights["d"] < 1.0 < min(weights[k] for k in "abc") and sum(weights.values()) == pytest.approx(4.0)
+    assert right(adapted) > right(model) + 0.03
+    same = model.adapt(feats, platforms=np.array(["source"] * 600, object))       # in-platform
+    assert same.combiner.weights == model.combiner.weights and "reweight" not in same.selection
+    adapted.save(str(tmp_path / "m"))
+    loaded = load_decision(str(tmp_path / "m"))
+    assert loaded.combiner.weights == pytest.approx(weights) and loaded.selection["reweight"]["accuracy"]["d"] < 0.3
+    again = loaded.adapt(feats, platforms=new)                                   # from the weights as trained
+    assert again.combiner.weights == pytest.approx(weights)
+    assert loaded.as_trained().combiner.weights == model.combiner.weights
+    two = replace(model, components=model.components[:2], combiner=Combiner({"a": 1.0, "b": 1.0}),
+                  input_dims={"a": 8, "b": 8})
+    with pytest.warns(UserWarning, match="at least 3 weighted components"):
+        assert two.adapt(feats, platforms=new).combiner.weights == {"a": 1.0, "b": 1.0}
+
+
 def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     """Logistic regressions fitted on rows 90 % of one leaf carry that prior (the TF-IDF SVM's
     scores do not); the held-out products are balanced. The prior correction is chosen on them (like the decoding), read from the held-out
