@@ -627,7 +627,7 @@ class DecisionModel:
                        selection={**self.selection, "reweight": record})
 
     def without_self_training(self) -> DecisionModel:
-        """This model without a ``self_trained`` component (as trained, before :meth:`adapt`)."""
+        """This model without a ``self_trained`` component (:meth:`as_trained` also undoes a reweighting)."""
         kept = [c for c in self.components if c.kind != SELF_TRAINED]
         if len(kept) == len(self.components):
             return self

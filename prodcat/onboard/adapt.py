@@ -68,9 +68,10 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     if not isinstance(model, DecisionModel) or not model.adapts:
         prior = model.combiner.prior if isinstance(model, DecisionModel) else "a neural model"
         raise ValueError(f"{checkpoint}: only a decision-level model whose combination chose prior "
-                         f"'adapt', or that self-trains, adapts to a platform (this one: {prior}, no "
-                         "self-training); train it with model.decision.priors including adapt, or "
-                         "with model.decision.self_train set")
+                         f"'adapt', that reweights or that self-trains, adapts to a platform (this "
+                         f"one: {prior}, no reweighting, no self-training); train it with "
+                         "model.decision.priors including adapt, model.decision.reweight or "
+                         "model.decision.self_train set")
     table = storage.read_table(products, columns=["product_id", "platform", "title", "description"]
                                + (["category_id"] if _has_labels(products) else []))
     read, everything = table.num_rows, table
@@ -107,6 +108,7 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
         texts = [product_text(a, b) for a, b in zip(table["title"].to_pylist(), table["description"].to_pylist())]
         features[LEXICAL] = model.lexical.scores(texts)
     what = " and ".join(w for w, on in (("estimating the label distribution", model.combiner.prior == "adapt"),
+                                        ("reweighting", model.model_config.decision.reweight != "none"),
                                         ("self-training", model.model_config.decision.self_train is not None)) if on)
     say(f"[adapt] {what} on {len(table):,} products"
         f"{f' of {platform}' if platform else ''} ({missing:,} without vectors, left out)")
@@ -216,7 +218,8 @@ def _summary(model, checkpoint: str, products: str, platform: str | None, read: 
              missing: int, new_platform_products: int | None = None) -> dict:
     base = {"checkpoint": checkpoint, "products": products, "platform": platform,
             "products_read": int(read), "products_used": int(used), "without_vectors": int(missing),
-            "self_training": _self_training(model, new_platform_products)}
+            "self_training": _self_training(model, new_platform_products),
+            "reweight": model.selection.get("reweight"), "weights": dict(model.combiner.weights)}
     if model.combiner.target_log_prior is None:           # self-training only: no estimate
         return base
     leaves = model.decoder.leaves
@@ -234,7 +237,7 @@ def _summary(model, checkpoint: str, products: str, platform: str | None, read: 
 
 def markdown(summary: dict) -> str:
     """``adapt.md``: what the estimate was made from, and its largest categories; what
-    self-training fitted."""
+    self-training fitted; the components' reweighting."""
     where = f" of platform `{summary['platform']}`" if summary["platform"] else ""
     st = summary.get("self_training")
     self_training = []
@@ -244,14 +247,23 @@ def markdown(summary: dict) -> str:
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
             f"{_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), added to the combination with weight {st['weight']:g}."
             if st["added"] else f"Nothing added: {st['reason']}."), ""]
+    rw = summary.get("reweight")
+    if rw is not None:
+        self_training += ["## Component weights", "", (
+            f"Each component's top-leaf accuracy on the {rw['adapted_on']:,} products of new platforms, "
+            "estimated from how the components agree (one-coin Dawid-Skene, no label read), and its "
+            "weight scaled by its log-odds:"), "", "| component | estimated accuracy | weight as trained | weight |",
+            "|---|---:|---:|---:|"]
+        self_training += [f"| {k} | {a:.3f} | {rw['weights_before'][k]:.2f} | {summary['weights'][k]:.2f} |"
+                          for k, a in rw["accuracy"].items()] + [""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
                            f"{summary['products_used']:,} products used ({summary['without_vectors']:,} "
                            f"without stored vectors, left out); the model: `{summary['checkpoint']}`. "
                            "Its combination keeps its label-prior correction; no distribution was "
                            "estimated.", "", *self_training]) + "\n"
-    lines = [*(["# Adapted to the target platform", ""] + self_training if st else []),
-             ("## " if st else "# ") + "Label distribution of the target platform", "",
+    lines = [*(["# Adapted to the target platform", ""] + self_training if self_training else []),
+             ("## " if self_training else "# ") + "Label distribution of the target platform", "",
              f"Estimated by EM (Saerens et al., 2002) from {summary['products_used']:,} unlabelled "
              f"products{where} in `{summary['products']}` ({summary['without_vectors']:,} without "
              f"stored vectors, left out); the model: `{summary['checkpoint']}`. Entropy "

@@ -136,6 +136,20 @@ def test_onboard_adapt_says_when_self_training_added_nothing(trained):
     assert _self_training(load_checkpoint(checkpoints["adapt"])) is None      # does not self-train
 
 
+def test_adapt_report_shows_the_reweighted_components():
+    """``model.decision.reweight``: adapt.md lists each component's estimated accuracy, its weight
+    as trained and after reweighting, beside what self-training fitted."""
+    from prodcat.onboard.adapt import markdown
+
+    record = {"method": "dawid_skene", "adapted_on": 1200, "accuracy": {"text": 0.81, "label": 0.12},
+              "weights_before": {"text": 1.0, "label": 1.0}}
+    text = markdown({"checkpoint": "c", "products": "p", "platform": "new", "products_used": 1200,
+                     "without_vectors": 0, "self_training": None, "reweight": record,
+                     "weights": {"text": 1.4, "label": 0.6}})
+    assert "## Component weights" in text and "1,200 products of new platforms" in text
+    assert "| text | 0.810 | 1.00 | 1.40 |" in text and "| label | 0.120 | 1.00 | 0.60 |" in text
+
+
 def test_onboard_adapt_does_not_self_train_on_a_platform_the_model_was_trained_on(trained, tmp_path, capsys):
     """``scope: new_platforms`` (the default): a checkpoint trained on every platform, adapted to
     one of them, adds no component, and the CLI, adapt.json and adapt.md say why; the checkpoint
@@ -175,7 +189,7 @@ def test_onboard_adapt_refuses_what_it_cannot_adapt(trained, tmp_path, capsys):
                  "--embeddings", cascade["embeddings"], "--platform", "nowhere", "--output", str(tmp_path / "e")]) == 2
     assert "prodcat onboard adapt: error: no product of platform 'nowhere'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="only a decision-level model whose combination chose prior "
-                       "'adapt', or that self-trains"):
+                       "'adapt', that reweights or that self-trains"):
         adapt_checkpoint(checkpoints["none"], cascade["products_uri"], cascade["embeddings"], str(tmp_path / "a"))
     with pytest.raises(ValueError, match=r"no product of platform 'nowhere' .* it has \['alpha', 'beta'\]"):
         adapt_checkpoint(checkpoints["adapt"], cascade["products_uri"], cascade["embeddings"],
