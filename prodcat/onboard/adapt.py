@@ -240,30 +240,30 @@ def markdown(summary: dict) -> str:
     self-training fitted; the components' reweighting."""
     where = f" of platform `{summary['platform']}`" if summary["platform"] else ""
     st = summary.get("self_training")
-    self_training = []
+    sections = []
     if st is not None:
-        self_training = ["## Self-training", "", (
+        sections = ["## Self-training", "", (
             f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
             f"{_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), added to the combination with weight {st['weight']:g}."
             if st["added"] else f"Nothing added: {st['reason']}."), ""]
     rw = summary.get("reweight")
     if rw is not None:
-        self_training += ["## Component weights", "", (
+        sections += ["## Component weights", "", (
             f"Each component's top-leaf accuracy on the {rw['adapted_on']:,} products of new platforms, "
             "estimated from how the components agree (one-coin Dawid-Skene, no label read), and its "
             "weight scaled by its log-odds:"), "", "| component | estimated accuracy | weight as trained | weight |",
             "|---|---:|---:|---:|"]
-        self_training += [f"| {k} | {a:.3f} | {rw['weights_before'][k]:.2f} | {summary['weights'][k]:.2f} |"
+        sections += [f"| {k} | {a:.3f} | {rw['weights_before'][k]:.2f} | {summary['weights'][k]:.2f} |"
                           for k, a in rw["accuracy"].items()] + [""]
     if "top" not in summary:
         return "\n".join([f"# Adapted to the products{where} in `{summary['products']}`", "",
                            f"{summary['products_used']:,} products used ({summary['without_vectors']:,} "
                            f"without stored vectors, left out); the model: `{summary['checkpoint']}`. "
                            "Its combination keeps its label-prior correction; no distribution was "
-                           "estimated.", "", *self_training]) + "\n"
-    lines = [*(["# Adapted to the target platform", ""] + self_training if self_training else []),
-             ("## " if self_training else "# ") + "Label distribution of the target platform", "",
+                           "estimated.", "", *sections]) + "\n"
+    lines = [*(["# Adapted to the target platform", ""] + sections if sections else []),
+             ("## " if sections else "# ") + "Label distribution of the target platform", "",
              f"Estimated by EM (Saerens et al., 2002) from {summary['products_used']:,} unlabelled "
              f"products{where} in `{summary['products']}` ({summary['without_vectors']:,} without "
              f"stored vectors, left out); the model: `{summary['checkpoint']}`. Entropy "
