@@ -130,7 +130,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
                            "prior": loaded.combiner.prior, "adapted_on": loaded.combiner.adapted_on,
                            "self_trained": loaded.self_trained and {k: loaded.self_trained.settings[k]
-                                                                    for k in ("fitted_on", "adapted_on", "rounds")
+                                                                    for k in ("fitted_on", "adapted_on", "rounds",
+                                                                              "outside_label_space")
                                                                     if k in loaded.self_trained.settings},
                            "reweight": loaded.selection.get("reweight"),
                            "settings": loaded.selection.get("settings", {}),

@@ -52,6 +52,18 @@ class SelfTrainSettings(StrictModel):
                                        "and image, those of them the model reads (stop 40's candidate), "
                                        "or where it reads neither, every embedding it reads")
     weight: float = Field(1.0, gt=0.0, description="weight of its log-probabilities in the combination")
+    gate: Literal["none", "centroid"] = Field(
+        "none", description="which products may be pseudo-labelled: none, every product of the "
+        "new platform; centroid, only those that look like the label space: the largest cosine "
+        "between the product's `gate_feature` embedding and a leaf's mean training embedding is at "
+        "least its `gate_quantile` quantile over the training platforms' in-platform held-out "
+        "products (out-of-distribution detection; a new catalogue holds categories the model "
+        "never saw, and a product of one that the combination is sure of teaches the regression a "
+        "wrong leaf; stop 45, benchmarks/open_set.py)")
+    gate_feature: str = Field("text", description="gate: centroid: the embedding it compares")
+    gate_quantile: float = Field(0.05, gt=0.0, lt=1.0, description="gate: centroid: the share in "
+                                 "(0, 1) of in-space held-out products of the training platforms "
+                                 "that the threshold rejects")
     smoothing: float = Field(0.05, ge=0.0, lt=1.0, description="share of its probability spread "
                              "uniformly over the leaves, so a leaf no kept product has is not ruled out")
     C: float = Field(1.0, gt=0.0, description="inverse L2 strength of the regression")

@@ -56,6 +56,7 @@ from prodcat.models.files import (
     read_json,
 )
 from prodcat.models.files import DECISION_FORMAT as FORMAT
+from prodcat.models.gate import LabelSpaceGate
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalScorer
 
@@ -432,6 +433,8 @@ class DecisionModel:
         input_dims: ``{feature: D}`` of every feature a component reads (``lexical``: C).
         lexical: the TF-IDF + linear model that computes the ``lexical`` feature from text.
         selection: how the weights and settings were chosen (held-out scores of the candidates).
+        gate: which products self-training may learn from (``model.decision.self_train.gate``;
+            :class:`prodcat.models.gate.LabelSpaceGate`), or None: every product.
     """
 
     components: list[Component]
@@ -445,6 +448,7 @@ class DecisionModel:
     metrics: dict = field(default_factory=dict)
     lexical: LexicalScorer | None = None
     selection: dict = field(default_factory=dict)
+    gate: LabelSpaceGate | None = None
     version: str = ""
     device: str = "cpu"
     uri: str = ""
@@ -540,8 +544,10 @@ class DecisionModel:
           ``weight`` (self-training; stop 40's validation-only round, docs/evaluation.md). With
           ``scope: new_platforms`` (the default, stop 41) only products of platforms the model was
           not trained on (:meth:`new_platform_mask`) are self-trained on, and with none of them
-          nothing is added: in-platform there is no new platform to adapt to. With fewer than 2
-          leaves among the kept products nothing is added (a warning says so). The component
+          nothing is added: in-platform there is no new platform to adapt to. With ``gate:
+          centroid`` only the products :attr:`gate` judges inside the label space are
+          pseudo-labelled (the component's ``settings["outside_label_space"]`` counts the others).
+          With fewer than 2 leaves among the kept products nothing is added (a warning says so). The component
           then scores every product the copy predicts: an adapted checkpoint is meant for the
           platform it was adapted to.
 
@@ -552,7 +558,7 @@ class DecisionModel:
         Raises:
             ValueError: the model neither chose ``prior: adapt`` nor self-trains; no product; a
                 wrong shape; ``platforms`` not of length B; a self-training feature that is not an
-                input of the model.
+                input of the model; a gate set but none trained.
             KeyError: a needed feature is missing.
         """
         if not self.adapts:
@@ -650,6 +656,17 @@ class DecisionModel:
                           f"({', '.join(self.input_dims)}): no self-trained component added", stacklevel=3)
             return self
         x, _ = side_by_side(features, present, names)
+        outside = 0
+        if settings.gate != "none":
+            if self.gate is None:
+                raise ValueError(f"model.decision.self_train.gate is {settings.gate!r} but this model "
+                                 "holds no gate; it was trained without one: retrain it")
+            f = self.gate.feature
+            if f not in features:
+                raise KeyError(f"the self-training gate reads feature {f!r}, which is missing")
+            inside = self.gate.inside(features[f], present.get(f))
+            outside = int((eligible & ~inside).sum())
+            eligible = eligible & inside
         seed = int(self.train_config.get("optim", {}).get("seed", 0))
         leaves = self.decoder.leaves
         weights = {**self.combiner.weights, SELF_TRAINED: float(settings.weight)}
@@ -672,7 +689,9 @@ class DecisionModel:
                 own = component.log_probs(*component.inputs(features, present))
                 combined = replace(self.combiner, weights=weights).combine({**parts, SELF_TRAINED: own})
         component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
-                                   "adapted_on": int(eligible.sum()), "scope": settings.scope})
+                                   "adapted_on": int(eligible.sum() + outside), "scope": settings.scope})
+        if settings.gate != "none":
+            component.settings.update({"gate": settings.gate, "outside_label_space": outside})
         if settings.keep == "balanced":
             component.settings["share"] = settings.share
         if settings.rounds > 1:
@@ -748,6 +767,8 @@ class DecisionModel:
             tensors["combiner.log_prior"] = np.asarray(self.combiner.log_prior, np.float32)
         if self.combiner.target_log_prior is not None:
             tensors["combiner.target_log_prior"] = np.asarray(self.combiner.target_log_prior, np.float32)
+        if self.gate is not None:
+            tensors["gate.centroids"] = np.ascontiguousarray(self.gate.centroids, np.float32)
         weights = save(tensors)
         features = {f: {"dim": int(d), **self.encoders.get(f, {})} for f, d in self.input_dims.items()}
         cfg = {"format": FORMAT, "train": self.train_config, "model": self.model_config.model_dump(mode="json"),
@@ -755,7 +776,8 @@ class DecisionModel:
                "taxonomy_version": self.taxonomy.version,
                "components": [c.record() for c in self.components],
                "combiner": self.combiner.record(),
-               "selection": self.selection}
+               "selection": self.selection,
+               **({"gate": self.gate.record()} if self.gate is not None else {})}
         storage.makedirs(uri)
         storage.write_text(storage.join(uri, CONFIG), _json(cfg))
         storage.write_text(storage.join(uri, TAXONOMY), self.taxonomy.to_json())
@@ -793,6 +815,10 @@ def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> Dec
     leaves = tensors.pop("leaves")
     log_prior = tensors.pop("combiner.log_prior", None)      # absent before stop 37: prior none
     target = tensors.pop("combiner.target_log_prior", None)  # only once adapted (prior adapt)
+    centroids = tensors.pop("gate.centroids", None)            # only with a self-training gate (stop 45)
+    if ("gate" in cfg) != (centroids is not None):
+        raise UnreadableFile(storage.join(uri, COMPONENTS), "config.json and the weights disagree on "
+                             "the self-training gate (one has it, the other not)")
     components = []
     for record in cfg["components"]:
         prefix = record["name"] + "."
@@ -813,6 +839,7 @@ def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> Dec
         encoders=encoders, train_config=cfg.get("train", {}),
         calibration=read_json(uri, CALIBRATION, DEFAULT_CALIBRATION), metrics=read_json(uri, METRICS, {}),
         lexical=lexical, selection=cfg.get("selection", {}),
+        gate=LabelSpaceGate.from_record(cfg["gate"], centroids) if centroids is not None else None,
         version=hashlib.sha256(weights).hexdigest()[:12], device=device, uri=uri)
 
 

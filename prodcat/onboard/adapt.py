@@ -122,6 +122,10 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
         summary.update(_against_labels(adapted, table["category_id"]))
     storage.write_text(storage.join(output, "adapt.json"), json.dumps(summary, indent=2))
     storage.write_text(storage.join(output, "adapt.md"), markdown(summary))
+    st = summary.get("self_training") or {}
+    if st.get("outside_label_space") is not None:
+        say(f"[adapt] the gate judged {st['outside_label_space']:,} of {st['adapted_on']:,} products "
+            "outside the label space: not pseudo-labelled")
     say(f"[adapt] wrote {output} (adapted on {len(table):,} products; report: adapt.md)")
     return summary
 
@@ -191,7 +195,8 @@ def _self_training(model, new_platform_products: int | None = None) -> dict | No
     if comp is not None:
         return {"added": True, **{k: comp.settings[k] for k in ("features", "keep", "threshold", "fitted_on",
                                                                   "adapted_on")},
-                **{k: comp.settings[k] for k in ("share", "rounds") if k in comp.settings},
+                **{k: comp.settings[k] for k in ("share", "rounds", "gate", "outside_label_space")
+                   if k in comp.settings},
                 "weight": float(model.combiner.weights[comp.name]), **where}
     if settings.scope == "new_platforms" and new_platform_products == 0:
         reason = (f"every product is of a platform the model was trained on "
@@ -247,6 +252,12 @@ def markdown(summary: dict) -> str:
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
             f"{_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), added to the combination with weight {st['weight']:g}."
             if st["added"] else f"Nothing added: {st['reason']}."), ""]
+        if st.get("outside_label_space") is not None:
+            sections += [
+                f"The gate judged {st['outside_label_space']:,} of them outside the label space (their "
+                "embedding far from every category the model was trained on: not pseudo-labelled; "
+                "`model.decision.self_train.gate`). A large share means the catalogue holds "
+                "categories the model was not trained on.", ""]
     rw = summary.get("reweight")
     if rw is not None:
         sections += ["## Component weights", "", (

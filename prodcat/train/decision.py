@@ -58,6 +58,7 @@ from prodcat.models.components import (
 from prodcat.models.config import DecisionSettings
 from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, label_log_prior, prior_coefficient
 from prodcat.models.files import CONFIG
+from prodcat.models.gate import LabelSpaceGate
 from prodcat.models.lexical import FEATURE as LEXICAL
 from prodcat.models.lexical import LexicalConfig, LexicalScorer, _hstack, analyzers, make_vectorizer
 from prodcat.train.config import TrainConfig, run_prefix
@@ -618,8 +619,13 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         lexical = scorer or lexical
     input_dims = {c.feature: (lexical.dim if c.feature == LEXICAL else table.dims[c.feature])
                   for c in components}
+    gate = fit_gate(d, train, sets)
+    if gate is not None:
+        say(f"{run_prefix(config)} self-training gate on {gate.feature}: cosine to the nearest of "
+            f"{len(gate.centroids)} leaf centroids >= {gate.threshold:.3f} (the {gate.quantile:.0%} "
+            f"quantile over {gate.reference:,} in-platform held-out products)")
     model = DecisionModel(
-        components=components, combiner=choice.combiner, taxonomy=table.taxonomy,
+        components=components, combiner=choice.combiner, taxonomy=table.taxonomy, gate=gate,
         model_config=config.model, input_dims=input_dims,
         encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
         train_config=config.model_dump(mode="json"), lexical=lexical,
@@ -647,6 +653,32 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
     return TrainResult(checkpoint=uri if save else "", metrics=metrics, history=[metrics],
                        seconds_per_epoch=seconds, peak_memory_mb=0.0, temperature=temperature,
                        wall_seconds=seconds, data={"train_rows": len(train)}, model=model)
+
+
+def fit_gate(settings: DecisionSettings, train: FeatureTable, sets: list[HeldOut]) -> LabelSpaceGate | None:
+    """The self-training gate (``model.decision.self_train.gate``): leaf centroids of the training
+    rows' ``gate_feature`` embedding, its threshold set on the in-platform held-out set's products
+    (already read to choose on); None when the model does not self-train or has no gate.
+
+    Raises:
+        ValueError: the gate's feature is not a feature of the table, or there is no in-platform
+            held-out set to set the threshold on.
+    """
+    st = settings.self_train
+    if st is None or st.gate == "none":
+        return None
+    f = st.gate_feature
+    if f not in train.features:
+        raise ValueError(f"model.decision.self_train.gate_feature {f!r} is not an input of this model "
+                         f"({', '.join(train.features)})")
+    reference = next((h.rows for h in sets if h.name == "in_platform"), None)
+    if reference is None:
+        raise ValueError("the self-training gate sets its threshold on the in-platform held-out "
+                         "products: add in_platform to model.decision.heldout")
+    x, present, _ = train.arrays()
+    rx, rpresent, _ = reference.arrays()
+    on, ron = present[f], rpresent[f]
+    return LabelSpaceGate.fit(f, x[f][on], train.column("node")[on], rx[f][ron], st.gate_quantile)
 
 
 def _label_embeddings(config: TrainConfig, table: FeatureTable) -> np.ndarray | None:

@@ -30,7 +30,9 @@ def trained(tmp_path_factory):
     checkpoints = {}
     for name, extra in (("adapt", ["model.decision.priors=[adapt]"]), ("none", ["model.decision.priors=[none]"]),
                         ("self-train", self_train),       # trained on every platform
-                        ("self-train-new", [*self_train, f"data.platforms=[{', '.join(platforms[:-1])}]"])):
+                        ("self-train-new", [*self_train, f"data.platforms=[{', '.join(platforms[:-1])}]"]),
+                        ("self-train-gate", ["model.decision.priors=[none]", f"data.platforms=[{', '.join(platforms[:-1])}]",
+                                             "model.decision.self_train={features: [text], threshold: 0.5, gate: centroid}"])):
         config = load_config(TrainConfig, None, [
             f"data.products={cascade['products_uri']}", f"data.embeddings={cascade['embeddings']}",
             f"output={root}/train-{name}", "model.fusion=decision", "model.modalities=[text, lexical]",
@@ -113,6 +115,36 @@ def test_onboard_adapt_self_trains_a_model_that_asks_for_it(trained, tmp_path, c
     assert [c.kind for c in adapted.components].count("self_trained") == 1
     assert "self_trained" not in original.combiner.weights
     assert adapted.combiner.target_log_prior is None and adapted.combiner.prior == "none"
+
+
+def test_onboard_adapt_reports_the_products_the_gate_judged_outside_the_label_space(trained, tmp_path, capsys):
+    """``self_train.gate: centroid``: training sets the gate (leaf centroids of the text embedding,
+    a threshold on the in-platform held-out products) and keeps it in the checkpoint; adapting to a
+    new platform counts the products it judges outside the label space, leaves them out of the
+    pseudo-labels, and says how many on the console, in adapt.json and in adapt.md."""
+    from prodcat.cli import main
+    from prodcat.models.checkpoint import load_checkpoint
+
+    cascade, checkpoints, _ = trained
+    trained_model = load_checkpoint(checkpoints["self-train-gate"])
+    gate = trained_model.gate
+    assert gate is not None and gate.feature == "text" and gate.reference > 0 and -1.0 <= gate.threshold <= 1.0
+    products = cascade["products"]
+    platform = sorted(set(products["platform"].to_pylist()))[-1]
+    out = tmp_path / "gated"
+    assert main(["onboard", "adapt", "--checkpoint", checkpoints["self-train-gate"], "--products",
+                 cascade["products_uri"], "--embeddings", cascade["embeddings"], "--platform", platform,
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    st = json.loads((out / "adapt.json").read_text())["self_training"]
+    n = int(pc.sum(pc.equal(products["platform"], platform)).as_py())
+    outside = st["outside_label_space"]
+    assert st["gate"] == "centroid" and 0 <= outside <= n and st["fitted_on"] <= n - outside
+    assert f"the gate judged {outside:,} of {n:,} products outside the label space" in printed
+    assert f"The gate judged {outside:,} of them outside the label space" in (out / "adapt.md").read_text()
+    adapted = load_checkpoint(str(out))
+    assert adapted.gate.threshold == pytest.approx(gate.threshold)
+    assert adapted.self_trained.settings["outside_label_space"] == outside
 
 
 def test_onboard_adapt_says_when_self_training_added_nothing(trained):
