@@ -98,3 +98,31 @@ def test_a_gated_model_self_trains_only_on_products_inside_the_label_space(tmp_p
     assert loaded.adapt(feats).self_trained.settings["outside_label_space"] == outside
     with pytest.raises(ValueError, match="holds no gate"):
         replace(model, gate=None).adapt(feats)
+
+
+def test_the_open_set_script_scores_products_of_unseen_categories_lower():
+    """benchmarks/open_set.py: every label-free score it compares ranks products of the training
+    categories above products of a category the training rows never had (AUROC well above 0.5),
+    and the centroid score is the gate's own."""
+    import importlib.util
+    from pathlib import Path
+
+    from sklearn.metrics import roc_auc_score
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "open_set.py"
+    spec = importlib.util.spec_from_file_location("open_set", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    protos = 3.0 * rng.normal(size=(4, 24))
+    y = rng.integers(0, 4, 400)
+    x = protos[y] + rng.normal(size=(400, 24))
+    inside = protos[rng.integers(0, 4, 200)] + rng.normal(size=(200, 24))
+    outside = 3.0 * rng.normal(size=(1, 24)) + rng.normal(size=(200, 24))
+    scores = module._scores(x, y, np.concatenate([inside, outside]), C=10.0, seed=0)
+    truth = np.r_[np.ones(200), np.zeros(200)]
+    assert set(scores) == set(module.SCORES)
+    for name, s in scores.items():
+        assert roc_auc_score(truth, s) > 0.8, name
+    gate = LabelSpaceGate.fit("text", x, y, inside)
+    assert np.allclose(gate.scores(np.concatenate([inside, outside])), scores["centroid"])
