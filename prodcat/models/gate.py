@@ -19,14 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: the gates :class:`LabelSpaceGate` implements (``model.decision.self_train.gate``)
-GATES = ("none", "centroid")
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+from prodcat.models.components import _normalise
 
 
 @dataclass
