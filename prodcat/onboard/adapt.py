@@ -256,8 +256,9 @@ def markdown(summary: dict) -> str:
             sections += [
                 f"The gate judged {st['outside_label_space']:,} of them outside the label space (their "
                 "embedding far from every category the model was trained on: not pseudo-labelled; "
-                "`model.decision.self_train.gate`). A large share means the catalogue holds "
-                "categories the model was not trained on.", ""]
+                "`model.decision.self_train.gate`). Its threshold is set on the training platforms' "
+                "own products, so on a new platform it also rejects many products of categories the "
+                "model knows: read the count as an upper bound on what is outside the label space.", ""]
     rw = summary.get("reweight")
     if rw is not None:
         sections += ["## Component weights", "", (
