@@ -40,6 +40,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -54,24 +55,36 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
-def _scores(x_train: np.ndarray, y_train: np.ndarray, x: np.ndarray, C: float, seed: int) -> dict[str, np.ndarray]:
-    """``{score: [B]}`` for products ``x [B, D]`` (higher: more likely in the label space)."""
+def _scorer(x_train: np.ndarray, y_train: np.ndarray, C: float, seed: int) -> Callable[[np.ndarray], dict]:
+    """Fit once on ``x_train [N, D]`` and labels ``y_train [N]``; the returned function gives
+    ``{score: [B]}`` for products ``x [B, D]`` (higher: more likely in the label space)."""
     from scipy.special import logsumexp, softmax
     from sklearn.linear_model import LogisticRegression
 
-    xt, xs = _normalise(x_train), _normalise(x)
+    xt = _normalise(x_train)
     reg = LogisticRegression(C=C, max_iter=300, random_state=seed).fit(xt, y_train)
-    logits = reg.decision_function(xs)
-    leaves = np.unique(y_train)
-    centroids = _normalise(np.stack([xt[y_train == leaf].mean(axis=0) for leaf in leaves]))
-    out = {"msp": softmax(logits, axis=1).max(axis=1), "maxlogit": logits.max(axis=1),
-           "energy": logsumexp(logits, axis=1), "centroid": (xs @ centroids.T).max(axis=1)}
-    knn = np.empty(len(xs))
-    for start in range(0, len(xs), 2048):
-        sims = xs[start:start + 2048] @ xt.T
-        knn[start:start + 2048] = -np.partition(-sims, K - 1, axis=1)[:, K - 1]
-    out["knn"] = knn
-    return out
+    centroids = _normalise(np.stack([xt[y_train == leaf].mean(axis=0) for leaf in np.unique(y_train)]))
+
+    def scores(x: np.ndarray) -> dict[str, np.ndarray]:
+        xs = _normalise(x)
+        logits = reg.decision_function(xs)
+        knn = np.empty(len(xs))
+        for start in range(0, len(xs), 2048):
+            sims = xs[start:start + 2048] @ xt.T
+            knn[start:start + 2048] = -np.partition(-sims, K - 1, axis=1)[:, K - 1]
+        return {"msp": softmax(logits, axis=1).max(axis=1), "maxlogit": logits.max(axis=1),
+                "energy": logsumexp(logits, axis=1), "centroid": (xs @ centroids.T).max(axis=1), "knn": knn}
+    return scores
+
+
+def _cell(covered: np.ndarray, score: np.ndarray, kept: np.ndarray) -> dict:
+    """AUROC of ``score [B]`` for ``covered [B]``, and the shares the threshold (``kept [B]``)
+    keeps of the covered products and rejects of the others (None where undefined)."""
+    from sklearn.metrics import roc_auc_score
+
+    return {"auroc": float(roc_auc_score(covered, score)) if 0 < covered.sum() < len(covered) else None,
+            "covered_kept": float(kept[covered].mean()) if covered.any() else None,
+            "uncovered_rejected": float((~kept[~covered]).mean()) if (~covered).any() else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--C", type=float, default=10.0)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    from sklearn.metrics import roc_auc_score
-
     from prodcat.train.features import load_feature_table
 
     start = time.perf_counter()
@@ -99,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(train) > args.max_train:
             train = np.sort(rng.choice(train, args.max_train, replace=False))
         val = np.flatnonzero((platform == a) & (split == "val"))
+        scorers, on_v = {}, {}
+        for f in FEATURES:                                  # fitted once per training platform
+            ok_t, ok_v = present[f][train], present[f][val]
+            scorers[f] = _scorer(feats[f][train][ok_t], node[train][ok_t], args.C, args.seed)
+            on_v[f] = scorers[f](feats[f][val][ok_v])
         for b in sorted(np.unique(platform)):
             if b == a:
                 continue
@@ -107,25 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             row = {"train": a, "scored": b, "products": int(len(pool)), "covered": int(covered.sum())}
             ranks = {}
             for f in FEATURES:
-                ok_t = present[f][train] if f in present else np.ones(len(train), bool)
-                ok_v = present[f][val] if f in present else np.ones(len(val), bool)
-                on_v = _scores(feats[f][train][ok_t], node[train][ok_t], feats[f][val][ok_v], args.C, args.seed)
-                on_b = _scores(feats[f][train][ok_t], node[train][ok_t], feats[f][pool], args.C, args.seed)
+                on_b = scorers[f](feats[f][pool])
                 for s in SCORES:
-                    cut = float(np.quantile(on_v[s], QUANTILE))
-                    kept = on_b[s] >= cut
-                    row[f"{f}/{s}"] = {
-                        "auroc": float(roc_auc_score(covered, on_b[s])) if 0 < covered.sum() < len(pool) else None,
-                        "covered_kept": float(kept[covered].mean()) if covered.any() else None,
-                        "uncovered_rejected": float((~kept[~covered]).mean()) if (~covered).any() else None}
-                    ranks.setdefault(s, []).append(np.searchsorted(np.sort(on_v[s]), on_b[s]) / len(on_v[s]))
+                    row[f"{f}/{s}"] = _cell(covered, on_b[s], on_b[s] >= float(np.quantile(on_v[f][s], QUANTILE)))
+                    ranks.setdefault(s, []).append(np.searchsorted(np.sort(on_v[f][s]), on_b[s]) / len(on_v[f][s]))
             for s in SCORES:
                 both = np.mean(ranks[s], axis=0)
-                kept = both >= QUANTILE
-                row[f"both/{s}"] = {
-                    "auroc": float(roc_auc_score(covered, both)) if 0 < covered.sum() < len(pool) else None,
-                    "covered_kept": float(kept[covered].mean()) if covered.any() else None,
-                    "uncovered_rejected": float((~kept[~covered]).mean()) if (~covered).any() else None}
+                row[f"both/{s}"] = _cell(covered, both, both >= QUANTILE)
             rows.append(row)
             print(f"[open-set] {a} → {b}: {covered.sum():,} of {len(pool):,} covered "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -619,7 +619,7 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         lexical = scorer or lexical
     input_dims = {c.feature: (lexical.dim if c.feature == LEXICAL else table.dims[c.feature])
                   for c in components}
-    gate = fit_gate(d, train, sets)
+    gate = fit_gate(d, train, sets, input_dims)
     if gate is not None:
         say(f"{run_prefix(config)} self-training gate on {gate.feature}: cosine to the nearest of "
             f"{len(gate.centroids)} leaf centroids >= {gate.threshold:.3f} (the {gate.quantile:.0%} "
@@ -655,28 +655,30 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
                        wall_seconds=seconds, data={"train_rows": len(train)}, model=model)
 
 
-def fit_gate(settings: DecisionSettings, train: FeatureTable, sets: list[HeldOut]) -> LabelSpaceGate | None:
+def fit_gate(settings: DecisionSettings, train: FeatureTable, sets: list[HeldOut],
+             input_dims: dict[str, int]) -> LabelSpaceGate | None:
     """The self-training gate (``model.decision.self_train.gate``): leaf centroids of the training
     rows' ``gate_feature`` embedding, its threshold set on the in-platform held-out set's products
     (already read to choose on); None when the model does not self-train or has no gate.
+    ``input_dims``: the fitted model's inputs (``{feature: D}``); adapting reads only those.
 
     Raises:
-        ValueError: the gate's feature is not a feature of the table, or there is no in-platform
+        ValueError: the gate's feature is not an input of the model, or there is no in-platform
             held-out set to set the threshold on.
     """
     st = settings.self_train
     if st is None or st.gate == "none":
         return None
     f = st.gate_feature
-    if f not in train.features:
-        raise ValueError(f"model.decision.self_train.gate_feature {f!r} is not an input of this model "
-                         f"({', '.join(train.features)})")
+    if f not in input_dims or f == LEXICAL:
+        raise ValueError(f"model.decision.self_train.gate_feature {f!r} is not an embedding this model "
+                         f"reads ({', '.join(k for k in input_dims if k != LEXICAL)})")
     reference = next((h.rows for h in sets if h.name == "in_platform"), None)
     if reference is None:
         raise ValueError("the self-training gate sets its threshold on the in-platform held-out "
                          "products: add in_platform to model.decision.heldout")
-    x, present, _ = train.arrays()
-    rx, rpresent, _ = reference.arrays()
+    x, present, _ = train.with_features([f]).arrays()               # the gate's embedding only
+    rx, rpresent, _ = reference.with_features([f]).arrays()
     on, ron = present[f], rpresent[f]
     return LabelSpaceGate.fit(f, x[f][on], train.column("node")[on], rx[f][ron], st.gate_quantile)
 

@@ -119,10 +119,26 @@ def test_the_open_set_script_scores_products_of_unseen_categories_lower():
     x = protos[y] + rng.normal(size=(400, 24))
     inside = protos[rng.integers(0, 4, 200)] + rng.normal(size=(200, 24))
     outside = 3.0 * rng.normal(size=(1, 24)) + rng.normal(size=(200, 24))
-    scores = module._scores(x, y, np.concatenate([inside, outside]), C=10.0, seed=0)
+    scores = module._scorer(x, y, C=10.0, seed=0)(np.concatenate([inside, outside]))
     truth = np.r_[np.ones(200), np.zeros(200)]
     assert set(scores) == set(module.SCORES)
     for name, s in scores.items():
         assert roc_auc_score(truth, s) > 0.8, name
     gate = LabelSpaceGate.fit("text", x, y, inside)
     assert np.allclose(gate.scores(np.concatenate([inside, outside])), scores["centroid"])
+
+
+def test_training_refuses_a_gate_on_an_embedding_the_model_does_not_read():
+    """``gate_feature`` must be an embedding the fitted model reads: adapting gives the model its
+    own inputs only, so a gate on another one could never be applied. Refused before any row is
+    read; a model without a gate gets none."""
+    from prodcat.models.config import DecisionSettings
+    from prodcat.train.decision import fit_gate
+
+    gated = DecisionSettings(self_train=SelfTrainSettings(gate="centroid", gate_feature="image"))
+    with pytest.raises(ValueError, match="gate_feature 'image' is not an embedding this model reads"):
+        fit_gate(gated, None, [], {"text": 16, "lexical": 7})
+    lexical = DecisionSettings(self_train=SelfTrainSettings(gate="centroid", gate_feature="lexical"))
+    with pytest.raises(ValueError, match="is not an embedding this model reads"):
+        fit_gate(lexical, None, [], {"text": 16, "lexical": 7})
+    assert fit_gate(DecisionSettings(self_train=SelfTrainSettings()), None, [], {"text": 16}) is None
