@@ -73,8 +73,10 @@ TRAINED_ON_DIR = "trained_on"
 V1_READABLE_FROM = 26
 
 
-class StoreMismatch(ValueError):
-    """An embedding store made with other encoders (fingerprints) than the ones asked for."""
+class StoreMismatch(DataError, ValueError):
+    """An embedding store made with other encoders (fingerprints) than the ones asked for (a
+    :class:`~prodcat.core.errors.DataError`: the CLI prints its message, which says what to do,
+    and exits with status 2, without a traceback)."""
 
 
 class StoreFormatError(DataError, ValueError):

@@ -170,3 +170,8 @@ def test_pipeline_bad_images_and_resume(ray_session, tiny, tmp_path, s3_bucket, 
                         {"products": products_uri, "output": store})
     with pytest.raises(StoreMismatch, match="text"):                  # other weights: refused
         run_embedding(other)
+    other_args = ["embed", "--config", _config_yaml(tmp_path, tiny, "text_other"),
+                  "--products", products_uri, "--output", store]
+    assert main(other_args) == 2              # the command says what to do, without a traceback
+    err = capsys.readouterr().err
+    assert "other encoders" in err and "--overwrite" in err and "Traceback" not in err
