@@ -13,8 +13,13 @@ table on stdout.
         --taxonomy runs/full/catalog/taxonomy.json --against default \
         --out docs/results/full-frozen/paired_against_default.json
 
-Raises SystemExit with a message when the predictions folder is empty or the reference model is
-missing from a fold.
+Several ``--evaluation`` folders (runs of the same folds and seeds, e.g. a new model evaluated on
+its own and an earlier run's rows) are read as one: each fold-and-seed file is the union of their
+rows. A model present in more than one of them must have the same predictions in each (a check
+that the shared rows reproduce), else the command stops.
+
+Raises SystemExit with a message when the predictions folder is empty, the reference model is
+missing from a fold, or a model shared by two folders predicts differently in them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prodcat.core.metrics import hierarchical_counts, prf_from_counts
@@ -69,25 +76,60 @@ def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
     return rows
 
 
+def merged_predictions(folders: list[str]) -> dict[str, pa.Table]:
+    """``{file name: table}``: each fold-and-seed predictions file, the union of the folders' rows.
+
+    Raises:
+        SystemExit: no predictions in a folder, or a model in two folders with different predictions.
+    """
+    tables: dict[str, pa.Table] = {}
+    for folder in folders:
+        files = sorted(Path(folder, "predictions").glob("*.parquet"))
+        if not files:
+            raise SystemExit(f"no predictions under {folder}/predictions")
+        for f in files:
+            table = pq.read_table(f)
+            if f.name not in tables:
+                tables[f.name] = table
+                continue
+            have = tables[f.name]
+            shared = set(have.column("model").to_pylist()) & set(table.column("model").to_pylist())
+            for model in sorted(shared):
+                if not _same_rows(have, table, model):
+                    raise SystemExit(f"{f.name}: model {model!r} predicts differently in {folder} "
+                                     "than in an earlier --evaluation folder")
+            new = pc.invert(pc.is_in(table.column("model"), pa.array(sorted(shared), pa.string())))
+            tables[f.name] = pa.concat_tables([have, table.filter(new).select(have.column_names)])
+    return tables
+
+
+def _same_rows(a: pa.Table, b: pa.Table, model: str) -> bool:
+    """Whether ``model``'s (product, predicted category) pairs are the same in ``a`` and ``b``."""
+    def pairs(t: pa.Table) -> list[tuple]:
+        sub = t.filter(pc.equal(t.column("model"), model))
+        return sorted(zip(sub.column("product_id").to_pylist(), sub.column("category_id").to_pylist()))
+    return pairs(a) == pairs(b)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--evaluation", required=True, help="a `prodcat evaluate` output folder")
+    parser.add_argument("--evaluation", required=True, nargs="+",
+                        help="`prodcat evaluate` output folder(s); several are read as one")
     parser.add_argument("--taxonomy", required=True, help="the catalogue's taxonomy.json")
     parser.add_argument("--against", default="default", help="the reference model (default: default)")
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args(argv)
-    files = sorted(Path(args.evaluation, "predictions").glob("*.parquet"))
-    if not files:
-        raise SystemExit(f"no predictions under {args.evaluation}/predictions")
+    tables = merged_predictions(args.evaluation)
     taxonomy = Taxonomy.from_json(Path(args.taxonomy).read_text())
-    rows = [r for f in files for r in compare(pq.read_table(f), taxonomy, args.against)]
+    rows = [r for name in sorted(tables) for r in compare(tables[name], taxonomy, args.against)]
     print(f"| fold | seed | model | hF | hF − {args.against} (points) | 95 % CI | verdict |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['fold']} | {r['seed']} | {r['model']} | {r['hF']:.3f} | {r['difference']:+.2f} | "
               f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['verdict']} |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"against": args.against, "evaluation": args.evaluation,
+        evaluation = args.evaluation[0] if len(args.evaluation) == 1 else args.evaluation
+        Path(args.out).write_text(json.dumps({"against": args.against, "evaluation": evaluation,
                                               "rows": rows}, indent=2))
     return 0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.fixtures.synthetic import toy_taxonomy
 
@@ -52,3 +53,27 @@ def test_a_row_right_everywhere_beats_the_default_wrong_on_half(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "oracle" and row["hF"] == 1.0
     assert row["real"] and row["low"] > 0 and row["verdict"] == "oracle beats"
+
+
+def test_two_evaluations_are_read_as_one_and_shared_rows_must_agree(tmp_path):
+    taxonomy = toy_taxonomy()
+    leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
+    rng = np.random.default_rng(1)
+    true = [int(c) for c in rng.choice(leaves, 120)]
+    wrong = [c if i % 2 else next(x for x in leaves if x != c) for i, c in enumerate(true)]
+    (tmp_path / "taxonomy.json").write_text(taxonomy.to_json())
+    for name, table in {"first": pa.concat_tables([_rows(taxonomy, "default", wrong, true),
+                                                   _rows(taxonomy, "oracle", true, true)]),
+                        "second": pa.concat_tables([_rows(taxonomy, "default", wrong, true),
+                                                    _rows(taxonomy, "new", true, true)]),
+                        "differs": _rows(taxonomy, "default", true, true)}.items():
+        (tmp_path / name / "predictions").mkdir(parents=True)
+        pq.write_table(table, tmp_path / name / "predictions" / "lopo_beta-seed0.parquet")
+    out = tmp_path / "paired.json"
+    args = ["--taxonomy", str(tmp_path / "taxonomy.json"), "--out", str(out), "--evaluation"]
+    assert _module().main(args + [str(tmp_path / "first"), str(tmp_path / "second")]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(r["model"] for r in rows) == ["new", "oracle"]       # default once, as the reference
+    assert all(r["verdict"] == f"{r['model']} beats" for r in rows)
+    with pytest.raises(SystemExit, match="predicts differently"):
+        _module().main(args + [str(tmp_path / "first"), str(tmp_path / "differs")])
