@@ -48,9 +48,10 @@ class SelfTrainSettings(StrictModel):
                         "regression and refits it (iterated self-training)")
     features: list[str] | None = Field(None, min_length=1, description="embeddings the "
                                        "regression reads side by side (each L2-normalised; an absent "
-                                       "one is zeros); each must be an input of the model; null: text "
-                                       "and image, those of them the model reads (stop 40's candidate), "
-                                       "or where it reads neither, every embedding it reads")
+                                       "one is zeros); each must be an input of the model; null: one "
+                                       "text and one image embedding the model reads (`text`/`image`, "
+                                       "else the first named `*_text`/`*_image`, e.g. hr_image; stop "
+                                       "40's candidate), or where it reads neither, every embedding it reads")
     weight: float = Field(1.0, gt=0.0, description="weight of its log-probabilities in the combination")
     gate: Literal["none", "centroid"] = Field(
         "none", description="which products may be pseudo-labelled: none, every product of the "

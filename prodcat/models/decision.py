@@ -587,15 +587,23 @@ class DecisionModel:
     @property
     def self_training_features(self) -> list[str]:
         """The embeddings self-training reads side by side: ``self_train.features``, or where it is
-        null, ``text`` and ``image``, those of them this model reads (where it reads neither, every
-        embedding it reads); ``[]`` when it does not self-train or reads no embedding."""
+        null, one text and one image embedding of those this model reads: ``text`` (``image``)
+        where it reads it, else the first it reads whose name ends in ``_text`` (``_image``), a
+        prefixed store feature such as ``hr_image`` or ``ft_text`` (until stop 47 only the names
+        ``text`` and ``image`` counted, so a model reading ``hr_image`` self-trained on its text
+        alone); where it reads neither, every embedding it reads. ``[]`` when it does not
+        self-train or reads no embedding."""
         settings = self.model_config.decision.self_train
         if settings is None:
             return []
         if settings.features is not None:
             return list(settings.features)
-        return ([f for f in ("text", "image") if f in self.input_dims]
-                or [f for f in self.input_dims if f != LEXICAL])
+        embeddings = [f for f in self.input_dims if f != LEXICAL]
+        chosen = []
+        for base in ("text", "image"):
+            named = [f for f in embeddings if f == base] or [f for f in embeddings if f.endswith(f"_{base}")]
+            chosen += named[:1]
+        return chosen or embeddings
 
     @property
     def self_trained(self) -> Component | None:

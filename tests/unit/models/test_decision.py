@@ -470,7 +470,13 @@ def test_self_training_on_new_platforms_only_leaves_the_training_platforms_alone
     assert text_only.adapt({"text": feats["text"]}).self_trained.settings["features"] == ["text"]
     other = replace(text_only, components=[replace(model.components[0], name="ft_text", feature="ft_text")],
                     input_dims={"ft_text": 16}, combiner=Combiner({"ft_text": 1.0}))
-    assert other.self_training_features == ["ft_text"] and other.adapts     # neither: every embedding
+    assert other.self_training_features == ["ft_text"] and other.adapts     # a prefixed text feature
+    prefixed = replace(model, input_dims={"text": 16, "hr_image": 16, "lexical": 4})
+    assert prefixed.self_training_features == ["text", "hr_image"]          # stop 47: not text alone
+    both = replace(model, input_dims={"text": 16, "ft_text": 16, "image": 16, "hr_image": 16})
+    assert both.self_training_features == ["text", "image"]                 # the unprefixed first
+    neither = replace(model, input_dims={"joint": 16, "lexical": 4})
+    assert neither.self_training_features == ["joint"]                      # neither: every embedding
     assert model.trained_platforms is None                      # not recorded: every product is new
     assert [c.kind for c in model.adapt(feats).components].count("self_trained") == 1
     model = replace(model, selection={"platforms": ["source"]})
