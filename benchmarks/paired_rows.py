@@ -16,16 +16,19 @@ table on stdout.
 Several ``--evaluation`` folders (runs of the same folds and seeds, e.g. a new model evaluated on
 its own and an earlier run's rows) are read as one: each fold-and-seed file is the union of their
 rows. A model present in more than one of them must have the same predictions in each (a check
-that the shared rows reproduce), else the command stops.
+that the shared rows reproduce), else the command stops. With several folders, a fold and seed
+that lacks the reference model is left out, and said so on stderr.
 
 Raises SystemExit with a message when the predictions folder is empty, the reference model is
-missing from a fold, or a model shared by two folders predicts differently in them.
+missing from a fold (with several folders: from every fold), or a model shared by two folders
+predicts differently in them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tables = merged_predictions(args.evaluation)
     taxonomy = Taxonomy.from_json(Path(args.taxonomy).read_text())
-    rows = [r for name in sorted(tables) for r in compare(tables[name], taxonomy, args.against)]
+    rows = []
+    for name in sorted(tables):
+        if len(args.evaluation) > 1 and args.against not in set(tables[name].column("model").to_pylist()):
+            print(f"{name}: no model named {args.against!r}; left out", file=sys.stderr)
+            continue
+        rows += compare(tables[name], taxonomy, args.against)
+    if not rows:
+        raise SystemExit(f"no fold has a model named {args.against!r}")
     print(f"| fold | seed | model | hF | hF − {args.against} (points) | 95 % CI | verdict |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -77,3 +77,5 @@ def test_two_evaluations_are_read_as_one_and_shared_rows_must_agree(tmp_path):
     assert all(r["verdict"] == f"{r['model']} beats" for r in rows)
     with pytest.raises(SystemExit, match="predicts differently"):
         _module().main(args + [str(tmp_path / "first"), str(tmp_path / "differs")])
+    with pytest.raises(SystemExit, match="no fold has a model named 'nobody'"):
+        _module().main(args + [str(tmp_path / "first"), str(tmp_path / "second"), "--against", "nobody"])
