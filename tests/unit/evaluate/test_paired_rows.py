@@ -36,12 +36,17 @@ def _rows(taxonomy, model: str, predicted: list[int], true: list[int]) -> pa.Tab
         "true_category_id": true})
 
 
-def test_a_row_right_everywhere_beats_the_default_wrong_on_half(tmp_path):
+def _labels(seed: int):
+    """The toy taxonomy, 120 true leaves and a prediction wrong on every other product."""
     taxonomy = toy_taxonomy()
     leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
-    rng = np.random.default_rng(0)
-    true = [int(c) for c in rng.choice(leaves, 120)]
+    true = [int(c) for c in np.random.default_rng(seed).choice(leaves, 120)]
     wrong = [c if i % 2 else next(x for x in leaves if x != c) for i, c in enumerate(true)]
+    return taxonomy, true, wrong
+
+
+def test_a_row_right_everywhere_beats_the_default_wrong_on_half(tmp_path):
+    taxonomy, true, wrong = _labels(seed=0)
     (tmp_path / "eval" / "predictions").mkdir(parents=True)
     pq.write_table(pa.concat_tables([_rows(taxonomy, "default", wrong, true),
                                      _rows(taxonomy, "oracle", true, true)]),
@@ -56,11 +61,7 @@ def test_a_row_right_everywhere_beats_the_default_wrong_on_half(tmp_path):
 
 
 def test_two_evaluations_are_read_as_one_and_shared_rows_must_agree(tmp_path):
-    taxonomy = toy_taxonomy()
-    leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
-    rng = np.random.default_rng(1)
-    true = [int(c) for c in rng.choice(leaves, 120)]
-    wrong = [c if i % 2 else next(x for x in leaves if x != c) for i, c in enumerate(true)]
+    taxonomy, true, wrong = _labels(seed=1)
     (tmp_path / "taxonomy.json").write_text(taxonomy.to_json())
     for name, table in {"first": pa.concat_tables([_rows(taxonomy, "default", wrong, true),
                                                    _rows(taxonomy, "oracle", true, true)]),
