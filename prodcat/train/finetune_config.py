@@ -72,7 +72,7 @@ class FinetuneScaling(StrictModel):
 
 
 #: the base encoder when the config names none: the offline text encoder's weights (configs/encoders.offline.yaml),
-#: read over 64 tokens (fine-tuning at 128 costs ~1.7x the time on CPU; the frozen encoder reads 128)
+#: read over 64 tokens to keep the main job within its time (the frozen encoder reads 128 since stop 48)
 DEFAULT_ENCODER = {"family": "text", "weights": "shared:models/all-MiniLM-L6-v2", "max_tokens": 64}
 
 
