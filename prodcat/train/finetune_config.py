@@ -71,8 +71,7 @@ class FinetuneScaling(StrictModel):
                                       "(default: round(cpus_per_worker), at least 1)")
 
 
-#: the base encoder when the config names none: the offline text encoder's weights (configs/encoders.offline.yaml),
-#: read over 64 tokens to keep the main job within its time (the frozen encoder reads 128 since stop 48)
+#: the base encoder when the config names none: the offline text encoder (configs/encoders.offline.yaml)
 DEFAULT_ENCODER = {"family": "text", "weights": "shared:models/all-MiniLM-L6-v2", "max_tokens": 64}
 
 
