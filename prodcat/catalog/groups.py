@@ -20,10 +20,11 @@ smaller member can move the group: see :mod:`prodcat.catalog.split`).
 from __future__ import annotations
 
 import io
+import os
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from typing import Iterable
 
 from prodcat.core import storage
@@ -55,10 +56,30 @@ def image_hash(uri: str | None) -> str | None:
         return None
 
 
-def image_hashes(uris: list[str | None], workers: int = 4) -> list[str | None]:
-    """:func:`image_hash` of many images (threads: decoding releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(image_hash, uris, chunksize=64))
+def image_hashes(uris: list[str | None], workers: int | None = None,
+                 min_parallel: int = 2000) -> list[str | None]:
+    """:func:`image_hash` of many images, in the order given (None where there is no image or it
+    cannot be read).
+
+    Args:
+        uris: image URIs (local paths or ``s3://``), None for a product without an image.
+        workers: processes (default: the CPUs this process may use, ``os.sched_getaffinity``).
+        min_parallel: below this many images (or with one worker) they are hashed in this process.
+
+    Processes, not threads: ``imagehash.phash``'s grey-scale conversion, resize and DCT hold the
+    GIL, and four threads ran 1.1-1.8x *slower* than one (``benchmarks/image_hashing.py``). The
+    pool starts its workers with ``spawn`` (the caller may run Ray's threads, which a ``fork``
+    would copy mid-flight); a script calling this needs the usual ``if __name__ == "__main__":``
+    guard (the ``prodcat`` command has it).
+    """
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers <= 1 or sum(u is not None for u in uris) < min_parallel:
+        return [image_hash(u) for u in uris]
+    import multiprocessing
+
+    chunk = max(64, len(uris) // (workers * 8))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(image_hash, uris, chunksize=chunk))
 
 
 def group_keys(row: dict) -> dict[str, str | None]:

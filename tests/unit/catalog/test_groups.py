@@ -74,3 +74,24 @@ def test_split_fractions_are_refused_before_the_build_reads_anything():
     with pytest.raises(ValidationError, match=">= 0"):
         BuildConfig(split_fractions=(1.1, -0.1, 0.0, 0.0))
     assert sum(BuildConfig().split_fractions) == pytest.approx(1.0)
+
+
+def test_image_hashes_in_worker_processes_equal_the_plain_loop_in_order(tmp_path):
+    """The process pool returns each image's own hash in input order, None where there is no
+    image or the file is not an image, exactly as hashing one by one does."""
+    from PIL import Image
+
+    from prodcat.catalog.groups import image_hash, image_hashes
+
+    rng = np.random.default_rng(0)
+    uris: list[str | None] = []
+    for i in range(12):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(path)
+        uris.append(str(path))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    uris[3:3] = [None, str(tmp_path / "broken.jpg"), str(tmp_path / "missing.png")]
+    plain = [image_hash(u) for u in uris]
+    assert plain[3:6] == [None, None, None] and len(set(plain) - {None}) == 12
+    assert image_hashes(uris, workers=2, min_parallel=1) == plain
+    assert image_hashes(uris[::-1], workers=2, min_parallel=1) == plain[::-1]
