@@ -1,0 +1,66 @@
+"""benchmarks/labelled_choice.py: a choice among evaluated rows made on k labelled products of the
+held-out platform and scored on its other products (a row right everywhere is picked over a
+default wrong on half; a row no better than the default never is)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.fixtures.synthetic import toy_taxonomy
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("labelled_choice", ROOT / "benchmarks" / "labelled_choice.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(taxonomy, model: str, predicted: list[int], true: list[int]) -> pa.Table:
+    paths = [[int(taxonomy.ids[n]) for n in taxonomy.path_nodes(taxonomy.label_node(c))] for c in predicted]
+    n, depth = len(true), taxonomy.num_levels
+    return pa.table({
+        "product_id": [f"p{i}" for i in range(n)], "group_id": [f"g{i // 2}" for i in range(n)],
+        "fold": ["lopo_beta"] * n, "model": [model] * n, "seed": np.zeros(n, np.int64),
+        "category_id": predicted, "level_category_ids": [p + [-1] * (depth - len(p)) for p in paths],
+        "true_category_id": true})
+
+
+def _write(folder: Path, tables: list[pa.Table]) -> str:
+    (folder / "predictions").mkdir(parents=True)
+    pq.write_table(pa.concat_tables(tables), folder / "predictions" / "lopo_beta-seed0.parquet")
+    return str(folder)
+
+
+def test_a_row_right_everywhere_is_picked_and_a_twin_of_the_default_never_is(tmp_path):
+    taxonomy = toy_taxonomy()
+    leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
+    true = [int(c) for c in np.random.default_rng(0).choice(leaves, 200)]
+    wrong = [c if i % 2 else next(x for x in leaves if x != c) for i, c in enumerate(true)]
+    (tmp_path / "taxonomy.json").write_text(taxonomy.to_json())
+    first = _write(tmp_path / "first", [_rows(taxonomy, "default", wrong, true),
+                                        _rows(taxonomy, "twin", wrong, true)])
+    second = _write(tmp_path / "second", [_rows(taxonomy, "default", true, true),   # another default
+                                          _rows(taxonomy, "tfidf", wrong, true),
+                                          _rows(taxonomy, "oracle", true, true)])
+    out = tmp_path / "choice.json"
+    args = ["--taxonomy", str(tmp_path / "taxonomy.json"), "--k", "10", "60", "--draws", "5",
+            "--resamples", "200", "--out", str(out), "--evaluation", first]
+    with pytest.raises(SystemExit, match="predicts differently"):
+        _module().main(args + [second])
+    assert _module().main(args + [second + ":tfidf,oracle"]) == 0
+    small, large = json.loads(out.read_text())["results"]
+    assert (small["k"], large["k"]) == (10, 60) and large["products"] == 200
+    assert large["picked"] == {"oracle": 5}                       # a real difference on 60 products
+    assert large["pick_minus_default"]["p05"] > 0 and large["pick_minus_tfidf"]["mean"] > 0
+    assert "twin" not in small["picked"] and "twin" not in large["picked"]
+    assert sum(small["picked"].values()) == 5
