@@ -1,5 +1,6 @@
 """Onboarding: each platform met as a new one, measured on the leave-one-platform-out folds; a
-model adapted to a new platform from its unlabelled products.
+model adapted to a new platform from its unlabelled products; a model for it chosen on a few of its
+labelled products (`prodcat onboard choose --help`).
 
   prodcat onboard measure --products runs/sample/catalog/products.parquet \\
       --embeddings runs/sample/embeddings --evaluation runs/sample/eval --output runs/sample/onboard
@@ -32,6 +33,23 @@ it was trained on, nothing is added and the command says so.
 
 from __future__ import annotations
 
+CHOOSE_HELP = """The model for a new platform, chosen on a few of its labelled products.
+
+  prodcat onboard choose --products runs/full/catalog/products.parquet \\
+      --embeddings runs/full/embeddings --platform flipkart --labelled-splits val calib \\
+      --output runs/full/choose-flipkart
+
+Each candidate setting of the default (default: the default, and the default without its label
+names) is trained on the other platforms, adapted to the new platform's products (inputs only),
+and predicts the new platform's labelled products (its rows in --labelled-splits whose category
+the other platforms have; --max-labelled draws whole near-duplicate groups). The first candidate
+is kept unless another beats it there by a real difference (strict hF, 95 % paired bootstrap
+over groups), then the best of those. The platform's other labelled products, if any, check the
+choice afterwards; the choice never reads them. Writes model/ (the chosen checkpoint), choice.json,
+report.md and candidates/<name>/. Why: docs/onboarding.md, "If you can label a few of the new
+platform's products".
+"""
+
 import argparse
 import json
 import sys
@@ -39,7 +57,8 @@ import sys
 from prodcat.core.config import load_config
 
 HELP = ("measure mapping suggestions and partial paths with each platform held out (LOPO); adapt a "
-        "model to a new platform from its unlabelled products (label distribution, self-training)")
+        "model to a new platform from its unlabelled products (label distribution, self-training); "
+        "choose its model on a few labelled products")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,9 +92,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     adapt.add_argument("--skip-unreadable", action="store_true", help="leave out store parts that "
                        "cannot be read (counted) instead of stopping")
     adapt.add_argument("--output", required=True, help="folder for the adapted checkpoint")
+    choose = sub.add_parser("choose", help="the model for a new platform chosen on a few of its "
+                            "labelled products, among settings of the default trained on the other "
+                            "platforms (default: with and without the label names)",
+                            description=CHOOSE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    choose.add_argument("--config", help="ChooseConfig YAML; flags below override it")
+    choose.add_argument("--products", help="product table with the training platforms and the new one")
+    choose.add_argument("--embeddings", help="its embedding store")
+    choose.add_argument("--platform", help="the new platform")
+    choose.add_argument("--train", help="TrainConfig YAML every candidate starts from "
+                        "(default configs/train.default.yaml)")
+    choose.add_argument("--labelled-splits", nargs="+", help="splits of the new platform's rows whose "
+                        "categories the choice reads (default val)")
+    choose.add_argument("--max-labelled", type=int, help="at most this many labelled products "
+                        "(whole near-duplicate groups, drawn at random)")
+    choose.add_argument("--output", help="output folder (model/ is the chosen checkpoint)")
+    choose.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any ChooseConfig field, e.g. --set 'candidates={default: [], "
+                        "no-label: [model.label_prior=none]}'")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "choose":
+        return _choose(args)
     if args.action == "adapt":
         from prodcat.onboard.adapt import adapt_checkpoint
 
@@ -104,4 +143,20 @@ def run(args: argparse.Namespace) -> int:
              "max_per_category": args.max_per_category, "output": args.output}
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
     measure(load_config(MeasureConfig, args.config, overrides))
+    return 0
+
+
+def _choose(args: argparse.Namespace) -> int:
+    from prodcat.onboard.choose import choose
+    from prodcat.onboard.config import ChooseConfig
+
+    flags = {"products": args.products, "embeddings": args.embeddings, "platform": args.platform,
+             "train": args.train, "labelled_splits": args.labelled_splits,
+             "max_labelled": args.max_labelled, "output": args.output}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
+    try:
+        choose(load_config(ChooseConfig, args.config, overrides))
+    except (ValueError, FileNotFoundError) as err:     # what the user can fix: one line
+        print(f"prodcat onboard choose: error: {err}", file=sys.stderr)
+        return 2
     return 0

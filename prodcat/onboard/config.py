@@ -80,3 +80,30 @@ class MeasureConfig(StrictModel):
                                   "confidence threshold must reach on the other platforms")
     page: bool = Field(True, description="write each fold's review.html")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+
+
+class ChooseConfig(StrictModel):
+    """``prodcat onboard choose``: the model for a new platform chosen on a few of its labelled
+    products, among candidate settings of the default trained on the other platforms."""
+
+    products: str = Field(description="product table holding the training platforms and the new one")
+    embeddings: str = Field(description="embedding store of those products")
+    platform: str = Field(description="the new platform (its rows of the product table)")
+    output: str = Field(description="folder for the candidates, the chosen model (model/) and the report")
+    train: str = Field("configs/train.default.yaml", description="TrainConfig YAML every candidate "
+                       "starts from (each trained on the other platforms, in their label space)")
+    train_overrides: list[str] = Field([], description="dotted overrides of that config, for every candidate")
+    candidates: dict[str, list[str]] = Field(
+        default_factory=lambda: {"default": [], "default-no-label": ["model.label_prior=none"]},
+        description="name → dotted overrides of the train config; the first is the reference the "
+        "choice keeps unless another beats it on the labelled products by a real difference (the "
+        "default's label names cost 14-17 hF points with Flipkart as the new platform and help "
+        "elsewhere: docs/evaluation.md, 'What k labelled products of a new platform would buy')")
+    labelled_splits: list[str] = Field(
+        ["val"], min_length=1, description="splits of the new platform's rows whose categories the "
+        "choice reads; its other labelled rows, if any, only check the choice afterwards")
+    max_labelled: int | None = Field(None, ge=2, description="at most this many labelled products, "
+                                     "whole near-duplicate groups drawn at random (seed)")
+    seed: int = Field(0, description="seed of that draw and of the paired bootstrap")
+    adapt: bool = Field(True, description="adapt each candidate to the new platform's products "
+                        "(inputs only, as `prodcat onboard adapt` does) before it is compared")
