@@ -4,7 +4,6 @@ default wrong on half; a row no better than the default never is)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,26 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.fixtures.predictions import benchmark, prediction_rows
 from tests.fixtures.synthetic import toy_taxonomy
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("labelled_choice", ROOT / "benchmarks" / "labelled_choice.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("labelled_choice")
 
 
 def _rows(taxonomy, model: str, predicted: list[int], true: list[int]) -> pa.Table:
-    paths = [[int(taxonomy.ids[n]) for n in taxonomy.path_nodes(taxonomy.label_node(c))] for c in predicted]
-    n, depth = len(true), taxonomy.num_levels
-    return pa.table({
-        "product_id": [f"p{i}" for i in range(n)], "group_id": [f"g{i // 2}" for i in range(n)],
-        "fold": ["lopo_beta"] * n, "model": [model] * n, "seed": np.zeros(n, np.int64),
-        "category_id": predicted, "level_category_ids": [p + [-1] * (depth - len(p)) for p in paths],
-        "true_category_id": true})
+    return prediction_rows(taxonomy, model, predicted, true, group_size=2)
 
 
 def _write(folder: Path, tables: list[pa.Table]) -> str:

@@ -3,37 +3,23 @@ predictions Parquet files alone (a model right on every product beats one wrong 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.fixtures.predictions import benchmark, prediction_rows
 from tests.fixtures.synthetic import toy_taxonomy
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("paired_rows", ROOT / "benchmarks" / "paired_rows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("paired_rows")
 
 
 def _rows(taxonomy, model: str, predicted: list[int], true: list[int]) -> pa.Table:
-    paths = [[int(taxonomy.ids[n]) for n in taxonomy.path_nodes(taxonomy.label_node(c))] for c in predicted]
-    depth = taxonomy.num_levels
-    n = len(true)
-    return pa.table({
-        "product_id": [f"p{i}" for i in range(n)], "group_id": [f"g{i}" for i in range(n)],
-        "fold": ["lopo_beta"] * n, "model": [model] * n, "seed": np.zeros(n, np.int64),
-        "category_id": predicted,
-        "level_category_ids": [p + [-1] * (depth - len(p)) for p in paths],
-        "true_category_id": true})
+    return prediction_rows(taxonomy, model, predicted, true)
 
 
 def _labels(seed: int):
