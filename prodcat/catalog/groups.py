@@ -63,7 +63,8 @@ def image_hashes(uris: list[str | None], workers: int | None = None,
 
     Args:
         uris: image URIs (local paths or ``s3://``), None for a product without an image.
-        workers: processes (default: the CPUs this process may use, ``os.sched_getaffinity``).
+        workers: processes (default: the CPUs this process may use, ``os.sched_getaffinity``;
+            ``os.cpu_count`` where that does not exist).
         min_parallel: below this many images (or with one worker) they are hashed in this process.
 
     Processes, not threads: ``imagehash.phash``'s grey-scale conversion, resize and DCT hold the
@@ -72,7 +73,7 @@ def image_hashes(uris: list[str | None], workers: int | None = None,
     caller may run Ray's threads, which a ``fork`` would copy mid-flight); a script calling this
     needs the usual ``if __name__ == "__main__":`` guard (the ``prodcat`` command has it).
     """
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if workers <= 1 or sum(u is not None for u in uris) < min_parallel:
         return [image_hash(u) for u in uris]
     import multiprocessing
