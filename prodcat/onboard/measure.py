@@ -93,7 +93,9 @@ def fold_model(config: MeasureConfig, train: TrainConfig, table: FeatureTable, p
                                   "output": storage.join(folder, "train"), "name": f"lopo_{platform}"})
     result = run_training(cfg, table=fold_table, progress=log)
     copy_checkpoint(result.checkpoint, target)
-    return target, f"trained on {', '.join(others)} ({cfg.model.fusion} fusion, {len(rows):,} rows)"
+    used = (result.data or {}).get("train_rows", len(rows))      # after data.max_train_products
+    return target, (f"trained on {', '.join(others)} ({cfg.model.fusion} fusion, {used:,} of their "
+                    f"{len(rows):,} training rows)")
 
 
 def fold_adapted(config: MeasureConfig, checkpoint: str, platform: str, folder: str,

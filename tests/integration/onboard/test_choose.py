@@ -44,6 +44,7 @@ def test_a_candidate_that_beats_the_reference_on_the_labelled_products_is_chosen
     assert not choice["against_reference"]["twin"]["real"]              # the same model: never chosen
     m = choice["candidates"]
     assert m["full"]["hF_labelled"] > m["starved"]["hF_labelled"] == m["twin"]["hF_labelled"]
+    assert m["starved"]["model"].startswith("trained on alpha (decision fusion, 4 of their")
     assert m["full"]["adapted"]["self_trained_on"]                        # adapted to beta, inputs only
     assert choice["labelled"] >= 2 and choice["check_products"] > 0      # beta's other splits check it
     assert m["full"]["hF_check"] is not None
