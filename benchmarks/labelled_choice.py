@@ -6,12 +6,11 @@ test): an analysis of a different deployment, where whoever onboards a platform 
 products first. It reads an evaluation's predictions only (:mod:`prodcat.evaluate.predictions`;
 nothing is refitted). For each LOPO fold and seed, ``--draws`` times: whole near-duplicate groups
 of the fold's test products are drawn at random until they hold ``k`` products (the labelled
-sample); among the candidate rows, the ``paired`` rule of ``prodcat train``
-(:func:`prodcat.train.decision.pick`, in spirit) keeps the default unless a candidate beats it on
-the labelled sample by a real difference (95 % paired bootstrap over groups,
-:func:`prodcat.core.uncertainty.paired_difference`), and then takes the best of those on the
-sample; the pick is scored on the fold's remaining products, against the default and TF-IDF on the
-same products. The candidates are what a choice could be made among: the shipped default, its
+sample); among the candidate rows, the ``paired`` rule of ``prodcat onboard choose``
+(:func:`prodcat.onboard.choose.pick`, itself ``prodcat train``'s rule for combinations) keeps the
+default unless a candidate beats it on the labelled sample by a real difference (95 % paired
+bootstrap over groups), and then takes the best of those on the sample; the pick is scored on
+the fold's remaining products, against the default and TF-IDF on the same products. The candidates are what a choice could be made among: the shipped default, its
 ablation variants (other settings of the same system) and the component and reference rows.
 
     python benchmarks/labelled_choice.py --taxonomy runs/full/catalog/taxonomy.json \
@@ -33,6 +32,7 @@ differently, or no fold is left.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from prodcat.core.metrics import hierarchical_counts, prf_from_counts
 from prodcat.core.taxonomy import Taxonomy
-from prodcat.core.uncertainty import paired_difference
+from prodcat.onboard.choose import pick
 
 REFERENCE = "tfidf"
 
@@ -65,7 +65,7 @@ def load(specs: list[str]) -> dict[tuple[str, int], pa.Table]:
         if not files:
             raise SystemExit(f"no leave-one-platform-out predictions under {folder}/predictions")
         for f in files:
-            table = pq.read_table(f, columns=["product_id", "group_id", "fold", "model", "seed",
+            table = pq.read_table(f, columns=["product_id", "group_id", "fold", "model", "seed", "category_id",
                                               "level_category_ids", "true_category_id"])
             if models is not None:
                 table = table.filter(pc.is_in(table.column("model"), pa.array(models, pa.string())))
@@ -79,17 +79,12 @@ def load(specs: list[str]) -> dict[tuple[str, int], pa.Table]:
                 have = tables[key]
                 shared = set(have.column("model").to_pylist()) & set(part.column("model").to_pylist())
                 for model in sorted(shared):
-                    if _pairs(have, model) != _pairs(part, model):
+                    if not _paired_rows()._same_rows(have, part, model):
                         raise SystemExit(f"{fold} seed {seed}: model {model!r} predicts differently in "
                                          f"{folder} than in an earlier --evaluation folder")
                 new = pc.invert(pc.is_in(part.column("model"), pa.array(sorted(shared), pa.string())))
                 tables[key] = pa.concat_tables([have, part.filter(new)])
     return tables
-
-
-def _pairs(table: pa.Table, model: str) -> list[tuple]:
-    sub = table.filter(pc.equal(table.column("model"), model))
-    return sorted(zip(sub.column("product_id").to_pylist(), sub.column("level_category_ids").to_pylist()))
 
 
 def counts_by_model(table: pa.Table, taxonomy: Taxonomy) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -112,8 +107,9 @@ def counts_by_model(table: pa.Table, taxonomy: Taxonomy) -> tuple[dict[str, np.n
     return out, groups
 
 
+@functools.cache
 def _paired_rows():
-    """benchmarks/paired_rows.py, beside this file (benchmarks/ is not a package)."""
+    """benchmarks/paired_rows.py, beside this file (benchmarks/ is not a package), loaded once."""
     spec = importlib.util.spec_from_file_location("paired_rows", Path(__file__).with_name("paired_rows.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -132,21 +128,6 @@ def draw_sample(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return np.isin(inverse, taken)
 
 
-def pick(counts: dict[str, np.ndarray], groups: np.ndarray, labelled: np.ndarray, default: str,
-         resamples: int) -> str:
-    """The ``paired`` rule on the labelled products: ``default`` unless candidates beat it there
-    by a real difference, then the best of those."""
-    base = hf(counts[default][labelled])
-    beating = []
-    for model, c in counts.items():
-        if model == default or hf(c[labelled]) <= base:
-            continue                         # cannot beat the default by a real difference
-        d = paired_difference(c[labelled], counts[default][labelled], groups[labelled], n_resamples=resamples)
-        if d.low > 0:
-            beating.append((hf(c[labelled]), model))
-    return max(beating)[1] if beating else default
-
-
 def analyse(counts: dict[str, np.ndarray], groups: np.ndarray, k: int, draws: int, default: str,
             seed: int, resamples: int) -> dict:
     """One fold and seed at one ``k``: pick − default and pick − TF-IDF on the scored products
@@ -156,7 +137,8 @@ def analyse(counts: dict[str, np.ndarray], groups: np.ndarray, k: int, draws: in
     for _ in range(draws):
         labelled = draw_sample(groups, k, rng)
         scored = ~labelled
-        choice = pick(counts, groups, labelled, default, resamples)
+        choice, _ = pick({m: c[labelled] for m, c in counts.items()}, groups[labelled], default,
+                         n_resamples=resamples)
         picked[choice] += 1
         got = hf(counts[choice][scored])
         vs_default.append(100 * (got - hf(counts[default][scored])))

@@ -34,7 +34,7 @@ import numpy as np
 from prodcat.core import storage
 from prodcat.core.console import say
 from prodcat.core.metrics import hierarchical_counts, prf_from_counts
-from prodcat.core.uncertainty import paired_difference
+from prodcat.core.uncertainty import N_RESAMPLES, paired_difference
 from prodcat.embed.store import read_manifest
 from prodcat.models.checkpoint import copy_checkpoint, load_checkpoint
 from prodcat.onboard.config import ChooseConfig, MeasureConfig
@@ -74,8 +74,8 @@ def labelled_sample(table: FeatureTable, config: ChooseConfig, labels: set[int])
 def _scores(model, table: FeatureTable, platform: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``([B, 3] hierarchical counts, [B] group ids)`` of ``model`` on the products ``ids`` of
     ``platform``, in product-id order."""
-    fold = table.retarget(model.taxonomy).rows(platforms=[platform])
-    fold = fold.where(np.isin(fold.column("product_id"), ids))
+    fold = table.rows(platforms=[platform])
+    fold = fold.where(np.isin(fold.column("product_id"), ids)).retarget(model.taxonomy)
     order = np.argsort(fold.column("product_id"))
     pred = model.predict(*model_inputs(model, fold))
     counts = hierarchical_counts(model.taxonomy, fold.column("node"), np.asarray(pred["classes"]))
@@ -86,16 +86,22 @@ def _hf(counts: np.ndarray) -> float:
     return float(prf_from_counts(*counts.sum(axis=0))["hF"]) if len(counts) else 0.0
 
 
-def pick(scored: dict[str, np.ndarray], groups: np.ndarray, reference: str, seed: int = 0) -> tuple[str, dict]:
+def pick(scored: dict[str, np.ndarray], groups: np.ndarray, reference: str, seed: int = 0,
+         n_resamples: int = N_RESAMPLES) -> tuple[str, dict]:
     """The ``paired`` rule: ``reference`` unless candidates beat it on these products by a real
     difference, then the best of those; ``(chosen, {name: difference})`` (hF points with the 95 %
-    paired interval over groups)."""
+    paired interval over groups, ``n_resamples`` bootstrap resamples).
+
+    Args:
+        scored: per candidate, hierarchical counts ``[B, 3]`` of the same products in one order.
+        groups: their near-duplicate group ids ``[B]``.
+    """
     base = scored[reference]
     diffs, beating = {}, []
     for name, counts in scored.items():
         if name == reference:
             continue
-        d = paired_difference(counts, base, groups, seed=seed)
+        d = paired_difference(counts, base, groups, n_resamples=n_resamples, seed=seed)
         diffs[name] = {"difference": round(100 * d.estimate, 2), "low": round(100 * d.low, 2),
                        "high": round(100 * d.high, 2), "real": bool(d.excludes_zero())}
         if d.low > 0:
