@@ -18,9 +18,8 @@ encoder weights (encoders/), so no node needs PRODCAT_SHARED_DIR or a model hub.
 from __future__ import annotations
 
 import argparse
-import json
 
-from prodcat.core.config import load_config
+from prodcat.core.config import flag_overrides, load_config
 
 HELP = "fit the cascade (temperatures, tau) on validation and plot hF vs escalation and cost"
 
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {"text_model": args.text_model, "multimodal_model": args.multimodal_model,
              "products": args.products, "embeddings": args.embeddings, "output": args.output}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    overrides = flag_overrides(flags)
     if args.goal:
         kind, _, value = args.goal.partition("=")
         overrides += [f"goal.kind={kind}", f"goal.value={value or 0.5}"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prodcat.core.config import load_config
+from prodcat.core.config import flag_overrides, load_config
 
 HELP = ("build the product table from platform exports (catalog build), list adapters, suggest "
         "and review a new platform's category mapping")
@@ -132,7 +132,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    import json
 
     from prodcat.onboard.config import SuggestConfig
     from prodcat.onboard.suggest import suggest_mapping
@@ -140,7 +139,7 @@ def _suggest(args: argparse.Namespace) -> int:
     flags = {"adapter": args.adapter, "model": args.model, "output": args.output,
              "features_from": args.features_from, "max_per_category": args.max_per_category,
              "mode": args.mode}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
+    overrides = flag_overrides(flags) + list(args.set)
     suggest_mapping(load_config(SuggestConfig, args.config, overrides))
     return 0
 

@@ -51,10 +51,9 @@ platform's products".
 """
 
 import argparse
-import json
 import sys
 
-from prodcat.core.config import load_config
+from prodcat.core.config import flag_overrides, load_config
 
 HELP = ("measure mapping suggestions and partial paths with each platform held out (LOPO); adapt a "
         "model to a new platform from its unlabelled products (label distribution, self-training); "
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {"products": args.products, "embeddings": args.embeddings, "evaluation": args.evaluation,
              "train": args.train, "platforms": args.platforms, "source": args.source,
              "max_per_category": args.max_per_category, "output": args.output}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
+    overrides = flag_overrides(flags) + list(args.set)
     measure(load_config(MeasureConfig, args.config, overrides))
     return 0
 
@@ -153,7 +152,7 @@ def _choose(args: argparse.Namespace) -> int:
     flags = {"products": args.products, "embeddings": args.embeddings, "platform": args.platform,
              "train": args.train, "labelled_splits": args.labelled_splits,
              "max_labelled": args.max_labelled, "output": args.output}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
+    overrides = flag_overrides(flags) + list(args.set)
     try:
         choose(load_config(ChooseConfig, args.config, overrides))
     except (ValueError, FileNotFoundError) as err:     # what the user can fix: one line

@@ -28,9 +28,8 @@ map: predictions made under an earlier taxonomy version → the ids and paths of
 from __future__ import annotations
 
 import argparse
-import json
 
-from prodcat.core.config import dump_config, load_config
+from prodcat.core.config import dump_config, flag_overrides, load_config
 
 HELP = "propose finer subcategories (SimCLR, UMAP, cascade clustering), accept them into the taxonomy"
 
@@ -83,7 +82,7 @@ def _propose_overrides(args: argparse.Namespace) -> list[str]:
     flags = {"products": args.products, "embeddings": args.embeddings, "output": args.output,
              "categories": args.categories, "min_products": args.min_products,
              "max_products_per_platform": args.max_per_platform, "features": args.features}
-    return list(args.set) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    return list(args.set) + flag_overrides(flags)
 
 
 def run(args: argparse.Namespace) -> int:

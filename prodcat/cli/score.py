@@ -17,10 +17,9 @@ same command after an interruption scores only the rows not yet written.
 from __future__ import annotations
 
 import argparse
-import json
 
 from prodcat.core import console, storage
-from prodcat.core.config import load_config
+from prodcat.core.config import flag_overrides, load_config
 
 HELP = "score products with the cascade (Ray Data); resumable; every input row appears once"
 
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
              "input": args.input, "adapters": args.adapters, "output": args.output,
              "features_from": args.features_from,
              "mode": args.mode, "limit": args.limit, "abstain_target": args.abstain}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None] + list(args.set)
+    overrides = flag_overrides(flags) + list(args.set)
     if args.skip_unreadable:
         overrides.append("skip_unreadable=true")
     config = load_config(ScoreConfig, args.config, overrides)

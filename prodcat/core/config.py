@@ -42,6 +42,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def flag_overrides(flags: dict[str, Any]) -> list[str]:
+    """``["field=<JSON value>", ...]`` for :func:`load_config` from a command's flags (``{field:
+    value}``); flags left at None (not given) are left out, so the config file's value stands."""
+    return [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+
+
 def set_dotted(data: dict, key: str, value: Any) -> None:
     """Set ``data[a][b] = value`` for ``key="a.b"``, creating nested dicts as needed."""
     *parents, last = key.split(".")
