@@ -89,6 +89,13 @@ class DecisionSettings(StrictModel):
         "weights", description="weights: the candidates are equal weights, weights fitted on "
         "held-out products (log-likelihood) and each component alone, kept by `choice`; equal: "
         "all 1, nothing fitted")
+    equal_weights: Literal["per_component", "per_modality"] = Field(
+        "per_component", description="what the equal-weights candidate weighs equally: "
+        "per_component, every component 1; per_modality, every input modality 1, shared among the "
+        "components that read it (TF-IDF, the text regression and the label names all read the "
+        "product's text: 1/3 each; the image regression 1). The product rule assumes conditionally "
+        "independent experts (Kittler et al. 1998), and components that read the same input are "
+        "not; prodcat.models.decision.input_modality")
     choice: Literal["paired", "max"] = Field(
         "paired", description="how the combination is chosen among the candidates (fitted weights, "
         "each component alone; combiner: weights): paired: equal weights unless a candidate beats "

@@ -310,6 +310,39 @@ def vote_weights(weights: dict[str, float], accuracy: dict[str, float], num_clas
     return {k: (w * odds[k] / mean if k in named else w) for k, w in weights.items()}
 
 
+def input_modality(feature: str) -> str:
+    """The input a component reads, from its feature's name: ``text`` for the product's text
+    (the TF-IDF ``lexical`` scores, ``text`` and any ``*_text`` embedding such as ``ft_text`` or
+    ``lt_text``), ``image`` for ``image`` and any ``*_image`` embedding (``hr_image``); any other
+    feature (a joint CLIP embedding, for one) is its own modality."""
+    if feature in (LEXICAL, "text") or feature.endswith("_text"):
+        return "text"
+    if feature == "image" or feature.endswith("_image"):
+        return "image"
+    return feature
+
+
+def equal_weights(features: dict[str, str], mode: str = "per_component") -> dict[str, float]:
+    """The equal-weights candidate over components ``{name: feature it reads}``:
+    ``per_component``, every component 1; ``per_modality``, every input modality
+    (:func:`input_modality`) 1, split equally among the components that read it (three text
+    components and one image component: 1/3, 1/3, 1/3 and 1). The product rule assumes the
+    components conditionally independent given the class (Kittler et al., 1998, "On combining
+    classifiers"); components that read the same input are not, and per component they count
+    that input once each.
+
+    Raises:
+        ValueError: an unknown ``mode``.
+    """
+    if mode == "per_component":
+        return {name: 1.0 for name in features}
+    if mode != "per_modality":
+        raise ValueError(f"unknown equal weighting {mode!r}; choose per_component or per_modality")
+    modality = {name: input_modality(f) for name, f in features.items()}
+    sizes = {m: list(modality.values()).count(m) for m in set(modality.values())}
+    return {name: 1.0 / sizes[m] for name, m in modality.items()}
+
+
 def prior_coefficient(weights: dict[str, float], prior: str, carriers: dict[str, float]) -> float:
     """The multiple of ``log pi`` a :class:`Combiner` subtracts: ``sum_c w_c s_c`` less their
     mean for ``once``, all of it for ``uniform`` and ``adapt``; 0 for ``none`` or when no weighted

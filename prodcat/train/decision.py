@@ -56,7 +56,14 @@ from prodcat.models.components import (
     log_softmax,
 )
 from prodcat.models.config import DecisionSettings
-from prodcat.models.decision import Combiner, DecisionModel, TreeDecoder, label_log_prior, prior_coefficient
+from prodcat.models.decision import (
+    Combiner,
+    DecisionModel,
+    TreeDecoder,
+    equal_weights,
+    label_log_prior,
+    prior_coefficient,
+)
 from prodcat.models.files import CONFIG
 from prodcat.models.gate import LabelSpaceGate
 from prodcat.models.lexical import FEATURE as LEXICAL
@@ -530,7 +537,8 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
     temperatures = {n: fit_temperature(raw[n], targets) for n in raw}
     log_probs = [{n: log_softmax(raw[n][j], temperatures[n]) for n in raw} for j in range(len(sets))]
     names = list(raw)
-    weightings = {"equal": {n: 1.0 for n in names}}
+    features = {s.name: s.feature for s in specs if s.name in raw}
+    weightings = {"equal": equal_weights(features, d.equal_weights)}
     if d.combiner == "weights" and len(names) > 1:
         weightings["fitted"] = fit_weights(log_probs, targets, names)
         weightings.update({f"{n} alone": {m: float(m == n) for m in names} for n in names})

@@ -795,3 +795,61 @@ def test_self_training_script_cross_fits_its_pseudo_labels():
         module.pool_splits(evaluate, fold_of(["a"], ["b"], ["test"]))
     with pytest.raises(SystemExit, match="--pool split"):                 # LOPO: every split
         module.pool_splits(evaluate, fold_of(["a"], ["b"], None))
+
+
+def test_equal_weights_per_modality_share_one_weight_among_the_components_reading_one_input():
+    from prodcat.models.decision import equal_weights, input_modality
+
+    preset = {"lexical": "lexical", "text": "text", "hr_image": "hr_image", "label": "text"}
+    assert equal_weights(preset) == {k: 1.0 for k in preset}
+    assert equal_weights(preset, "per_modality") == pytest.approx(
+        {"lexical": 1 / 3, "text": 1 / 3, "label": 1 / 3, "hr_image": 1.0})
+    finetuned = {"lexical": "lexical", "text": "text", "ft_text": "ft_text", "image": "image",
+                 "clip": "clip", "label": "text"}
+    weights = equal_weights(finetuned, "per_modality")
+    assert weights["ft_text"] == pytest.approx(0.25) and weights["image"] == weights["clip"] == 1.0
+    assert sum(weights.values()) == pytest.approx(3.0)                  # one per input modality
+    assert [input_modality(f) for f in ("lt_text", "hr_image", "clip")] == ["text", "image", "clip"]
+    with pytest.raises(ValueError, match="per_modality"):
+        equal_weights(preset, "per_view")
+
+
+def test_choose_weighs_equal_weights_per_component_or_per_input_modality():
+    """Three text components that share one mistake (on half the products they all prefer one
+    wrong leaf) and an image component right on 80 % of the products, its mistakes independent of
+    the text's: counted per component, the shared text evidence outvotes the image; per modality
+    it counts once, and the image decides where the two disagree."""
+    from prodcat.train.config import TrainConfig
+    from prodcat.train.decision import ComponentSpec, Fitter, HeldOut, choose
+
+    rng = np.random.default_rng(0)
+    c, n = len(LEAVES), 1000
+    truth = rng.integers(0, c, n)
+    wrong = (truth + rng.integers(1, c, n)) % c
+    text = rng.normal(scale=0.1, size=(n, c))
+    text[np.arange(n), np.where(rng.random(n) < 0.5, wrong, truth)] += 3.0
+    image = rng.normal(scale=0.1, size=(n, c))
+    image[np.arange(n), np.where(rng.random(n) < 0.8, truth, (truth + rng.integers(1, c, n)) % c)] += 3.0
+    scores = {"lexical": text, "text": text, "label": text, "hr_image": image}
+    nodes = np.array(LEAVES)[truth]
+    heldout = HeldOut("cross_platform:b", _Rows(nodes), _Rows(nodes))
+
+    class Stub(Fitter):
+        def cached(self, spec, setting, h):
+            return True
+
+        def heldout_scores(self, spec, setting, h):
+            return scores[spec.name]
+
+    specs = [ComponentSpec("text", "linear", "text"), ComponentSpec("hr_image", "linear", "hr_image"),
+             ComponentSpec("lexical", "lexical", "lexical"), ComponentSpec("label", "label", "text")]
+    chosen = {}
+    for mode in ("per_component", "per_modality"):
+        config = TrainConfig.model_validate({"model": {
+            "fusion": "decision", "modalities": ["text", "hr_image", "lexical"], "label_prior": "none",
+            "decision": {"combiner": "equal", "equal_weights": mode, "decodings": ["best_path"]}}})
+        chosen[mode] = choose(Stub(config, TAX), specs, [heldout], nodes)
+    assert chosen["per_component"].combiner.weights == {"text": 1.0, "hr_image": 1.0, "lexical": 1.0, "label": 1.0}
+    assert chosen["per_modality"].combiner.weights == pytest.approx(
+        {"text": 1 / 3, "hr_image": 1.0, "lexical": 1 / 3, "label": 1 / 3})
+    assert chosen["per_modality"].heldout_hf > chosen["per_component"].heldout_hf + 0.15
