@@ -87,15 +87,17 @@ def load(specs: list[str]) -> dict[tuple[str, int], pa.Table]:
     return tables
 
 
-def counts_by_model(table: pa.Table, taxonomy: Taxonomy) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``({model: [B, 3] hierarchical counts}, [B] group ids)``, products in one order for all.
+def counts_by_model(table: pa.Table, taxonomy: Taxonomy) -> tuple[dict[str, np.ndarray], np.ndarray,
+                                                                   dict[str, np.ndarray]]:
+    """``({model: [B, 3] hierarchical counts}, [B] group ids, {model: [B] predicted category
+    ids})``, products in one order for all.
 
     Raises:
         SystemExit: when the models were not scored on the same products.
     """
     level_classes = _paired_rows().level_classes
     df = table.to_pandas()
-    out, ids, groups = {}, None, None
+    out, ids, groups, predicted = {}, None, None, {}
     for model, sub in df.groupby("model"):
         sub = sub.sort_values("product_id")
         if ids is None:
@@ -104,7 +106,8 @@ def counts_by_model(table: pa.Table, taxonomy: Taxonomy) -> tuple[dict[str, np.n
             raise SystemExit(f"model {model!r} was scored on other products than the others")
         true = np.asarray([taxonomy.label_node(int(c)) for c in sub["true_category_id"]])
         out[model] = hierarchical_counts(taxonomy, true, level_classes(taxonomy, list(sub["level_category_ids"])))
-    return out, groups
+        predicted[model] = sub["category_id"].to_numpy()
+    return out, groups, predicted
 
 
 @functools.cache
@@ -128,27 +131,54 @@ def draw_sample(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return np.isin(inverse, taken)
 
 
+def disagreeing(predicted: dict[str, np.ndarray], groups: np.ndarray, default: str,
+                candidates: list[str]) -> np.ndarray:
+    """``[B]`` True for the products of every near-duplicate group in which a candidate predicts
+    another category than ``default`` for some product: known before any label is read, since it
+    compares predictions only. Elsewhere every candidate's output, and so its score, equals the
+    default's, so those products cannot tell the candidates apart."""
+    differs = np.zeros(len(groups), bool)
+    for m in candidates:
+        differs |= predicted[m] != predicted[default]
+    return np.isin(groups, np.unique(groups[differs]))
+
+
 def analyse(counts: dict[str, np.ndarray], groups: np.ndarray, k: int, draws: int, default: str,
-            seed: int, resamples: int) -> dict:
-    """One fold and seed at one ``k``: pick − default and pick − TF-IDF on the scored products
-    (hF points), over ``draws`` labelled samples."""
+            seed: int, resamples: int, candidates: list[str] | None = None,
+            pool: np.ndarray | None = None) -> dict:
+    """One fold and seed at one ``k``: pick − default and pick − TF-IDF on the scored products,
+    and pick − default on the whole fold (what the choice is worth on the platform it is deployed
+    to, whichever products were labelled; the fair comparison between samplings, since
+    disagreement sampling leaves the scored products with none of the disagreements), hF points,
+    over ``draws`` labelled samples. ``candidates``: the rows the choice is made
+    among (None: every row); ``pool`` ``[B]``: the products the labelled sample is drawn from
+    (None: all; all of them when it holds fewer than ``k``); the scored products are the rest of
+    the fold either way."""
     rng = np.random.default_rng(seed)
-    vs_default, vs_reference, picked = [], [], Counter()
+    names = candidates if candidates is not None else list(counts)
+    inside = np.ones(len(groups), bool) if pool is None else pool
+    vs_default, vs_reference, whole, picked, sizes = [], [], [], Counter(), []
+    whole_hf = {m: hf(counts[m]) for m in names}
     for _ in range(draws):
-        labelled = draw_sample(groups, k, rng)
+        labelled = np.zeros(len(groups), bool)
+        labelled[inside] = draw_sample(groups[inside], k, rng)
         scored = ~labelled
-        choice, _ = pick({m: c[labelled] for m, c in counts.items()}, groups[labelled], default,
+        sizes.append(int(labelled.sum()))
+        choice, _ = pick({m: counts[m][labelled] for m in names}, groups[labelled], default,
                          n_resamples=resamples)
         picked[choice] += 1
         got = hf(counts[choice][scored])
         vs_default.append(100 * (got - hf(counts[default][scored])))
         vs_reference.append(100 * (got - hf(counts[REFERENCE][scored])))
+        whole.append(100 * (whole_hf[choice] - whole_hf[default]))
     def summary(x: list[float]) -> dict:
         a = np.asarray(x)
         return {"mean": round(float(a.mean()), 2), "p05": round(float(np.percentile(a, 5)), 2),
                 "p95": round(float(np.percentile(a, 95)), 2)}
-    return {"k": k, "draws": draws, "pick_minus_default": summary(vs_default),
-            "pick_minus_tfidf": summary(vs_reference), "picked": dict(picked.most_common())}
+    return {"k": k, "draws": draws, "labelled_mean": round(float(np.mean(sizes)), 1),
+            "pick_minus_default": summary(vs_default),
+            "pick_minus_tfidf": summary(vs_reference), "pick_minus_default_whole_fold": summary(whole),
+            "picked": dict(picked.most_common())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,24 +191,37 @@ def main(argv: list[str] | None = None) -> int:
                         help="labelled products of the held-out platform")
     parser.add_argument("--draws", type=int, default=100, help="labelled samples per fold, seed and k")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per comparison")
+    parser.add_argument("--candidates", nargs="+", help="the rows the choice is made among, the "
+                        "default first or not (default: every row read, TF-IDF included)")
+    parser.add_argument("--sampling", choices=["random", "disagreement"], default="random",
+                        help="which products are labelled: random, whole groups drawn from the fold; "
+                        "disagreement, whole groups drawn only from those where a candidate predicts "
+                        "another category than the default (where they agree, labels cannot tell "
+                        "them apart); all of them when fewer than k")
     parser.add_argument("--out", help="JSON output (default: stdout only)")
     args = parser.parse_args(argv)
 
     taxonomy = Taxonomy.from_json(Path(args.taxonomy).read_text())
     results = []
     for (fold, seed), table in sorted(load(args.evaluation).items()):
-        counts, groups = counts_by_model(table, taxonomy)
-        missing = {args.default, REFERENCE} - set(counts)
+        counts, groups, predicted = counts_by_model(table, taxonomy)
+        candidates = None if args.candidates is None else list(dict.fromkeys([args.default, *args.candidates]))
+        missing = ({args.default, REFERENCE} | set(candidates or [])) - set(counts)
         if missing:
             print(f"[labelled_choice] {fold} seed {seed}: no {sorted(missing)}; left out (models: "
                   f"{sorted(counts)})", file=sys.stderr)
             continue
         full = {m: round(hf(c), 4) for m, c in counts.items()}
+        pool = None
+        if args.sampling == "disagreement":
+            pool = disagreeing(predicted, groups, args.default, candidates or list(counts))
         for k in args.k:
             if k >= len(groups):
                 continue
-            row = analyse(counts, groups, k, args.draws, args.default, seed, args.resamples)
-            results.append({"fold": fold, "seed": seed, "products": len(groups), "hF_whole_fold": full, **row})
+            row = analyse(counts, groups, k, args.draws, args.default, seed, args.resamples, candidates, pool)
+            extra = {} if pool is None else {"disagreeing": int(pool.sum())}
+            results.append({"fold": fold, "seed": seed, "products": len(groups), **extra,
+                            "hF_whole_fold": full, **row})
             print(f"[labelled_choice] {fold} seed {seed} k={k}: pick − default "
                   f"{row['pick_minus_default']['mean']:+.2f}, − tfidf {row['pick_minus_tfidf']['mean']:+.2f}; "
                   f"picked {row['picked']}", file=sys.stderr, flush=True)
@@ -186,15 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no fold has both {args.default!r} and {REFERENCE!r} with more than k products")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"candidates": sorted({m for r in results for m in r["hF_whole_fold"]}),
+        chosen_among = candidates if args.candidates is not None else sorted({m for r in results
+                                                                              for m in r["hF_whole_fold"]})
+        Path(args.out).write_text(json.dumps({"candidates": chosen_among, "sampling": args.sampling,
                                               "rule": "paired", "results": results}, indent=2) + "\n")
-    print("| fold | seed | k | pick − default: mean [5 %, 95 %] | pick − TF-IDF: mean [5 %, 95 %] | picked (of draws) |")
-    print("|---|---|---|---|---|---|")
+    print("| fold | seed | k (labelled, mean) | pick − default on the other products: mean [5 %, 95 %] "
+          "| pick − TF-IDF there | pick − default on the whole fold | picked (of draws) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        d, t = r["pick_minus_default"], r["pick_minus_tfidf"]
+        d, t, w = r["pick_minus_default"], r["pick_minus_tfidf"], r["pick_minus_default_whole_fold"]
         picked = ", ".join(f"{m} {n}" for m, n in r["picked"].items())
-        print(f"| {r['fold']} | {r['seed']} | {r['k']} | {d['mean']:+.2f} [{d['p05']:+.2f}, {d['p95']:+.2f}] "
-              f"| {t['mean']:+.2f} [{t['p05']:+.2f}, {t['p95']:+.2f}] | {picked} |")
+        print(f"| {r['fold']} | {r['seed']} | {r['k']} ({r['labelled_mean']:g}) | {d['mean']:+.2f} [{d['p05']:+.2f}, {d['p95']:+.2f}] "
+              f"| {t['mean']:+.2f} [{t['p05']:+.2f}, {t['p95']:+.2f}] | {w['mean']:+.2f} [{w['p05']:+.2f}, {w['p95']:+.2f}] | {picked} |")
     return 0
 
 

@@ -37,17 +37,24 @@ CHOOSE_HELP = """The model for a new platform, chosen on a few of its labelled p
 
   prodcat onboard choose --products runs/full/catalog/products.parquet \\
       --embeddings runs/full/embeddings --platform flipkart --labelled-splits val calib \\
-      --output runs/full/choose-flipkart
+      --max-labelled 25 --output runs/full/choose-flipkart
+
+  # labels to come: first the products worth labelling, then the choice on them
+  prodcat onboard choose ... --propose 25 --output runs/full/choose-flipkart
+  prodcat onboard choose ... --labels labelled.csv --output runs/full/choose-flipkart
 
 Each candidate setting of the default (default: the default, and the default without its label
 names) is trained on the other platforms, adapted to the new platform's products (inputs only),
 and predicts the new platform's labelled products (its rows in --labelled-splits whose category
-the other platforms have; --max-labelled draws whole near-duplicate groups). The first candidate
-is kept unless another beats it there by a real difference (strict hF, 95 % paired bootstrap
-over groups), then the best of those. The platform's other labelled products, if any, check the
-choice afterwards; the choice never reads them. Writes model/ (the chosen checkpoint), choice.json,
-report.md and candidates/<name>/. Why: docs/onboarding.md, "If you can label a few of the new
-platform's products".
+the other platforms have, or the rows of --labels). --max-labelled reads at most that many, whole
+near-duplicate groups drawn where the candidates predict different categories (--sampling
+disagreement, the default: elsewhere a label cannot tell them apart). The first candidate is kept
+unless another beats it there by a real difference (strict hF, 95 % paired bootstrap over groups),
+then the best of those. The platform's other labelled products, if any, check the choice
+afterwards; the choice never reads them. Writes model/ (the chosen checkpoint), choice.json,
+report.md and candidates/<name>/ (reused by a later run with the same settings); with --propose,
+to_label.csv and proposal.json instead. Why: docs/onboarding.md, "If you can label a few of the
+new platform's products".
 """
 
 import argparse
@@ -104,7 +111,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     choose.add_argument("--labelled-splits", nargs="+", help="splits of the new platform's rows whose "
                         "categories the choice reads (default val)")
     choose.add_argument("--max-labelled", type=int, help="at most this many labelled products "
-                        "(whole near-duplicate groups, drawn at random)")
+                        "(whole near-duplicate groups, drawn as --sampling says)")
+    choose.add_argument("--sampling", choices=["disagreement", "random"],
+                        help="which labelled products a --max-labelled cap reads: disagreement (the "
+                        "default), only where the candidates predict different categories (elsewhere "
+                        "a label cannot tell them apart); random, any")
+    choose.add_argument("--propose", type=int, metavar="N", help="do not choose: write to_label.csv, "
+                        "about N products where the candidates disagree (no label read), to be filled "
+                        "in and given back with --labels")
+    choose.add_argument("--labels", metavar="FILE", help="product_id,category_id CSV or Parquet (e.g. "
+                        "to_label.csv filled in): the labelled products the choice reads, instead of "
+                        "the new platform's rows in --labelled-splits")
     choose.add_argument("--output", help="output folder (model/ is the chosen checkpoint)")
     choose.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any ChooseConfig field, e.g. --set 'candidates={default: [], "
@@ -151,7 +168,8 @@ def _choose(args: argparse.Namespace) -> int:
 
     flags = {"products": args.products, "embeddings": args.embeddings, "platform": args.platform,
              "train": args.train, "labelled_splits": args.labelled_splits,
-             "max_labelled": args.max_labelled, "output": args.output}
+             "max_labelled": args.max_labelled, "sampling": args.sampling, "propose": args.propose,
+             "labels": args.labels, "output": args.output}
     overrides = flag_overrides(flags) + list(args.set)
     try:
         choose(load_config(ChooseConfig, args.config, overrides))

@@ -25,8 +25,10 @@ copy of the chosen checkpoint, which ``prodcat score``, ``serve`` and ``cascade 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -40,46 +42,185 @@ from prodcat.models.checkpoint import copy_checkpoint, load_checkpoint
 from prodcat.onboard.config import ChooseConfig, MeasureConfig
 from prodcat.onboard.measure import fold_adapted, fold_model
 from prodcat.train.config import TrainConfig
-from prodcat.train.features import FeatureTable, load_feature_table
+from prodcat.train.features import TEXT, FeatureTable, load_feature_table
 from prodcat.train.lexical import model_inputs
 
 REPORT = "report.md"
+CANDIDATE = "candidate.json"
 
 
-def labelled_sample(table: FeatureTable, config: ChooseConfig, labels: set[int]) -> tuple[np.ndarray, dict]:
-    """``(product ids the choice reads, counts)``: the new platform's rows in ``labelled_splits``
-    whose category is among ``labels`` (the training platforms' label space), at most
-    ``max_labelled`` of them in whole near-duplicate groups drawn at random.
+@dataclass
+class Predictions:
+    """Every candidate's output on the new platform's products, in product-id order.
+
+    Attributes:
+        ids, groups, splits: ``[N]`` the platform's products, their near-duplicate groups and splits.
+        category: ``[N]`` the product table's category ids (read only where a choice reads labels).
+        titles: ``[N]`` their title and description, the first 200 characters (for to_label.csv).
+        classes: ``{candidate: [N, L]}`` the class chosen per level (-1 padded).
+        category_id, category_path: ``{candidate: [N]}`` the predicted category.
+    """
+
+    ids: np.ndarray
+    groups: np.ndarray
+    splits: np.ndarray
+    category: np.ndarray
+    titles: np.ndarray
+    classes: dict[str, np.ndarray]
+    category_id: dict[str, np.ndarray]
+    category_path: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, models: dict, table: FeatureTable, platform: str) -> Predictions:
+        rows = table.rows(platforms=[platform])
+        order = np.argsort(rows.column("product_id"), kind="stable")
+        out = {"classes": {}, "category_id": {}, "category_path": {}}
+        for name, model in models.items():
+            pred = model.predict(*model_inputs(model, rows))
+            for key in out:
+                out[key][name] = np.asarray(pred[key])[order]
+        text = (rows.column(TEXT) if TEXT in rows.table.column_names
+                else np.full(len(rows), "", object))
+        return cls(*(np.asarray(rows.column(c))[order] for c in ("product_id", "group_id", "split",
+                                                                  "category_id")),
+                   np.asarray([str(t)[:200] for t in text], object)[order], **out)
+
+    def disagreeing(self, reference: str) -> np.ndarray:
+        """``[N]`` True for every product of a group in which some candidate's path differs from
+        ``reference``'s on some product: read from the predictions alone, no label."""
+        differs = np.zeros(len(self.ids), bool)
+        for name, classes in self.classes.items():
+            if name != reference:
+                differs |= (classes != self.classes[reference]).any(axis=1)
+        return np.isin(self.groups, np.unique(self.groups[differs]))
+
+
+def draw_groups(groups: np.ndarray, pool: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """``[N]`` mask: whole groups of the ``pool`` products drawn in a random order (``seed``)
+    while they hold at most ``n`` products in all (None: the whole pool)."""
+    if n is None or pool.sum() <= n:
+        return pool.copy()
+    names, inverse, sizes = np.unique(groups[pool], return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    taken = order[:int(np.searchsorted(np.cumsum(sizes[order]), n, side="right"))]
+    mask = np.zeros(len(groups), bool)
+    mask[np.flatnonzero(pool)[np.isin(inverse, taken)]] = True
+    return mask
+
+
+def labelled_sample(pred: Predictions, config: ChooseConfig, labels: set[int],
+                    reference: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(mask [N], category ids [N], counts)``: the products the choice reads and their labels:
+    the rows of ``labels_file`` (``config.labels``) or else the platform's rows in
+    ``labelled_splits``, those whose category is among ``labels`` (the training platforms' label
+    space); with ``max_labelled``, at most that many in whole near-duplicate groups drawn
+    (``seed``) among all of them (``sampling: random``) or among those where the candidates
+    disagree (``disagreement``).
 
     Raises:
-        ValueError: fewer than 2 such products.
+        ValueError: fewer than 2 such products, or a labels file naming products that are not
+            the platform's. With ``disagreement`` and a cap, fewer than 2 groups where the
+            candidates disagree is not an error: no label can tell them apart there, the mask is
+            empty and the first candidate is kept.
     """
-    rows = table.rows(splits=config.labelled_splits, platforms=[config.platform])
-    covered = np.asarray([int(c) in labels for c in rows.column("category_id")], bool)
-    rows = rows.where(covered)
-    ids, groups = rows.column("product_id"), rows.column("group_id")
-    if config.max_labelled is not None and len(ids) > config.max_labelled:
-        names, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
-        order = np.random.default_rng(config.seed).permutation(len(names))
-        taken = order[:int(np.searchsorted(np.cumsum(sizes[order]), config.max_labelled, side="right"))]
-        ids = ids[np.isin(inverse, taken)]
-    if len(ids) < 2:
-        raise ValueError(f"{config.platform}: {len(ids)} labelled product(s) in splits {config.labelled_splits} "
-                         f"whose category the other platforms have ({int((~covered).sum())} outside their "
-                         "label space); label more, or widen labelled_splits")
-    return ids, {"labelled": int(len(ids)), "outside_label_space": int((~covered).sum()),
-                 "in_splits": int(len(covered))}
+    category = pred.category.astype(np.int64)
+    if config.labels:
+        given, category = _labels_file(config.labels, pred)
+        source = f"{int(given.sum()):,} in {config.labels}"
+    else:
+        given = np.isin(pred.splits, config.labelled_splits)
+        source = f"{int(given.sum()):,} in splits {', '.join(config.labelled_splits)}"
+    covered = np.asarray([int(c) in labels for c in category], bool)
+    candidates = given & covered
+    pool = candidates & pred.disagreeing(reference) if config.sampling == "disagreement" else candidates
+    counts = {"in_source": int(given.sum()), "outside_label_space": int((given & ~covered).sum()),
+              "source": source, "sampling": config.sampling, "disagreeing": int(pool.sum())}
+    if config.max_labelled is None:
+        mask = candidates
+    else:
+        mask = draw_groups(pred.groups, pool, config.max_labelled, config.seed)
+        if (config.sampling == "disagreement" and len(np.unique(pred.groups[mask])) < 2
+                and candidates.sum() >= 2):        # no label could show a real difference
+            return np.zeros_like(mask), category, {**counts, "labelled": 0}
+    if mask.sum() < 2:
+        where = f"file {config.labels}" if config.labels else f"splits {config.labelled_splits}"
+        raise ValueError(f"{config.platform}: {int(mask.sum())} labelled product(s) in {where} "
+                         f"whose category the other platforms have ({counts['outside_label_space']} outside "
+                         "their label space); label more, or widen labelled_splits")
+    return mask, category, {**counts, "labelled": int(mask.sum())}
 
 
-def _scores(model, table: FeatureTable, platform: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``([B, 3] hierarchical counts, [B] group ids)`` of ``model`` on the products ``ids`` of
-    ``platform``, in product-id order."""
-    fold = table.rows(platforms=[platform])
-    fold = fold.where(np.isin(fold.column("product_id"), ids)).retarget(model.taxonomy)
-    order = np.argsort(fold.column("product_id"))
-    pred = model.predict(*model_inputs(model, fold))
-    counts = hierarchical_counts(model.taxonomy, fold.column("node"), np.asarray(pred["classes"]))
-    return counts[order], fold.column("group_id")[order]
+def _labels_file(uri: str, pred: Predictions) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask [N], category ids [N])`` of a product_id, category_id file (CSV or Parquet; rows
+    without a category skipped) over the platform's products.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a missing column, or product ids not of the
+            platform.
+    """
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"labels file {uri} not found")
+    if uri.endswith(".parquet"):
+        table = storage.read_table(uri)
+    else:
+        import io
+
+        import pyarrow.csv as pacsv
+
+        table = pacsv.read_csv(io.BytesIO(storage.read_text(uri).encode()), convert_options=pacsv.ConvertOptions(
+            column_types={"product_id": "string", "category_id": "string"}, strings_can_be_null=True))
+    missing = [c for c in ("product_id", "category_id") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"labels file {uri} has no column {missing[0]!r} (it needs product_id and category_id)")
+    ids = np.asarray(table.column("product_id").to_pylist(), object)
+    raw = table.column("category_id").to_pylist()
+    keep = np.asarray([c is not None and str(c).strip() != "" for c in raw], bool)
+    ids = ids[keep].astype(str)
+    try:
+        values = np.asarray([int(float(str(c).strip())) for c, k in zip(raw, keep) if k], np.int64)
+    except ValueError as err:
+        raise ValueError(f"labels file {uri}: category_id must be a Google category id ({err})") from None
+    position = {str(p): i for i, p in enumerate(pred.ids)}
+    unknown = [p for p in ids if p not in position]
+    if unknown:
+        raise ValueError(f"labels file {uri}: {len(unknown):,} product id(s) not of the new platform, "
+                         f"e.g. {unknown[0]!r}")
+    mask = np.zeros(len(pred.ids), bool)
+    category = np.full(len(pred.ids), -1, np.int64)
+    where = np.asarray([position[p] for p in ids], np.int64)
+    mask[where], category[where] = True, values
+    return mask, category
+
+
+def _counts(model, category: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``[B, 3]`` hierarchical counts of predicted ``classes`` ``[B, L]`` against the category ids."""
+    true = np.asarray([model.taxonomy.label_node(int(c)) for c in category], np.int64)
+    return hierarchical_counts(model.taxonomy, true, classes)
+
+
+def propose(pred: Predictions, config: ChooseConfig, reference: str) -> dict:
+    """Write ``to_label.csv``: about ``config.propose`` products (whole groups, drawn with
+    ``seed``) where the candidates disagree, no label read; returns what was written."""
+    import csv
+    import io
+
+    pool = pred.disagreeing(reference)
+    mask = draw_groups(pred.groups, pool, config.propose, config.seed)
+    if not mask.any() and pool.any():                      # the first group drawn is larger than asked
+        first = pred.groups[np.flatnonzero(pool)[np.random.default_rng(config.seed).integers(pool.sum())]]
+        mask = pred.groups == first
+    names = list(pred.classes)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["product_id", "group_id", "text", "category_id",
+                     *[f"{n}_{k}" for n in names for k in ("category_id", "path")]])
+    for i in np.flatnonzero(mask):
+        writer.writerow([pred.ids[i], pred.groups[i], pred.titles[i], "",
+                         *[v for n in names for v in (int(pred.category_id[n][i]), pred.category_path[n][i])]])
+    target = storage.join(config.output, "to_label.csv")
+    storage.write_text(target, buffer.getvalue())
+    return {"to_label": target, "proposed": int(mask.sum()), "disagreeing": int(pool.sum()),
+            "products": int(len(pred.ids))}
 
 
 def _hf(counts: np.ndarray) -> float:
@@ -135,54 +276,105 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
     reference = names[0]
     measure_config = MeasureConfig(products=config.products, embeddings=config.embeddings,
                                    output=config.output, adapt=config.adapt)
-    scored, groups, checks, models = {}, None, {}, {}
-    ids = None
+    models, loaded = {}, {}
     for name in names:
         train = load_config(TrainConfig, train_file, [*config.train_overrides, *config.candidates[name]])
         folder = storage.join(config.output, "candidates", name)
-        log(f"[onboard choose] {name}: trained on {', '.join(others)}"
-            f"{' (' + ', '.join(config.candidates[name]) + ')' if config.candidates[name] else ''} ...")
-        checkpoint, origin = fold_model(measure_config, train, table, config.platform, others, folder, log)
-        model = load_checkpoint(checkpoint)
-        adapted = None
-        if config.adapt and getattr(model, "adapts", False):
-            checkpoint, adapted = fold_adapted(measure_config, checkpoint, config.platform, folder, log)
-            model = load_checkpoint(checkpoint)
-        if ids is None:
-            labels = {int(c) for c in model.taxonomy.ids[model.taxonomy.leaves]}
-            ids, sample = labelled_sample(table, config, labels)
-            rest = table.rows(platforms=[config.platform])
-            rest = rest.where(~np.isin(rest.column("product_id"), ids)
-                              & np.asarray([int(c) in labels for c in rest.column("category_id")], bool))
-            check_ids = rest.column("product_id")
-            log(f"[onboard choose] choosing on {sample['labelled']:,} labelled {config.platform} products "
-                f"(splits {', '.join(config.labelled_splits)}; {sample['outside_label_space']:,} outside "
-                f"the other platforms' label space left out); {len(check_ids):,} other labelled "
-                f"products check the choice afterwards")
-        scored[name], groups = _scores(model, table, config.platform, ids)
-        if len(check_ids):
-            checks[name], check_groups = _scores(model, table, config.platform, check_ids)
-        models[name] = {"checkpoint": checkpoint, "model": origin, "adapted": adapted,
-                        "hF_labelled": round(_hf(scored[name]), 4),
-                        "hF_check": round(_hf(checks[name]), 4) if name in checks else None}
-        log(f"[onboard choose] {name}: hF {models[name]['hF_labelled']:.4f} on the labelled products"
-            + (f", {models[name]['hF_check']:.4f} on the check products" if name in checks else ""))
-    chosen, diffs = pick(scored, groups, reference, config.seed)
-    check = pick(checks, check_groups, reference, config.seed)[1] if checks else {}
+        key = _candidate_key(config, train, name)
+        reused = _reusable_candidate(folder, key)
+        if reused:
+            models[name] = reused
+            log(f"[onboard choose] {name}: reusing {folder} (trained and adapted by an earlier run "
+                "with the same settings)")
+        else:
+            log(f"[onboard choose] {name}: trained on {', '.join(others)}"
+                f"{' (' + ', '.join(config.candidates[name]) + ')' if config.candidates[name] else ''} ...")
+            checkpoint, origin = fold_model(measure_config, train, table, config.platform, others, folder, log)
+            adapted = None
+            if config.adapt and getattr(load_checkpoint(checkpoint), "adapts", False):
+                checkpoint, adapted = fold_adapted(measure_config, checkpoint, config.platform, folder, log)
+            models[name] = {"checkpoint": checkpoint, "model": origin, "adapted": adapted}
+            storage.write_text(storage.join(folder, CANDIDATE), json.dumps({"key": key, **models[name]}, indent=2))
+        loaded[name] = load_checkpoint(models[name]["checkpoint"])
+    taxonomy = loaded[reference].taxonomy
+    if any(not np.array_equal(m.taxonomy.ids, taxonomy.ids) for m in loaded.values()):
+        raise ValueError("the candidates were trained in different label spaces; candidates may change "
+                         "how a model is trained, not which rows it learns")
+    pred = Predictions.of(loaded, table, config.platform)
+    if config.propose:
+        out = {"config": config.model_dump(mode="json"), "platform": config.platform, "others": others,
+               "reference": reference, "candidates": models, **propose(pred, config, reference),
+               "seconds": round(time.perf_counter() - start, 1)}
+        storage.write_text(storage.join(config.output, "proposal.json"), json.dumps(out, indent=2))
+        log(f"[onboard choose] the candidates disagree on {out['disagreeing']:,} of {config.platform}'s "
+            f"{out['products']:,} products; {out['proposed']:,} of them to label → {out['to_label']} "
+            "(fill in category_id, a Google category id; each candidate's guess is beside it), then run "
+            "again with --labels pointing at the filled file")
+        return out
+    labels = {int(c) for c in taxonomy.ids[taxonomy.leaves]}
+    labelled, category, sample = labelled_sample(pred, config, labels, reference)
+    check = ~np.isin(pred.ids, pred.ids[labelled]) & np.asarray([int(c) in labels for c in pred.category], bool)
+    if config.labels:
+        check &= ~_labels_file(config.labels, pred)[0]
+    log(f"[onboard choose] choosing on {sample['labelled']:,} labelled {config.platform} products "
+        f"({sample['source']}; {sample['outside_label_space']:,} outside the other platforms' label space "
+        f"left out{'; drawn where the candidates disagree' if config.max_labelled and config.sampling == 'disagreement' else ''}"
+        f"); {int(check.sum()):,} other labelled products check the choice afterwards")
+    scored, checks = {}, {}
+    for name, model in loaded.items():
+        scored[name] = _counts(model, category[labelled], pred.classes[name][labelled])
+        if check.any():
+            checks[name] = _counts(model, pred.category[check], pred.classes[name][check])
+        models[name].update({"hF_labelled": round(_hf(scored[name]), 4) if labelled.any() else None,
+                             "hF_check": round(_hf(checks[name]), 4) if name in checks else None})
+        log(f"[onboard choose] {name}: "
+            + (f"hF {models[name]['hF_labelled']:.4f} on the labelled products" if labelled.any() else "")
+            + (f"{', ' if labelled.any() else ''}{models[name]['hF_check']:.4f} on the check products"
+               if name in checks else ""))
+    if labelled.any():
+        chosen, diffs = pick(scored, pred.groups[labelled], reference, config.seed)
+    else:                                        # they agree on every product: nothing to choose
+        chosen, diffs = reference, {}
+        log(f"[onboard choose] the candidates predict the same path for every labelled {config.platform} "
+            "product: no label can tell them apart")
+    check_diffs = pick(checks, pred.groups[check], reference, config.seed)[1] if checks else {}
     target = copy_checkpoint(models[chosen]["checkpoint"], storage.join(config.output, "model"))
     out = {"config": config.model_dump(mode="json"), "platform": config.platform, "others": others,
            "reference": reference, "chosen": chosen, "model": target, **sample,
-           "check_products": int(len(check_ids)), "candidates": models,
-           "against_reference": diffs, "against_reference_check": check,
+           "check_products": int(check.sum()), "labelled_ids": [str(i) for i in pred.ids[labelled]],
+           "candidates": models,
+           "against_reference": diffs, "against_reference_check": check_diffs,
            "seconds": round(time.perf_counter() - start, 1)}
     storage.write_text(storage.join(config.output, "choice.json"), json.dumps(out, indent=2))
     storage.write_text(storage.join(config.output, REPORT), report_markdown(out))
     log(f"[onboard choose] chose {chosen} for {config.platform}"
         + (f" ({diffs[chosen]['difference']:+.2f} hF points [{diffs[chosen]['low']:+.2f}, "
            f"{diffs[chosen]['high']:+.2f}] over {reference} on the labelled products)" if chosen != reference
-           else f" (no candidate beat it by a real difference on {sample['labelled']:,} labelled products)")
+           else f" (no candidate beat it by a real difference on {sample['labelled']:,} labelled products)"
+           if sample["labelled"] else " (the candidates agree wherever a label could be read)")
         + f" → {target}; {storage.join(config.output, REPORT)} ({out['seconds']:.0f} s)")
     return out
+
+
+def _candidate_key(config: ChooseConfig, train: TrainConfig, name: str) -> str:
+    """What a candidate's trained and adapted checkpoints depend on, hashed: its full training
+    config, the product table, the store, the platform and whether it adapts."""
+    text = json.dumps({"train": train.model_dump(mode="json"), "products": config.products,
+                       "embeddings": config.embeddings, "platform": config.platform,
+                       "adapt": config.adapt, "name": name}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _reusable_candidate(folder: str, key: str) -> dict | None:
+    """The record of a candidate an earlier run trained (and adapted) with the same ``key`` in
+    ``folder``, if its checkpoint is still there; else None."""
+    uri = storage.join(folder, CANDIDATE)
+    if not storage.exists(uri):
+        return None
+    record = json.loads(storage.read_text(uri))
+    if record.pop("key", None) != key or not storage.exists(record.get("checkpoint", "")):
+        return None
+    return record
 
 
 def report_markdown(out: dict) -> str:
@@ -192,20 +384,28 @@ def report_markdown(out: dict) -> str:
         if not d:
             return "–"
         return f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" + (" (real)" if d["real"] else "")
+    drawn = ""
+    if out["config"]["max_labelled"] is not None:
+        drawn = (f"; at most {out['config']['max_labelled']:,} drawn in whole groups "
+                 + ("where the candidates disagree (" + f"{out['disagreeing']:,} such products)"
+                    if out["sampling"] == "disagreement" else "at random"))
+    agree = (" The candidates predict the same path for every labelled product where they could be "
+             "compared (or in fewer than 2 near-duplicate groups do they differ): no label can tell "
+             "them apart, and the first is kept." if not out["labelled"] else "")
     lines = [f"# The model for {out['platform']}, chosen on {out['labelled']:,} labelled products", "",
              f"Candidates trained on {', '.join(out['others'])}, each adapted to {out['platform']}'s products "
              f"(inputs only) when it adapts; the first, `{out['reference']}`, is kept unless another beats "
              "it on the labelled products by a real difference (strict hF, 95 % paired bootstrap over "
              "near-duplicate groups). The check products are the platform's other labelled products in "
-             "the label space; the choice never read them.", "",
+             "the label space; the choice never read them." + agree, "",
              f"**Chosen: `{out['chosen']}`** → `{out['model']}`", "",
-             f"Labelled products: {out['labelled']:,} (splits {', '.join(out['config']['labelled_splits'])}; "
-             f"{out['outside_label_space']:,} outside the other platforms' label space left out); check "
-             f"products: {out['check_products']:,}.", "",
+             f"Labelled products: {out['labelled']:,} (of {out['source']}; {out['outside_label_space']:,} outside "
+             f"the other platforms' label space left out{drawn}); check products: {out['check_products']:,}.", "",
              "| candidate | hF, labelled | − reference, labelled | hF, check | − reference, check |",
              "|---|---|---|---|---|"]
+    def score(v: float | None) -> str:
+        return "–" if v is None else f"{v:.4f}"
     for name, m in out["candidates"].items():
-        check = "–" if m["hF_check"] is None else f"{m['hF_check']:.4f}"
-        lines.append(f"| `{name}` | {m['hF_labelled']:.4f} | {cell(out['against_reference'].get(name))} "
-                     f"| {check} | {cell(out['against_reference_check'].get(name))} |")
+        lines.append(f"| `{name}` | {score(m['hF_labelled'])} | {cell(out['against_reference'].get(name))} "
+                     f"| {score(m['hF_check'])} | {cell(out['against_reference_check'].get(name))} |")
     return "\n".join(lines) + "\n"

@@ -103,7 +103,24 @@ class ChooseConfig(StrictModel):
         ["val"], min_length=1, description="splits of the new platform's rows whose categories the "
         "choice reads; its other labelled rows, if any, only check the choice afterwards")
     max_labelled: int | None = Field(None, ge=2, description="at most this many labelled products, "
-                                     "whole near-duplicate groups drawn at random (seed)")
+                                     "whole near-duplicate groups drawn (seed) as `sampling` says")
+    sampling: Literal["disagreement", "random"] = Field(
+        "disagreement", description="which labelled products a `max_labelled` cap reads: "
+        "disagreement, groups drawn only among those where a candidate predicts another category "
+        "than the first (known from the candidates' predictions, before any label is read; where "
+        "they agree a label cannot tell them apart, so those labels are wasted); random, groups "
+        "drawn from all of them. benchmarks/labelled_choice.py: with Flipkart as the new platform, "
+        "10 labelled products drawn where the candidates disagree drop the label names in 62-100 % "
+        "of draws, 10 drawn at random in 13-20 % (docs/evaluation.md)")
+    propose: int | None = Field(None, ge=1, description="instead of choosing: write to_label.csv, "
+                                "about this many products of the new platform (whole groups, any "
+                                "split, no label read) where the candidates disagree, each with "
+                                "every candidate's prediction and an empty category_id column to "
+                                "fill; then run again with `labels` set to the filled file")
+    labels: str | None = Field(None, description="a CSV or Parquet file of product_id, category_id "
+                               "(a Google category id of the taxonomy; rows without one are "
+                               "skipped): the new platform's labelled products the choice reads, "
+                               "instead of its rows in labelled_splits (to_label.csv filled in)")
     seed: int = Field(0, description="seed of that draw and of the paired bootstrap")
     adapt: bool = Field(True, description="adapt each candidate to the new platform's products "
                         "(inputs only, as `prodcat onboard adapt` does) before it is compared")

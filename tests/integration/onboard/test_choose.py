@@ -2,7 +2,9 @@
 one (inputs only), compared on its labelled products; the first is kept unless another beats it
 there by a real difference (a model starved of training rows loses to the full one; a twin of the
 reference never wins), the chosen checkpoint loads and predicts, and too few labelled products
-is a clear error."""
+is a clear error. Labels are drawn where the candidates disagree (twins: none is read), proposed
+for labelling before any is read (``--propose``), and read back from the filled file
+(``--labels``)."""
 
 from __future__ import annotations
 
@@ -58,9 +60,89 @@ def test_the_reference_is_kept_without_a_real_difference_and_too_few_labels_are_
     from prodcat.cli import main
 
     out = tmp_path / "keep"
-    assert main(_args(catalogue, out, {"default": [], "again": []}, "--max-labelled", "12")) == 0
+    assert main(_args(catalogue, out, {"default": [], "again": []}, "--max-labelled", "12",
+                      "--sampling", "random")) == 0
     choice = json.loads((out / "choice.json").read_text())
-    assert choice["chosen"] == "default" and choice["labelled"] <= 12
+    assert choice["chosen"] == "default" and 2 <= choice["labelled"] <= 12
     assert choice["against_reference"]["again"]["difference"] == 0.0
+    # drawn where the candidates disagree (the default), twins give nothing to read: no label is
+    # spent, the first is kept, and the report says why
+    capsys.readouterr()
+    assert main(_args(catalogue, tmp_path / "agree", {"default": [], "again": []}, "--max-labelled", "12")) == 0
+    choice = json.loads((tmp_path / "agree" / "choice.json").read_text())
+    assert (choice["chosen"], choice["labelled"], choice["disagreeing"], choice["labelled_ids"]) == ("default", 0, 0, [])
+    assert choice["check_products"] > 0
+    assert "no label can tell them apart" in (tmp_path / "agree" / "report.md").read_text()
+    assert "the candidates agree wherever a label could be read" in capsys.readouterr().out
     assert main(_args(catalogue, tmp_path / "none", {"default": []}, "--labelled-splits", "nowhere")) == 2
     assert "0 labelled product(s) in splits ['nowhere']" in capsys.readouterr().err
+
+
+def _disagreeing_groups(choice: dict, products_uri: str, embeddings: str) -> set[str]:
+    """The groups of beta in which the chosen-among checkpoints predict different paths."""
+    import numpy as np
+
+    from prodcat.models.checkpoint import load_checkpoint
+    from prodcat.train.features import load_feature_table
+    from prodcat.train.lexical import model_inputs
+
+    table = load_feature_table(products_uri, embeddings, ["text"]).rows(platforms=["beta"])
+    paths = [load_checkpoint(m["checkpoint"]).predict(*model_inputs(load_checkpoint(m["checkpoint"]), table))
+             ["category_path"] for m in choice["candidates"].values()]
+    groups = np.asarray(table.column("group_id")).astype(str)
+    return set(groups[paths[0] != paths[1]].tolist())
+
+
+def test_labels_are_drawn_where_the_candidates_disagree_and_proposed_before_any_is_read(catalogue, tmp_path, capsys):
+    """With a cap, the labelled products are drawn only from groups where the candidates' paths
+    differ; ``--propose`` writes those products to label (no label read), and ``--labels`` reads
+    the filled file, reusing the candidates the proposal trained."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from prodcat.cli import main
+
+    candidates = {"starved": ["data.max_train_products=4"], "full": []}
+    out = tmp_path / "drawn"
+    assert main(_args(catalogue, out, candidates, "--max-labelled", "10")) == 0
+    choice = json.loads((out / "choice.json").read_text())
+    assert choice["sampling"] == "disagreement" and 2 <= choice["labelled"] <= 10 < choice["disagreeing"]
+    assert "where the candidates disagree" in (out / "report.md").read_text()
+    # every product read is in a group where the two candidates predict different paths
+    groups = _disagreeing_groups(choice, catalogue["products_uri"], catalogue["embeddings"])
+    group_of = dict(zip(*(pq.read_table(catalogue["products_uri"], columns=["product_id", "group_id"])
+                          .column(c).to_pylist() for c in ("product_id", "group_id"))))
+    assert groups and {group_of[p] for p in choice["labelled_ids"]} <= groups
+    proposal = tmp_path / "proposal"
+    capsys.readouterr()
+    assert main(_args(catalogue, proposal, candidates, "--propose", "8")) == 0
+    said = capsys.readouterr().out
+    assert "to label" in said and "--labels" in said
+    assert not (proposal / "choice.json").exists() and not (proposal / "model").exists()
+    rows = list(csv.DictReader((proposal / "to_label.csv").open()))
+    assert 1 <= len(rows) <= 8 and all(r["category_id"] == "" for r in rows)
+    groups = {r["group_id"] for r in rows}
+    assert all(any(x["starved_path"] != x["full_path"] for x in rows if x["group_id"] == g) for g in groups)
+    truth = dict(zip(*(pq.read_table(catalogue["products_uri"], columns=["product_id", "category_id"])
+                       .column(c).to_pylist() for c in ("product_id", "category_id"))))
+    for r in rows:
+        r["category_id"] = str(truth[r["product_id"]])
+    filled = tmp_path / "labelled.csv"
+    with filled.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows + [{**rows[0], "product_id": rows[0]["product_id"], "category_id": ""}])
+    capsys.readouterr()
+    assert main(_args(catalogue, proposal, candidates, "--labels", str(filled))) == 0
+    said = capsys.readouterr().out
+    assert said.count("reusing") == 2                                  # trained once, by the proposal
+    choice = json.loads((proposal / "choice.json").read_text())
+    assert sorted(choice["labelled_ids"]) == sorted(r["product_id"] for r in rows)
+    assert choice["config"]["labels"] == str(filled) and str(filled) in choice["source"]
+    assert choice["check_products"] > 0 and choice["labelled"] == len(rows)
+    # a file naming products the platform does not have is refused in one line
+    bad = tmp_path / "bad.csv"
+    bad.write_text("product_id,category_id\nnowhere:1,5\n")
+    assert main(_args(catalogue, proposal, candidates, "--labels", str(bad))) == 2
+    assert "not of the new platform" in capsys.readouterr().err
