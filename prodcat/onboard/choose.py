@@ -97,12 +97,13 @@ class Predictions:
 
 def draw_groups(groups: np.ndarray, pool: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """``[N]`` mask: whole groups of the ``pool`` products drawn in a random order (``seed``)
-    while they hold at most ``n`` products in all (None: the whole pool)."""
+    while they hold at most ``n`` products in all, and at least the first group drawn (None:
+    the whole pool)."""
     if n is None or pool.sum() <= n:
         return pool.copy()
     names, inverse, sizes = np.unique(groups[pool], return_inverse=True, return_counts=True)
     order = np.random.default_rng(seed).permutation(len(names))
-    taken = order[:int(np.searchsorted(np.cumsum(sizes[order]), n, side="right"))]
+    taken = order[:max(1, int(np.searchsorted(np.cumsum(sizes[order]), n, side="right")))]
     mask = np.zeros(len(groups), bool)
     mask[np.flatnonzero(pool)[np.isin(inverse, taken)]] = True
     return mask
@@ -132,9 +133,10 @@ def labelled_sample(pred: Predictions, config: ChooseConfig, labels: set[int],
         source = f"{int(given.sum()):,} in splits {', '.join(config.labelled_splits)}"
     covered = np.asarray([int(c) in labels for c in category], bool)
     candidates = given & covered
-    pool = candidates & pred.disagreeing(reference) if config.sampling == "disagreement" else candidates
+    disagree = candidates & pred.disagreeing(reference)
+    pool = disagree if config.sampling == "disagreement" else candidates
     counts = {"in_source": int(given.sum()), "outside_label_space": int((given & ~covered).sum()),
-              "source": source, "sampling": config.sampling, "disagreeing": int(pool.sum())}
+              "source": source, "sampling": config.sampling, "disagreeing": int(disagree.sum())}
     if config.max_labelled is None:
         mask = candidates
     else:
@@ -206,9 +208,6 @@ def propose(pred: Predictions, config: ChooseConfig, reference: str) -> dict:
 
     pool = pred.disagreeing(reference)
     mask = draw_groups(pred.groups, pool, config.propose, config.seed)
-    if not mask.any() and pool.any():                      # the first group drawn is larger than asked
-        first = pred.groups[np.flatnonzero(pool)[np.random.default_rng(config.seed).integers(pool.sum())]]
-        mask = pred.groups == first
     names = list(pred.classes)
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -53,3 +53,34 @@ def test_a_row_right_everywhere_is_picked_and_a_twin_of_the_default_never_is(tmp
     assert large["pick_minus_default"]["p05"] > 0 and large["pick_minus_tfidf"]["mean"] > 0
     assert "twin" not in small["picked"] and "twin" not in large["picked"]
     assert sum(small["picked"].values()) == 5
+
+
+def test_drawn_where_the_candidates_disagree_a_few_labels_find_what_many_random_ones_miss(tmp_path):
+    """The default and a candidate differ on 20 of 400 products (the candidate right there, the
+    default wrong): 10 labels drawn where they disagree pick the candidate every time; 10 drawn at
+    random rarely hold a disagreement at all. TF-IDF is scored but, with --candidates, never picked."""
+    taxonomy = toy_taxonomy()
+    leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
+    true = [int(c) for c in np.random.default_rng(1).choice(leaves, 400)]
+    default = [c if i >= 20 else next(x for x in leaves if x != c) for i, c in enumerate(true)]
+    (tmp_path / "taxonomy.json").write_text(taxonomy.to_json())
+    folder = _write(tmp_path / "eval", [_rows(taxonomy, "default", default, true),
+                                        _rows(taxonomy, "candidate", true, true),
+                                        _rows(taxonomy, "tfidf", true, true)])
+    picked = {}
+    for sampling in ("random", "disagreement"):
+        out = tmp_path / f"{sampling}.json"
+        assert _module().main(["--taxonomy", str(tmp_path / "taxonomy.json"), "--k", "10", "--draws", "20",
+                               "--resamples", "200", "--candidates", "candidate", "--sampling", sampling,
+                               "--out", str(out), "--evaluation", folder]) == 0
+        data = json.loads(out.read_text())
+        (row,) = data["results"]
+        assert data["candidates"] == ["default", "candidate"] and "tfidf" not in row["picked"]
+        picked[sampling] = row
+    assert picked["disagreement"]["disagreeing"] == 20                 # 10 groups of 2
+    assert picked["disagreement"]["picked"] == {"candidate": 20}
+    whole = picked["disagreement"]["pick_minus_default_whole_fold"]
+    full = picked["disagreement"]["hF_whole_fold"]
+    assert whole["p05"] > 0 and whole["mean"] == pytest.approx(100 * (full["candidate"] - full["default"]), abs=0.02)
+    assert picked["random"]["picked"].get("candidate", 0) <= 5
+    assert picked["random"]["pick_minus_default_whole_fold"]["mean"] < whole["mean"]
