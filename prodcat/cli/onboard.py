@@ -49,8 +49,8 @@ and predicts the new platform's labelled products (its rows in --labelled-splits
 the other platforms have, or the rows of --labels). --max-labelled reads at most that many, whole
 near-duplicate groups drawn where the candidates predict different categories (--sampling
 disagreement, the default: elsewhere a label cannot tell them apart). The first candidate is kept
-unless another beats it there by a real difference (strict hF, 95 % paired bootstrap over groups),
-then the best of those. The platform's other labelled products, if any, check the choice
+unless another beats it there by a real difference (strict hF, 95 % paired bootstrap over groups)
+in at least 6 groups where their scores differ, then the best of those. The platform's other labelled products, if any, check the choice
 afterwards; the choice never reads them. Writes model/ (the chosen checkpoint), choice.json,
 report.md and candidates/<name>/ (reused by a later run with the same settings); with --propose,
 to_label.csv and proposal.json instead. Why: docs/onboarding.md, "If you can label a few of the

@@ -6,21 +6,28 @@ setting of the default to deploy there. Each candidate (``ChooseConfig.candidate
 and, by default, the default without its label names) is trained on the other platforms in their
 label space (:func:`prodcat.onboard.measure.fold_model`), adapted to the new platform's products,
 inputs only (:func:`prodcat.onboard.measure.fold_adapted`; the default self-trains there), and
-predicts the labelled products. The first candidate is kept unless another beats it there by a
-real difference (strict hF, 95 % paired bootstrap over near-duplicate groups,
-:func:`prodcat.core.uncertainty.paired_difference`), then the best of those on the labelled
+predicts every product of the new platform. The labelled products the choice reads are the
+platform's rows in ``labelled_splits`` or a ``labels`` file; a ``max_labelled`` cap draws them
+where the candidates' paths differ (``sampling: disagreement``; where they agree a label adds
+exactly 0 to their paired difference: query by committee, Seung, Opper & Sompolinsky 1992), and
+``propose`` writes such products to label before any label exists. The first candidate is kept
+unless another beats it there by a real difference (strict hF, 95 % paired bootstrap over
+near-duplicate groups, :func:`prodcat.core.uncertainty.paired_difference`) in at least
+:data:`MIN_GROUPS` groups where their scores differ, then the best of those on the labelled
 products: the ``paired`` rule by which ``prodcat train`` chooses a combination
 (:func:`prodcat.train.decision.pick`). The new platform's other labelled products, if any (rows of
 other splits), are scored afterwards as a check; the choice never reads them.
 
 Why: with Flipkart as the new platform the default's label names cost 14-17 hF points, and no
-choice made on the other platforms sees it; with 100 labelled Flipkart products this rule drops
-them and gains 13.8-16.9 points on the others (an analysis of the evaluation's predictions,
-``benchmarks/labelled_choice.py``; docs/evaluation.md).
+choice made on the other platforms sees it; with 25 labelled Flipkart products drawn where the
+two candidates disagree this rule drops them in 98-100 % of draws, gaining 14-17 points on the
+whole fold, and with H&M or Myntra it keeps them wherever they help (an analysis of the
+evaluation's predictions, ``benchmarks/labelled_choice.py``; docs/evaluation.md).
 
-Output folder: ``candidates/<name>/`` (each candidate's ``model/`` and ``adapted/``), ``model/`` (a
-copy of the chosen checkpoint, which ``prodcat score``, ``serve`` and ``cascade fit`` load),
-``choice.json``, ``report.md``.
+Output folder: ``candidates/<name>/`` (each candidate's ``model/`` and ``adapted/``, and
+``candidate.json``, by which a later run with the same settings reuses them), ``model/`` (a copy
+of the chosen checkpoint, which ``prodcat score``, ``serve`` and ``cascade fit`` load),
+``choice.json``, ``report.md``; with ``propose``, ``to_label.csv`` and ``proposal.json`` instead.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from prodcat.core.metrics import hierarchical_counts, prf_from_counts
 from prodcat.core.uncertainty import N_RESAMPLES, paired_difference
 from prodcat.embed.store import read_manifest
 from prodcat.models.checkpoint import copy_checkpoint, load_checkpoint
+from prodcat.models.files import CONFIG
 from prodcat.onboard.config import ChooseConfig, MeasureConfig
 from prodcat.onboard.measure import fold_adapted, fold_model
 from prodcat.train.config import TrainConfig
@@ -47,6 +55,7 @@ from prodcat.train.lexical import model_inputs
 
 REPORT = "report.md"
 CANDIDATE = "candidate.json"
+MIN_GROUPS = 6          # groups where the scores differ before a candidate may replace the first
 
 
 @dataclass
@@ -227,10 +236,16 @@ def _hf(counts: np.ndarray) -> float:
 
 
 def pick(scored: dict[str, np.ndarray], groups: np.ndarray, reference: str, seed: int = 0,
-         n_resamples: int = N_RESAMPLES) -> tuple[str, dict]:
+         n_resamples: int = N_RESAMPLES, min_groups: int = MIN_GROUPS) -> tuple[str, dict]:
     """The ``paired`` rule: ``reference`` unless candidates beat it on these products by a real
     difference, then the best of those; ``(chosen, {name: difference})`` (hF points with the 95 %
-    paired interval over groups, ``n_resamples`` bootstrap resamples).
+    paired interval over groups, ``n_resamples`` bootstrap resamples, and ``groups_differing``).
+
+    A percentile bootstrap over a handful of groups is no evidence: two products on which a
+    candidate is right and the reference wrong give the interval [+100, +100]. So a candidate
+    replaces the reference only where their scores differ in at least ``min_groups`` groups (6:
+    the fewest with which a two-sided sign test can reject at 5 %, 2 x 0.5^6 = 0.031); below that
+    its difference is marked ``too_few``.
 
     Args:
         scored: per candidate, hierarchical counts ``[B, 3]`` of the same products in one order.
@@ -242,9 +257,13 @@ def pick(scored: dict[str, np.ndarray], groups: np.ndarray, reference: str, seed
         if name == reference:
             continue
         d = paired_difference(counts, base, groups, n_resamples=n_resamples, seed=seed)
+        differing = int(len(np.unique(np.asarray(groups)[(counts != base).any(axis=1)])))
         diffs[name] = {"difference": round(100 * d.estimate, 2), "low": round(100 * d.low, 2),
-                       "high": round(100 * d.high, 2), "real": bool(d.excludes_zero())}
-        if d.low > 0:
+                       "high": round(100 * d.high, 2), "real": bool(d.excludes_zero()),
+                       "groups_differing": differing}
+        if d.low > 0 and differing < min_groups:
+            diffs[name]["too_few"] = True
+        elif d.low > 0:
             beating.append((_hf(counts), name))
     return (max(beating)[1] if beating else reference), diffs
 
@@ -293,7 +312,9 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
             if config.adapt and getattr(load_checkpoint(checkpoint), "adapts", False):
                 checkpoint, adapted = fold_adapted(measure_config, checkpoint, config.platform, folder, log)
             models[name] = {"checkpoint": checkpoint, "model": origin, "adapted": adapted}
-            storage.write_text(storage.join(folder, CANDIDATE), json.dumps({"key": key, **models[name]}, indent=2))
+            record = {"key": key, "checkpoint": "adapted" if adapted is not None else "model",  # in its folder
+                      "model": origin, "adapted": adapted}
+            storage.write_text(storage.join(folder, CANDIDATE), json.dumps(record, indent=2))
         loaded[name] = load_checkpoint(models[name]["checkpoint"])
     taxonomy = loaded[reference].taxonomy
     if any(not np.array_equal(m.taxonomy.ids, taxonomy.ids) for m in loaded.values()):
@@ -336,6 +357,11 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
         chosen, diffs = reference, {}
         log(f"[onboard choose] the candidates predict the same path for every labelled {config.platform} "
             "product: no label can tell them apart")
+    for name, d in diffs.items():
+        if d.get("too_few"):
+            log(f"[onboard choose] {name} is ahead on the labelled products ({d['difference']:+.2f}) but their "
+                f"scores differ in only {d['groups_differing']} near-duplicate group(s), fewer than {MIN_GROUPS}: "
+                f"too few to decide; label more where the candidates disagree (--propose)")
     check_diffs = pick(checks, pred.groups[check], reference, config.seed)[1] if checks else {}
     target = copy_checkpoint(models[chosen]["checkpoint"], storage.join(config.output, "model"))
     out = {"config": config.model_dump(mode="json"), "platform": config.platform, "others": others,
@@ -366,14 +392,19 @@ def _candidate_key(config: ChooseConfig, train: TrainConfig, name: str) -> str:
 
 def _reusable_candidate(folder: str, key: str) -> dict | None:
     """The record of a candidate an earlier run trained (and adapted) with the same ``key`` in
-    ``folder``, if its checkpoint is still there; else None."""
+    ``folder``, if its checkpoint is still there; else None. The record names the checkpoint by
+    its folder inside ``folder`` (``model`` or ``adapted``), so an output folder copied or moved
+    elsewhere (or to ``s3://``) is still reused."""
     uri = storage.join(folder, CANDIDATE)
     if not storage.exists(uri):
         return None
     record = json.loads(storage.read_text(uri))
-    if record.pop("key", None) != key or not storage.exists(record.get("checkpoint", "")):
+    if record.pop("key", None) != key or record.get("checkpoint") not in ("model", "adapted"):
         return None
-    return record
+    checkpoint = storage.join(folder, record["checkpoint"])
+    if not storage.exists(storage.join(checkpoint, CONFIG)):
+        return None
+    return {**record, "checkpoint": checkpoint}
 
 
 def report_markdown(out: dict) -> str:

@@ -57,8 +57,9 @@ def test_a_row_right_everywhere_is_picked_and_a_twin_of_the_default_never_is(tmp
 
 def test_drawn_where_the_candidates_disagree_a_few_labels_find_what_many_random_ones_miss(tmp_path):
     """The default and a candidate differ on 20 of 400 products (the candidate right there, the
-    default wrong): 10 labels drawn where they disagree pick the candidate every time; 10 drawn at
-    random rarely hold a disagreement at all. TF-IDF is scored but, with --candidates, never picked."""
+    default wrong): 14 labels (7 groups) drawn where they disagree pick the candidate every time;
+    14 drawn at random rarely hold the 6 disagreeing groups the rule asks for. TF-IDF is scored
+    but, with --candidates, never picked."""
     taxonomy = toy_taxonomy()
     leaves = [int(taxonomy.ids[n]) for n in taxonomy.leaves]
     true = [int(c) for c in np.random.default_rng(1).choice(leaves, 400)]
@@ -70,7 +71,7 @@ def test_drawn_where_the_candidates_disagree_a_few_labels_find_what_many_random_
     picked = {}
     for sampling in ("random", "disagreement"):
         out = tmp_path / f"{sampling}.json"
-        assert _module().main(["--taxonomy", str(tmp_path / "taxonomy.json"), "--k", "10", "--draws", "20",
+        assert _module().main(["--taxonomy", str(tmp_path / "taxonomy.json"), "--k", "14", "--draws", "20",
                                "--resamples", "200", "--candidates", "candidate", "--sampling", sampling,
                                "--out", str(out), "--evaluation", folder]) == 0
         data = json.loads(out.read_text())
