@@ -98,6 +98,7 @@ def test_labels_are_drawn_where_the_candidates_disagree_and_proposed_before_any_
     differ; ``--propose`` writes those products to label (no label read), and ``--labels`` reads
     the filled file, reusing the candidates the proposal trained."""
     import csv
+    import shutil
 
     import pyarrow.parquet as pq
 
@@ -128,21 +129,26 @@ def test_labels_are_drawn_where_the_candidates_disagree_and_proposed_before_any_
                        .column(c).to_pylist() for c in ("product_id", "category_id"))))
     for r in rows:
         r["category_id"] = str(truth[r["product_id"]])
+    unlabelled = next(p for p, g in group_of.items() if p.startswith("beta") and g not in groups)
+    moved = tmp_path / "elsewhere" / "proposal"                    # the folder copied before labelling
+    shutil.copytree(proposal, moved)
+    shutil.rmtree(proposal)
     filled = tmp_path / "labelled.csv"
     with filled.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows + [{**rows[0], "product_id": rows[0]["product_id"], "category_id": ""}])
+        writer.writerows(rows + [{**rows[0], "product_id": unlabelled, "category_id": ""}])   # skipped
     capsys.readouterr()
-    assert main(_args(catalogue, proposal, candidates, "--labels", str(filled))) == 0
+    assert main(_args(catalogue, moved, candidates, "--labels", str(filled))) == 0
     said = capsys.readouterr().out
-    assert said.count("reusing") == 2                                  # trained once, by the proposal
-    choice = json.loads((proposal / "choice.json").read_text())
+    assert said.count("reusing") == 2                  # trained once, by the proposal, in another folder
+    choice = json.loads((moved / "choice.json").read_text())
+    assert all(m["checkpoint"].startswith(str(moved)) for m in choice["candidates"].values())
     assert sorted(choice["labelled_ids"]) == sorted(r["product_id"] for r in rows)
     assert choice["config"]["labels"] == str(filled) and str(filled) in choice["source"]
     assert choice["check_products"] > 0 and choice["labelled"] == len(rows)
     # a file naming products the platform does not have is refused in one line
     bad = tmp_path / "bad.csv"
     bad.write_text("product_id,category_id\nnowhere:1,5\n")
-    assert main(_args(catalogue, proposal, candidates, "--labels", str(bad))) == 2
+    assert main(_args(catalogue, moved, candidates, "--labels", str(bad))) == 2
     assert "not of the new platform" in capsys.readouterr().err

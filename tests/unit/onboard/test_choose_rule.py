@@ -38,3 +38,22 @@ def test_groups_are_drawn_whole_within_the_pool_and_at_least_one():
     assert all(mask[groups == g].all() or not mask[groups == g].any() for g in range(10))
     assert draw_groups(groups, pool, 2, seed=0).sum() == 3            # one group, though larger than asked
     assert (draw_groups(groups, pool, None, seed=0) == pool).all()
+
+
+def test_a_labels_file_is_read_by_product_id_and_bad_ones_are_refused(tmp_path):
+    from prodcat.onboard.choose import Predictions, _labels_file
+
+    ids = np.asarray(["b:1", "b:2", "b:3"], object)
+    pred = Predictions(ids, ids, np.asarray(["train"] * 3), np.asarray([7, 8, 9]), ids, {}, {}, {})
+    good = tmp_path / "labels.csv"
+    good.write_text("product_id,category_id,note\nb:3,42,x\nb:1,,skipped\n")
+    mask, category = _labels_file(str(good), pred)
+    assert mask.tolist() == [False, False, True] and category[2] == 42
+    for text, message in [("product_id,label\nb:1,4\n", "no column 'category_id'"),
+                          ("product_id,category_id\nb:1,Shoes\n", "must be a Google category id"),
+                          ("product_id,category_id\nz:9,4\n", "1 product id\\(s\\) not of the new platform")]:
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            _labels_file(str(tmp_path / "bad.csv"), pred)
+    with pytest.raises(FileNotFoundError):
+        _labels_file(str(tmp_path / "missing.csv"), pred)
