@@ -272,9 +272,11 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
     """Train, adapt and compare every candidate (module docstring); returns ``choice.json``'s content.
 
     Raises:
-        ValueError: the platform is not in the product table, no other platform, no candidate, or
-            fewer than 2 labelled products in the training platforms' label space.
-        FileNotFoundError: a missing product table or embedding store.
+        ValueError: the platform is not in the product table, no other platform, no candidate,
+            candidates in different label spaces, fewer than 2 labelled products in the training
+            platforms' label space, or a labels file without product_id and category_id, with a
+            category that is not a number, or naming products that are not the platform's.
+        FileNotFoundError: a missing product table, embedding store or labels file.
     """
     from prodcat.core.config import load_config
     from prodcat.core.paths import REPO_ROOT
@@ -298,7 +300,7 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
     for name in names:
         train = load_config(TrainConfig, train_file, [*config.train_overrides, *config.candidates[name]])
         folder = storage.join(config.output, "candidates", name)
-        key = _candidate_key(config, train, name)
+        key = _candidate_key(config, train, name, table)
         reused = _reusable_candidate(folder, key)
         if reused:
             models[name] = reused
@@ -381,12 +383,16 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
     return out
 
 
-def _candidate_key(config: ChooseConfig, train: TrainConfig, name: str) -> str:
+def _candidate_key(config: ChooseConfig, train: TrainConfig, name: str, table: FeatureTable) -> str:
     """What a candidate's trained and adapted checkpoints depend on, hashed: its full training
-    config, the product table, the store, the platform and whether it adapts."""
+    config, the product table and store (their paths, the table's rows per platform and the
+    store's feature fingerprints, so a catalogue grown in place is trained on again), the
+    platform and whether it adapts."""
+    rows = dict(zip(*np.unique(np.asarray(table.column("platform")).astype(str), return_counts=True)))
     text = json.dumps({"train": train.model_dump(mode="json"), "products": config.products,
                        "embeddings": config.embeddings, "platform": config.platform,
-                       "adapt": config.adapt, "name": name}, sort_keys=True)
+                       "rows": {k: int(v) for k, v in rows.items()}, "store": table.manifest.get("features"),
+                       "adapt": config.adapt, "name": name}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
