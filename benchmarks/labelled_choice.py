@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from prodcat.core.metrics import hierarchical_counts, prf_from_counts
 from prodcat.core.taxonomy import Taxonomy
-from prodcat.onboard.choose import pick
+from prodcat.onboard.choose import disagreeing, pick
 
 REFERENCE = "tfidf"
 
@@ -131,18 +131,6 @@ def draw_sample(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return np.isin(inverse, taken)
 
 
-def disagreeing(predicted: dict[str, np.ndarray], groups: np.ndarray, default: str,
-                candidates: list[str]) -> np.ndarray:
-    """``[B]`` True for the products of every near-duplicate group in which a candidate predicts
-    another category than ``default`` for some product: known before any label is read, since it
-    compares predictions only. Elsewhere every candidate's output, and so its score, equals the
-    default's, so those products cannot tell the candidates apart."""
-    differs = np.zeros(len(groups), bool)
-    for m in candidates:
-        differs |= predicted[m] != predicted[default]
-    return np.isin(groups, np.unique(groups[differs]))
-
-
 def analyse(counts: dict[str, np.ndarray], groups: np.ndarray, k: int, draws: int, default: str,
             seed: int, resamples: int, candidates: list[str] | None = None,
             pool: np.ndarray | None = None) -> dict:
@@ -214,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         full = {m: round(hf(c), 4) for m, c in counts.items()}
         pool = None
         if args.sampling == "disagreement":
-            pool = disagreeing(predicted, groups, args.default, candidates or list(counts))
+            names = candidates or list(counts)
+            pool = disagreeing({m: predicted[m] for m in {args.default, *names}}, groups, args.default)
         for k in args.k:
             if k >= len(groups):
                 continue

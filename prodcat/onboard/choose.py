@@ -65,7 +65,7 @@ class Predictions:
     Attributes:
         ids, groups, splits: ``[N]`` the platform's products, their near-duplicate groups and splits.
         category: ``[N]`` the product table's category ids (read only where a choice reads labels).
-        titles: ``[N]`` their title and description, the first 200 characters (for to_label.csv).
+        text: ``[N]`` their title and description, the first 200 characters (for to_label.csv).
         classes: ``{candidate: [N, L]}`` the class chosen per level (-1 padded).
         category_id, category_path: ``{candidate: [N]}`` the predicted category.
     """
@@ -74,7 +74,7 @@ class Predictions:
     groups: np.ndarray
     splits: np.ndarray
     category: np.ndarray
-    titles: np.ndarray
+    text: np.ndarray
     classes: dict[str, np.ndarray]
     category_id: dict[str, np.ndarray]
     category_path: dict[str, np.ndarray]
@@ -95,13 +95,21 @@ class Predictions:
                    np.asarray([str(t)[:200] for t in text], object)[order], **out)
 
     def disagreeing(self, reference: str) -> np.ndarray:
-        """``[N]`` True for every product of a group in which some candidate's path differs from
-        ``reference``'s on some product: read from the predictions alone, no label."""
-        differs = np.zeros(len(self.ids), bool)
-        for name, classes in self.classes.items():
-            if name != reference:
-                differs |= (classes != self.classes[reference]).any(axis=1)
-        return np.isin(self.groups, np.unique(self.groups[differs]))
+        """``[N]`` :func:`disagreeing` over the candidates' paths."""
+        return disagreeing(self.classes, self.groups, reference)
+
+
+def disagreeing(predicted: dict[str, np.ndarray], groups: np.ndarray, reference: str) -> np.ndarray:
+    """``[N]`` True for every product of a near-duplicate group in which some candidate's output
+    differs from ``reference``'s on some product: read from the predictions alone, no label.
+    Elsewhere every candidate scores as the reference does, so a label there cannot tell them
+    apart. ``predicted``: ``{candidate: [N]}`` category ids or ``[N, L]`` classes per level."""
+    differs = np.zeros(len(groups), bool)
+    for name, p in predicted.items():
+        if name != reference:
+            d = np.asarray(p) != np.asarray(predicted[reference])
+            differs |= d.reshape(len(groups), -1).any(axis=1)
+    return np.isin(groups, np.unique(groups[differs]))
 
 
 def draw_groups(groups: np.ndarray, pool: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -118,9 +126,11 @@ def draw_groups(groups: np.ndarray, pool: np.ndarray, n: int | None, seed: int) 
     return mask
 
 
-def labelled_sample(pred: Predictions, config: ChooseConfig, labels: set[int],
-                    reference: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(mask [N], category ids [N], counts)``: the products the choice reads and their labels:
+def labelled_sample(pred: Predictions, config: ChooseConfig, labels: set[int], reference: str,
+                    known: set[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """``(mask [N], category ids [N], given [N], counts)``: the products the choice reads and
+    their labels, and every product that came with a label (``given``; those are not check
+    products):
     the rows of ``labels_file`` (``config.labels``) or else the platform's rows in
     ``labelled_splits``, those whose category is among ``labels`` (the training platforms' label
     space); with ``max_labelled``, at most that many in whole near-duplicate groups drawn
@@ -128,14 +138,14 @@ def labelled_sample(pred: Predictions, config: ChooseConfig, labels: set[int],
     disagree (``disagreement``).
 
     Raises:
-        ValueError: fewer than 2 such products, or a labels file naming products that are not
-            the platform's. With ``disagreement`` and a cap, fewer than 2 groups where the
+        ValueError: fewer than 2 such products, or a bad labels file (:func:`_labels_file`;
+            ``known``: the taxonomy's category ids). With ``disagreement`` and a cap, fewer than 2 groups where the
             candidates disagree is not an error: no label can tell them apart there, the mask is
             empty and the first candidate is kept.
     """
     category = pred.category.astype(np.int64)
     if config.labels:
-        given, category = _labels_file(config.labels, pred)
+        given, category = _labels_file(config.labels, pred, known)
         source = f"{int(given.sum()):,} in {config.labels}"
     else:
         given = np.isin(pred.splits, config.labelled_splits)
@@ -152,22 +162,23 @@ def labelled_sample(pred: Predictions, config: ChooseConfig, labels: set[int],
         mask = draw_groups(pred.groups, pool, config.max_labelled, config.seed)
         if (config.sampling == "disagreement" and len(np.unique(pred.groups[mask])) < 2
                 and candidates.sum() >= 2):        # no label could show a real difference
-            return np.zeros_like(mask), category, {**counts, "labelled": 0}
+            return np.zeros_like(mask), category, given, {**counts, "labelled": 0}
     if mask.sum() < 2:
         where = f"file {config.labels}" if config.labels else f"splits {config.labelled_splits}"
         raise ValueError(f"{config.platform}: {int(mask.sum())} labelled product(s) in {where} "
                          f"whose category the other platforms have ({counts['outside_label_space']} outside "
                          "their label space); label more, or widen labelled_splits")
-    return mask, category, {**counts, "labelled": int(mask.sum())}
+    return mask, category, given, {**counts, "labelled": int(mask.sum())}
 
 
-def _labels_file(uri: str, pred: Predictions) -> tuple[np.ndarray, np.ndarray]:
+def _labels_file(uri: str, pred: Predictions, known: set[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(mask [N], category ids [N])`` of a product_id, category_id file (CSV or Parquet; rows
     without a category skipped) over the platform's products.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: a missing column, or product ids not of the
-            platform.
+        FileNotFoundError: no such file. ValueError: a missing column, a category that is not a
+            number or (``known``: the taxonomy's category ids) not in the taxonomy, product ids
+            not of the platform, or one product given two different categories.
     """
     if not storage.exists(uri):
         raise FileNotFoundError(f"labels file {uri} not found")
@@ -191,6 +202,13 @@ def _labels_file(uri: str, pred: Predictions) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray([int(float(str(c).strip())) for c, k in zip(raw, keep) if k], np.int64)
     except ValueError as err:
         raise ValueError(f"labels file {uri}: category_id must be a Google category id ({err})") from None
+    if known is not None and not set(values.tolist()) <= known:
+        bad = sorted(set(values.tolist()) - known)
+        raise ValueError(f"labels file {uri}: {len(bad):,} category id(s) not in the taxonomy, e.g. {bad[0]}")
+    given: dict[str, int] = {}
+    for p, c in zip(ids, values.tolist()):
+        if given.setdefault(p, c) != c:
+            raise ValueError(f"labels file {uri}: product {p!r} is labelled both {given[p]} and {c}")
     position = {str(p): i for i, p in enumerate(pred.ids)}
     unknown = [p for p in ids if p not in position]
     if unknown:
@@ -223,7 +241,7 @@ def propose(pred: Predictions, config: ChooseConfig, reference: str) -> dict:
     writer.writerow(["product_id", "group_id", "text", "category_id",
                      *[f"{n}_{k}" for n in names for k in ("category_id", "path")]])
     for i in np.flatnonzero(mask):
-        writer.writerow([pred.ids[i], pred.groups[i], pred.titles[i], "",
+        writer.writerow([pred.ids[i], pred.groups[i], pred.text[i], "",
                          *[v for n in names for v in (int(pred.category_id[n][i]), pred.category_path[n][i])]])
     target = storage.join(config.output, "to_label.csv")
     storage.write_text(target, buffer.getvalue())
@@ -334,10 +352,10 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
             "again with --labels pointing at the filled file")
         return out
     labels = {int(c) for c in taxonomy.ids[taxonomy.leaves]}
-    labelled, category, sample = labelled_sample(pred, config, labels, reference)
-    check = ~np.isin(pred.ids, pred.ids[labelled]) & np.asarray([int(c) in labels for c in pred.category], bool)
-    if config.labels:
-        check &= ~_labels_file(config.labels, pred)[0]
+    known = {int(c) for c in table.taxonomy.ids}
+    labelled, category, given, sample = labelled_sample(pred, config, labels, reference, known)
+    # the check: the table's other labelled products in the label space (a labels file's rows never)
+    check = ~(given if config.labels else labelled) & np.asarray([int(c) in labels for c in pred.category], bool)
     log(f"[onboard choose] choosing on {sample['labelled']:,} labelled {config.platform} products "
         f"({sample['source']}; {sample['outside_label_space']:,} outside the other platforms' label space "
         f"left out{'; drawn where the candidates disagree' if config.max_labelled and config.sampling == 'disagreement' else ''}"

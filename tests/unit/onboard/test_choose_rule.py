@@ -55,5 +55,11 @@ def test_a_labels_file_is_read_by_product_id_and_bad_ones_are_refused(tmp_path):
         (tmp_path / "bad.csv").write_text(text)
         with pytest.raises(ValueError, match=message):
             _labels_file(str(tmp_path / "bad.csv"), pred)
+    (tmp_path / "bad.csv").write_text("product_id,category_id\nb:1,4\nb:1,5\n")
+    with pytest.raises(ValueError, match="labelled both 4 and 5"):
+        _labels_file(str(tmp_path / "bad.csv"), pred)
+    (tmp_path / "bad.csv").write_text("product_id,category_id\nb:1,4\nb:2,99999\n")
+    with pytest.raises(ValueError, match="1 category id\\(s\\) not in the taxonomy, e.g. 99999"):
+        _labels_file(str(tmp_path / "bad.csv"), pred, known={4, 42})
     with pytest.raises(FileNotFoundError):
         _labels_file(str(tmp_path / "missing.csv"), pred)
