@@ -133,6 +133,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
                                                                     for k in ("fitted_on", "adapted_on", "rounds",
                                                                               "outside_label_space")
                                                                     if k in loaded.self_trained.settings},
+                           "self_trained_fitted_on": {c.name: c.settings.get("fitted_on")
+                                                      for c in loaded.self_trained_components},
                            "reweight": loaded.selection.get("reweight"),
                            "settings": loaded.selection.get("settings", {}),
                            "heldout": loaded.selection.get("heldout", []),

@@ -69,6 +69,24 @@ class SelfTrainSettings(StrictModel):
                              "uniformly over the leaves, so a leaf no kept product has is not ruled out")
     C: float = Field(1.0, gt=0.0, description="inverse L2 strength of the regression")
     max_iter: int = Field(300, ge=10, description="lbfgs iterations of the regression")
+    views: Literal["joint", "cross"] = Field(
+        "joint", description="joint: one regression on every self-training feature side by side, "
+        "labelled by the whole combination; cross: co-training (Blum & Mitchell 1998; across "
+        "domains, Chen, Weinberger & Blitzer 2011), one regression per input modality of the "
+        "features (text; image), each labelled by the combination of the components that read "
+        "the *other* modalities, where that combination is sure (`keep`), each added with "
+        "`weight` (stop 51's candidate: a mistake the text components share is not taught back to "
+        "the text, and the image can teach the text a new platform's vocabulary)")
+
+    @model_validator(mode="after")
+    def _cross_views(self) -> "SelfTrainSettings":
+        if self.views == "cross" and self.rounds != 1:
+            raise ValueError("self_train.views: cross draws its pseudo-labels once; set rounds: 1")
+        if self.views == "cross" and self.keep == "agree":
+            raise ValueError("self_train.views: cross labels each view by the other modalities' "
+                             "components; keep: agree asks the text components, choose confidence "
+                             "or balanced")
+        return self
 
 
 class DecisionSettings(StrictModel):

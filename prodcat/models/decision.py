@@ -678,7 +678,8 @@ class DecisionModel:
         kept = [c for c in self.components if c.kind != SELF_TRAINED]
         if len(kept) == len(self.components):
             return self
-        weights = {k: w for k, w in self.combiner.weights.items() if k != SELF_TRAINED}
+        dropped = {c.name for c in self.components if c.kind == SELF_TRAINED}
+        weights = {k: w for k, w in self.combiner.weights.items() if k not in dropped}
         return replace(self, components=kept, combiner=replace(self.combiner, weights=weights))
 
     def _self_train(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray],
@@ -709,6 +710,8 @@ class DecisionModel:
             outside = int((eligible & ~inside).sum())
             eligible = eligible & inside
         seed = int(self.train_config.get("optim", {}).get("seed", 0))
+        if settings.views == "cross":
+            return self._co_train(features, present, settings, parts, eligible, outside, seed)
         leaves = self.decoder.leaves
         weights = {**self.combiner.weights, SELF_TRAINED: float(settings.weight)}
         combined = self.combiner.combine(parts)
@@ -739,6 +742,64 @@ class DecisionModel:
             component.settings["rounds"] = history              # products kept in each round drawn
         return replace(self, components=[*self.components, component],
                        combiner=replace(self.combiner, weights=weights))
+
+    def _co_train(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray], settings,
+                  parts: dict[str, np.ndarray], eligible: np.ndarray, outside: int, seed: int) -> DecisionModel:
+        """``self_train.views: cross``: co-training (Blum & Mitchell 1998; across domains, Chen,
+        Weinberger & Blitzer 2011). The self-training features are grouped by input modality
+        (:func:`input_modality`); for each group (view) a regression named ``self_trained_<view>``
+        is fitted on the products that the combination of the *other* modalities' components
+        (same weights, prior correction as trained) is sure of (``keep``), labelled with that
+        combination's choice, and added with ``weight``. A view no other component reads, or whose
+        kept products span fewer than 2 leaves, adds nothing (a warning says so)."""
+        import warnings
+
+        from prodcat.models.components import SelfTrainedComponent, side_by_side
+
+        views: dict[str, list[str]] = {}
+        for name in self.self_training_features:
+            views.setdefault(input_modality(name), []).append(name)
+        modality = {c.name: input_modality(c.feature) for c in self.components}
+        weights, added = dict(self.combiner.weights), []
+        for view, names in views.items():
+            teachers = {k: w for k, w in self.combiner.weights.items()
+                        if w > 0 and k in modality and modality[k] != view}
+            if not teachers:
+                warnings.warn(f"co-training: no weighted component reads anything but the {view} view: "
+                              f"no self_trained_{view} component added", stacklevel=4)
+                continue
+            labels, kept = pseudo_labels(replace(self.combiner, weights=teachers).combine(parts), parts,
+                                         settings.keep, settings.threshold, settings.share)
+            kept &= eligible
+            if len(np.unique(labels[kept])) < 2:
+                warnings.warn(f"co-training: the components other than the {view} view are sure of "
+                              f"{int(kept.sum())} of {int(eligible.sum())} products, in fewer than 2 "
+                              f"categories: no self_trained_{view} component added", stacklevel=4)
+                continue
+            x, _ = side_by_side(features, present, names)
+            component = SelfTrainedComponent.fit(f"{SELF_TRAINED}_{view}", names, x[kept],
+                                                 self.decoder.leaves[labels[kept]], self.taxonomy,
+                                                 C=settings.C, max_iter=settings.max_iter,
+                                                 smoothing=settings.smoothing, seed=seed)
+            component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
+                                       "adapted_on": int(eligible.sum() + outside), "scope": settings.scope,
+                                       "views": "cross", "taught_by": sorted(teachers)})
+            if settings.gate != "none":
+                component.settings.update({"gate": settings.gate, "outside_label_space": outside})
+            if settings.keep == "balanced":
+                component.settings["share"] = settings.share
+            added.append(component)
+            weights[component.name] = float(settings.weight)
+        if not added:
+            return self
+        return replace(self, components=[*self.components, *added],
+                       combiner=replace(self.combiner, weights=weights))
+
+    @property
+    def self_trained_components(self) -> list[Component]:
+        """Every component :meth:`adapt` added: one ``self_trained``, or with ``views: cross``
+        one ``self_trained_<view>`` per view."""
+        return [c for c in self.components if c.kind == SELF_TRAINED]
 
     def serving_logits(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray] | None = None,
                        batch_size: int = 4096) -> tuple[list[np.ndarray], np.ndarray]:

@@ -197,7 +197,11 @@ def _self_training(model, new_platform_products: int | None = None) -> dict | No
                                                                   "adapted_on")},
                 **{k: comp.settings[k] for k in ("share", "rounds", "gate", "outside_label_space")
                    if k in comp.settings},
-                "weight": float(model.combiner.weights[comp.name]), **where}
+                "weight": float(model.combiner.weights[comp.name]),
+                **({"views": {c.name: {"features": c.settings["features"], "fitted_on": c.settings["fitted_on"],
+                                       "taught_by": c.settings.get("taught_by")}
+                              for c in model.self_trained_components}}
+                   if settings.views == "cross" else {}), **where}
     if settings.scope == "new_platforms" and new_platform_products == 0:
         reason = (f"every product is of a platform the model was trained on "
                   f"({', '.join(model.trained_platforms or [])}), and it self-trains on new platforms "
@@ -252,6 +256,13 @@ def markdown(summary: dict) -> str:
             f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
             f"{_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), added to the combination with weight {st['weight']:g}."
             if st["added"] else f"Nothing added: {st['reason']}."), ""]
+        if st.get("views"):
+            sections[2] = (f"Co-training (`views: cross`) on {st['adapted_on']:,} products{where}: one "
+                           "logistic regression per input, each labelled by the other inputs' components "
+                           f"where they are sure (kept: {_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), "
+                           f"each added with weight {st['weight']:g}:")
+            sections += [f"- `{name}` on {' + '.join(v['features'])}: fitted on {v['fitted_on']:,} products "
+                         f"labelled by {', '.join(v['taught_by'] or [])}" for name, v in st["views"].items()] + [""]
         if st.get("outside_label_space") is not None:
             sections += [
                 f"The gate judged {st['outside_label_space']:,} of them outside the label space (their "
