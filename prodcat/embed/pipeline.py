@@ -245,6 +245,7 @@ def _encoder_stage(ds, name: str, config: EmbedConfig, described: dict, num_gpus
     return ds.map_batches(
         FeatureExtractor, batch_size=enc.batch_size, batch_format="numpy",
         compute=pool_strategy(enc, num_gpus), num_cpus=enc.num_cpus,
+        memory=int(enc.memory_gib * 2**30) if enc.memory_gib else None,
         num_gpus=num_gpus or None, udf_modifying_row_count=False,
         fn_constructor_kwargs={
             "encoders": {name: enc}, "image_limits": config.image_limits,
@@ -272,10 +273,31 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
+def cluster_memory_gib() -> float:
+    """Memory (GiB) the Ray cluster offers its tasks and actors now (Ray's ``memory`` resource)."""
+    import ray
+
+    return float(ray.cluster_resources().get("memory", 0.0)) / 2**30
+
+
 def plan_pools(config: EmbedConfig, inputs: dict[str, Inputs], gpus_available: float,
-               log: Callable[[str], None] = say) -> tuple[dict[str, float], dict[str, Inputs]]:
+               log: Callable[[str], None] = say, memory_available_gib: float | None = None,
+               ) -> tuple[dict[str, float], dict[str, Inputs]]:
     """GPUs per actor of each encoder, and its ``inputs`` with pixels in the dtype its actors
-    compute in; says where each pool runs, and warns when GPU actors wait for a GPU."""
+    compute in; says where each pool runs, and warns when GPU actors wait for a GPU.
+
+    Raises:
+        ValueError: the encoders' ``memory_gib`` times their ``pool_size``, summed, is more than
+            ``memory_available_gib`` (the cluster's memory; None: not checked): the pools could
+            never all start, and Ray would wait for them without end.
+    """
+    reserved = {name: enc.pool_size * enc.memory_gib for name, enc in config.encoders.items() if enc.memory_gib}
+    if memory_available_gib is not None and sum(reserved.values()) > memory_available_gib:
+        asked = ", ".join(f"{name} {config.encoders[name].pool_size} × {config.encoders[name].memory_gib:g} GiB"
+                          for name in reserved)
+        raise ValueError(f"the encoders' actor pools reserve {sum(reserved.values()):.1f} GiB ({asked}) but "
+                         f"the Ray cluster offers {memory_available_gib:.1f} GiB of memory: lower "
+                         "encoders.<name>.memory_gib or pool_size, or set memory_gib: null")
     gpus = gpu_fractions(config.encoders, config.auto_gpus, gpus_available)
     prepared = {}
     for name, enc in config.encoders.items():
@@ -357,7 +379,7 @@ def run_embedding(config: EmbedConfig, overwrite: bool = False,
     groups = plan_groups(config, described, per_feature)
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     ensure_ray()
-    gpus, inputs = plan_pools(config, inputs, cluster_gpus(), log)
+    gpus, inputs = plan_pools(config, inputs, cluster_gpus(), log, cluster_memory_gib())
     ds_start, ds_epoch = time.perf_counter(), time.time()
     rows, total, group_summaries = [], 0, []
     for names, group_done in groups:

@@ -53,6 +53,7 @@ def describe_pools(encoders: Mapping[str, EncoderBase], gpus: Mapping[str, float
     for name, enc in encoders.items():
         size = (f"{enc.pool_size}" if not enc.max_pool_size or enc.max_pool_size == enc.pool_size
                 else f"{enc.pool_size}–{enc.max_pool_size}")
-        parts.append(f"{name} {size} actor(s) × {gpus[name]:g} GPU" if gpus[name]
-                     else f"{name} {size} actor(s) × {enc.num_cpus:g} CPU")
+        memory = f", {enc.memory_gib:g} GiB" if enc.memory_gib else ""
+        parts.append(f"{name} {size} actor(s) × {gpus[name]:g} GPU{memory}" if gpus[name]
+                     else f"{name} {size} actor(s) × {enc.num_cpus:g} CPU{memory}")
     return ", ".join(parts)

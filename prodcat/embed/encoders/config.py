@@ -42,6 +42,12 @@ class EncoderBase(StrictModel):
                                    "sets its share under num_gpus: auto")
     num_threads: int | None = Field(None, gt=0, description="torch threads per actor; "
                                     "default max(1, round(num_cpus))")
+    memory_gib: float | None = Field(None, gt=0, description="memory (GiB) Ray reserves per actor, "
+                                     "so Ray does not place more actors on a node than its memory "
+                                     "holds (Ray Data warns when an actor uses more than it "
+                                     "asked for); null: none reserved. prodcat embed refuses to "
+                                     "start when the cluster's memory cannot hold pool_size actors "
+                                     "of every encoder")
 
     def feature_names(self) -> dict[str, str]:
         """Feature name → modality (``text`` / ``image``) of the vectors this encoder makes."""

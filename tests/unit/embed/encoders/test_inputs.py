@@ -161,6 +161,24 @@ def test_pool_config_is_checked():
     assert (cpu.min_size, cpu.max_size, cpu.max_concurrent_calls_per_actor) == (2, 2, None)
 
 
+def test_memory_per_actor_is_reserved_and_a_cluster_too_small_for_the_pools_is_refused():
+    """``memory_gib``: Ray reserves it per actor (the pool line says so); when the pools'
+    minimum sizes together reserve more than the cluster offers, ``plan_pools`` refuses before
+    Ray would wait for them without end; without ``memory_gib`` nothing is checked."""
+    from prodcat.embed.pipeline import EmbedConfig, plan_pools
+
+    config = EmbedConfig(encoders={"text": TextEncoderConfig(weights="x", memory_gib=2.0),
+                                   "image": ImageEncoderConfig(weights="x", pool_size=2, memory_gib=2.5)})
+    assert "text 1 actor(s) × 1 CPU, 2 GiB" in describe_pools(config.encoders, {"text": 0.0, "image": 0.0})
+    with pytest.raises(ValueError, match=r"reserve 7.0 GiB \(text 1 × 2 GiB, image 2 × 2.5 GiB\) but the Ray "
+                                         r"cluster offers 6.0 GiB"):
+        plan_pools(config, {}, 0.0, lambda _m: None, memory_available_gib=6.0)   # refused before inputs are read
+    unreserved = EmbedConfig(encoders={"text": TextEncoderConfig(weights="x")})
+    assert unreserved.encoders["text"].memory_gib is None
+    with pytest.raises(ValueError, match="greater than 0"):
+        TextEncoderConfig(weights="x", memory_gib=0)
+
+
 def test_production_config_starts_on_one_gpu_and_spreads():
     """configs/encoders.production.yaml: one actor of each fits one GPU; pools grow with GPUs."""
     from prodcat.core.config import load_config
