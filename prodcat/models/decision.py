@@ -751,7 +751,9 @@ class DecisionModel:
         is fitted on the products that the combination of the *other* modalities' components
         (same weights, prior correction as trained) is sure of (``keep``), labelled with that
         combination's choice, and added with ``weight``. A view no other component reads, or whose
-        kept products span fewer than 2 leaves, adds nothing (a warning says so)."""
+        kept products span fewer than 2 leaves, adds nothing (a warning says so). Each added
+        component records ``settings["co_trained_on"]``: the products at least one view was
+        fitted on."""
         import warnings
 
         from prodcat.models.components import SelfTrainedComponent, side_by_side
@@ -761,6 +763,7 @@ class DecisionModel:
             views.setdefault(input_modality(name), []).append(name)
         modality = {c.name: input_modality(c.feature) for c in self.components}
         weights, added = dict(self.combiner.weights), []
+        labelled = np.zeros(len(eligible), bool)                 # by at least one view's teachers
         for view, names in views.items():
             teachers = {k: w for k, w in self.combiner.weights.items()
                         if w > 0 and k in modality and modality[k] != view}
@@ -776,6 +779,7 @@ class DecisionModel:
                               f"{int(kept.sum())} of {int(eligible.sum())} products, in fewer than 2 "
                               f"categories: no self_trained_{view} component added", stacklevel=4)
                 continue
+            labelled |= kept
             x, _ = side_by_side(features, present, names)
             component = SelfTrainedComponent.fit(f"{SELF_TRAINED}_{view}", names, x[kept],
                                                  self.decoder.leaves[labels[kept]], self.taxonomy,
@@ -792,6 +796,8 @@ class DecisionModel:
             weights[component.name] = float(settings.weight)
         if not added:
             return self
+        for component in added:
+            component.settings["co_trained_on"] = int(labelled.sum())
         return replace(self, components=[*self.components, *added],
                        combiner=replace(self.combiner, weights=weights))
 

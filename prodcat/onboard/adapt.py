@@ -198,7 +198,8 @@ def _self_training(model, new_platform_products: int | None = None) -> dict | No
                 **{k: comp.settings[k] for k in ("share", "rounds", "gate", "outside_label_space")
                    if k in comp.settings},
                 "weight": float(model.combiner.weights[comp.name]),
-                **({"views": {c.name: {"features": c.settings["features"], "fitted_on": c.settings["fitted_on"],
+                **({"features": model.self_training_features, "fitted_on": comp.settings["co_trained_on"],
+                    "views": {c.name: {"features": c.settings["features"], "fitted_on": c.settings["fitted_on"],
                                        "taught_by": c.settings.get("taught_by")}
                               for c in model.self_trained_components}}
                    if settings.views == "cross" else {}), **where}
@@ -251,16 +252,19 @@ def markdown(summary: dict) -> str:
     st = summary.get("self_training")
     sections = []
     if st is not None:
-        sections = ["## Self-training", "", (
-            f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
-            f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
-            f"{_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), added to the combination with weight {st['weight']:g}."
-            if st["added"] else f"Nothing added: {st['reason']}."), ""]
+        kept = _kept(st["keep"], st["threshold"], st.get("share", 0.5))
+        if not st["added"]:
+            sentence = f"Nothing added: {st['reason']}."
+        elif st.get("views"):
+            sentence = (f"Co-training (`views: cross`) on {st['adapted_on']:,} products{where}: one "
+                        "logistic regression per input, each labelled by the other inputs' components "
+                        f"where they are sure (kept: {kept}), each added with weight {st['weight']:g}:")
+        else:
+            sentence = (f"A logistic regression on {' + '.join(st['features'])} fitted on {st['fitted_on']:,} of the "
+                        f"{st['adapted_on']:,} products{where}, labelled with the model's own predictions (kept: "
+                        f"{kept}), added to the combination with weight {st['weight']:g}.")
+        sections = ["## Self-training", "", sentence, ""]
         if st.get("views"):
-            sections[2] = (f"Co-training (`views: cross`) on {st['adapted_on']:,} products{where}: one "
-                           "logistic regression per input, each labelled by the other inputs' components "
-                           f"where they are sure (kept: {_kept(st['keep'], st['threshold'], st.get('share', 0.5))}), "
-                           f"each added with weight {st['weight']:g}:")
             sections += [f"- `{name}` on {' + '.join(v['features'])}: fitted on {v['fitted_on']:,} products "
                          f"labelled by {', '.join(v['taught_by'] or [])}" for name, v in st["views"].items()] + [""]
         if st.get("outside_label_space") is not None:

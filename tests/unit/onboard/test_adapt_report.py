@@ -17,6 +17,8 @@ def test_the_report_names_each_co_trained_regression_and_what_labelled_it():
     summary = _summary(adapted, "ckpt", "products.parquet", "target", 800, 800, 0, new_platform_products=800)
     st = summary["self_training"]
     assert st["added"] and set(st["views"]) == {"self_trained_text", "self_trained_image"}
+    fits = [c.settings["fitted_on"] for c in adapted.self_trained_components]
+    assert st["features"] == ["text", "image"] and max(fits) <= st["fitted_on"] <= sum(fits)  # either view
     assert st["views"]["self_trained_text"] == {
         "features": ["text"], "taught_by": ["image"],
         "fitted_on": next(c for c in adapted.self_trained_components
