@@ -732,12 +732,7 @@ class DecisionModel:
             if round_ + 1 < settings.rounds:                   # relabel with this round's regression
                 own = component.log_probs(*component.inputs(features, present))
                 combined = replace(self.combiner, weights=weights).combine({**parts, SELF_TRAINED: own})
-        component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
-                                   "adapted_on": int(eligible.sum() + outside), "scope": settings.scope})
-        if settings.gate != "none":
-            component.settings.update({"gate": settings.gate, "outside_label_space": outside})
-        if settings.keep == "balanced":
-            component.settings["share"] = settings.share
+        component.settings.update(_self_training_record(settings, int(eligible.sum() + outside), outside))
         if settings.rounds > 1:
             component.settings["rounds"] = history              # products kept in each round drawn
         return replace(self, components=[*self.components, component],
@@ -785,13 +780,8 @@ class DecisionModel:
                                                  self.decoder.leaves[labels[kept]], self.taxonomy,
                                                  C=settings.C, max_iter=settings.max_iter,
                                                  smoothing=settings.smoothing, seed=seed)
-            component.settings.update({"keep": settings.keep, "threshold": settings.threshold,
-                                       "adapted_on": int(eligible.sum() + outside), "scope": settings.scope,
+            component.settings.update({**_self_training_record(settings, int(eligible.sum() + outside), outside),
                                        "views": "cross", "taught_by": sorted(teachers)})
-            if settings.gate != "none":
-                component.settings.update({"gate": settings.gate, "outside_label_space": outside})
-            if settings.keep == "balanced":
-                component.settings["share"] = settings.share
             added.append(component)
             weights[component.name] = float(settings.weight)
         if not added:
@@ -897,6 +887,19 @@ class DecisionModel:
         self.version = hashlib.sha256(weights).hexdigest()[:12]
         self.uri = uri
         return uri
+
+
+def _self_training_record(settings, adapted_on: int, outside: int) -> dict:
+    """What a self-trained component records of how it was fitted (``settings``:
+    :class:`prodcat.models.config.SelfTrainSettings`; ``adapted_on``: the products adapted to,
+    ``outside``: those the gate left out)."""
+    record = {"keep": settings.keep, "threshold": settings.threshold, "adapted_on": adapted_on,
+              "scope": settings.scope}
+    if settings.gate != "none":
+        record.update({"gate": settings.gate, "outside_label_space": outside})
+    if settings.keep == "balanced":
+        record["share"] = settings.share
+    return record
 
 
 def load_decision(uri: str, cfg: dict | None = None, device: str = "cpu") -> DecisionModel:
