@@ -316,6 +316,7 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
                                    output=config.output, adapt=config.adapt)
     models, loaded = {}, {}
     for name in names:
+        model = None                                  # loaded once where it is not adapted
         train = load_config(TrainConfig, train_file, [*config.train_overrides, *config.candidates[name]])
         folder = storage.join(config.output, "candidates", name)
         key = _candidate_key(config, train, name, table)
@@ -328,14 +329,15 @@ def choose(config: ChooseConfig, log: Callable[[str], None] = say) -> dict:
             log(f"[onboard choose] {name}: trained on {', '.join(others)}"
                 f"{' (' + ', '.join(config.candidates[name]) + ')' if config.candidates[name] else ''} ...")
             checkpoint, origin = fold_model(measure_config, train, table, config.platform, others, folder, log)
-            adapted = None
-            if config.adapt and getattr(load_checkpoint(checkpoint), "adapts", False):
+            adapted, model = None, load_checkpoint(checkpoint)
+            if config.adapt and getattr(model, "adapts", False):
                 checkpoint, adapted = fold_adapted(measure_config, checkpoint, config.platform, folder, log)
+                model = None                          # the adapted checkpoint is read below
             models[name] = {"checkpoint": checkpoint, "model": origin, "adapted": adapted}
             record = {"key": key, "checkpoint": "adapted" if adapted is not None else "model",  # in its folder
                       "model": origin, "adapted": adapted}
             storage.write_text(storage.join(folder, CANDIDATE), json.dumps(record, indent=2))
-        loaded[name] = load_checkpoint(models[name]["checkpoint"])
+        loaded[name] = model if model is not None else load_checkpoint(models[name]["checkpoint"])
     taxonomy = loaded[reference].taxonomy
     if any(not np.array_equal(m.taxonomy.ids, taxonomy.ids) for m in loaded.values()):
         raise ValueError("the candidates were trained in different label spaces; candidates may change "
