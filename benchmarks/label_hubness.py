@@ -50,7 +50,8 @@ def variants(scored: np.ndarray, pool: np.ndarray, ks=KS) -> dict[str, np.ndarra
 
     Args:
         scored: ``[B, C]`` cosines of the scored products to the C labels.
-        pool: ``[N, C]`` cosines of the new platform's unlabelled pool to the labels (N >= max k).
+        pool: ``[N, C]`` cosines of the new platform's unlabelled pool to the labels (N >= 1; a k
+            above N reads the whole pool).
     """
     out = {"plain": scored, "centred": scored - pool.mean(axis=0)}
     top = -np.sort(-pool, axis=0)                                          # [N, C], descending
@@ -82,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = _normalise(label_embeddings(taxonomy, ModelConfig(label_prior="paths", label_prior_feature="text"),
                                          table.manifest).astype(np.float64))
     leaves_all = set(int(n) for n in taxonomy.leaves)
-    platforms = args.platforms or sorted(np.unique(platform))
+    have = sorted(np.unique(platform).tolist())
+    platforms = args.platforms or have
+    unknown = sorted(set(platforms) - set(have))
+    if unknown:
+        parser.error(f"--platforms: {', '.join(unknown)} not in {args.products} (it has {', '.join(have)})")
     rows = []
     for a in platforms:
         space = np.array(sorted(set(np.unique(node[(platform == a) & (split == "train")]).tolist()) & leaves_all))
