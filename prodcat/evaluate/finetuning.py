@@ -74,7 +74,9 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
     """``(vectors float32 [B, D], present bool [B], trained on: product ids (str), summary)`` of
     the fold's encoder for ``product_ids`` (the fold's rows, in order); "trained on" are the
     products the encoder was fine-tuned on (:attr:`FeatureTable.trained_on`: the decision-level
-    choice never scores the fine-tuned component on them).
+    choice never scores the fine-tuned component on them). The summary names the encoder's
+    ``folder`` and ``encoder`` relative to the fine-tuning root (``settings.cache`` or
+    ``<output>/finetune``), so an evaluation's ``results.json`` names no path of this machine.
 
     ``embed_ids``: the rows the fold's models read (:func:`prodcat.evaluate.grid.rows_read`); only
     they are embedded (the others get ``present`` False), None: every row of ``product_ids``. At
@@ -129,8 +131,10 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
     if embed_ids is not None:    # the store may hold rows other folds read: this fold gets its own
         present &= np.isin(np.asarray(product_ids, dtype=str), np.asarray(embed_ids, dtype=str))
         x = np.where(present[:, None], x, np.float32(0.0)).astype(np.float32, copy=False)
+    # the record names the encoder inside the fine-tuning root (relocatable: no path of this machine)
+    encoder = storage.relative_ref(root, result.encoder) or result.encoder
     return x, present, trained_on, {"fold": fold_name, "seed": seed, "platforms": list(config.data.platforms),
-                                    "encoder": result.encoder, "fingerprint": result.fingerprint,
+                                    "encoder": encoder, "fingerprint": result.fingerprint,
                         "train_products": result.train_products, "products_per_s": result.products_per_s,
                         "seconds": result.seconds, "embedded": int(present.sum()),
                         "fold_rows": int(len(product_ids)), "folder": key, "reused": reused}

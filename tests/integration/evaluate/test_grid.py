@@ -298,6 +298,9 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
 
     own = fold["finetune"]["folder"]
     assert own.startswith("alpha+beta-seed0-") and not fold["finetune"]["reused"]
+    # relocatable: the record names the encoder inside the fine-tuning root, no path of this machine
+    assert fold["finetune"]["encoder"] == f"{own}/encoder"
+    assert str(tmp_path) not in json.dumps(json.loads((tmp_path / "eval" / "results.json").read_text())["folds"])
     stored, _ = read_store(str(tmp_path / f"eval/finetune/{own}/embeddings"), ["product_id"])
     embedded = set(stored["product_id"].to_pylist())
     read = {p for r in reads if not r.step.startswith(("finetune@", "begin:")) for p in r.product_ids}
