@@ -1,8 +1,10 @@
 """Every row of an evaluation against one model (default: ``default``), from its predictions.
 
-``prodcat evaluate`` compares every model with the tuned TF-IDF baseline; the question "does any
-part or reference row beat the default?" needs the same paired bootstrap over near-duplicate groups
-with the default as the reference. This reads ``<evaluation output>/predictions/*.parquet``
+``prodcat evaluate`` compares every model with the tuned TF-IDF baseline and, since stop 53, with
+its default (``against_default`` in ``results.json``); this script asks the same question, "does any
+part or reference row beat the default?", of evaluations made apart or before stop 53, with any
+row as the reference, from the predictions alone (``tests/integration/evaluate/test_grid.py``
+checks it gives the evaluation's own figures). This reads ``<evaluation output>/predictions/*.parquet``
 (:mod:`prodcat.evaluate.predictions`), rescores each row with the project's strict hF
 (:func:`prodcat.core.metrics.hierarchical_counts`) and writes, per fold, seed and model, hF(model)
 − hF(reference) in hF points with its 95 % paired-bootstrap interval

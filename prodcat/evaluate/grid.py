@@ -38,7 +38,14 @@ from prodcat.evaluate.finetuning import fold_feature
 from prodcat.evaluate.folds import Fold, adapt_rows, check_unlearnt, grid_cells, make_folds, prepare_fold
 from prodcat.evaluate.predictions import prediction_table, write_predictions
 from prodcat.evaluate.references import reference_models
-from prodcat.evaluate.report import comparisons_csv, plot_hf, results_csv, results_markdown, write_report
+from prodcat.evaluate.report import (
+    comparisons_csv,
+    first_grid_model,
+    plot_hf,
+    results_csv,
+    results_markdown,
+    write_report,
+)
 from prodcat.models.checkpoint import load_checkpoint
 from prodcat.train.config import TrainConfig, apply_overrides
 from prodcat.train.features import FeatureTable, describe_counts, load_feature_table, select_train_rows
@@ -265,7 +272,7 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
     progress(f"[evaluate] {describe_counts(table.counts, len(table))}")
     platforms = sorted(np.unique(table.column("platform")).tolist())
     folds = make_folds(config, read_protocol(data.products), platforms)
-    rows, fold_info, predictions, comparisons = [], [], {}, []
+    rows, fold_info, predictions, comparisons, against_default = [], [], {}, [], []
     runs = Progress("evaluate", len(folds) * len(cells) * len(config.seeds), "runs", log=progress)
     for fold in folds:
         audit.read(f"begin:{fold.name}", [])
@@ -306,10 +313,13 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
                 storage.write_text(storage.join(config.output, "results.partial.json"),  # crash insurance
                                    json.dumps({"folds": fold_info, "results": rows}, default=float))
             comparisons += compare(fold.name, counts, test.column("group_id"), config.reference, seed)
+            default = first_grid_model(rows, fold.name)
+            if default is not None:      # every other row against the default (issue 19: none ahead)
+                against_default += compare(fold.name, counts, test.column("group_id"), default, seed)
             if config.predictions:
                 write_predictions(config.output, fold.name, seed, tables)
     results = {"config": config.model_dump(mode="json"), "folds": fold_info, "results": rows,
-               "comparisons": comparisons, "seeds": list(config.seeds),
+               "comparisons": comparisons, "against_default": against_default, "seeds": list(config.seeds),
                "dataset": {"products": data.products, "embeddings": data.embeddings,
                            "features": features, "rows": len(table), "platforms": platforms,
                            "taxonomy_version": table.taxonomy.version, "counts": table.counts},
@@ -374,11 +384,11 @@ def load_results(output: str) -> dict:
 def merge_results(outputs: list[str], output: str) -> dict:
     """Merge the ``results.json`` of several evaluation folders (e.g. in-platform and LOPO run
     separately, or two grids on the same folds) into ``output``: ``results.json``, ``report.md``,
-    ``results.csv``, ``comparisons.csv`` and ``hf_by_model.png`` (per-fold plots stay in the
-    source folders). Rows and paired comparisons are unioned; a (fold, model, seed) present twice
-    keeps the later folder's row, so seeds run apart (``--set seeds=[1, 2]``) merge with seed 0
-    into one report with an interval and a verdict per seed. A fold present twice keeps the later
-    folder's description.
+    ``results.csv``, ``comparisons.csv``, ``against_default.csv`` and ``hf_by_model.png``
+    (per-fold plots stay in the source folders). Rows and paired comparisons are unioned; a (fold,
+    model, seed) present twice keeps the later folder's row, so seeds run apart (``--set
+    seeds=[1, 2]``) merge with seed 0 into one report with an interval and a verdict per seed. A
+    fold present twice keeps the later folder's description.
 
     Raises:
         FileNotFoundError: when a folder has no ``results.json``.
@@ -387,16 +397,18 @@ def merge_results(outputs: list[str], output: str) -> dict:
     parts = [load_results(o) for o in outputs]
     folds = {f["fold"]: f for p in parts for f in p["folds"]}
     rows = list({(r["fold"], r["model"], r.get("seed", 0)): r for p in parts for r in p["results"]}.values())
-    comparisons = list({(c["fold"], c["model"], c["reference"], c.get("seed", 0)): c
-                        for p in parts for c in p.get("comparisons") or []}.values())
+    comparisons, against_default = ([*{(c["fold"], c["model"], c["reference"], c.get("seed", 0)): c
+                                       for p in parts for c in p.get(key) or []}.values()]
+                                     for key in ("comparisons", "against_default"))
     seeds = sorted({r.get("seed", 0) for r in rows})
     dataset = dict(parts[-1]["dataset"])
     merged = {"config": [p["config"] for p in parts], "folds": list(folds.values()), "results": rows,
-              "comparisons": comparisons, "seeds": seeds,
+              "comparisons": comparisons, "against_default": against_default, "seeds": seeds,
               "dataset": dataset, "seconds": sum(p["seconds"] for p in parts), "merged_from": outputs}
     storage.write_text(storage.join(output, "results.json"), json.dumps(merged, indent=2, default=float))
     storage.write_text(storage.join(output, "results.csv"), results_csv(rows))
     storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(comparisons))
+    storage.write_text(storage.join(output, "against_default.csv"), comparisons_csv(against_default))
     md = results_markdown(merged) + "\nMerged from: " + ", ".join(outputs) + "\n"
     if rows:
         plot_hf(merged, storage.join(output, "hf_by_model.png"))

@@ -128,8 +128,8 @@ def _data_line(ds: dict) -> list[str]:
 
 def results_markdown(results: dict) -> str:
     """The Markdown report: folds and coverage, hF with 95 % intervals by model and fold (mean and
-    spread over seeds), the comparisons with the reference model and the error ratio, what the
-    decision-level models chose, then one table per fold."""
+    spread over seeds), the comparisons with the reference model and the error ratio, every other
+    row against the default, what the decision-level models chose, then one table per fold."""
     raw, folds = results["results"], results["folds"]
     rows = summarize(raw)
     seeds = results.get("seeds") or sorted({r.get("seed", 0) for r in raw})
@@ -169,6 +169,7 @@ def results_markdown(results: dict) -> str:
                                  for m in models])]
     lines += comparison_markdown(results.get("comparisons") or [], seeds)
     lines += error_ratio_markdown(rows, reference_of(results))
+    lines += against_default_markdown(results.get("against_default") or [], seeds)
     lines += choices_markdown(raw)
     lenient = [r for r in rows if r.get("path_consistency", 1.0) < 1.0 and "hF_lenient" in r]
     if lenient:
@@ -225,9 +226,35 @@ def finetune_markdown(folds: list[dict]) -> list[str]:
                                 "products/s", "seconds", "embedded", "fingerprint"], rows), ""]
 
 
-def comparison_markdown(comparisons: list[dict], seeds: list) -> list[str]:
+def ahead_of_default(against_default: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """``[(fold, model, its comparisons, one per seed)]`` of the rows ahead of the fold's default
+    by a real difference (paired 95 % interval over near-duplicate groups above 0) on every seed,
+    from ``results["against_default"]``; empty when no row is (issue 19: "no component and no
+    reference row beats the default by a real difference on any fold")."""
+    grouped: dict[tuple, list[dict]] = {}
+    for c in against_default:
+        grouped.setdefault((c["fold"], c["model"]), []).append(c)
+    return [(fold, model, cs) for (fold, model), cs in grouped.items()
+            if all(c["real"] and c["difference"] > 0 for c in cs)]
+
+
+def against_default_markdown(against_default: list[dict], seeds: list) -> list[str]:
+    """Every other row of each fold (ablations, components' reference rows, the baseline) against
+    the fold's default, paired over the same test products, then one line naming the rows ahead
+    of it by a real difference on every seed (or saying none is)."""
+    if not against_default:
+        return []
+    ahead = ahead_of_default(against_default)
+    line = ("No row is ahead of the default by a real difference on any fold." if not ahead else
+            "Ahead of the default by a real difference" + (" on every seed" if len(seeds) > 1 else "")
+            + ": " + "; ".join(f"{model} in {fold} ({100 * np.mean([c['difference'] for c in cs]):+.2f} points)"
+                               for fold, model, cs in ahead) + ".")
+    return comparison_markdown(against_default, seeds, "Every row against the default") + ["", line]
+
+
+def comparison_markdown(comparisons: list[dict], seeds: list, title: str | None = None) -> list[str]:
     """Every model against the reference: the paired bootstrap difference per seed and how many
-    seeds call it real."""
+    seeds call it real (``title``: the section's heading, by default "Against <reference>")."""
     if not comparisons:
         return []
     grouped: dict[tuple, list[dict]] = {}
@@ -242,7 +269,8 @@ def comparison_markdown(comparisons: list[dict], seeds: list) -> list[str]:
                    else f"mixed ({better} better, {worse} worse of {len(cs)})")
         table.append([fold, model, f"{100 * np.mean([c['difference'] for c in cs]):+.2f}",
                       "; ".join(f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]" for c in cs), verdict])
-    return ["", f"## Against {comparisons[0]['reference']} (paired bootstrap over groups)", "",
+    title = title or f"Against {comparisons[0]['reference']}"
+    return ["", f"## {title} (paired bootstrap over groups)", "",
             "A difference is real when its 95 % interval excludes 0" + (
                 f"; one interval per seed ({', '.join(map(str, seeds))}), and a verdict holds when "
                 "every seed agrees" if len(seeds) > 1 else "") + ".", "",
@@ -512,10 +540,13 @@ def write_report(results: dict, predictions: dict, output: str, plots: bool = Tr
         predictions: ``{fold: {"true": nodes [B], "taxonomy": the fold's Taxonomy,
             "models": {model: output classes [B, L]}}}``.
     """
-    written = ["results.json", "report.md", "results.csv", "comparisons.csv", "confusions.csv"]
+    written = ["results.json", "report.md", "results.csv", "comparisons.csv", "against_default.csv",
+               "confusions.csv"]
     storage.write_text(storage.join(output, "results.json"), json.dumps(results, indent=2, default=float))
     storage.write_text(storage.join(output, "results.csv"), results_csv(results["results"]))
     storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(results.get("comparisons") or []))
+    storage.write_text(storage.join(output, "against_default.csv"),
+                       comparisons_csv(results.get("against_default") or []))
     md = results_markdown(results)
     confusions = fold_confusions(results, predictions, None)          # every pair: confusions.csv
     storage.write_text(storage.join(output, "confusions.csv"), _csv(

@@ -165,8 +165,8 @@ def _headline(out: Path, seconds: dict[str, float], predicted: tuple[int, int]) 
 def _evaluation_headline(evaluation: dict) -> list[str]:
     """Per test fold: the main job's default model against the tuned lexical baseline (mean over
     seeds, intervals, the paired-bootstrap verdict, the error ratio); the best model when it is
-    another."""
-    from prodcat.evaluate.report import reference_of, summarize
+    another; the rows ahead of the default by a real difference, if any."""
+    from prodcat.evaluate.report import ahead_of_default, reference_of, summarize
 
     rows = summarize(evaluation.get("results", []))
     reference = reference_of(evaluation)
@@ -199,6 +199,11 @@ def _evaluation_headline(evaluation: dict) -> list[str]:
         best = max(mine.values(), key=lambda r: r["hF"])
         if best is not default and best is not baseline:
             text += f"; best {best['model']} {_ci(best)}"
+        if any(c["fold"] == fold for c in evaluation.get("against_default") or []):
+            ahead = [f"{model} ({100 * sum(c['difference'] for c in cs) / len(cs):+.2f} points)"
+                     for f, model, cs in ahead_of_default(evaluation["against_default"]) if f == fold]
+            text += ("; ahead of the default by a real difference: " + ", ".join(ahead) if ahead
+                     else "; no row ahead of the default by a real difference")
         lines.append(text + ".")
     return lines
 

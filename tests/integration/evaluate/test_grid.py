@@ -19,6 +19,8 @@ from prodcat.core import audit, storage
 from prodcat.core.config import load_config
 from prodcat.evaluate.folds import grid_cells
 from prodcat.evaluate.grid import EvaluateConfig, evaluate
+from prodcat.evaluate.report import ahead_of_default
+from tests.fixtures.predictions import benchmark
 from tests.fixtures.store import write_synthetic_store
 from tests.fixtures.synthetic import synthetic_products
 
@@ -73,6 +75,14 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
         (f, m, s) for f in folds for m in models if m != "tfidf" for s in (0, 1)}
     for c in results["comparisons"]:
         assert c["low"] <= c["difference"] <= c["high"] and c["reference"] == "tfidf"
+    # every other row against the default, paired on the same products: its difference is the
+    # difference of the two rows' hF, and the report says which rows are ahead of the default
+    assert {(c["fold"], c["model"], c["seed"]) for c in results["against_default"]} == {
+        (f, m, s) for f in folds for m in models if m != "default" for s in (0, 1)}
+    hf = {(r["fold"], r["model"], r["seed"]): r["hF"] for r in rows}
+    for c in results["against_default"]:
+        assert c["reference"] == "default" and c["low"] <= c["difference"] <= c["high"]
+        assert c["difference"] == pytest.approx(hf[c["fold"], c["model"], c["seed"]] - hf[c["fold"], "default", c["seed"]])
     for r in rows:
         assert 0.0 <= r["hF"] <= 1.0 and r["n"] == folds[r["fold"]]["n_test"]
         assert r["hF_ci"][0] <= r["hF"] <= r["hF_ci"][1]
@@ -107,6 +117,22 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
     assert "## hF [95 % CI] by model and fold" in md and "lopo_gamma" in md
     assert "## Against tfidf (paired bootstrap over groups)" in md and "every seed agrees" in md
     assert "## Error ratio" in md and "## What the decision-level models chose" in md
+    assert "## Every row against the default (paired bootstrap over groups)" in md
+    ahead = ahead_of_default(results["against_default"])
+    assert ("No row is ahead of the default" in md) == (not ahead)
+    for fold, model, cs in ahead:
+        assert all(c["low"] > 0 for c in cs) and f"{model} in {fold}" in md
+    assert len(list(csv.DictReader((out / "against_default.csv").open()))) == len(results["against_default"])
+    # recomputed from the predictions Parquet alone (benchmarks/paired_rows.py): the same figures
+    paired = tmp_path / "paired.json"
+    assert benchmark("paired_rows").main(["--evaluation", str(out), "--taxonomy", str(root / "cat" / "taxonomy.json"),
+                                          "--out", str(paired)]) == 0
+    again = {(r["fold"], r["model"], r["seed"]): r for r in json.loads(paired.read_text())["rows"]}
+    assert len(again) == len(results["against_default"])
+    for c in results["against_default"]:
+        r = again[c["fold"], c["model"], c["seed"]]
+        assert (r["difference"], r["low"], r["high"], r["real"]) == (
+            round(100 * c["difference"], 2), round(100 * c["low"], 2), round(100 * c["high"], 2), c["real"])
     # the largest confusions: every wrong output of the default and the reference, counted
     confusions = list(csv.DictReader((out / "confusions.csv").open()))
     assert {r["model"] for r in confusions} <= {"default", "tfidf"}
