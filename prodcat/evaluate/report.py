@@ -226,15 +226,20 @@ def finetune_markdown(folds: list[dict]) -> list[str]:
                                 "products/s", "seconds", "embedded", "fingerprint"], rows), ""]
 
 
+def by_row(comparisons: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """``{(fold, model): its paired comparisons, one per seed}``, in the order they came."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for c in comparisons:
+        grouped.setdefault((c["fold"], c["model"]), []).append(c)
+    return grouped
+
+
 def ahead_of_default(against_default: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """``[(fold, model, its comparisons, one per seed)]`` of the rows ahead of the fold's default
     by a real difference (paired 95 % interval over near-duplicate groups above 0) on every seed,
     from ``results["against_default"]``; empty when no row is (issue 19: "no component and no
     reference row beats the default by a real difference on any fold")."""
-    grouped: dict[tuple, list[dict]] = {}
-    for c in against_default:
-        grouped.setdefault((c["fold"], c["model"]), []).append(c)
-    return [(fold, model, cs) for (fold, model), cs in grouped.items()
+    return [(fold, model, cs) for (fold, model), cs in by_row(against_default).items()
             if all(c["real"] and c["difference"] > 0 for c in cs)]
 
 
@@ -257,11 +262,8 @@ def comparison_markdown(comparisons: list[dict], seeds: list, title: str | None 
     seeds call it real (``title``: the section's heading, by default "Against <reference>")."""
     if not comparisons:
         return []
-    grouped: dict[tuple, list[dict]] = {}
-    for c in comparisons:
-        grouped.setdefault((c["fold"], c["model"]), []).append(c)
     table = []
-    for (fold, model), cs in grouped.items():
+    for (fold, model), cs in by_row(comparisons).items():
         better = sum(c["real"] and c["difference"] > 0 for c in cs)
         worse = sum(c["real"] and c["difference"] < 0 for c in cs)
         verdict = (f"{model} beats" if better == len(cs) else f"{cs[0]['reference']} beats" if worse == len(cs)

@@ -166,13 +166,14 @@ def _evaluation_headline(evaluation: dict) -> list[str]:
     """Per test fold: the main job's default model against the tuned lexical baseline (mean over
     seeds, intervals, the paired-bootstrap verdict, the error ratio); the best model when it is
     another; the rows ahead of the default by a real difference, if any."""
-    from prodcat.evaluate.report import ahead_of_default, reference_of, summarize
+    from prodcat.evaluate.report import ahead_of_default, by_row, reference_of, summarize
 
     rows = summarize(evaluation.get("results", []))
     reference = reference_of(evaluation)
-    comparisons: dict[tuple, list[dict]] = {}
-    for c in evaluation.get("comparisons", []):
-        comparisons.setdefault((c["fold"], c["model"]), []).append(c)
+    comparisons = by_row(evaluation.get("comparisons", []))
+    against = evaluation.get("against_default") or []
+    compared = {c["fold"] for c in against}
+    ahead = ahead_of_default(against)
     lines = []
     for fold in dict.fromkeys(r["fold"] for r in rows):
         if fold.startswith(("val_", "in_platform_val")):
@@ -199,10 +200,10 @@ def _evaluation_headline(evaluation: dict) -> list[str]:
         best = max(mine.values(), key=lambda r: r["hF"])
         if best is not default and best is not baseline:
             text += f"; best {best['model']} {_ci(best)}"
-        if any(c["fold"] == fold for c in evaluation.get("against_default") or []):
-            ahead = [f"{model} ({100 * sum(c['difference'] for c in cs) / len(cs):+.2f} points)"
-                     for f, model, cs in ahead_of_default(evaluation["against_default"]) if f == fold]
-            text += ("; ahead of the default by a real difference: " + ", ".join(ahead) if ahead
+        if fold in compared:
+            mine_ahead = [f"{model} ({100 * sum(c['difference'] for c in cs) / len(cs):+.2f} points)"
+                          for f, model, cs in ahead if f == fold]
+            text += ("; ahead of the default by a real difference: " + ", ".join(mine_ahead) if mine_ahead
                      else "; no row ahead of the default by a real difference")
         lines.append(text + ".")
     return lines
