@@ -185,12 +185,17 @@ class Pipeline:
         self._cli(self._train_argv("multimodal", multimodal + tuned) + extra)
 
     def _nested_finetune(self, tuned: list[str]) -> dict[str, dict[str, str]]:
-        """With ``nested_finetune`` (the default): one more fine-tuning per platform Q, on
-        the others, embedded into its own store: the training split of every platform, what Q's
-        cross-platform held-out set reads (its components fit on the other platforms' training
+        """With ``nested_finetune`` (the default): one more fine-tuning per platform Q, on the
+        deployed encoder's own training products less Q's (``data.only_products``: the same
+        fine-tuning as if Q had not been there; until stop 54 a new subsample of the other
+        platforms as large as the deployed one's, about 13 s more each on the sample), embedded
+        into its own store: the training split of every platform, what Q's cross-platform held-out set reads (its components fit on the other platforms' training
         rows and predict Q's; stop 33 embedded Q's products only, and the fit found no rows);
         ``{feature: {Q: store}}`` for train's ``data.variants`` (``{}`` when off or nothing was
         fine-tuned)."""
+        from prodcat.embed.store import ENCODER_TRAINED_ON
+        from prodcat.train.finetune_loop import ENCODER_DIR
+
         if not tuned or not self.config.nested_finetune:
             return {}
         products = self.path("catalog", "products.parquet")
@@ -199,11 +204,13 @@ class Pipeline:
             return {}
         variants: dict[str, str] = {}
         split = self._train_split()
+        deployed_rows = self.path("finetune", ENCODER_DIR, ENCODER_TRAINED_ON)
         for q in platforms:
             folder = self.path(f"finetune-without-{q}")
             argv = ["finetune", "--config", _repo_path(self.config.finetune), "--products", products,
                     "--output", folder, "--set", f"name=without-{q}",
-                    "--set", f"data.platforms={json.dumps([p for p in platforms if p != q])}"]
+                    "--set", f"data.platforms={json.dumps([p for p in platforms if p != q])}",
+                    "--set", f"data.only_products={deployed_rows}"]
             if self.config.full:
                 argv += ["--set", "data.max_train_products=6000", "--set", "optim.epochs=2"]
             self._cli(argv)

@@ -103,12 +103,15 @@ class FinetuneResult:
 
 # ---------------------------------------------------------------------------------- data
 def training_rows(config: FinetuneConfig) -> pa.Table:
-    """The labelled rows of ``data.train_split`` on ``data.platforms``, subsampled to
-    ``data.max_train_products`` (seeded), labels with fewer than ``min_products_per_label``
-    products left out; columns ``product_id``, ``title``, ``description``, ``category_id``.
+    """The labelled rows of ``data.train_split`` on ``data.platforms`` (and among
+    ``data.only_products`` when set), subsampled to ``data.max_train_products`` (seeded), labels
+    with fewer than ``min_products_per_label`` products left out; columns ``product_id``,
+    ``title``, ``description``, ``category_id``.
 
     Raises:
-        ValueError: when no row is left (the message says which filter emptied it).
+        ValueError: when no row is left (the message says which filter emptied it), or
+            ``data.only_products`` has no ``product_id`` column.
+        prodcat.core.errors.UnreadableFile: ``data.only_products`` cannot be read.
     """
     data = config.data
     table = storage.read_table(data.products, columns=[
@@ -116,6 +119,13 @@ def training_rows(config: FinetuneConfig) -> pa.Table:
     keep = pc.and_(pc.is_valid(table["category_id"]), pc.equal(table["split"], data.train_split))
     if data.platforms is not None:
         keep = pc.and_(keep, pc.is_in(table["platform"], value_set=pa.array(data.platforms)))
+    if data.only_products is not None:
+        listed = storage.read_table(data.only_products)
+        if "product_id" not in listed.column_names:
+            raise ValueError(f"data.only_products {data.only_products} has no product_id column "
+                             f"(columns: {listed.column_names})")
+        keep = pc.and_(keep, pc.is_in(table["product_id"],
+                                      value_set=listed["product_id"].cast(table["product_id"].type)))
     rows = table.filter(keep)
     if data.max_train_products and rows.num_rows > data.max_train_products:
         pick = np.random.default_rng(data.sample_seed).permutation(rows.num_rows)
@@ -126,7 +136,8 @@ def training_rows(config: FinetuneConfig) -> pa.Table:
         rows = rows.filter(pc.is_in(rows["category_id"], value_set=pa.array(big, rows["category_id"].type)))
     if not rows.num_rows:
         raise ValueError(f"no training rows in {data.products}: split {data.train_split!r}, "
-                         f"platforms {data.platforms}, labelled, at least "
+                         f"platforms {data.platforms}, labelled"
+                         f"{', among ' + data.only_products if data.only_products else ''}, at least "
                          f"{data.min_products_per_label} per label; check data.*")
     return rows.select(["product_id", "title", "description", "category_id"])
 
@@ -244,7 +255,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
     check_resumable(config, head)
     n = len(data["labels"])
     log(f"[finetune] {n:,} training products ({config.data.train_split} split, platforms "
-        f"{', '.join(config.data.platforms) if config.data.platforms else 'all'}), "
+        f"{', '.join(config.data.platforms) if config.data.platforms else 'all'}"
+        f"{', among those of ' + config.data.only_products if config.data.only_products else ''}), "
         f"{len(head['labels'])} labels; {config.encoder.weights} at {config.encoder.max_tokens} "
         f"tokens, {config.optim.epochs} epoch(s), {config.scaling.num_workers} worker(s)"
         f"{' with GPUs' if config.scaling.use_gpu else ''} → {config.output}")
@@ -299,12 +311,13 @@ def training_digest(rows: pa.Table) -> str:
 
 
 def run_identity(config: FinetuneConfig) -> dict:
-    """The settings that make one encoder: every field of ``config`` but ``output``, ``name`` and
-    ``data.products`` (the table is identified by :func:`training_digest` of its training rows,
-    so a table moved or named by another path still matches), local weights made absolute."""
+    """The settings that make one encoder: every field of ``config`` but ``output``, ``name``,
+    ``data.products`` and ``data.only_products`` (the rows are identified by
+    :func:`training_digest` of the training rows, so a table or list moved or named by another
+    path still matches), local weights made absolute."""
     settings = with_absolute_paths(config).model_dump(mode="json")
     settings = {k: v for k, v in settings.items() if k not in ("output", "name")}
-    settings["data"] = {k: v for k, v in settings["data"].items() if k != "products"}
+    settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("products", "only_products")}
     return settings
 
 

@@ -26,6 +26,11 @@ class FinetuneData(StrictModel):
                                         "leave-one-platform-out fold passes its training "
                                         "platforms); None: all")
     train_split: str = Field("train", description="split name of the training rows")
+    only_products: str | None = Field(None, description="Parquet file (local or s3://) with a "
+                                      "product_id column: train only on these products, of the "
+                                      "split and platforms chosen, e.g. another fine-tuning's "
+                                      "encoder/trained_on.parquet less a platform (the main job's "
+                                      "nested encoders); None: every product")
     max_train_products: int | None = Field(None, ge=1, description="random subsample of the "
                                            "training rows (seeded by sample_seed)")
     sample_seed: int = Field(0, description="seed of the max_train_products subsample")

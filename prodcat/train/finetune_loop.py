@@ -131,14 +131,16 @@ RESUMABLE_CHANGES = ("optim.epochs", "optim.log_every_s", "scaling.", "output", 
 def run_settings(config: FinetuneConfig, training_rows: str) -> dict:
     """The dotted fields of ``config`` that a resumed run must keep (everything that changes
     the rows, the model or the optimisation), for comparison with a checkpoint's. The product
-    table counts by what it holds, not where it lies: ``data.products`` is left out and
+    table counts by what it holds, not where it lies: ``data.products`` (and
+    ``data.only_products``) are left out and
     ``data.training_rows`` holds ``training_rows``, the digest of the run's training rows
     (:func:`prodcat.train.finetune.training_digest`), so a table moved or named by another path
     resumes and an edited one does not."""
     from prodcat.core.config import flatten_dotted
 
     flat = flatten_dotted(config.model_dump(mode="json"))
-    flat = {k: v for k, v in flat.items() if k != "data.products"} | {"data.training_rows": training_rows}
+    flat = ({k: v for k, v in flat.items() if k not in ("data.products", "data.only_products")}
+            | {"data.training_rows": training_rows})
     return {k: v for k, v in sorted(flat.items()) if not k.startswith(RESUMABLE_CHANGES)}
 
 

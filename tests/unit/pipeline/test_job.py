@@ -66,7 +66,8 @@ def test_full_size_fine_tunes_more_and_no_fine_tuning_trains_on_the_store_as_it_
 
 
 def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_never_saw_it(tmp_path):
-    """nested_finetune: one fine-tuning per platform Q on the others, the training split embedded
+    """nested_finetune: one fine-tuning per platform Q on the deployed encoder's training products
+    of the other platforms, the training split embedded
     into its own store, passed to both train commands as data.variants {ft_text: {Q: store}}."""
     calls = _run_train(tmp_path)                           # the default, the sample's too
     assert [c[0] for c in calls] == ["finetune", "embed"] * 4 + ["train", "train"]
@@ -75,6 +76,9 @@ def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_ne
         out = tune[tune.index("--output") + 1]
         q = out.rsplit("finetune-without-", 1)[1]
         inner[q] = _set(tune, "data.platforms")
+        # among the deployed encoder's own training products (the same fine-tuning less q's)
+        only = next(a.split("=", 1)[1] for a in tune if a.startswith("data.only_products="))
+        assert only == str(tmp_path / "run" / "finetune" / "encoder" / "trained_on.parquet")
         assert embed[embed.index("--config") + 1] == f"{out}/encoder.yaml"
         assert embed[embed.index("--output") + 1] == f"{out}/embeddings"
         # the training split of every platform: q's held-out set fits on the others' training

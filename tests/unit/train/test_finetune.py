@@ -66,6 +66,37 @@ def test_training_rows_are_the_folds_training_split_subsampled_by_seed(tmp_path)
         rows("data.platforms=[delta]")
 
 
+def test_only_products_trains_on_another_fine_tunings_rows_less_a_platform(tmp_path):
+    """The main job's nested encoders: the deployed encoder's training products (its
+    encoder/trained_on.parquet) of the platforms left, and no new subsample."""
+    products, _ = synthetic_products(300, platforms=("alpha", "beta", "gamma"))
+    uri = str(tmp_path / "products.parquet")
+    storage.write_table(products, uri)
+    deployed = training_rows(load_config(FinetuneConfig, None, [
+        f"data.products={uri}", "data.max_train_products=60"]))
+    listed = str(tmp_path / "trained_on.parquet")
+    storage.write_table(deployed.select(["product_id"]), listed)
+    platform = {r["product_id"]: r["platform"] for r in products.to_pylist()}
+    nested = training_rows(load_config(FinetuneConfig, None, [
+        f"data.products={uri}", "data.max_train_products=60", "data.platforms=[alpha,gamma]",
+        f"data.only_products={listed}"]))
+    expected = [p for p in deployed["product_id"].to_pylist() if platform[p] != "beta"]
+    assert 0 < len(expected) < 60 and nested["product_id"].to_pylist() == expected
+    # the rows, not where their list lies, make the encoder (a moved list finds the same run)
+    from prodcat.train.finetune import run_identity
+    a = load_config(FinetuneConfig, None, [f"data.only_products={listed}"])
+    b = load_config(FinetuneConfig, None, ["data.only_products=elsewhere/trained_on.parquet"])
+    assert run_identity(a) == run_identity(b)
+    storage.write_table(pa.table({"id": ["x"]}), str(tmp_path / "bad.parquet"))
+    with pytest.raises(ValueError, match="no product_id column"):
+        training_rows(load_config(FinetuneConfig, None, [
+            f"data.products={uri}", f"data.only_products={tmp_path / 'bad.parquet'}"]))
+    storage.write_table(pa.table({"product_id": ["nobody"]}), str(tmp_path / "none.parquet"))
+    with pytest.raises(ValueError, match="among"):
+        training_rows(load_config(FinetuneConfig, None, [
+            f"data.products={uri}", f"data.only_products={tmp_path / 'none.parquet'}"]))
+
+
 def test_learning_rate_warms_up_then_decays_to_zero():
     factors = [lr_factor(s, 100, 0.1) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
