@@ -1,6 +1,6 @@
 """The main job on the real catalogues, every stage in order, into one run folder.
 
-  prodcat pipeline                      # stratified sample (≤20 products per platform category)
+  prodcat pipeline                      # stratified sample (≤25 products per platform category)
   prodcat pipeline --full               # all 57,291 records → runs/full
   prodcat pipeline --stages report      # rebuild only the report of an existing run
   prodcat pipeline --sample-per-category 60 --max-epochs 5
@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "platform left out for the stages' choice, as in the sample: --set "
                         "nested_finetune=false turns that off)")
     parser.add_argument("--sample-per-category", type=int,
-                        help="products per (platform, category) in the default sample (20: 2,487 products, sized so the main job stays within 15 minutes on a slow 2-core machine; 25 until stop 53)")
+                        help="products per (platform, category) in the default sample (25)")
     parser.add_argument("--max-epochs", type=int, help="cap the epochs of every training run")
     parser.add_argument("--stages", nargs="+", metavar="STAGE",
                         choices=MAIN_JOB_STEPS,

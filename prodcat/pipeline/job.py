@@ -48,10 +48,8 @@ class PipelineConfig(StrictModel):
     output: str = Field("runs/sample", description="run folder (local path); --full uses runs/full")
     full: bool = Field(False, description="all products instead of the stratified sample")
     sample_per_category: int = Field(
-        20, ge=1, description="default size: at most this many products per (platform, Google "
-        "category), chosen by a hash of product_id, so every category stays represented (20: "
-        "2,487 products; 25, 2,937 products, until stop 53, when the job ran over 15 minutes on "
-        "slower 2-core machines)")
+        25, ge=1, description="default size: at most this many products per (platform, Google "
+        "category), chosen by a hash of product_id, so every category stays represented")
     encoders: str = Field("configs/encoders.offline.yaml", description="EmbedConfig YAML")
     train: str = Field("configs/train.default.yaml", description="TrainConfig YAML (best known)")
     evaluate: str = Field("configs/evaluate.default.yaml", description="EvaluateConfig YAML")
