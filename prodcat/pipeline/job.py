@@ -189,11 +189,11 @@ class Pipeline:
         """With ``nested_finetune`` (the default): one more fine-tuning per platform Q, on the
         deployed encoder's own training products less Q's (``data.only_products``: the same
         fine-tuning as if Q had not been there; until stop 54 a new subsample of the other
-        platforms as large as the deployed one's, about 13 s more each on the sample), embedded
-        into its own store: the training split of every platform, what Q's cross-platform held-out set reads (its components fit on the other platforms' training
-        rows and predict Q's; stop 33 embedded Q's products only, and the fit found no rows);
-        ``{feature: {Q: store}}`` for train's ``data.variants`` (``{}`` when off or nothing was
-        fine-tuned)."""
+        platforms as large as the deployed one's, about 11 s more each on the sample), embedded
+        into its own store: the training split of every platform, what Q's cross-platform
+        held-out set reads (its components fit on the other platforms' training rows and predict
+        Q's; stop 33 embedded Q's products only, and the fit found no rows); ``{feature: {Q:
+        store}}`` for train's ``data.variants`` (``{}`` when off or nothing was fine-tuned)."""
         from prodcat.embed.store import ENCODER_TRAINED_ON
         from prodcat.train.finetune_loop import ENCODER_DIR
 
