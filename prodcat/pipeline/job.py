@@ -194,7 +194,7 @@ class Pipeline:
         held-out set reads (its components fit on the other platforms' training rows and predict
         Q's; stop 33 embedded Q's products only, and the fit found no rows); ``{feature: {Q:
         store}}`` for train's ``data.variants`` (``{}`` when off or nothing was fine-tuned)."""
-        from prodcat.embed.store import ENCODER_TRAINED_ON
+        from prodcat.embed.store import ENCODER_TRAINED_ON, encoder_trained_on
         from prodcat.train.finetune_loop import ENCODER_DIR
 
         if not tuned or not self.config.nested_finetune:
@@ -205,7 +205,11 @@ class Pipeline:
             return {}
         variants: dict[str, str] = {}
         split = self._train_split()
-        deployed_rows = self.path("finetune", ENCODER_DIR, ENCODER_TRAINED_ON)
+        deployed_rows = encoder_trained_on(self.path("finetune", ENCODER_DIR))
+        if deployed_rows is None:
+            raise RuntimeError(f"the deployed encoder {self.path('finetune', ENCODER_DIR)} lists no "
+                               f"training products ({ENCODER_TRAINED_ON}), which its nested "
+                               "fine-tunings start from: fine-tune it again (a new --output)")
         for q in platforms:
             folder = self.path(f"finetune-without-{q}")
             argv = ["finetune", "--config", _repo_path(self.config.finetune), "--products", products,

@@ -24,6 +24,8 @@ def _run_train(tmp_path: Path, **settings) -> list[list[str]]:
             out = Path(argv[argv.index("--output") + 1])
             out.mkdir(parents=True, exist_ok=True)
             (out / "finetune_result.json").write_text(json.dumps({"feature": "ft_text"}))
+            (out / "encoder").mkdir(exist_ok=True)
+            pq.write_table(pa.table({"product_id": ["a:1", "b:1"]}), out / "encoder" / "trained_on.parquet")
         return 0
 
     catalog = tmp_path / "run" / "catalog"
@@ -89,6 +91,11 @@ def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_ne
         variants = _set(train, "data.variants")
         assert {q: Path(v).parent.name for q, v in variants["ft_text"].items()} == {
             q: f"finetune-without-{q}" for q in inner}
+    # a deployed encoder without its list of training products: the nested step says so and stops
+    (tmp_path / "run" / "finetune" / "encoder" / "trained_on.parquet").unlink()
+    pipeline = Pipeline(PipelineConfig(output=str(tmp_path / "run")), lambda _argv: 0, log=lambda _m: None)
+    with pytest.raises(RuntimeError, match="lists no training products"):
+        pipeline._nested_finetune(["ft_text"])
     off = _run_train(tmp_path / "off", full=True, nested_finetune=False)
     assert [c[0] for c in off] == ["finetune", "embed", "train", "train"]
     assert _set(off[2], "data.variants") is None

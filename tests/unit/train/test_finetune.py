@@ -10,7 +10,7 @@ import pytest
 from prodcat.core import storage
 from prodcat.core.config import ConfigError, load_config
 from prodcat.core.paths import REPO_ROOT as REPO
-from prodcat.train.finetune import training_rows
+from prodcat.train.finetune import run_identity, training_rows
 from prodcat.train.finetune_config import FinetuneConfig
 from prodcat.train.finetune_loop import epoch_batches, epoch_rows, lr_factor, steps_per_epoch
 from tests.fixtures.synthetic import synthetic_products
@@ -83,7 +83,6 @@ def test_only_products_trains_on_another_fine_tunings_rows_less_a_platform(tmp_p
     expected = [p for p in deployed["product_id"].to_pylist() if platform[p] != "beta"]
     assert 0 < len(expected) < 60 and nested["product_id"].to_pylist() == expected
     # the rows, not where their list lies, make the encoder (a moved list finds the same run)
-    from prodcat.train.finetune import run_identity
     a = load_config(FinetuneConfig, None, [f"data.only_products={listed}"])
     b = load_config(FinetuneConfig, None, ["data.only_products=elsewhere/trained_on.parquet"])
     assert run_identity(a) == run_identity(b)
