@@ -109,3 +109,48 @@ def torch_device(preference: str = "auto") -> str:
     if preference.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no GPU is visible; use device=auto or cpu")
     return preference
+
+
+def cpu_computes_bf16() -> bool:
+    """True when this process's CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX tiles), so
+    oneDNN runs bf16 matmuls and convolutions natively, about twice as fast as float32 (measured
+    by ``benchmarks/cpu_bf16.py``); False elsewhere (bf16 would be emulated, slower than float32).
+    Read through ``torch.cpu``'s capability checks; False when this torch has none."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def autocast(device, precision: str):
+    """The autocast context for computing on ``device`` (``"cpu"``, ``"cuda[:N]"`` or a
+    ``torch.device``) at ``precision`` (``fp32``, ``fp16`` or ``bf16``).
+
+    On a GPU: ``torch.autocast("cuda")`` with float16 or bfloat16. On the CPU: bfloat16 autocast
+    when ``precision`` is ``bf16`` and the CPU computes bf16 natively (:func:`cpu_computes_bf16`);
+    otherwise float32 (fp16 is not sped up on CPUs, and bf16 emulated is slower than float32).
+    Autocast runs matmuls and convolutions in the low precision and keeps softmax, layer norm,
+    weights and optimizer state in float32 (PyTorch's autocast op lists). A no-op context for fp32.
+    """
+    import contextlib
+
+    import torch
+
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if kind == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    if kind == "cpu" and precision == "bf16" and cpu_computes_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compute_precision(device: str, precision: str) -> str:
+    """The precision :func:`autocast` actually computes in on ``device`` for a configured
+    ``precision``: ``precision`` on a GPU, ``bf16`` on a CPU that computes it natively when asked,
+    else ``fp32`` (for logs and manifests)."""
+    kind = str(device).split(":")[0]
+    if precision == "fp32" or kind == "cuda":
+        return precision
+    return "bf16" if precision == "bf16" and cpu_computes_bf16() else "fp32"

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from prodcat.core.console import clock as _clock
+from prodcat.core.runtime import autocast
 from prodcat.embed.encoders.fingerprint import resolve_weights
 from prodcat.embed.encoders.text import pool_hidden
 from prodcat.models.checkpoint import load_optimizer_state, optimizer_state
@@ -282,7 +283,7 @@ def _one_epoch(model, optimizer, data: dict, epoch: int, state: dict, total: int
         factor = lr_factor(step, total, opt.warmup)
         for group in optimizer.param_groups:
             group["lr"] = group["peak"] * factor
-        with _autocast(device, opt.precision):
+        with autocast(device, opt.precision):
             logits = model(ids, mask)                                   # [B, C]
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -342,16 +343,6 @@ def _sayer(queue, rank: int):
             except Exception:  # noqa: BLE001 - the driver's queue is gone (its node died): log only
                 pass
     return say
-
-
-def _autocast(device, precision: str):
-    import contextlib
-
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class _nothing:

@@ -13,14 +13,13 @@ not ``ok``) and ``status_<f>``. ``encode(batch)`` is ``forward(prepare(batch))``
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from prodcat.core.runtime import torch_device
+from prodcat.core.runtime import autocast, torch_device
 from prodcat.embed.encoders.fingerprint import Fingerprint
 from prodcat.embed.encoders.inputs import (  # noqa: F401  (re-exported names)
     IMAGE_STATUS,
@@ -79,13 +78,10 @@ class Encoder:
 
     # -- shared helpers -------------------------------------------------------------------------
     def autocast(self):
-        """fp16/bf16 autocast on a GPU when configured; a no-op (float32) on the CPU."""
-        import torch
-
-        if self.device.startswith("cuda") and self.config.precision != "fp32":
-            dtype = torch.float16 if self.config.precision == "fp16" else torch.bfloat16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+        """The autocast context of ``config.precision`` on this encoder's device: fp16/bf16 on a
+        GPU, bf16 on a CPU with bf16 instructions, else float32
+        (:func:`prodcat.core.runtime.autocast`)."""
+        return autocast(self.device, self.config.precision)
 
     def to_device(self, array: np.ndarray):
         """A numpy array → a tensor on the device: through pinned memory with a non-blocking
@@ -102,7 +98,7 @@ class Encoder:
     def pixels_to_device(self, pixels: np.ndarray):
         """Prepared pixels ``[B, S, S, 3]`` (float32, float16 or bfloat16 bits as int16) → ``[B,
         3, S, S]`` on the device with channels-last strides (a view, no copy); float32 on the
-        CPU, which computes in float32 whatever the precision."""
+        CPU (where autocast lowers the convolutions to bf16 when the CPU computes it)."""
         import torch
 
         x = self.to_device(pixels)                                     # [B, S, S, 3]

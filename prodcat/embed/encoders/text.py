@@ -16,8 +16,10 @@ from prodcat.embed.encoders.inputs import TextInputs, input_column
 
 def pool_hidden(hidden, mask, pooling: str):
     """Token states ``[B, T, H]`` and mask ``[B, T]`` → one vector per row ``[B, H]``: the mean
-    over real tokens (``mean``) or the first token (``cls``). The text encoder and fine-tuning
+    over real tokens (``mean``) or the first token (``cls``), in float32 whatever precision
+    autocast computed the states in. The text encoder and fine-tuning
     (:mod:`prodcat.train.finetune_loop`) both pool here, so a fine-tuned encoder is a drop-in."""
+    hidden = hidden.float()
     if pooling == "cls":
         return hidden[:, 0]                                                  # [B, H]
     weights = mask.unsqueeze(-1).to(hidden.dtype)                            # [B, T, 1]

@@ -68,3 +68,34 @@ def test_ephemeral_range_reads_the_kernel_setting_and_falls_back(tmp_path):
     setting.write_text("40000\t50000\n")
     assert ephemeral_range(str(setting)) == (40000, 50000)
     assert ephemeral_range(str(tmp_path / "missing")) == (32768, 60999)
+
+
+def test_autocast_lowers_to_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
+    """``runtime.autocast``: bf16 on the CPU when it computes bf16 natively, float32 on other
+    CPUs (bf16 emulated would be slower) and for fp16 or fp32; ``compute_precision`` says which."""
+    import torch
+
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 3)
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda native=native: native)
+        with runtime.autocast("cpu", "bf16"):
+            y = x @ w
+        assert y.dtype == (torch.bfloat16 if native else torch.float32)
+        assert runtime.compute_precision("cpu", "bf16") == ("bf16" if native else "fp32")
+        for precision in ("fp32", "fp16"):
+            with runtime.autocast(torch.device("cpu"), precision):
+                assert (x @ w).dtype == torch.float32
+            assert runtime.compute_precision("cpu", precision) == "fp32"
+    assert runtime.compute_precision("cuda:0", "fp16") == "fp16"
+
+
+def test_cpu_computes_bf16_reads_the_cpu_flags():
+    """True exactly when /proc/cpuinfo lists AVX512-BF16 or AMX (Linux x86; skipped elsewhere)."""
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    if not info.exists() or "flags" not in info.read_text():
+        pytest.skip("no /proc/cpuinfo flags here")
+    flags = set(next(line for line in info.read_text().splitlines() if line.startswith("flags")).split())
+    assert runtime.cpu_computes_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})

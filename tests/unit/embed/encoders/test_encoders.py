@@ -102,10 +102,18 @@ def test_image_size_from_config_or_pretrained(tiny):
     assert vit.fingerprint.key != vit48.fingerprint.key
 
 
-def test_cpu_runs_float32_whatever_the_precision(tiny):
+def test_cpu_precision_bf16_only_where_the_cpu_computes_it(tiny, monkeypatch):
+    """bf16 on the CPU: bfloat16 autocast where the CPU has bf16 instructions, float32 elsewhere;
+    fp16 stays float32 on any CPU; the vectors come out float32 either way."""
+    from prodcat.core import runtime
+
     enc = build_encoder(_config("text", tiny["text"], precision="bf16", device="cpu"))
-    assert enc.encode_texts(["shirt"]).dtype == np.float32
-    assert type(enc.autocast()).__name__ == "nullcontext"
+    half = build_encoder(_config("text", tiny["text"], precision="fp16", device="cpu"))
+    for native in (False, True):
+        monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda native=native: native)
+        assert enc.encode_texts(["shirt"]).dtype == np.float32
+        assert (type(enc.autocast()).__name__ == "nullcontext") is not native
+        assert type(half.autocast()).__name__ == "nullcontext"
 
 
 def test_fingerprint_tracks_weights_and_settings(tiny):
