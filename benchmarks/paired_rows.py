@@ -21,6 +21,13 @@ rows. A model present in more than one of them must have the same predictions in
 that the shared rows reproduce), else the command stops. With several folders, a fold and seed
 that lacks the reference model is left out, and said so on stderr.
 
+Two runs of the same models (e.g. the main job with its encoders in bf16 and in float32, stop 56)
+are told apart with ``--suffix``, one per folder, appended to that folder's model names; an
+``--against`` holding ``{model}`` compares each model with its own twin:
+
+    python benchmarks/paired_rows.py --evaluation runs/bf16/eval runs/fp32/eval --suffix "" @fp32 \
+        --against "{model}@fp32" --taxonomy runs/bf16/catalog/taxonomy.json
+
 Raises SystemExit with a message when the predictions folder is empty, the reference model is
 missing from a fold (with several folders: from every fold), or a model shared by two folders
 predicts differently in them.
@@ -65,35 +72,45 @@ def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
             true = np.asarray([taxonomy.label_node(int(c)) for c in sub["true_category_id"]])
             counts[model] = (hierarchical_counts(taxonomy, true, level_classes(taxonomy, list(sub["level_category_ids"]))),
                              sub["group_id"].to_numpy())
-        if against not in counts:
+        twins = "{model}" in against
+        if not twins and against not in counts:
             raise SystemExit(f"{fold} seed {seed}: no model named {against!r} (models: {sorted(counts)})")
-        ref, groups = counts[against]
         for model, (c, g) in counts.items():
-            if model == against:
-                continue
+            reference = against.format(model=model) if twins else against
+            if model == reference or reference not in counts:
+                continue                                   # the reference itself, or no twin
+            ref, groups = counts[reference]
             d = paired_difference(c, ref, groups)
             hf = prf_from_counts(*c.sum(axis=0))["hF"]
             rows.append({"fold": fold, "seed": int(seed), "model": model, "hF": round(float(hf), 4),
                          "difference": round(100 * d.estimate, 2), "low": round(100 * d.low, 2),
                          "high": round(100 * d.high, 2), "real": bool(d.excludes_zero()),
+                         "against": reference,
                          "verdict": "no real difference" if not d.excludes_zero() else (
-                             f"{model} beats" if d.low > 0 else f"{against} beats")})
+                             f"{model} beats" if d.low > 0 else f"{reference} beats")})
     return rows
 
 
-def merged_predictions(folders: list[str]) -> dict[str, pa.Table]:
-    """``{file name: table}``: each fold-and-seed predictions file, the union of the folders' rows.
+def merged_predictions(folders: list[str], suffixes: list[str] | None = None) -> dict[str, pa.Table]:
+    """``{file name: table}``: each fold-and-seed predictions file, the union of the folders' rows,
+    each folder's model names followed by its entry of ``suffixes`` (none by default).
 
     Raises:
         SystemExit: no predictions in a folder, or a model in two folders with different predictions.
     """
     tables: dict[str, pa.Table] = {}
-    for folder in folders:
+    suffixes = suffixes or [""] * len(folders)
+    if len(suffixes) != len(folders):
+        raise SystemExit(f"--suffix needs one entry per --evaluation folder ({len(folders)}), got {len(suffixes)}")
+    for folder, suffix in zip(folders, suffixes):
         files = sorted(Path(folder, "predictions").glob("*.parquet"))
         if not files:
             raise SystemExit(f"no predictions under {folder}/predictions")
         for f in files:
             table = pq.read_table(f)
+            if suffix:
+                renamed = pc.binary_join_element_wise(table.column("model"), pa.scalar(suffix), "")
+                table = table.set_column(table.column_names.index("model"), "model", renamed)
             if f.name not in tables:
                 tables[f.name] = table
                 continue
@@ -121,23 +138,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluation", required=True, nargs="+",
                         help="`prodcat evaluate` output folder(s); several are read as one")
     parser.add_argument("--taxonomy", required=True, help="the catalogue's taxonomy.json")
-    parser.add_argument("--against", default="default", help="the reference model (default: default)")
+    parser.add_argument("--against", default="default", help="the reference model (default: "
+                        "default); with {model} in it, each model against that name, e.g. "
+                        "'{model}@fp32' with --suffix")
+    parser.add_argument("--suffix", nargs="+", help="one per --evaluation folder, appended to its "
+                        "model names (\"\" for none), to compare two runs of the same models")
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args(argv)
-    tables = merged_predictions(args.evaluation)
+    tables = merged_predictions(args.evaluation, args.suffix)
     taxonomy = Taxonomy.from_json(Path(args.taxonomy).read_text())
     rows = []
     for name in sorted(tables):
-        if len(args.evaluation) > 1 and args.against not in set(tables[name].column("model").to_pylist()):
+        if (len(args.evaluation) > 1 and "{model}" not in args.against
+                and args.against not in set(tables[name].column("model").to_pylist())):
             print(f"{name}: no model named {args.against!r}; left out", file=sys.stderr)
             continue
         rows += compare(tables[name], taxonomy, args.against)
     if not rows:
         raise SystemExit(f"no fold has a model named {args.against!r}")
-    print(f"| fold | seed | model | hF | hF − {args.against} (points) | 95 % CI | verdict |")
+    print(f"| fold | seed | model | hF | hF − {args.against} (points) | 95 % CI | verdict |".replace("{model}", "model"))
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['fold']} | {r['seed']} | {r['model']} | {r['hF']:.3f} | {r['difference']:+.2f} | "
+        print(f"| {r['fold']} | {r['seed']} | {r['model']} | {r['hF']:.4f} | {r['difference']:+.2f} | "
               f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['verdict']} |")
     if args.out:
         evaluation = args.evaluation[0] if len(args.evaluation) == 1 else args.evaluation

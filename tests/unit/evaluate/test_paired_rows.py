@@ -66,3 +66,25 @@ def test_two_evaluations_are_read_as_one_and_shared_rows_must_agree(tmp_path):
         _module().main(args + [str(tmp_path / "first"), str(tmp_path / "differs")])
     with pytest.raises(SystemExit, match="no fold has a model named 'nobody'"):
         _module().main(args + [str(tmp_path / "first"), str(tmp_path / "second"), "--against", "nobody"])
+
+
+def test_two_runs_of_the_same_models_each_against_its_twin(tmp_path):
+    """--suffix tells two runs' models apart; --against '{model}@b' pairs each with its twin."""
+    taxonomy, true, wrong = _labels(seed=2)
+    (tmp_path / "taxonomy.json").write_text(taxonomy.to_json())
+    runs = {"a": pa.concat_tables([_rows(taxonomy, "default", true, true), _rows(taxonomy, "tfidf", wrong, true)]),
+            "b": pa.concat_tables([_rows(taxonomy, "default", wrong, true), _rows(taxonomy, "tfidf", wrong, true)])}
+    for name, table in runs.items():
+        (tmp_path / name / "predictions").mkdir(parents=True)
+        pq.write_table(table, tmp_path / name / "predictions" / "lopo_beta-seed0.parquet")
+    out = tmp_path / "paired.json"
+    assert _module().main(["--evaluation", str(tmp_path / "a"), str(tmp_path / "b"), "--suffix", "", "@b",
+                           "--against", "{model}@b", "--taxonomy", str(tmp_path / "taxonomy.json"),
+                           "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"default", "tfidf"}                    # the @b rows are only references
+    assert rows["default"]["against"] == "default@b" and rows["default"]["verdict"] == "default beats"
+    assert rows["tfidf"]["difference"] == 0 and not rows["tfidf"]["real"]
+    with pytest.raises(SystemExit, match="one entry per --evaluation folder"):
+        _module().main(["--evaluation", str(tmp_path / "a"), str(tmp_path / "b"), "--suffix", "@x",
+                        "--taxonomy", str(tmp_path / "taxonomy.json")])
