@@ -114,7 +114,7 @@ def torch_device(preference: str = "auto") -> str:
 def cpu_computes_bf16() -> bool:
     """True when this process's CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX tiles), so
     oneDNN runs bf16 matmuls and convolutions natively, about twice as fast as float32 (measured
-    by ``benchmarks/cpu_bf16.py``); False elsewhere (bf16 would be emulated, slower than float32).
+    by ``benchmarks/cpu_bf16.py``); False elsewhere (no native bf16 kernels: float32 is kept).
     Read through ``torch.cpu``'s capability checks; False when this torch has none."""
     import torch
 
@@ -128,7 +128,7 @@ def autocast(device, precision: str):
 
     On a GPU: ``torch.autocast("cuda")`` with float16 or bfloat16. On the CPU: bfloat16 autocast
     when ``precision`` is ``bf16`` and the CPU computes bf16 natively (:func:`cpu_computes_bf16`);
-    otherwise float32 (fp16 is not sped up on CPUs, and bf16 emulated is slower than float32).
+    otherwise float32 (fp16 autocast is not used on CPUs, nor bf16 without native kernels).
     Autocast runs matmuls and convolutions in the low precision and keeps softmax, layer norm,
     weights and optimizer state in float32 (PyTorch's autocast op lists). A no-op context for fp32.
     """

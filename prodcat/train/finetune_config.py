@@ -59,8 +59,8 @@ class FinetuneOptim(StrictModel):
                       "resumed run continues exactly as an uninterrupted one)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="autocast dtype of the forward and backward: bf16 on recent GPUs and "
-        "on CPUs with bfloat16 instructions (AVX512-BF16 or AMX; about 1.7x the float32 speed "
-        "on 2 cores, benchmarks/cpu_bf16.py), float32 on other CPUs; weights and optimizer state "
+        "on CPUs with bfloat16 instructions (AVX512-BF16 or AMX; a step about 1.6x the float32 "
+        "speed on one thread here, benchmarks/cpu_bf16.py), float32 on other CPUs; weights and optimizer state "
         "stay fp32")
     log_every_s: float = Field(30.0, gt=0, description="seconds between progress lines within "
                                "an epoch")
