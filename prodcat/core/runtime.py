@@ -154,3 +154,17 @@ def compute_precision(device: str, precision: str) -> str:
     if precision == "fp32" or kind == "cuda":
         return precision
     return "bf16" if precision == "bf16" and cpu_computes_bf16() else "fp32"
+
+
+def precision_note(device: str, precision: str) -> str:
+    """What a log line says of the precision on ``device`` (``"cpu"`` or ``"cuda"``) for a
+    configured ``precision``: ``""`` for fp32, the precision computed (``"bf16"``, ``"fp16"``), or
+    why float32 runs instead (``"fp32 (this CPU has no bf16 instructions)"``,
+    ``"fp32 (fp16 runs on GPUs only)"``)."""
+    computes = compute_precision(device, precision)
+    if precision == "fp32":
+        return ""
+    if computes != "fp32":
+        return computes
+    return ("fp32 (this CPU has no bf16 instructions)" if precision == "bf16"
+            else f"fp32 ({precision} runs on GPUs only)")

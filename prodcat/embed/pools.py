@@ -50,19 +50,16 @@ def pool_strategy(enc: EncoderBase, num_gpus: float):
 def describe_pools(encoders: Mapping[str, EncoderBase], gpus: Mapping[str, float]) -> str:
     """One line: per encoder its pool size (min–max), CPUs or GPUs and memory per actor, and the
     precision it computes in when not float32 (on CPUs as this node's CPU decides:
-    :func:`prodcat.core.runtime.compute_precision`)."""
-    from prodcat.core.runtime import compute_precision
+    :func:`prodcat.core.runtime.precision_note`)."""
+    from prodcat.core.runtime import precision_note
 
     parts = []
     for name, enc in encoders.items():
         size = (f"{enc.pool_size}" if not enc.max_pool_size or enc.max_pool_size == enc.pool_size
                 else f"{enc.pool_size}–{enc.max_pool_size}")
         memory = f", {enc.memory_gib:g} GiB" if enc.memory_gib else ""
-        computes = compute_precision("cuda" if gpus[name] else "cpu", enc.precision)
-        if computes != "fp32":
-            memory += f", {computes}"
-        elif enc.precision == "bf16":
-            memory += ", fp32 (this CPU has no bf16 instructions)"
+        note = precision_note("cuda" if gpus[name] else "cpu", enc.precision)
+        memory += f", {note}" if note else ""
         parts.append(f"{name} {size} actor(s) × {gpus[name]:g} GPU{memory}" if gpus[name]
                      else f"{name} {size} actor(s) × {enc.num_cpus:g} CPU{memory}")
     return ", ".join(parts)

@@ -259,7 +259,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         f"{', among those of ' + config.data.only_products if config.data.only_products else ''}), "
         f"{len(head['labels'])} labels; {config.encoder.weights} at {config.encoder.max_tokens} "
         f"tokens, {config.optim.epochs} epoch(s), {config.scaling.num_workers} worker(s)"
-        f"{' with GPUs' if config.scaling.use_gpu else ''}{_precision_note(config)} → {config.output}")
+        f"{' with GPUs' if config.scaling.use_gpu else ''}{_precision(config)} → {config.output}")
     ensure_ray()
     data_ref = ray.put({k: data[k] for k in ("ids", "mask", "labels")})
     with _Lines(log if progress else None) as queue:
@@ -468,12 +468,11 @@ class _Lines:
             pass
 
 
-def _precision_note(config: FinetuneConfig) -> str:
-    """``", bf16 autocast"`` and the like for the start line; empty for float32."""
-    from prodcat.core.runtime import compute_precision
 
-    asked = config.optim.precision
-    computes = compute_precision("cuda" if config.scaling.use_gpu else "cpu", asked)
-    if computes != "fp32":
-        return f", {computes} autocast"
-    return ", fp32 (this CPU has no bf16 instructions)" if asked != "fp32" else ""
+def _precision(config: FinetuneConfig) -> str:
+    """``", bf16"`` and the like for the start line (:func:`prodcat.core.runtime.precision_note`);
+    empty for float32."""
+    from prodcat.core.runtime import precision_note
+
+    note = precision_note("cuda" if config.scaling.use_gpu else "cpu", config.optim.precision)
+    return f", {note}" if note else ""

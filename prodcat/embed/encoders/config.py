@@ -27,8 +27,8 @@ class EncoderBase(StrictModel):
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="autocast dtype: fp16 or bf16 on a GPU; bf16 also on a CPU with "
         "bfloat16 instructions (AVX512-BF16 or AMX; about 2x the float32 speed, "
-        "benchmarks/cpu_bf16.py), float32 on other CPUs. Not in the fingerprint: vectors agree "
-        "with float32's to a cosine of ~0.9995 or better")
+        "benchmarks/cpu_bf16.py), float32 on other CPUs. Not in the fingerprint: each vector of "
+        "the offline encoders stays within a cosine of 0.994 of float32's")
     batch_size: int = Field(64, gt=0, description="products per forward pass (and Ray Data batch); "
                             "on a GPU large enough to fill it (benchmarks/embed_gpu.py measures it)")
     pool_size: int = Field(1, gt=0, description="actors this encoder's Ray Data actor pool starts "

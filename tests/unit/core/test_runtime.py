@@ -99,3 +99,14 @@ def test_cpu_computes_bf16_reads_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo flags here")
     flags = set(next(line for line in info.read_text().splitlines() if line.startswith("flags")).split())
     assert runtime.cpu_computes_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+def test_precision_note_says_what_runs(monkeypatch):
+    """The log lines' words: nothing for fp32, the precision computed, or why float32 runs."""
+    monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda: False)
+    assert runtime.precision_note("cpu", "fp32") == ""
+    assert runtime.precision_note("cpu", "bf16") == "fp32 (this CPU has no bf16 instructions)"
+    assert runtime.precision_note("cpu", "fp16") == "fp32 (fp16 runs on GPUs only)"
+    assert runtime.precision_note("cuda", "fp16") == "fp16"
+    monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda: True)
+    assert runtime.precision_note("cpu", "bf16") == "bf16"

@@ -163,6 +163,7 @@ def test_pool_line_says_the_precision_computed(monkeypatch):
     assert line.endswith("plain 1 actor(s) × 1 CPU")
     monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda: False)
     assert "text 1 actor(s) × 1 CPU, fp32 (this CPU has no bf16 instructions)" in describe_pools(encoders, gpus)
+    assert "image 1 actor(s) × 1 CPU, fp32 (fp16 runs on GPUs only)" in describe_pools(encoders, {**gpus, "image": 0.0})
 
 
 def test_pool_config_is_checked():
