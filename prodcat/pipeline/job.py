@@ -32,6 +32,7 @@ from pydantic import Field
 from prodcat.core import storage
 from prodcat.core.config import StrictModel
 from prodcat.core.console import say
+from prodcat.core.errors import DataError
 from prodcat.core.paths import REPO_ROOT
 from prodcat.core.runtime import ensure_ray
 from prodcat.core.stages import MAIN_JOB_STEPS
@@ -40,6 +41,12 @@ from prodcat.pipeline.report import write_report
 
 #: the steps of the main job, in order (defined in prodcat.core.stages)
 STAGES = MAIN_JOB_STEPS
+
+
+class StageFailed(DataError, RuntimeError):
+    """A stage's command exited with an error it printed itself (a file it cannot read, a
+    checkpoint of other settings in the run folder); the pipeline's CLI adds this line without a
+    traceback."""
 
 
 class PipelineConfig(StrictModel):
@@ -117,12 +124,15 @@ class Pipeline:
         """Run one ``prodcat`` command line, printed first.
 
         Raises:
-            RuntimeError: when it exits with a non-zero code.
+            StageFailed: (a ``RuntimeError``) when it exits with a non-zero code, having printed
+                its own error.
         """
         self.log("$ prodcat " + " ".join(argv))
         code = self.command(argv)
         if code:
-            raise RuntimeError(f"prodcat {argv[0]} exited with {code}")
+            raise StageFailed(f"prodcat {argv[0]} exited with {code} (its error is above); the run "
+                              f"folder's earlier stages are kept in {self.out}: mend what the error "
+                              "names and rerun, or give a new --output")
 
     def run(self) -> dict:
         """Run every configured stage; returns ``pipeline.json``'s content.

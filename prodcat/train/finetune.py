@@ -46,6 +46,7 @@ import yaml
 
 from prodcat.core import storage
 from prodcat.core.console import clock, say
+from prodcat.core.errors import DataError
 from prodcat.core.runtime import ensure_ray
 from prodcat.embed.encoders import TextEncoderConfig
 from prodcat.embed.encoders.inputs import TextInputs, input_column
@@ -180,19 +181,28 @@ def latest_checkpoint(config: FinetuneConfig) -> str | None:
     return storage.join(run, names[-1]) if names else None
 
 
+class CheckpointMismatch(DataError, ValueError):
+    """The output + name holds a checkpoint of another fine-tuning (other settings or labels); the
+    message names what changed, the checkpoint, and what to do. The CLI prints it without a
+    traceback."""
+
+
 def check_resumable(config: FinetuneConfig, head: dict) -> None:
     """Before starting Ray Train: a rerun of this output + name must have the settings and
     labels of the run it resumes.
 
     Raises:
-        ValueError: naming the fields that changed (or the label count).
+        CheckpointMismatch: (a ``ValueError``) naming the fields that changed (or the label
+            count), the checkpoint, and the two ways on: another output or name, or removing
+            the output to start over.
     """
     latest = latest_checkpoint(config)
     if latest is None or not storage.exists(storage.join(latest, HEAD_META)):
         return
     problem = resume_problem(json.loads(storage.read_text(storage.join(latest, HEAD_META))), head)
     if problem:
-        raise ValueError(f"{problem} ({latest})")
+        raise CheckpointMismatch(f"{problem} ({latest}); or remove {config.output} to fine-tune "
+                                 "there anew")
 
 
 def build_trainer(config: FinetuneConfig, data_ref, head: dict, progress_queue=None,

@@ -96,6 +96,14 @@ def test_nested_fine_tuning_gives_each_platforms_held_out_set_an_encoder_that_ne
     pipeline = Pipeline(PipelineConfig(output=str(tmp_path / "run")), lambda _argv: 0, log=lambda _m: None)
     with pytest.raises(RuntimeError, match="lists no training products"):
         pipeline._nested_finetune(["ft_text"])
+    # a stage whose command fails (it printed its error): a DataError the CLI shows without a traceback
+    from prodcat.core.errors import DataError
+
+    failing = Pipeline(PipelineConfig(output=str(tmp_path / "run")), lambda _argv: 2, log=lambda _m: None)
+    with pytest.raises(DataError, match=r"prodcat finetune exited with 2 \(its error is above\); the run "
+                       r"folder's earlier stages are kept in .*run: mend what the error names and rerun, "
+                       "or give a new --output"):
+        failing._cli(["finetune", "--output", "x"])
     off = _run_train(tmp_path / "off", full=True, nested_finetune=False)
     assert [c[0] for c in off] == ["finetune", "embed", "train", "train"]
     assert _set(off[2], "data.variants") is None

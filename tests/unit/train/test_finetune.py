@@ -295,3 +295,37 @@ def test_an_encoder_cached_under_an_earlier_key_is_reused(tmp_path, monkeypatch)
     assert found is not None and found[1].fingerprint == "d" * 16
     storage.write_table(changed, str(tmp_path / "products.parquet"))               # edited in place
     assert earlier_encoder(str(digested), key, wanted, training_rows(wanted)) is None
+
+
+def test_a_checkpoint_of_other_settings_stops_the_command_with_what_changed(tmp_path, capsys):
+    """A rerun into an output whose checkpoint was made with other settings (here float32, before
+    stop 56's bf16 config) stops before Ray Train starts: exit 2, the changed field, the
+    checkpoint and the two ways on, no traceback."""
+    import json
+
+    from prodcat.cli import main
+    from prodcat.core.errors import DataError
+    from prodcat.train.finetune import (
+        HEAD_META,
+        CheckpointMismatch,
+        run_settings,
+        training_digest,
+        with_absolute_paths,
+    )
+
+    assert issubclass(CheckpointMismatch, DataError) and issubclass(CheckpointMismatch, ValueError)
+    products, _ = synthetic_products(120, platforms=("alpha", "beta"))
+    storage.write_table(products, str(tmp_path / "products.parquet"))
+    args = [f"output={tmp_path / 'out'}", f"data.products={tmp_path / 'products.parquet'}"]
+    old = with_absolute_paths(load_config(FinetuneConfig, str(REPO / "configs/finetune.default.yaml"),
+                                          args + ["optim.precision=fp32"]))
+    checkpoint = tmp_path / "out" / "ray" / old.name / "checkpoint_2026-12-01_00-00-00.000000"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / HEAD_META).write_text(json.dumps(
+        {"labels": [1, 2], "settings": run_settings(old, training_digest(training_rows(old)))}))
+    assert main(["finetune", "--config", str(REPO / "configs/finetune.default.yaml"),
+                 "--products", str(tmp_path / "products.parquet"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "prodcat finetune: error: the checkpoint of this output + name was made with other settings" in err
+    assert "optim.precision: 'fp32' then, 'bf16' now" in err and str(checkpoint) in err
+    assert f"or remove {tmp_path / 'out'} to fine-tune there anew" in err and "Traceback" not in err
