@@ -240,8 +240,9 @@ def finetune(config: FinetuneConfig, progress: Callable[[str], None] | None = sa
         callbacks: Ray Train ``UserCallback`` s for the run (tests watch checkpoints with one).
 
     Raises:
-        ValueError: no training rows, or a checkpoint of this output + name made with other
-            settings or labels (checked before Ray Train starts). ray.train.TrainingFailedError: workers failed more than
+        ValueError: no training rows. CheckpointMismatch (a ``ValueError`` and a ``DataError``):
+            a checkpoint of this output + name made with other settings or labels (checked
+            before Ray Train starts). ray.train.TrainingFailedError: workers failed more than
             ``scaling.max_failures`` times.
     """
     import ray
