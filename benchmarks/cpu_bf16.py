@@ -77,13 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     mask = np.asarray(inputs["text"][input_column("text", "mask")])         # [N, T]
     labels = torch.from_numpy(np.random.default_rng(0).integers(0, 150, len(ids)))
 
-    batch = min(32, len(ids))
+    step_rows = min(32, len(ids))
 
     def step_rate(precision: str) -> float:
         done, start = 0, time.perf_counter()
         for k in range(args.steps):
-            first = batch * k % (len(ids) - batch + 1)
-            rows = slice(first, first + batch)
+            first = step_rows * k % (len(ids) - step_rows + 1)
+            rows = slice(first, first + step_rows)
             width = max(1, int(mask[rows].sum(axis=1).max()))
             x = torch.from_numpy(ids[rows, :width].astype(np.int64))
             m = torch.from_numpy(mask[rows, :width].astype(np.int64))
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            done += batch
+            done += step_rows
         return done / (time.perf_counter() - start)
 
     rates: dict[str, dict[str, list[float]]] = {k: {"fp32": [], "bf16": []}

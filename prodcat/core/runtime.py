@@ -137,13 +137,10 @@ def autocast(device, precision: str):
     import torch
 
     kind = getattr(device, "type", str(device).split(":")[0])
-    if precision == "fp32":
+    computes = compute_precision(kind, precision)
+    if computes == "fp32" or kind not in ("cuda", "cpu"):
         return contextlib.nullcontext()
-    if kind == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-    if kind == "cpu" and precision == "bf16" and cpu_computes_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast(kind, dtype=torch.float16 if computes == "fp16" else torch.bfloat16)
 
 
 def compute_precision(device: str, precision: str) -> str:
