@@ -122,7 +122,9 @@ class Autoscaling(StrictModel):
 
     upscale_delay_s: float = Field(30.0, ge=0, description="load above target this long before adding replicas (s)")
     downscale_delay_s: float = Field(600.0, ge=0, description="load below target this long before removing replicas (s)")
-    look_back_period_s: float = Field(30.0, gt=0, description="window the ongoing requests are averaged over (s)")
+    look_back_period_s: float = Field(30.0, gt=0, description="window the ongoing requests are averaged over "
+                                      "(s); Ray Serve 2.60 warns at or under 10 s (its metrics_interval_s) that "
+                                      "a future release will refuse it")
 
     def ray_options(self) -> dict:
         """These fields as Ray Serve ``autoscaling_config`` entries."""
