@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 val = np.flatnonzero((platform == b) & (split == "val") & present[feature] & np.isin(node, space))
                 row = {"feature": feature, "train": a, "scored": b, "training_products": int(len(train)),
                        "labels": int(len(space)), "pool": int(len(pool)), "products": int(len(val))}
+                if len(val) == 0 or len(pool) < 2 or len(space) < 2:
+                    print(f"[feature-alignment] {feature} {a} → {b}: skipped ({len(val)} products in the label "
+                          f"space, a pool of {len(pool)}, {len(space)} labels)", flush=True)
+                    continue
                 correct = {}
                 for variant in VARIANTS:
                     source, scored = align(variant, x[train], x[pool], x[val])

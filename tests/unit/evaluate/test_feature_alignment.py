@@ -52,3 +52,51 @@ def test_an_unknown_variant_is_refused():
     fa = _module()
     with pytest.raises(ValueError, match="unknown variant"):
         fa.align("whiten", np.ones((3, 2)), np.ones((3, 2)), np.ones((1, 2)))
+
+
+def test_a_pair_with_nothing_to_score_is_skipped_and_said(tmp_path, capsys, monkeypatch):
+    """Two platforms whose label spaces do not meet: every cross pair has no product to score; the
+    in-platform pairs are scored (tiny table and store built here)."""
+    fa = _module()
+    import types
+
+    import prodcat.train.features as features
+
+    rng = np.random.default_rng(0)
+    n = 80
+    platform = np.array(["a"] * 40 + ["b"] * 40)
+    split = np.array((["train"] * 30 + ["val"] * 10) * 2)
+    node = np.array([1, 2] * 20 + [3, 4] * 20)
+    x = rng.normal(size=(n, 4)) + node[:, None]
+
+    class Tax:
+        leaves = np.array([1, 2, 3, 4])
+
+    table = types.SimpleNamespace(
+        taxonomy=Tax(), arrays=lambda: ({"text": x}, {"text": np.ones(n, bool)}, None),
+        column=lambda name: {"platform": platform, "split": split, "node": node,
+                             "group_id": np.arange(n).astype(str)}[name])
+    monkeypatch.setattr(features, "load_feature_table", lambda *a, **k: table)
+
+    class Probe:
+        def __init__(self, leaves):
+            self.leaves = leaves
+
+        def scores(self, inputs):
+            return np.zeros((len(inputs), len(self.leaves)))
+
+    import prodcat.models.components as components
+    monkeypatch.setattr(components.LinearComponent, "fit",
+                        classmethod(lambda cls, name, feature, src, nodes, tax, **k: Probe(np.unique(nodes))))
+    import prodcat.core.metrics as metrics
+    monkeypatch.setattr(metrics, "hierarchical_counts",
+                        lambda tax, true, pred: np.stack([(true == pred).astype(int), np.ones(len(true), int),
+                                                          np.ones(len(true), int)], axis=1))
+    monkeypatch.setattr(metrics, "hierarchical_prf", lambda tax, true, pred: {"hF": float((true == pred).mean())})
+    assert fa.main(["--products", "p", "--embeddings", "e", "--out", str(tmp_path), "--features", "text"]) == 0
+    out = capsys.readouterr().out
+    assert "text a → b: skipped (0 products in the label space" in out
+    assert "text b → a: skipped (0 products in the label space" in out
+    import json
+    rows = json.loads((tmp_path / "feature_alignment.json").read_text())["rows"]
+    assert [(r["train"], r["scored"]) for r in rows] == [("a", "a"), ("b", "b")]
