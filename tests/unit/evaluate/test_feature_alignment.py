@@ -3,20 +3,14 @@ AAAI 2016) of a new platform's embeddings, read from its unlabelled pool."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.fixtures.predictions import benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("feature_alignment", ROOT / "benchmarks" / "feature_alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("feature_alignment")
 
 
 def test_centring_moves_each_platform_to_its_own_mean():
