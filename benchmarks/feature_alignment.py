@@ -19,7 +19,7 @@ For every ordered pair of ``--platforms`` A → B, A = B included (in-platform):
 fitted on ``--train-rows`` random products of A's ``train`` split (``C`` as the preset's
 ``linear_C``); the pool the target statistics read is every product of B that is not in B's
 ``test`` split; the scored rows are B's ``val`` split whose category is in A's label space. Each
-variant's strict hF (``prodcat.core.metrics.hierarchical_prf``) and top-1 leaf accuracy, and the
+variant's strict hF (``prodcat.core.metrics.hierarchical_counts``) and top-1 leaf accuracy, and the
 paired difference to ``plain`` with a 95 % bootstrap interval over near-duplicate groups
 (``prodcat.core.uncertainty.paired_difference``, as every evaluation's). No label of B is read
 but to score; no test row at all.
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    from prodcat.core.metrics import hierarchical_counts, hierarchical_prf
+    from prodcat.core.metrics import hierarchical_counts, prf_from_counts
     from prodcat.core.uncertainty import paired_difference
     from prodcat.models.components import LinearComponent
     from prodcat.train.features import load_feature_table
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 seed=args.seed)
                     pred = model.leaves[model.scores(scored).argmax(axis=1)]
                     correct[variant] = hierarchical_counts(taxonomy, node[val], pred)
-                    row[variant] = {"hF": hierarchical_prf(taxonomy, node[val], pred)["hF"],
+                    row[variant] = {"hF": prf_from_counts(*correct[variant].sum(axis=0))["hF"],
                                     "accuracy": float((pred == node[val]).mean())}
                 for variant in VARIANTS[1:]:
                     d = paired_difference(correct[variant], correct["plain"], groups[val], seed=args.seed)

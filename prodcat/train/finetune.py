@@ -479,7 +479,6 @@ class _Lines:
             pass
 
 
-
 def _precision(config: FinetuneConfig) -> str:
     """``", bf16"`` and the like for the start line (:func:`prodcat.core.runtime.precision_note`);
     empty for float32."""
