@@ -135,7 +135,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
            "train_rows": result.data.get("train_rows")}
     if result.model is not None:          # decision-level fusion: what it chose, on what
         row["combiner"] = {"weights": loaded.combiner.weights, "decoding": loaded.combiner.decoding,
-                           "prior": loaded.combiner.prior, "adapted_on": loaded.combiner.adapted_on,
+                           "prior": loaded.combiner.prior, "prior_share": loaded.combiner.prior_share,
+                           "adapted_on": loaded.combiner.adapted_on,
                            "self_trained": loaded.self_trained and {k: loaded.self_trained.settings[k]
                                                                     for k in ("fitted_on", "adapted_on", "rounds",
                                                                               "outside_label_space")
@@ -147,8 +148,8 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
                            "heldout": loaded.selection.get("heldout", []),
                            "chosen": loaded.selection.get("chosen", {}),
                            "crossfit": loaded.selection.get("crossfit", False),
-                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "prior", "hF", "vs_equal",
-                                                             "out_of_sample")
+                           "candidates": [{k: c[k] for k in ("candidate", "decoding", "prior", "prior_share", "hF",
+                                                             "vs_equal", "out_of_sample")
                                            if k in c} for c in loaded.selection.get("candidates", [])]}
     return row, pred, counts
 
@@ -338,9 +339,16 @@ def _how(row: dict) -> str:
     combiner = row.get("combiner")
     if combiner:
         used = [f"{k} {v:.2f}" for k, v in combiner["weights"].items() if v > 0]
-        prior = combiner.get("prior", "none")
+        prior = _prior(combiner)
         return f"{', '.join(used)}; {combiner['decoding']}; " + (f"prior {prior}; " if prior != "none" else "")
     return f"{row['epochs']} epochs, "
+
+
+def _prior(combiner: dict) -> str:
+    """The prior correction a combiner record names, with its share when fitted."""
+    prior = combiner.get("prior", "none")
+    share = combiner.get("prior_share")
+    return f"{prior} {share:.2f}" if share is not None else prior
 
 
 def transfer_scores(train: TrainConfig, table: FeatureTable, output: str) -> dict[str, float]:

@@ -319,7 +319,7 @@ def choices_markdown(rows: list[dict]) -> list[str]:
         lexical = c.get("settings", {}).get("lexical")
         table.append([r["fold"], r["model"], _chosen(c),
                       ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()), c["decoding"],
-                      c.get("prior", "none"),
+                      c.get("prior", "none") + (f" {c['prior_share']:.2f}" if c.get("prior_share") is not None else ""),
                       ", ".join(f"{k}={v}" for k, v in lexical.items()) if lexical else "-",
                       "; ".join(f"{h['name']} ({h['products']:,})" for h in c.get("heldout", []))])
     return ["", "## What the decision-level models chose (held-out products of the training platforms)", "",
@@ -329,7 +329,7 @@ def choices_markdown(rows: list[dict]) -> list[str]:
             "Cross-fitted: each held-out set scored by weights fitted on the other sets "
             "(`model.decision.crossfit`); in sample: by weights fitted on it too. Prior: how the "
             "combination counts the training label prior (`model.decision.priors`: none, once, "
-            "uniform).", "",
+            "uniform, adapt; fitted, with the share of it removed).", "",
             markdown_table(["fold", "model", "candidate", "weights", "decoding", "prior", "lexical",
                             "chosen on (products)"], table)]
 

@@ -131,13 +131,15 @@ class DecisionSettings(StrictModel):
         "choose from on held-out products: greedy (the child with the most subtree probability, "
         "level by level), best_path (the most probable leaf), expected_hf (the leaf with the highest "
         "expected hF under the combined probabilities; prodcat.models.decision)")
-    priors: list[Literal["none", "once", "uniform", "adapt"]] = Field(
+    priors: list[Literal["none", "once", "uniform", "adapt", "fitted"]] = Field(
         ["none"], min_length=1, description="how the combination counts the training label prior, "
         "chosen on held-out products like the decoding: none (once per logistic-regression "
         "component), once (as one component: the product of experts), uniform (not at all: a new "
         "shop's label distribution is unknown), adapt (the target platform's label distribution, "
         "estimated by EM from its unlabelled products: each held-out set from itself, a test fold "
-        "from its test products, a deployment by `prodcat onboard adapt`); prodcat.models.decision.Combiner")
+        "from its test products, a deployment by `prodcat onboard adapt`), fitted (the share of the prior "
+        "removed, between none and uniform, fitted by held-out log-likelihood as the temperatures "
+        "are); prodcat.models.decision.Combiner")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
         "cross_platform: each training platform predicted by components fitted on the others "

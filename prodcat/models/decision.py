@@ -185,7 +185,7 @@ def pseudo_labels(combined: np.ndarray, parts: dict[str, np.ndarray], keep: str 
 
 
 #: how the combination counts the training label prior (``DecisionSettings.priors``)
-PRIORS = ("none", "once", "uniform", "adapt")
+PRIORS = ("none", "once", "uniform", "adapt", "fitted")
 
 
 def label_log_prior(leaves: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -343,13 +343,23 @@ def equal_weights(features: dict[str, str], mode: str = "per_component") -> dict
     return {name: 1.0 / sizes[m] for name, m in modality.items()}
 
 
-def prior_coefficient(weights: dict[str, float], prior: str, carriers: dict[str, float]) -> float:
+def prior_coefficient(weights: dict[str, float], prior: str, carriers: dict[str, float],
+                      share: float | None = None) -> float:
     """The multiple of ``log pi`` a :class:`Combiner` subtracts: ``sum_c w_c s_c`` less their
-    mean for ``once``, all of it for ``uniform`` and ``adapt``; 0 for ``none`` or when no weighted
-    component carries the prior (``carriers``: ``{name: s_c}``)."""
+    mean for ``once``, all of it for ``uniform`` and ``adapt``, the fraction ``share`` in [0, 1] of
+    it for ``fitted``; 0 for ``none`` or when no weighted component carries the prior
+    (``carriers``: ``{name: s_c}``).
+
+    Raises:
+        ValueError: ``fitted`` without a ``share`` in [0, 1].
+    """
+    if prior == "fitted" and (share is None or not 0.0 <= share <= 1.0):
+        raise ValueError(f"prior correction 'fitted' needs a share in [0, 1], got {share!r}")
     carried = [w * carriers[k] for k, w in weights.items() if w > 0 and k in carriers]
     if prior == "none" or not carried:
         return 0.0
+    if prior == "fitted":
+        return float(share * sum(carried))
     return float(sum(carried) - (np.mean(carried) if prior == "once" else 0.0))
 
 
@@ -367,14 +377,18 @@ class Combiner:
     new shop's label distribution is unknown: prior shift, Saerens et al., 2002); ``adapt`` removes
     it as ``uniform`` does and adds the *target platform's* label distribution, estimated by EM
     from that platform's unlabelled products (:func:`em_label_prior`, :meth:`adapt`): until
-    :meth:`adapt` has run it combines as ``uniform``. Which correction helps is chosen on held-out
+    :meth:`adapt` has run it combines as ``uniform``; ``fitted`` subtracts the fraction
+    ``prior_share`` in [0, 1] of ``sum_c w_c s_c log pi`` (0: ``none``, 1: ``uniform``), a share
+    fitted by held-out log-likelihood as the temperatures are
+    (:func:`prodcat.train.decision.fit_prior_share`; stop 58), so a near tie between the discrete
+    corrections does not flip the model. Which correction helps is chosen on held-out
     products (:mod:`prodcat.train.decision`; there each held-out set is adapted to itself); which
     components carry the prior: :func:`prodcat.train.decision.prior_carriers`.
 
     Attributes:
         weights: ``{component name: w >= 0}``; a component with weight 0 is not read.
         decoding: ``greedy``, ``best_path`` or ``expected_hf`` (see the module docstring).
-        prior: ``none``, ``once``, ``uniform`` or ``adapt``.
+        prior: ``none``, ``once``, ``uniform``, ``adapt`` or ``fitted``.
         log_prior: ``[C]`` the label distribution the components were fitted on
             (:func:`label_log_prior`); needed unless ``prior`` is ``none``.
         carriers: ``{component name: s_c}``, the components that carry the prior and the share
@@ -382,6 +396,7 @@ class Combiner:
         target_log_prior: ``[C]`` the target platform's estimated label distribution (``adapt``
             only; None until :meth:`adapt`).
         adapted_on: how many unlabelled products ``target_log_prior`` was estimated from.
+        prior_share: ``fitted`` only: the fraction in [0, 1] of the carried prior subtracted.
     """
 
     weights: dict[str, float]
@@ -391,10 +406,16 @@ class Combiner:
     carriers: dict[str, float] = field(default_factory=dict)
     target_log_prior: np.ndarray | None = None
     adapted_on: int = 0
+    prior_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.prior not in PRIORS:
             raise ValueError(f"unknown prior correction {self.prior!r}; choose one of: {', '.join(PRIORS)}")
+        if (self.prior == "fitted") != (self.prior_share is not None):
+            raise ValueError(f"a prior share goes with prior 'fitted' and only with it (prior {self.prior!r}, "
+                             f"share {self.prior_share!r})")
+        if self.prior == "fitted" and not 0.0 <= self.prior_share <= 1.0:
+            raise ValueError(f"the prior share must be in [0, 1], got {self.prior_share!r}")
         if self.prior != "none" and self.log_prior is None:
             raise ValueError(f"prior correction {self.prior!r} needs the label distribution (log_prior)")
         if self.target_log_prior is not None and self.prior != "adapt":
@@ -402,7 +423,7 @@ class Combiner:
 
     def prior_coefficient(self) -> float:
         """What is subtracted times ``log pi`` (:func:`prior_coefficient`)."""
-        return prior_coefficient(self.weights, self.prior, self.carriers)
+        return prior_coefficient(self.weights, self.prior, self.carriers, self.prior_share)
 
     def combine(self, log_probs: dict[str, np.ndarray]) -> np.ndarray:
         """Normalised ``log p(leaf)`` ``[B, C]`` from the components' ``{name: [B, C]}``.
@@ -449,8 +470,11 @@ class Combiner:
     def record(self) -> dict:
         """What the checkpoint's JSON keeps (``log_prior`` and ``target_log_prior`` go with the
         weights' tensors)."""
-        return {"weights": self.weights, "decoding": self.decoding, "prior": self.prior,
-                "carriers": dict(self.carriers), "adapted_on": self.adapted_on}
+        record = {"weights": self.weights, "decoding": self.decoding, "prior": self.prior,
+                  "carriers": dict(self.carriers), "adapted_on": self.adapted_on}
+        if self.prior_share is not None:
+            record["prior_share"] = float(self.prior_share)
+        return record
 
 
 @dataclass

@@ -15,7 +15,8 @@ to ``data.max_train_products``), :func:`train_decision`:
 4. keeps, of the fitted weights, equal weights and every component alone, each with every label
    prior correction in ``priors`` (:class:`prodcat.models.decision.Combiner`; the prior of each
    held-out set's fit rows; ``adapt`` estimates each set's own label distribution from its
-   unlabelled scores, as a test fold or a new platform is adapted to later) and every decoding in ``decodings``, by ``choice``: ``paired`` (the
+   unlabelled scores, as a test fold or a new platform is adapted to later; ``fitted`` removes the
+   share of it that maximises the held-out log-likelihood, :func:`fit_prior_share`) and every decoding in ``decodings``, by ``choice``: ``paired`` (the
    default) equal weights unless another candidate beats them on the held-out products by a real
    difference (paired bootstrap over near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
@@ -423,6 +424,32 @@ def crossfit_weights(log_probs: list[dict[str, np.ndarray]], targets: list[np.nd
             for j in range(len(log_probs))]
 
 
+def fit_prior_share(weights: list[dict[str, float]], log_probs: list[dict[str, np.ndarray]],
+                    targets: list[np.ndarray], set_priors: list[np.ndarray],
+                    carriers: dict[str, float]) -> float:
+    """The share ``lambda`` in [0, 1] of the carried training label prior that a ``fitted``
+    :class:`Combiner` removes (0: ``none``, 1: ``uniform``), minimising the mean (per held-out set)
+    negative log-likelihood of the combination at the true leaf, as :func:`fit_temperature` fits a
+    temperature (bounded Brent search, scipy). A smooth choice: where the discrete corrections are
+    nearly tied on held-out hF, a slightly different held-out set moves ``lambda`` a little instead of
+    flipping the correction (stop 58, docs/notes/issue-19.md).
+
+    Args:
+        weights: per held-out set, the combination's weights (one dict repeated, or cross-fitted).
+        log_probs: per set, ``{component: [B, C]}`` calibrated log-probabilities.
+        targets: per set, leaf positions ``[B]``; ``set_priors``: per set, ``log pi [C]`` of what its
+            components were fitted on; ``carriers``: :func:`prior_carriers`.
+    """
+    from scipy.optimize import minimize_scalar
+
+    def nll(share: float) -> float:
+        return float(np.mean([-Combiner(w, "greedy", "fitted", pi, carriers, prior_share=float(share))
+                              .combine(lp)[np.arange(len(t)), t].mean()
+                              for w, pi, lp, t in zip(weights, set_priors, log_probs, targets)]))
+    return float(np.clip(minimize_scalar(nll, bounds=(0.0, 1.0), method="bounded",
+                                         options={"xatol": 1e-4}).x, 0.0, 1.0))
+
+
 def prior_carriers(specs: list[ComponentSpec], temperatures: dict[str, float]) -> dict[str, float]:
     """``{component: 1 / T}``: the components whose log-probabilities carry the training label
     prior, and the share of ``log pi`` they carry after their temperature ``T``. Those are the
@@ -438,9 +465,16 @@ def distinct_priors(weights: dict[str, float], priors: list[str], carriers: dict
     """The prior corrections of ``priors`` that change the combination of ``weights``: one
     carrier alone counts the prior once already (``once`` = ``none``), and with no carrier nothing
     changes, so those repeats are not scored twice (``adapt`` also adds the set's estimated label
-    distribution, so it is never a repeat). The first of ``priors`` is always kept."""
+    distribution, so it is never a repeat; ``fitted`` is fitted per weighting, and stands for
+    ``none`` when nothing weighted carries the prior). The first of ``priors`` is always kept."""
     kept, seen = [], set()
-    for prior in priors:                              # adapt adds an estimate: never a repeat
+    carried = any(w > 0 and k in carriers for k, w in weights.items())
+    for prior in priors:            # adapt adds an estimate and fitted is fitted: never a repeat
+        if prior == "fitted" and not carried:
+            prior = "none"            # nothing carries the prior: a share of it changes nothing
+        if prior == "fitted":
+            kept.append(prior)
+            continue
         key = (prior == "adapt", round(prior_coefficient(weights, prior, carriers), 9))
         if key not in seen:
             kept.append(prior)
@@ -554,7 +588,9 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
         crossfitted = label == "fitted" and crossfit is not None
         per_set_weights = crossfit if crossfitted else [weights] * len(sets)
         for prior in distinct_priors(weights, d.priors, carriers):
-            combined = [adapted(Combiner(w, d.decodings[0], prior, pi, carriers), lp).combine(lp)
+            share = (fit_prior_share(per_set_weights, log_probs, targets, set_priors, carriers)
+                     if prior == "fitted" else None)
+            combined = [adapted(Combiner(w, d.decodings[0], prior, pi, carriers, prior_share=share), lp).combine(lp)
                         for w, pi, lp in zip(per_set_weights, set_priors, log_probs)]
             for decoding in d.decodings:
                 per_set = [hierarchical_counts(taxonomy, y, decoder.decode(c, decoding))
@@ -564,6 +600,8 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
                              "hF": float(np.mean(hfs)),
                              "per_set": {h.name: float(v) for h, v in zip(sets, hfs)},
                              "out_of_sample": label != "fitted" or crossfitted}
+                if share is not None:
+                    candidate["prior_share"] = share
                 if crossfitted:
                     candidate["crossfit_weights"] = {h.name: w for h, w in zip(sets, per_set_weights)}
                 candidates.append(candidate)
@@ -571,7 +609,8 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
     best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed,
                 out_of_sample_only=d.crossfit)
     combiner = Combiner(dict(best["weights"]), best["decoding"], best["prior"],
-                        label_log_prior(fitter.leaves, train_nodes), carriers)
+                        label_log_prior(fitter.leaves, train_nodes), carriers,
+                        prior_share=best.get("prior_share"))
     return Choice(settings, temperatures, combiner,
                   candidates, setting_scores,
                   [{"name": h.name, "fit_products": len(h.fit), "products": len(h.rows)} for h in sets],
@@ -614,8 +653,9 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         f"{left_out}")
     choice = choose(fitter, specs, sets, train.column("node"), say)
     chosen = choice.chosen
+    share = f" (share {chosen['prior_share']:.3f})" if "prior_share" in chosen else ""
     say(f"{run_prefix(config)} chose {chosen['candidate']} / {chosen['decoding']} / prior "
-        f"{chosen['prior']} (held-out hF "
+        f"{chosen['prior']}{share} (held-out hF "
         f"{chosen['hF']:.4f}); weights {', '.join(f'{k} {v:.2f}' for k, v in choice.combiner.weights.items())}")
     components, lexical = [], None
     for spec in specs:
@@ -638,7 +678,8 @@ def train_decision(config: TrainConfig, table: FeatureTable, progress: Callable[
         encoders={f: table.manifest.get("features", {}).get(f, {}) for f in input_dims if f != LEXICAL},
         train_config=config.model_dump(mode="json"), lexical=lexical,
         selection={"platforms": sorted(np.unique(train.column("platform")).tolist()),
-                   "candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding", "prior")},
+                   "candidates": choice.candidates, "chosen": {k: chosen[k] for k in ("candidate", "decoding", "prior", "prior_share")
+                              if k in chosen},
                    "rule": d.choice, "crossfit": d.crossfit, "settings": choice.settings,
                    "setting_scores": choice.setting_scores, "temperatures": choice.temperatures,
                    "heldout": choice.heldout})

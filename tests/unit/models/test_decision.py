@@ -687,10 +687,10 @@ def test_reweighting_down_weights_the_component_that_disagrees_on_a_new_platform
         assert two.adapt(feats, platforms=new).combiner.weights == {"a": 1.0, "b": 1.0}
 
 
-def test_choose_removes_a_prior_the_held_out_products_do_not_share():
-    """Logistic regressions fitted on rows 90 % of one leaf carry that prior (the TF-IDF SVM's
-    scores do not); the held-out products are balanced. The prior correction is chosen on them (like the decoding), read from the held-out
-    set's own fit rows, and the kept combiner carries the final training rows' prior."""
+def _choice_on_a_balanced_set(priors: list[str]):
+    """:func:`choose` over ``priors`` where logistic regressions fitted on rows 90 % of one leaf
+    carry that prior (the TF-IDF SVM's scores do not) and the held-out products are balanced;
+    returns the choice and the final training rows' labels."""
     from prodcat.train.config import TrainConfig
     from prodcat.train.decision import ComponentSpec, Fitter, HeldOut, choose
 
@@ -715,12 +715,19 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
 
     config = TrainConfig.model_validate({"model": {"fusion": "decision", "modalities": ["text", "image", "lexical"],
                                                    "label_prior": "none", "decision": {
-                                                       "priors": ["none", "once", "uniform", "adapt"],
+                                                       "priors": priors,
                                                        "decodings": ["best_path"], "choice": "max"}}})
     specs = [ComponentSpec("text", "linear", "text"), ComponentSpec("image", "linear", "image"),
              ComponentSpec("lexical", "lexical", "lexical")]
     final = np.array([LEAVES[1]] * 3 + [LEAVES[2]])
-    choice = choose(Stub(config, TAX), specs, [heldout], final)
+    return choose(Stub(config, TAX), specs, [heldout], final), final
+
+
+def test_choose_removes_a_prior_the_held_out_products_do_not_share():
+    """The prior correction is chosen on the held-out products (like the decoding), read from the
+    held-out set's own fit rows, and the kept combiner carries the final training rows' prior
+    (:func:`_choice_on_a_balanced_set`)."""
+    choice, final = _choice_on_a_balanced_set(["none", "once", "uniform", "adapt"])
     equal = {c["prior"]: c["hF"] for c in choice.candidates if c["candidate"] == "equal"}
     assert set(equal) == {"none", "once", "uniform", "adapt"}
     assert equal["uniform"] > equal["once"] > equal["none"]          # each prior counted hurts
@@ -733,6 +740,75 @@ def test_choose_removes_a_prior_the_held_out_products_do_not_share():
     alone = [c for c in choice.candidates if c["candidate"] == "text alone"]
     assert sorted(c["prior"] for c in alone) == ["adapt", "none", "uniform"]   # once = none for one
     assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none", "adapt"}
+
+
+def test_choose_fits_the_share_of_a_prior_the_held_out_products_do_not_share():
+    """``priors: [fitted]``: on balanced held-out products the share of the carried prior removed,
+    fitted by log-likelihood, is near 1 (``uniform``) for equal weights; the kept combiner carries
+    it, and the TF-IDF model alone, which carries no prior, is scored as ``none``."""
+    choice, _ = _choice_on_a_balanced_set(["fitted"])
+    equal = [c for c in choice.candidates if c["candidate"] == "equal"]
+    assert [c["prior"] for c in equal] == ["fitted"] and equal[0]["prior_share"] > 0.8
+    assert choice.combiner.prior == "fitted"
+    assert choice.combiner.prior_share == pytest.approx(choice.chosen["prior_share"])
+    uniform, _ = _choice_on_a_balanced_set(["uniform"])
+    assert equal[0]["hF"] >= uniform.candidates[0]["hF"] - 0.02
+    assert {c["prior"] for c in choice.candidates if c["candidate"] == "lexical alone"} == {"none"}
+    assert "prior_share" not in next(c for c in choice.candidates if c["candidate"] == "lexical alone")
+
+
+def test_the_fitted_prior_share_follows_the_held_out_label_distribution():
+    """Two logistic-regression experts each hold ``log pi + log L_k`` (Gaussian evidence, so
+    ``L_k`` is an exact likelihood). Products drawn under ``pi`` are scored best with one ``pi``
+    (share 1/2 of the two carried: ``once``, the Bayes posterior); products drawn from a uniform
+    label distribution with none (share 1: ``uniform``). :func:`fit_prior_share` finds each."""
+    from prodcat.train.decision import fit_prior_share
+
+    rng = np.random.default_rng(0)
+    c, n, mu = len(LEAVES), 4000, 1.0
+    pi = rng.dirichlet(np.full(c, 0.5))
+    pi = (pi + 0.01) / (pi + 0.01).sum()
+    log_pi = np.log(pi)
+    carriers = {"e0": 1.0, "e1": 1.0}
+    shares = {}
+    for name, q in (("pi", pi), ("uniform", np.full(c, 1 / c))):
+        y = rng.choice(c, n, p=q)
+        experts = {}
+        for k in range(2):
+            x = rng.normal(size=(n, c))
+            x[np.arange(n), y] += mu
+            experts[f"e{k}"] = log_softmax(log_pi + mu * x)
+        shares[name] = fit_prior_share([{"e0": 1.0, "e1": 1.0}], [experts], [y], [log_pi], carriers)
+    assert shares["pi"] == pytest.approx(0.5, abs=0.1)
+    assert shares["uniform"] > 0.9
+
+
+def test_a_fitted_prior_share_lies_between_none_and_uniform_and_travels(tmp_path):
+    """Share 0 combines as ``none``, share 1 as ``uniform``; a share goes with ``fitted`` only, in
+    [0, 1]; the checkpoint keeps it."""
+    rng = np.random.default_rng(1)
+    log_pi = np.log(rng.dirichlet(np.ones(len(LEAVES))))
+    parts = {k: log_softmax(rng.normal(size=(5, len(LEAVES))) + log_pi) for k in ("text", "lexical")}
+    carriers = {"text": 1.0, "lexical": 0.5}
+
+    def combined(prior: str, share: float | None = None) -> np.ndarray:
+        return Combiner({"text": 1.0, "lexical": 1.0}, prior=prior, log_prior=log_pi, carriers=carriers,
+                        prior_share=share).combine(parts)
+
+    assert np.allclose(combined("fitted", 0.0), combined("none"))
+    assert np.allclose(combined("fitted", 1.0), combined("uniform"))
+    assert not np.allclose(combined("fitted", 0.5), combined("none"))
+    for bad in ({"prior": "fitted"}, {"prior": "fitted", "prior_share": 1.5},
+                {"prior": "uniform", "prior_share": 0.5}):
+        with pytest.raises(ValueError, match="share"):
+            Combiner({"text": 1.0}, log_prior=log_pi, carriers=carriers, **bad)
+    model, feats = _model()
+    model.combiner = Combiner({"text": 1.0, "lexical": 1.0}, prior="fitted", log_prior=log_pi.astype(np.float32),
+                              carriers=carriers, prior_share=0.37)
+    model.save(str(tmp_path / "m"))
+    loaded = load_decision(str(tmp_path / "m"))
+    assert loaded.combiner.prior == "fitted" and loaded.combiner.prior_share == pytest.approx(0.37)
+    assert np.allclose(loaded.leaf_log_probs(feats), model.leaf_log_probs(feats), atol=1e-5)
 
 
 def _benchmark(name: str):
