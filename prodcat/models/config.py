@@ -140,6 +140,11 @@ class DecisionSettings(StrictModel):
         "from its test products, a deployment by `prodcat onboard adapt`), fitted (the share of the prior "
         "removed, between none and uniform, fitted by held-out log-likelihood as the temperatures "
         "are); prodcat.models.decision.Combiner")
+    prior_base: Literal["none", "once", "uniform"] | None = Field(
+        None, description="with choice: paired, the prior correction of `priors` kept unless an "
+        "equal-weights candidate with another correction beats it on the held-out products by a real "
+        "difference (as equal weights are kept against fitted ones); null: the correction with the "
+        "highest mean held-out hF, like the decoding (stop 58)")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
         "cross_platform: each training platform predicted by components fitted on the others "

@@ -489,7 +489,7 @@ def adapted(combiner: Combiner, log_probs: dict[str, np.ndarray]) -> Combiner:
 
 
 def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, rule: str,
-         seed: int = 0, out_of_sample_only: bool = False) -> dict:
+         seed: int = 0, out_of_sample_only: bool = False, prior_base: str | None = None) -> dict:
     """The chosen candidate (step 4), by ``rule`` (``DecisionSettings.choice``).
 
     ``max``: the highest mean held-out hF (the first of equals). ``paired``: the best equal-weights
@@ -500,7 +500,12 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
     with a few hundred held-out products of another shop, fitted weights overfit them
     (docs/evaluation.md). Each candidate gets ``vs_equal`` ``[estimate, low, high]``. With
     ``out_of_sample_only`` (``crossfit``), a candidate marked ``out_of_sample: False`` (fitted
-    weights that could not be cross-fitted: one held-out set) cannot replace equal weights.
+    weights that could not be cross-fitted: one held-out set) cannot replace equal weights. With
+    ``prior_base`` (``DecisionSettings.prior_base``), the paired rule's base is the best
+    equal-weights candidate *with that prior correction* (over decodings), and an equal-weights
+    candidate with another correction must beat it by a real difference too, as fitted weights
+    must; where no equal-weights candidate has that correction (``distinct_priors`` dropped it as
+    a repeat), every one is the base's, as without it.
 
     Args:
         counts: per candidate, hierarchical counts ``[B, 3]`` of every held-out product (the sets
@@ -513,6 +518,8 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
     equal = [i for i, c in enumerate(candidates) if c["candidate"] == "equal"]
     if rule == "max" or not equal:
         return best
+    based = [i for i in equal if candidates[i].get("prior") == prior_base]
+    equal = based or equal
     base = max(equal, key=lambda i: candidates[i]["hF"])
     winners = []
     for i, c in enumerate(candidates):
@@ -607,7 +614,7 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
                 candidates.append(candidate)
                 counts.append(np.concatenate(per_set))
     best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed,
-                out_of_sample_only=d.crossfit)
+                out_of_sample_only=d.crossfit, prior_base=d.prior_base)
     combiner = Combiner(dict(best["weights"]), best["decoding"], best["prior"],
                         label_log_prior(fitter.leaves, train_nodes), carriers,
                         prior_share=best.get("prior_share"))

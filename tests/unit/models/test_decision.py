@@ -209,6 +209,23 @@ def test_paired_choice_keeps_equal_weights_unless_a_candidate_really_beats_them(
     assert pick(candidates, counts, groups, "paired")["candidate"] == expected
 
 
+@pytest.mark.parametrize("margin, expected", [(0.005, "once"), (0.15, "uniform")])
+def test_a_prior_base_is_kept_unless_another_correction_really_beats_it(margin, expected):
+    """``prior_base: once``: an equal-weights candidate with another prior correction, ahead by a
+    margin the bootstrap cannot see, does not replace it (without a base the higher mean does);
+    ahead by a real difference, it does."""
+    rng = np.random.default_rng(0)
+    n = 600
+    groups = np.arange(n) // 2
+    base = rng.random(n) < 0.7
+    pairs = [_candidate("equal", base), _candidate("equal", base | (rng.random(n) < margin))]
+    candidates, counts = [c for c, _ in pairs], [x for _, x in pairs]
+    candidates[0]["prior"], candidates[1]["prior"] = "once", "uniform"
+    assert pick(candidates, counts, groups, "paired")["prior"] == "uniform"          # the higher mean
+    assert pick(candidates, counts, groups, "paired", prior_base="once")["prior"] == expected
+    assert pick(candidates, counts, groups, "paired", prior_base="none")["prior"] == "uniform"  # no such base
+
+
 def test_crossfit_scores_each_held_out_set_with_weights_fitted_on_the_others():
     """Two held-out sets that disagree (component a informative on the first, b on the second):
     weights fitted on both look good on both; cross-fitted, each set gets the other's weights,
