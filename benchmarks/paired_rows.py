@@ -9,7 +9,8 @@ checks it gives the evaluation's own figures). This reads ``<evaluation output>/
 (:func:`prodcat.core.metrics.hierarchical_counts`) and writes, per fold, seed and model, hF(model)
 − hF(reference) in hF points with its 95 % paired-bootstrap interval
 (:func:`prodcat.core.uncertainty.paired_difference`, 1,000 resamples) as JSON, and a Markdown
-table on stdout.
+table on stdout, then per model the sum of |difference| over the folds of at least
+``--min-products`` products (how far it moves from its reference in all).
 
     python benchmarks/paired_rows.py --evaluation runs/full/eval-frozen \
         --taxonomy runs/full/catalog/taxonomy.json --against default \
@@ -62,7 +63,8 @@ def level_classes(taxonomy: Taxonomy, level_ids: list[list[int]]) -> np.ndarray:
 
 
 def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
-    """Rows ``{fold, seed, model, hF, difference, low, high, real, verdict}`` for one predictions table."""
+    """Rows ``{fold, seed, model, products, hF, difference, low, high, real, verdict}`` for one
+    predictions table."""
     df = table.to_pandas()
     rows = []
     for (fold, seed), part in df.groupby(["fold", "seed"]):
@@ -82,13 +84,27 @@ def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
             ref, groups = counts[reference]
             d = paired_difference(c, ref, groups)
             hf = prf_from_counts(*c.sum(axis=0))["hF"]
-            rows.append({"fold": fold, "seed": int(seed), "model": model, "hF": round(float(hf), 4),
+            rows.append({"fold": fold, "seed": int(seed), "model": model, "products": int(len(c)),
+                         "hF": round(float(hf), 4),
                          "difference": round(100 * d.estimate, 2), "low": round(100 * d.low, 2),
                          "high": round(100 * d.high, 2), "real": bool(d.excludes_zero()),
                          "against": reference,
                          "verdict": "no real difference" if not d.excludes_zero() else (
                              f"{model} beats" if d.low > 0 else f"{reference} beats")})
     return rows
+
+
+def absolute_sums(rows: list[dict], min_products: int) -> dict[str, dict]:
+    """Per model, ``{"sum": sum of |difference|, "folds": how many}`` over its rows of at least
+    ``min_products`` products, in hF points: how far a model moves from its reference in all
+    (with ``--suffix``: between two runs of it, e.g. two stores; stop 58's stability condition)."""
+    sums: dict[str, dict] = {}
+    for r in rows:
+        if r["products"] >= min_products:
+            entry = sums.setdefault(r["model"], {"sum": 0.0, "folds": 0})
+            entry["sum"] = round(entry["sum"] + abs(r["difference"]), 2)
+            entry["folds"] += 1
+    return sums
 
 
 def merged_predictions(folders: list[str], suffixes: list[str] | None = None) -> dict[str, pa.Table]:
@@ -143,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                         "'{model}@fp32' with --suffix")
     parser.add_argument("--suffix", nargs="+", help="one per --evaluation folder, appended to its "
                         "model names (\"\" for none), to compare two runs of the same models")
+    parser.add_argument("--min-products", type=int, default=100, help="the folds the closing "
+                        "sum of |difference| per model counts: those of at least this many products "
+                        "(default: 100, as the validation rounds' rules)")
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args(argv)
     tables = merged_predictions(args.evaluation, args.suffix)
@@ -161,10 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['fold']} | {r['seed']} | {r['model']} | {r['hF']:.4f} | {r['difference']:+.2f} | "
               f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['verdict']} |")
+    sums = absolute_sums(rows, args.min_products)
+    print(f"\nSum of |hF − reference| (points) over folds of {args.min_products} or more products:")
+    for model, entry in sums.items():
+        print(f"- {model}: {entry['sum']:.2f} over {entry['folds']} fold-seeds")
     if args.out:
         evaluation = args.evaluation[0] if len(args.evaluation) == 1 else args.evaluation
         Path(args.out).write_text(json.dumps({"against": args.against, "evaluation": evaluation,
-                                              "rows": rows}, indent=2))
+                                              "rows": rows, "min_products": args.min_products,
+                                              "absolute_sums": sums}, indent=2))
     return 0
 
 

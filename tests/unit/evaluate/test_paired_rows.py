@@ -85,6 +85,10 @@ def test_two_runs_of_the_same_models_each_against_its_twin(tmp_path):
     assert set(rows) == {"default", "tfidf"}                    # the @b rows are only references
     assert rows["default"]["against"] == "default@b" and rows["default"]["verdict"] == "default beats"
     assert rows["tfidf"]["difference"] == 0 and not rows["tfidf"]["real"]
+    sums = json.loads(out.read_text())["absolute_sums"]                 # |difference| per model
+    assert sums == {"default": {"sum": abs(rows["default"]["difference"]), "folds": 1},
+                    "tfidf": {"sum": 0.0, "folds": 1}} and rows["default"]["difference"] > 0
+    assert _module().absolute_sums(list(rows.values()), min_products=121) == {}   # 120 products a fold
     with pytest.raises(SystemExit, match="one entry per --evaluation folder"):
         _module().main(["--evaluation", str(tmp_path / "a"), str(tmp_path / "b"), "--suffix", "@x",
                         "--taxonomy", str(tmp_path / "taxonomy.json")])
