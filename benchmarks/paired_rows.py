@@ -9,8 +9,9 @@ checks it gives the evaluation's own figures). This reads ``<evaluation output>/
 (:func:`prodcat.core.metrics.hierarchical_counts`) and writes, per fold, seed and model, hF(model)
 − hF(reference) in hF points with its 95 % paired-bootstrap interval
 (:func:`prodcat.core.uncertainty.paired_difference`, 1,000 resamples) as JSON, and a Markdown
-table on stdout, then per model the sum of |difference| over the folds of at least
-``--min-products`` products (how far it moves from its reference in all).
+table on stdout, then per fold and model the mean hF over seeds beside its reference's with the
+error ratio ``(1 - hF) / (1 - reference hF)``, and per model the sum of |difference| over the
+folds of at least ``--min-products`` products (how far it moves from its reference in all).
 
     python benchmarks/paired_rows.py --evaluation runs/full/eval-frozen \
         --taxonomy runs/full/catalog/taxonomy.json --against default \
@@ -63,8 +64,8 @@ def level_classes(taxonomy: Taxonomy, level_ids: list[list[int]]) -> np.ndarray:
 
 
 def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
-    """Rows ``{fold, seed, model, products, hF, difference, low, high, real, verdict}`` for one
-    predictions table."""
+    """Rows ``{fold, seed, model, products, hF, reference_hF, difference, low, high, real, verdict}``
+    for one predictions table (differences in hF points)."""
     df = table.to_pandas()
     rows = []
     for (fold, seed), part in df.groupby(["fold", "seed"]):
@@ -84,8 +85,9 @@ def compare(table, taxonomy: Taxonomy, against: str) -> list[dict]:
             ref, groups = counts[reference]
             d = paired_difference(c, ref, groups)
             hf = prf_from_counts(*c.sum(axis=0))["hF"]
+            ref_hf = prf_from_counts(*ref.sum(axis=0))["hF"]
             rows.append({"fold": fold, "seed": int(seed), "model": model, "products": int(len(c)),
-                         "hF": round(float(hf), 4),
+                         "hF": round(float(hf), 4), "reference_hF": round(float(ref_hf), 4),
                          "difference": round(100 * d.estimate, 2), "low": round(100 * d.low, 2),
                          "high": round(100 * d.high, 2), "real": bool(d.excludes_zero()),
                          "against": reference,
@@ -105,6 +107,23 @@ def absolute_sums(rows: list[dict], min_products: int) -> dict[str, dict]:
             entry["sum"] = round(entry["sum"] + abs(r["difference"]), 2)
             entry["folds"] += 1
     return sums
+
+
+def fold_means(rows: list[dict]) -> list[dict]:
+    """Per fold and model, the mean over seeds of its hF and of its reference's, and the error
+    ratio ``(1 - mean hF) / (1 - mean reference hF)`` (issue 19's goal: at most 0.7 against the
+    tuned TF-IDF); ``None`` where the reference makes no error."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["fold"], r["model"], r["against"]), []).append(r)
+    out = []
+    for (fold, model, against), rs in groups.items():
+        mean = float(np.mean([r["hF"] for r in rs]))
+        ref = float(np.mean([r["reference_hF"] for r in rs]))
+        out.append({"fold": fold, "model": model, "against": against, "seeds": sorted(r["seed"] for r in rs),
+                    "mean_hF": round(mean, 4), "mean_reference_hF": round(ref, 4),
+                    "error_ratio": round((1 - mean) / (1 - ref), 2) if ref < 1 else None})
+    return out
 
 
 def merged_predictions(folders: list[str], suffixes: list[str] | None = None) -> dict[str, pa.Table]:
@@ -180,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['fold']} | {r['seed']} | {r['model']} | {r['hF']:.4f} | {r['difference']:+.2f} | "
               f"[{r['low']:+.2f}, {r['high']:+.2f}] | {r['verdict']} |")
+    means = fold_means(rows)
+    print("\n| fold | model | seeds | mean hF | reference's | error ratio |\n|---|---|---|---|---|---|")
+    for m in means:
+        ratio = "-" if m["error_ratio"] is None else f"{m['error_ratio']:.2f}"
+        print(f"| {m['fold']} | {m['model']} | {', '.join(map(str, m['seeds']))} | {m['mean_hF']:.4f} | "
+              f"{m['mean_reference_hF']:.4f} | {ratio} |")
     sums = absolute_sums(rows, args.min_products)
     print(f"\nSum of |hF − reference| (points) over folds of {args.min_products} or more products:")
     for model, entry in sums.items():
@@ -187,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         evaluation = args.evaluation[0] if len(args.evaluation) == 1 else args.evaluation
         Path(args.out).write_text(json.dumps({"against": args.against, "evaluation": evaluation,
-                                              "rows": rows, "min_products": args.min_products,
+                                              "rows": rows, "fold_means": means,
+                                              "min_products": args.min_products,
                                               "absolute_sums": sums}, indent=2))
     return 0
 

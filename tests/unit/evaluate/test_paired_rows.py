@@ -41,9 +41,14 @@ def test_a_row_right_everywhere_beats_the_default_wrong_on_half(tmp_path):
     out = tmp_path / "paired.json"
     assert _module().main(["--evaluation", str(tmp_path / "eval"), "--taxonomy", str(tmp_path / "taxonomy.json"),
                            "--out", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
     assert row["model"] == "oracle" and row["hF"] == 1.0
     assert row["real"] and row["low"] > 0 and row["verdict"] == "oracle beats"
+    (mean,) = result["fold_means"]                     # no error against the default's: ratio 0
+    assert mean["mean_reference_hF"] == row["reference_hF"] < 1 and mean["error_ratio"] == 0.0
+    flipped = _module().fold_means([{**row, "hF": row["reference_hF"], "reference_hF": 1.0}])
+    assert flipped[0]["error_ratio"] is None           # a reference without errors: no ratio
 
 
 def test_two_evaluations_are_read_as_one_and_shared_rows_must_agree(tmp_path):
