@@ -380,8 +380,9 @@ class Combiner:
     :meth:`adapt` has run it combines as ``uniform``; ``fitted`` subtracts the fraction
     ``prior_share`` in [0, 1] of ``sum_c w_c s_c log pi`` (0: ``none``, 1: ``uniform``), a share
     fitted by held-out log-likelihood as the temperatures are
-    (:func:`prodcat.train.decision.fit_prior_share`; stop 58), so a near tie between the discrete
-    corrections does not flip the model. Which correction helps is chosen on held-out
+    (:func:`prodcat.train.decision.fit_prior_share`; stop 58; meant to end flips between nearly
+    tied discrete corrections, it moved more between vector stores than they do in its validation
+    round and is not in the default). Which correction helps is chosen on held-out
     products (:mod:`prodcat.train.decision`; there each held-out set is adapted to itself); which
     components carry the prior: :func:`prodcat.train.decision.prior_carriers`.
 

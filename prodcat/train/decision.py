@@ -18,7 +18,9 @@ to ``data.max_train_products``), :func:`train_decision`:
    unlabelled scores, as a test fold or a new platform is adapted to later; ``fitted`` removes the
    share of it that maximises the held-out log-likelihood, :func:`fit_prior_share`) and every decoding in ``decodings``, by ``choice``: ``paired`` (the
    default) equal weights unless another candidate beats them on the held-out products by a real
-   difference (paired bootstrap over near-duplicate groups), then the best of those; ``max`` the best mean held-out hF. With
+   difference (paired bootstrap over near-duplicate groups), then the best of those (with
+   ``prior_base``, equal weights with that prior correction are the base, and another correction
+   must beat them by a real difference too); ``max`` the best mean held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
    weights fitted on the other sets; the kept weights are those fitted on all of them. Either way,
    on held-out products the model is never below its best component by a real difference;
@@ -430,9 +432,10 @@ def fit_prior_share(weights: list[dict[str, float]], log_probs: list[dict[str, n
     """The share ``lambda`` in [0, 1] of the carried training label prior that a ``fitted``
     :class:`Combiner` removes (0: ``none``, 1: ``uniform``), minimising the mean (per held-out set)
     negative log-likelihood of the combination at the true leaf, as :func:`fit_temperature` fits a
-    temperature (bounded Brent search, scipy). A smooth choice: where the discrete corrections are
-    nearly tied on held-out hF, a slightly different held-out set moves ``lambda`` a little instead of
-    flipping the correction (stop 58, docs/notes/issue-19.md).
+    temperature (bounded Brent search, scipy). Meant as a smooth choice where the discrete
+    corrections are nearly tied on held-out hF; stop 58's validation round found log-likelihood and
+    hF disagreeing and ``lambda`` moving with the training draw (docs/evaluation.md), so the
+    default keeps the discrete corrections with ``prior_base`` instead.
 
     Args:
         weights: per held-out set, the combination's weights (one dict repeated, or cross-fitted).
