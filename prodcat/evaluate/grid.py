@@ -42,6 +42,7 @@ from prodcat.evaluate.report import (
     comparisons_csv,
     first_grid_model,
     plot_hf,
+    prior_label,
     results_csv,
     results_markdown,
     write_report,
@@ -339,16 +340,9 @@ def _how(row: dict) -> str:
     combiner = row.get("combiner")
     if combiner:
         used = [f"{k} {v:.2f}" for k, v in combiner["weights"].items() if v > 0]
-        prior = _prior(combiner)
+        prior = prior_label(combiner)
         return f"{', '.join(used)}; {combiner['decoding']}; " + (f"prior {prior}; " if prior != "none" else "")
     return f"{row['epochs']} epochs, "
-
-
-def _prior(combiner: dict) -> str:
-    """The prior correction a combiner record names, with its share when fitted."""
-    prior = combiner.get("prior", "none")
-    share = combiner.get("prior_share")
-    return f"{prior} {share:.2f}" if share is not None else prior
 
 
 def transfer_scores(train: TrainConfig, table: FeatureTable, output: str) -> dict[str, float]:

@@ -319,7 +319,7 @@ def choices_markdown(rows: list[dict]) -> list[str]:
         lexical = c.get("settings", {}).get("lexical")
         table.append([r["fold"], r["model"], _chosen(c),
                       ", ".join(f"{k} {v:.2f}" for k, v in c["weights"].items()), c["decoding"],
-                      c.get("prior", "none") + (f" {c['prior_share']:.2f}" if c.get("prior_share") is not None else ""),
+                      prior_label(c),
                       ", ".join(f"{k}={v}" for k, v in lexical.items()) if lexical else "-",
                       "; ".join(f"{h['name']} ({h['products']:,})" for h in c.get("heldout", []))])
     return ["", "## What the decision-level models chose (held-out products of the training platforms)", "",
@@ -332,6 +332,14 @@ def choices_markdown(rows: list[dict]) -> list[str]:
             "uniform, adapt; fitted, with the share of it removed).", "",
             markdown_table(["fold", "model", "candidate", "weights", "decoding", "prior", "lexical",
                             "chosen on (products)"], table)]
+
+
+def prior_label(combiner: dict) -> str:
+    """The prior correction a combiner record names (``none`` when it names none), with its share
+    when ``fitted``: ``fitted 0.39``."""
+    prior = combiner.get("prior", "none")
+    share = combiner.get("prior_share")
+    return f"{prior} {share:.2f}" if share is not None else prior
 
 
 def _chosen(combiner: dict) -> str:
