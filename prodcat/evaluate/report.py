@@ -336,10 +336,11 @@ def choices_markdown(rows: list[dict]) -> list[str]:
 
 def prior_label(combiner: dict) -> str:
     """The prior correction a combiner record names (``none`` when it names none), with its share
-    when ``fitted``: ``fitted 0.39``."""
+    in [0, 1] when ``fitted``: ``fitted share 0.39`` (so a line that also names the *fitted weights*
+    candidate, ``fitted / best_path / prior fitted share 0.39``, says which is which)."""
     prior = combiner.get("prior", "none")
     share = combiner.get("prior_share")
-    return f"{prior} {share:.2f}" if share is not None else prior
+    return f"{prior} share {share:.2f}" if share is not None else prior
 
 
 def _chosen(combiner: dict) -> str:

@@ -826,7 +826,7 @@ def test_a_fitted_prior_share_lies_between_none_and_uniform_and_travels(tmp_path
     model.save(str(tmp_path / "m"))
     loaded = load_decision(str(tmp_path / "m"))
     assert loaded.combiner.prior == "fitted" and loaded.combiner.prior_share == pytest.approx(0.37)
-    assert prior_label(loaded.combiner.record()) == "fitted 0.37"
+    assert prior_label(loaded.combiner.record()) == "fitted share 0.37"
     assert prior_label(Combiner({"text": 1.0}).record()) == "none" and prior_label({}) == "none"
     assert np.allclose(loaded.leaf_log_probs(feats), model.leaf_log_probs(feats), atol=1e-5)
 
