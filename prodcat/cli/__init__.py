@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``main(["catalog", "build", "--help"])`` works from tests too."""
     args = build_parser().parse_args(argv)
+    # the log folder and --verbose live in the environment for the command's run (Ray workers it
+    # starts inherit them) and are put back after it, so that one call from a test or a notebook
+    # does not route a later call's Ray log (a relative `--output s` once left s/_logs/ray.log)
+    before = {name: os.environ.get(name) for name in (console.LOG_DIR_ENV, console.VERBOSE_ENV)}
     if args.verbose:
         console.set_verbose(True)
     output = getattr(args, "output", None)
@@ -69,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:  # a file that cannot be read: the message names it, no traceback
         print(f"prodcat {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Every subcommand answers --help, and importing prodcat has no side effects."""
 
+import os
 import pkgutil
 import subprocess
 import sys
@@ -63,3 +64,26 @@ def test_every_public_name_of_a_package_resolves(package):
     assert module.__doc__ and len(module.__doc__.strip()) > 80
     for name in getattr(module, "__all__", []):
         assert getattr(module, name) is not None, name
+
+
+def test_a_command_sets_its_log_folder_and_verbosity_for_its_run_only(tmp_path, monkeypatch):
+    """`--output` names Ray's log folder (`<output>/_logs`) and `--verbose` the verbosity while the
+    command runs; after it the environment is as before, so a later call in the same process (a
+    test, a notebook) does not write its Ray log under the first call's folder (the route by which
+    a relative `--output s` once left s/_logs/ray.log in the checkout)."""
+    from prodcat.core import console
+    from prodcat.embed import pipeline
+
+    monkeypatch.delenv(console.LOG_DIR_ENV, raising=False)
+    monkeypatch.setenv(console.VERBOSE_ENV, "0")
+    seen = []
+    monkeypatch.setattr(pipeline, "run_embedding",
+                        lambda config, overwrite=False: seen.append((console.log_dir(), console.verbose())))
+    out = tmp_path / "store"
+    assert main(["embed", "--products", "x.parquet", "--output", str(out), "--verbose"]) == 0
+    assert seen == [(out / "_logs", True)]
+    assert console.LOG_DIR_ENV not in os.environ and not console.verbose()
+    # a folder set by the caller (the main job sets <run>/logs) wins and is kept
+    monkeypatch.setenv(console.LOG_DIR_ENV, str(tmp_path / "logs"))
+    assert main(["embed", "--products", "x.parquet", "--output", str(out)]) == 0
+    assert seen[-1] == (tmp_path / "logs", False) and console.log_dir() == tmp_path / "logs"

@@ -50,13 +50,13 @@ def test_a_split_filter_embeds_only_that_splits_products_and_combines_with_platf
     assert load_products(uri, none, None, platforms=["b"])[1] == 2       # the platform alone still works
 
 
-def test_the_command_passes_its_platforms_and_splits_to_the_config(capsys, monkeypatch):
+def test_the_command_passes_its_platforms_and_splits_to_the_config(capsys, monkeypatch, tmp_path):
     from prodcat import cli
     from prodcat.embed import pipeline
 
     seen = {}
     monkeypatch.setattr(pipeline, "run_embedding", lambda config, overwrite=False: seen.update(c=config))
-    assert cli.main(["embed", "--products", "x.parquet", "--output", "s", "--platforms", "hm, myntra"]) == 0
+    assert cli.main(["embed", "--products", "x.parquet", "--output", str(tmp_path / "s"), "--platforms", "hm, myntra"]) == 0
     assert seen["c"].platforms == ["hm", "myntra"] and seen["c"].splits is None
-    assert cli.main(["embed", "--products", "x.parquet", "--output", "s", "--splits", "train"]) == 0
+    assert cli.main(["embed", "--products", "x.parquet", "--output", str(tmp_path / "s"), "--splits", "train"]) == 0
     assert seen["c"].splits == ["train"] and seen["c"].platforms is None
