@@ -174,18 +174,35 @@ def inputs_of(inputs: tuple[dict, dict], rows: FeatureTable, subset: FeatureTabl
 
 def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: list[dict],
                    config: EvaluateConfig, seed: int, seeds: list[int], info: dict,
-                   progress: Callable[[str], None]) -> tuple[FeatureTable, FeatureTable]:
-    """``(table, test)`` with the fold's fine-tuned text feature added (:func:`fold_feature`):
-    the encoder fine-tuned with ``seed`` (its training subsample) on the fold's training
-    platforms, embedding the rows the models of ``seeds`` read; with ``finetune.nested`` one
-    variant per training platform Q for Q's cross-platform held-out set. The summary goes to
-    ``info["finetune"]`` (the first) and ``info["finetune_seeds"]`` (one per fine-tuning seed)."""
+                   progress: Callable[[str], None], unlabelled: FeatureTable | None = None
+                   ) -> tuple[FeatureTable, FeatureTable, FeatureTable | None]:
+    """``(table, test, unlabelled)`` with the fold's fine-tuned text feature added
+    (:func:`fold_feature`): the encoder fine-tuned with ``seed`` (its training subsample) on the
+    fold's training platforms, embedding the rows the models of ``seeds`` read and the products
+    adapting reads (``unlabelled``: :func:`prodcat.evaluate.folds.adapt_rows`, covered by the
+    fold's label space or not, so a fine-tuned model self-trains on the pool a frozen one does);
+    with ``finetune.nested`` one variant per training platform Q for Q's cross-platform held-out
+    set. The summary goes to ``info["finetune"]`` (the first) and ``info["finetune_seeds"]`` (one
+    per fine-tuning seed)."""
     tuned, data = config.finetune.feature, config.train.data
-    ids = table.column("product_id")
+    ids = np.asarray(table.column("product_id"), dtype=str)
+    wanted = rows_read(table, fold, cells, test, config, seeds)
+    extra = np.empty(0, dtype=str)
+    if unlabelled is not None:
+        adapt_ids = np.asarray(unlabelled.column("product_id"), dtype=str)
+        extra = np.setdiff1d(adapt_ids, ids)             # outside the fold's label space
+        wanted = np.union1d(wanted, adapt_ids)
     x, present, trained_on, summary = fold_feature(
-        config.finetune, data.products, config.output, fold.name, fold.train_platforms, ids, seed,
-        progress, embed_ids=rows_read(table, fold, cells, test, config, seeds))
-    table = table.add_feature(tuned, x, present, trained_on=trained_on, version=summary["fingerprint"])
+        config.finetune, data.products, config.output, fold.name, fold.train_platforms,
+        np.concatenate([ids, extra]), seed, progress, embed_ids=wanted)
+    version = summary["fingerprint"]
+    if unlabelled is not None:
+        at = dict(zip(np.concatenate([ids, extra]).tolist(), range(len(ids) + len(extra))))
+        where = np.array([at[p] for p in adapt_ids], dtype=np.int64)
+        unlabelled = unlabelled.add_feature(tuned, x[where], present[where], trained_on=trained_on,
+                                            version=version)
+    table = table.add_feature(tuned, x[:len(ids)], present[:len(ids)], trained_on=trained_on,
+                              version=version)
     if config.finetune.nested and len(fold.train_platforms) >= 2:
         inner_ids = training_rows_read(table, fold, cells, config, seeds)
         summary["inner"] = []
@@ -199,7 +216,7 @@ def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: l
     info.setdefault("finetune_seeds", []).append(summary)
     test = table.where(np.isin(table.column("product_id"), test.column("product_id")))
     check_unlearnt(table, fold, test)
-    return table, test
+    return table, test, unlabelled
 
 
 def rows_read(table: FeatureTable, fold: Fold, cells: list[dict], test: FeatureTable,
@@ -288,17 +305,17 @@ def evaluate(config: EvaluateConfig, table: FeatureTable | None = None,
         check_unlearnt(table, fold, test)
         base, base_test = fold_table, test
         # what adapting reads (prior adapt, self-training): folds.adapt_rows, every product of the fold's scored
-        # splits covered or not, on a transfer_val pair its whole scored platform but the test split (with a
-        # per-fold fine-tuned feature, which only the covered ones get, the covered test products)
-        unlabelled = None if tuned else adapt_rows(table, fold, config)
+        # splits covered or not, on a transfer_val pair its whole scored platform but the test split; a per-fold
+        # fine-tuned feature is embedded for all of them too (before stop 60 only for the covered test products)
+        base_unlabelled = unlabelled = adapt_rows(table, fold, config)
         per_seed = bool(tuned) and config.finetune.per_seed and len(config.seeds) > 1
         if tuned and not per_seed:       # one fine-tuning per fold, with the first seed
-            fold_table, test = with_finetuned(base, base_test, fold, cells, config, config.seeds[0],
-                                              config.seeds, info, progress)
+            fold_table, test, unlabelled = with_finetuned(base, base_test, fold, cells, config, config.seeds[0],
+                                                          config.seeds, info, progress, base_unlabelled)
         for seed in config.seeds:
             if per_seed:                 # each seed its own fine-tuning subsample and encoder
-                fold_table, test = with_finetuned(base, base_test, fold, cells, config, seed, [seed],
-                                                  info, progress)
+                fold_table, test, unlabelled = with_finetuned(base, base_test, fold, cells, config, seed, [seed],
+                                                              info, progress, base_unlabelled)
             counts, tables = {}, []
             for cell in cells:
                 row, pred, counts[cell["name"]] = run_model(fold_table, fold, cell, test, config, seed,

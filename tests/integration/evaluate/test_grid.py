@@ -339,6 +339,12 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     row = next(r for r in results["results"] if r["model"] == "default-ft")
     # the default's self-training reads the fine-tuned text where the model reads no text or image
     assert set(row["combiner"]["weights"]) == {"ft_text", "lexical", "self_trained"} and 0.0 <= row["hF"] <= 1.0
+    # it adapts to the fold's whole scored pool, covered by the label space or not, as a frozen
+    # model does: those products get the fine-tuned feature too (before stop 60 only the covered
+    # test products had it, so a fine-tuned model self-trained on fewer products than a frozen one)
+    adapted = {p for r in reads if r.step == "adapt:lopo_gamma" for p in r.product_ids}
+    assert len(adapted) > fold["n_test"] and adapted <= embedded
+    assert row["combiner"]["self_trained"]["adapted_on"] == len(adapted)
     assert (tmp_path / "eval" / "finetune" / own / "encoder" / "model.safetensors").exists()
     # a second evaluation given the first's encoders (finetune.cache) fine-tunes nothing: each
     # encoder (same platforms, seed, settings) is reused, its vectors read, the scores the same
