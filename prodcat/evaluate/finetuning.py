@@ -3,7 +3,8 @@
 For each fold, :func:`fold_feature` fine-tunes the text encoder (:func:`prodcat.train.finetune.finetune`,
 Ray Train) on the ``train`` split of the fold's *training* platforms only (in a
 leave-one-platform-out fold the held-out platform is never read), embeds the rows the fold's
-models read (:func:`prodcat.evaluate.grid.rows_read`) with the new encoder version into the
+models read (:func:`prodcat.evaluate.grid.rows_read`) and every product adapting reads, covered
+by the fold's label space or not (:func:`prodcat.evaluate.folds.adapt_rows`), with the new encoder version into the
 encoder's store (``<finetune.cache or output/finetune>/<key>/embeddings``, resumable), and returns
 the vectors aligned with the fold's rows (``present`` False for rows no model of the fold reads),
 which the evaluation adds to the fold's feature table as ``finetune.feature`` (default
@@ -78,7 +79,8 @@ def fold_feature(settings: FinetuneSettings, products: str, output: str, fold_na
     ``folder`` and ``encoder`` relative to the fine-tuning root (``settings.cache`` or
     ``<output>/finetune``), so an evaluation's ``results.json`` names no path of this machine.
 
-    ``embed_ids``: the rows the fold's models read (:func:`prodcat.evaluate.grid.rows_read`); only
+    ``embed_ids``: the rows the fold's models read (:func:`prodcat.evaluate.grid.rows_read`, and
+    since stop 60 every product adapting reads, :func:`prodcat.evaluate.folds.adapt_rows`); only
     they are embedded (the others get ``present`` False), None: every row of ``product_ids``. At
     full size the leave-one-platform-out folds read 15,982 (Flipkart held out) and 25,365 (H&M)
     of their ~56,000 rows (a 10,000-product training subsample, the validation and calibration
