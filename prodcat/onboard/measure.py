@@ -62,14 +62,31 @@ from prodcat.train.lexical import model_inputs
 REPORT = "report.md"
 
 
-def _reusable(config: MeasureConfig, platform: str) -> str | None:
-    """The evaluation's checkpoint of ``model_name`` for the fold holding out ``platform``."""
+def _reusable(config: MeasureConfig, platform: str, manifest: dict | None = None,
+              log: Callable[[str], None] | None = None) -> str | None:
+    """The evaluation's checkpoint of ``model_name`` for the fold holding out ``platform``, when
+    every encoder fingerprint it records is the one of the store's vectors (``manifest``: the
+    store's); None otherwise. A checkpoint of an evaluation with per-fold fine-tuning reads its
+    fold's own fine-tuned encoder (``ft_text``), whose vectors the run's store does not hold: the
+    store's come from the run's encoder, fine-tuned on every platform, ``platform`` included, so
+    that checkpoint is passed over (and a fold model trained here) with a line saying why."""
+    from prodcat.score.features import checkpoint_fingerprints
+
     if not config.evaluation:
         return None
     safe = config.model_name.replace("/", "_").replace("+", "_")
+    stored = (manifest or {}).get("features") or {}
     for name in (f"{safe}-seed0", safe):
         uri = storage.join(config.evaluation, "runs", f"lopo_{platform}", name, "model")
         if storage.exists(storage.join(uri, CONFIG)):
+            other = {f: k for f, k in checkpoint_fingerprints(uri).items()
+                     if (stored.get(f) or {}).get("fingerprint", {}).get("key") != k}
+            if manifest is not None and other:
+                (log or (lambda _m: None))(
+                    f"[onboard] lopo_{platform}: not reusing {uri}: its "
+                    + ", ".join(f"{f} (encoder {k})" for f, k in sorted(other.items()))
+                    + " is not the store's; a fold model is trained here")
+                return None
             return uri
     return None
 
@@ -79,7 +96,7 @@ def fold_model(config: MeasureConfig, train: TrainConfig, table: FeatureTable, p
     """``(checkpoint in folder/model, where it came from)``: the evaluation's for this fold, or
     one trained here on ``others`` in their label space."""
     target = storage.join(folder, "model")
-    found = _reusable(config, platform)
+    found = _reusable(config, platform, table.manifest, log)
     if found:
         copy_checkpoint(found, target)
         return target, f"reused {found}"

@@ -206,7 +206,9 @@ class FeatureTable:
         """The same rows with one more feature ``name`` (``x [B, D]`` float32; ``present [B]``,
         default all present), replacing one of that name (and its variants); ``trained_on``: the
         product ids whose labels its encoder was trained on (:attr:`trained_on`), None: none;
-        ``version``: its encoder's fingerprint (:attr:`versions`).
+        ``version``: its encoder's fingerprint (:attr:`versions`), also what the manifest now
+        records for ``name`` (``{"fingerprint": {"key": version}}``; without it, no entry), so a
+        checkpoint trained on the table never names the encoder of the vectors replaced.
 
         Raises:
             ValueError: when ``x`` is not ``[B, D]`` for this table's B.
@@ -223,7 +225,14 @@ class FeatureTable:
         seen = {f: v for f, v in self.trained_on.items() if f != name}
         if trained_on is not None:
             seen[name] = np.asarray(trained_on, dtype=str)
+        # the store's manifest entry of `name` described the vectors replaced here: a checkpoint
+        # trained on this table records the new encoder's fingerprint, or none, never the old one
+        recorded = {f: e for f, e in ((self.manifest or {}).get("features") or {}).items() if f != name}
+        if version:
+            recorded[name] = {"fingerprint": {"key": version}}
+        manifest = {**(self.manifest or {}), "features": recorded}
         return replace(self, table=table, features=features, dims={**self.dims, name: x.shape[1]},
+                       manifest=manifest,
                        trained_on=seen, variants={f: v for f, v in self.variants.items() if f != name},
                        versions={**{f: v for f, v in self.versions.items() if f != name},
                                  **({name: version} if version else {})})

@@ -292,7 +292,7 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
         "finetune.overrides={encoder.weights: " + str(bert) + ", encoder.max_tokens: 32, "
         "encoder.num_cpus: 0.5, encoder.batch_size: 16, encoder.pool_size: 1, optim.epochs: 1, "
         "optim.batch_size: 16, data.max_train_products: 60, scaling.cpus_per_worker: 1, "
-        "scaling.torch_threads: 1}", "finetune.nested=true"]
+        "scaling.torch_threads: 1}", "finetune.nested=true", "save_models=[default-ft]"]
     config = load_config(EvaluateConfig, None, _overrides(root, tmp_path / "eval") + extra)
     with audit.recording() as reads:
         results = evaluate(config)
@@ -345,6 +345,12 @@ def test_a_lopo_fold_fine_tunes_its_own_text_encoder_without_its_platform(ray_se
     adapted = {p for r in reads if r.step == "adapt:lopo_gamma" for p in r.product_ids}
     assert len(adapted) > fold["n_test"] and adapted <= embedded
     assert row["combiner"]["self_trained"]["adapted_on"] == len(adapted)
+    # its saved checkpoint names the fold's encoder as the one of its ft_text, so a later reader
+    # holding another encoder's vectors (the run's store: `prodcat onboard measure`) can tell
+    from prodcat.score.features import checkpoint_fingerprints
+
+    saved = checkpoint_fingerprints(str(tmp_path / "eval" / "runs" / "lopo_gamma" / "default-ft-seed0" / "model"))
+    assert saved["ft_text"] == fold["finetune"]["fingerprint"]
     assert (tmp_path / "eval" / "finetune" / own / "encoder" / "model.safetensors").exists()
     # a second evaluation given the first's encoders (finetune.cache) fine-tunes nothing: each
     # encoder (same platforms, seed, settings) is reused, its vectors read, the scores the same

@@ -148,3 +148,25 @@ def test_the_cross_platform_set_of_a_platform_reads_the_variant_made_without_it(
     same_rows = varied.where(np.isin(varied.column("product_id"), alpha.fit.column("product_id")))
     assert len(same_rows) == len(alpha.fit)                        # same products, the fold's version
     assert fitter._key(spec, {"C": 1.0}, alpha.fit) != fitter._key(spec, {"C": 1.0}, same_rows)
+
+
+def test_a_replaced_feature_records_its_own_encoder_in_the_manifest():
+    """add_feature(name, version=...) replaces the store's manifest entry of ``name`` (the encoder
+    of the vectors it replaces) by the new version, or drops it without one, so a checkpoint
+    trained on the table records the encoder of the vectors it read (an evaluation's per-fold
+    fine-tuned ``ft_text`` once carried the run encoder's fingerprint from the store)."""
+    import numpy as np
+
+    products, taxonomy = synthetic_products(12)
+    store, _ = synthetic_store(products, taxonomy, dims={"text": 4, "ft_text": 2})
+    manifest = {"features": {"text": {"fingerprint": {"key": "frozen"}, "config": {"kind": "hf"}},
+                             "ft_text": {"fingerprint": {"key": "run"}, "config": {"kind": "hf"}}},
+                "run": "r1"}
+    table = FeatureTable(join_features(products, store, ["text", "ft_text"], taxonomy),
+                         ["text", "ft_text"], {"text": 4, "ft_text": 2}, taxonomy, manifest)
+    x = np.ones((len(table), 2), np.float32)
+    tuned = table.add_feature("ft_text", x, version="fold")
+    assert tuned.manifest["features"] == {"text": manifest["features"]["text"],
+                                          "ft_text": {"fingerprint": {"key": "fold"}}}
+    assert tuned.manifest["run"] == "r1" and table.manifest["features"]["ft_text"]["fingerprint"]["key"] == "run"
+    assert "ft_text" not in table.add_feature("ft_text", x).manifest["features"]
