@@ -174,8 +174,8 @@ def inputs_of(inputs: tuple[dict, dict], rows: FeatureTable, subset: FeatureTabl
 
 def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: list[dict],
                    config: EvaluateConfig, seed: int, seeds: list[int], info: dict,
-                   progress: Callable[[str], None], unlabelled: FeatureTable | None = None
-                   ) -> tuple[FeatureTable, FeatureTable, FeatureTable | None]:
+                   progress: Callable[[str], None], unlabelled: FeatureTable
+                   ) -> tuple[FeatureTable, FeatureTable, FeatureTable]:
     """``(table, test, unlabelled)`` with the fold's fine-tuned text feature added
     (:func:`fold_feature`): the encoder fine-tuned with ``seed`` (its training subsample) on the
     fold's training platforms, embedding the rows the models of ``seeds`` read and the products
@@ -186,21 +186,16 @@ def with_finetuned(table: FeatureTable, test: FeatureTable, fold: Fold, cells: l
     per fine-tuning seed)."""
     tuned, data = config.finetune.feature, config.train.data
     ids = np.asarray(table.column("product_id"), dtype=str)
-    wanted = rows_read(table, fold, cells, test, config, seeds)
-    extra = np.empty(0, dtype=str)
-    if unlabelled is not None:
-        adapt_ids = np.asarray(unlabelled.column("product_id"), dtype=str)
-        extra = np.setdiff1d(adapt_ids, ids)             # outside the fold's label space
-        wanted = np.union1d(wanted, adapt_ids)
+    adapt_ids = np.asarray(unlabelled.column("product_id"), dtype=str)
+    every = np.concatenate([ids, np.setdiff1d(adapt_ids, ids)])   # + those outside the label space
     x, present, trained_on, summary = fold_feature(
-        config.finetune, data.products, config.output, fold.name, fold.train_platforms,
-        np.concatenate([ids, extra]), seed, progress, embed_ids=wanted)
+        config.finetune, data.products, config.output, fold.name, fold.train_platforms, every, seed,
+        progress, embed_ids=np.union1d(rows_read(table, fold, cells, test, config, seeds), adapt_ids))
     version = summary["fingerprint"]
-    if unlabelled is not None:
-        at = dict(zip(np.concatenate([ids, extra]).tolist(), range(len(ids) + len(extra))))
-        where = np.array([at[p] for p in adapt_ids], dtype=np.int64)
-        unlabelled = unlabelled.add_feature(tuned, x[where], present[where], trained_on=trained_on,
-                                            version=version)
+    at = dict(zip(every.tolist(), range(len(every))))
+    where = np.array([at[p] for p in adapt_ids], dtype=np.int64)
+    unlabelled = unlabelled.add_feature(tuned, x[where], present[where], trained_on=trained_on,
+                                        version=version)
     table = table.add_feature(tuned, x[:len(ids)], present[:len(ids)], trained_on=trained_on,
                               version=version)
     if config.finetune.nested and len(fold.train_platforms) >= 2:

@@ -61,7 +61,7 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
     from prodcat.models.decision import DecisionModel
     from prodcat.models.lexical import FEATURE as LEXICAL
     from prodcat.models.lexical import product_text
-    from prodcat.score.features import checkpoint_fingerprints
+    from prodcat.score.features import fingerprint_mismatches
 
     say = log or (lambda _m: None)
     model = load_checkpoint(checkpoint)
@@ -81,15 +81,15 @@ def adapt_checkpoint(checkpoint: str, products: str, embeddings: str, output: st
             have = sorted(set(pc.unique(everything["platform"]).to_pylist()) - {None})
             raise ValueError(f"no product of platform {platform!r} in {products}; it has {have}")
     stored = [f for f in model.features if f != LEXICAL]
-    fingerprints = checkpoint_fingerprints(checkpoint)
     manifest = read_manifest(embeddings)
     if manifest is None:
         raise FileNotFoundError(f"no embedding store at {embeddings}")
+    mismatched = fingerprint_mismatches(checkpoint, manifest)
     for f in stored:                                  # before reading a vector
-        have = manifest.get("features", {}).get(f, {}).get("fingerprint", {}).get("key")
-        if f in fingerprints and have != fingerprints[f]:
+        if f in mismatched:
+            want, have = mismatched[f]
             raise ValueError(f"the store's {f} vectors come from encoder {have}, the checkpoint was "
-                             f"trained on {fingerprints[f]}: embed the catalogue with the checkpoint's "
+                             f"trained on {want}: embed the catalogue with the checkpoint's "
                              "encoders (prodcat embed)")
     store, manifest = read_store(embeddings, ["product_id"] + [c for f in stored for c in (f"emb_{f}", f"status_{f}")],
                                  skip_unreadable=skip_unreadable)

@@ -70,21 +70,19 @@ def _reusable(config: MeasureConfig, platform: str, manifest: dict | None = None
     fold's own fine-tuned encoder (``ft_text``), whose vectors the run's store does not hold: the
     store's come from the run's encoder, fine-tuned on every platform, ``platform`` included, so
     that checkpoint is passed over (and a fold model trained here) with a line saying why."""
-    from prodcat.score.features import checkpoint_fingerprints
+    from prodcat.score.features import fingerprint_mismatches
 
     if not config.evaluation:
         return None
     safe = config.model_name.replace("/", "_").replace("+", "_")
-    stored = (manifest or {}).get("features") or {}
     for name in (f"{safe}-seed0", safe):
         uri = storage.join(config.evaluation, "runs", f"lopo_{platform}", name, "model")
         if storage.exists(storage.join(uri, CONFIG)):
-            other = {f: k for f, k in checkpoint_fingerprints(uri).items()
-                     if (stored.get(f) or {}).get("fingerprint", {}).get("key") != k}
-            if manifest is not None and other:
+            other = {} if manifest is None else fingerprint_mismatches(uri, manifest)
+            if other:
                 (log or (lambda _m: None))(
                     f"[onboard] lopo_{platform}: not reusing {uri}: its "
-                    + ", ".join(f"{f} (encoder {k})" for f, k in sorted(other.items()))
+                    + ", ".join(f"{f} (encoder {want})" for f, (want, _) in sorted(other.items()))
                     + " is not the store's; a fold model is trained here")
                 return None
             return uri

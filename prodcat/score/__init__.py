@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "config": ["ScoreConfig"],
         "job": ["score"],
         "evaluation": ["evaluate_prediction_table", "evaluate_output"],
-        "features": ["attach_store", "checkpoint_fingerprints"],
+        "features": ["attach_store", "checkpoint_fingerprints", "fingerprint_mismatches"],
         "parts": ["read_predictions"],
         "inputs": ["read_input"],
     },

@@ -31,6 +31,17 @@ def checkpoint_fingerprints(checkpoint: str) -> dict[str, str]:
     return {f: key for f, key in keys.items() if key}
 
 
+def fingerprint_mismatches(checkpoint: str, manifest: dict) -> dict[str, tuple[str, str | None]]:
+    """``{feature: (checkpoint's encoder key, store's key or None)}`` for every feature whose
+    encoder the checkpoint records (:func:`checkpoint_fingerprints`) and the store ``manifest``
+    does not hold: its vectors would come from another encoder, or are missing. Empty: the store
+    serves the checkpoint as trained."""
+    features = (manifest or {}).get("features") or {}
+    have = {f: (features.get(f) or {}).get("fingerprint", {}).get("key") for f in features}
+    return {f: (want, have.get(f)) for f, want in checkpoint_fingerprints(checkpoint).items()
+            if have.get(f) != want}
+
+
 def attach_store(table: pa.Table, store: pa.Table, manifest: dict,
                  fingerprints: dict[str, str]) -> pa.Table:
     """Add ``emb_<f>``, ``status_<f>``, ``fp_<f>`` from an embedding store for each feature whose
