@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
 import zlib
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from prodcat.embed.imaging import ImageDecodeError
 from prodcat.serve import guard
@@ -37,7 +39,21 @@ def client():
 
     app.add_middleware(guard.Admission)
     app.add_middleware(guard.ApiKeyAuth)
-    yield TestClient(app)
+    # Served over real HTTP on loopback (uvicorn on a free port, in a thread), as the ingress is:
+    # starlette's in-process TestClient is deprecated and skips the HTTP layer.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):                                          # up to 5 s to bind
+        if server.started:
+            break
+        threading.Event().wait(0.01)
+    assert server.started, "uvicorn did not start on loopback"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        yield http
+    server.should_exit = True
+    thread.join(timeout=10)
     guard.configure(None, None)
 
 
