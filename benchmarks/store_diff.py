@@ -1,7 +1,8 @@
 """Compare two embedding stores of the same products, feature by feature.
 
 Two embeddings of the same products with the same encoders should give the same vectors; in bf16
-(``precision: bf16``) a vector can depend on which other rows share its batch. This script says
+(``precision: bf16``) a few text vectors differed between two runs (stop 61: 7 of 2,937; the
+cause not established, docs/results/sample/stop61/README.md). This script says
 how many vectors of each feature differ between two stores, by how much (largest absolute
 difference, smallest cosine), and which products they are.
 
