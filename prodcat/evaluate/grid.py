@@ -150,7 +150,7 @@ def run_model(table: FeatureTable, fold: Fold, cell: dict, test: FeatureTable, c
                            "chosen": loaded.selection.get("chosen", {}),
                            "crossfit": loaded.selection.get("crossfit", False),
                            "candidates": [{k: c[k] for k in ("candidate", "decoding", "prior", "prior_share", "hF",
-                                                             "vs_equal", "out_of_sample")
+                                                             "vs_equal", "out_of_sample", "per_set", "every_set")
                                            if k in c} for c in loaded.selection.get("candidates", [])]}
     return row, pred, counts
 

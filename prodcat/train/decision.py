@@ -20,7 +20,9 @@ to ``data.max_train_products``), :func:`train_decision`:
    default) equal weights unless another candidate beats them on the held-out products by a real
    difference (paired bootstrap over near-duplicate groups), then the best of those (with
    ``prior_base``, equal weights with that prior correction are the base, and another correction
-   must beat them by a real difference too); ``max`` the best mean held-out hF. With
+   must beat them by a real difference too; with ``agreement: every_set`` fitted weights and
+   another correction must also be level or ahead on each held-out set); ``max`` the best mean
+   held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
    weights fitted on the other sets; the kept weights are those fitted on all of them. Either way,
    on held-out products the model is never below its best component by a real difference;
@@ -492,7 +494,8 @@ def adapted(combiner: Combiner, log_probs: dict[str, np.ndarray]) -> Combiner:
 
 
 def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, rule: str,
-         seed: int = 0, out_of_sample_only: bool = False, prior_base: str | None = None) -> dict:
+         seed: int = 0, out_of_sample_only: bool = False, prior_base: str | None = None,
+         agreement: str = "pooled") -> dict:
     """The chosen candidate (step 4), by ``rule`` (``DecisionSettings.choice``).
 
     ``max``: the highest mean held-out hF (the first of equals). ``paired``: the best equal-weights
@@ -508,7 +511,14 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
     equal-weights candidate *with that prior correction* (over decodings), and an equal-weights
     candidate with another correction must beat it by a real difference too, as fitted weights
     must; where no equal-weights candidate has that correction (``distinct_priors`` dropped it as
-    a repeat), every one is the base's, as without it.
+    a repeat), every one is the base's, as without it. With ``agreement`` ``every_set``
+    (``DecisionSettings.agreement``, stop 62), fitted weights or another prior correction ahead
+    on the pooled products must also have an hF not below the base's on each held-out set by
+    itself (``per_set``: the validation split, or a few hundred products of another shop read by
+    models fitted on a few hundred, can each argue against them); each such candidate gets
+    ``every_set`` True or False. A component alone needs only the pooled difference, so the model
+    is still never below its best component on the pooled held-out products by a real
+    difference. With one held-out set (one training platform) this is the pooled rule.
 
     Args:
         counts: per candidate, hierarchical counts ``[B, 3]`` of every held-out product (the sets
@@ -531,7 +541,11 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
             continue
         diff = paired_difference(counts[i], counts[base], groups, n_resamples=1000, seed=seed)
         c["vs_equal"] = [diff.estimate, diff.low, diff.high]
-        if diff.low > 0 and (c.get("out_of_sample", True) or not out_of_sample_only):
+        agrees = True
+        if agreement == "every_set" and not c["candidate"].endswith(" alone"):
+            mine, theirs = c.get("per_set", {}), candidates[base].get("per_set", {})
+            agrees = c["every_set"] = all(mine[k] >= theirs[k] for k in theirs)
+        if diff.low > 0 and agrees and (c.get("out_of_sample", True) or not out_of_sample_only):
             winners.append(c)
     return max(winners, key=lambda c: c["hF"]) if winners else candidates[base]
 
@@ -617,7 +631,7 @@ def choose(fitter: Fitter, specs: list[ComponentSpec], sets: list[HeldOut], trai
                 candidates.append(candidate)
                 counts.append(np.concatenate(per_set))
     best = pick(candidates, counts, groups, d.choice, fitter.config.optim.seed,
-                out_of_sample_only=d.crossfit, prior_base=d.prior_base)
+                out_of_sample_only=d.crossfit, prior_base=d.prior_base, agreement=d.agreement)
     combiner = Combiner(dict(best["weights"]), best["decoding"], best["prior"],
                         label_log_prior(fitter.leaves, train_nodes), carriers,
                         prior_share=best.get("prior_share"))

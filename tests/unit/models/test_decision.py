@@ -227,6 +227,33 @@ def test_a_prior_base_is_kept_unless_another_correction_really_beats_it(margin, 
     assert pick(candidates, counts, groups, "paired", prior_base="none")["prior"] == "uniform"  # no such base
 
 
+def test_every_set_agreement_keeps_the_base_when_one_held_out_set_argues_against_it():
+    """``agreement: every_set``: fitted weights (or another prior correction) ahead on the pooled
+    held-out products by a real difference, but below the base on one held-out set by itself, do
+    not replace the base; a component alone needs only the pooled difference; level or ahead on
+    every set, the candidate wins as under the pooled rule."""
+    rng = np.random.default_rng(0)
+    n = 600
+    groups = np.arange(n) // 2
+    base = rng.random(n) < 0.7
+    better = base | (rng.random(n) < 0.15)
+    pairs = [_candidate("equal", base), _candidate("fitted", better), _candidate("text alone", better)]
+    candidates, counts = [c for c, _ in pairs], [x for _, x in pairs]
+    candidates[0]["per_set"] = {"cross_platform:a": 0.90, "in_platform": 0.95}
+    candidates[1]["per_set"] = {"cross_platform:a": 0.89, "in_platform": 0.99}   # behind on set a
+    candidates[2]["per_set"] = {"cross_platform:a": 0.80, "in_platform": 0.99}
+    candidates[2]["hF"] -= 0.01                        # the fitted weights have the higher mean
+    assert pick(candidates, counts, groups, "paired")["candidate"] == "fitted"
+    chosen = pick(candidates, counts, groups, "paired", agreement="every_set")
+    assert chosen["candidate"] == "text alone"         # the component alone: pooled rule
+    assert candidates[1]["every_set"] is False and "every_set" not in candidates[2]
+    del candidates[2], counts[2]
+    assert pick(candidates, counts, groups, "paired", agreement="every_set")["candidate"] == "equal"
+    candidates[1]["per_set"]["cross_platform:a"] = 0.90                          # level there
+    assert pick(candidates, counts, groups, "paired", agreement="every_set")["candidate"] == "fitted"
+    assert candidates[1]["every_set"] is True
+
+
 def test_crossfit_scores_each_held_out_set_with_weights_fitted_on_the_others():
     """Two held-out sets that disagree (component a informative on the first, b on the second):
     weights fitted on both look good on both; cross-fitted, each set gets the other's weights,
