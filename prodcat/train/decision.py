@@ -516,7 +516,8 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
     on the pooled products must also have an hF not below the base's on each held-out set by
     itself (``per_set``: the validation split, or a few hundred products of another shop read by
     models fitted on a few hundred, can each argue against them); each such candidate gets
-    ``every_set`` True or False. A component alone needs only the pooled difference, so the model
+    ``every_set`` True or False (another decoding of the base's weights and correction is not
+    checked). A component alone needs only the pooled difference, so the model
     is still never below its best component on the pooled held-out products by a real
     difference. With one held-out set (one training platform) this is the pooled rule.
 
@@ -542,7 +543,9 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
         diff = paired_difference(counts[i], counts[base], groups, n_resamples=1000, seed=seed)
         c["vs_equal"] = [diff.estimate, diff.low, diff.high]
         agrees = True
-        if agreement == "every_set" and not c["candidate"].endswith(" alone"):
+        leaves_base = c["candidate"] == "fitted" or (
+            c["candidate"] == "equal" and c.get("prior") != candidates[base].get("prior"))
+        if agreement == "every_set" and leaves_base:
             mine, theirs = c.get("per_set", {}), candidates[base].get("per_set", {})
             agrees = c["every_set"] = all(mine[k] >= theirs[k] for k in theirs)
         if diff.low > 0 and agrees and (c.get("out_of_sample", True) or not out_of_sample_only):

@@ -101,6 +101,9 @@ def test_evaluate_default_neural_and_references_in_platform_and_lopo(ray_session
                                                          default["combiner"]["chosen"]["decoding"]))
     assert chosen["candidate"] == "equal" or chosen["vs_equal"][1] > 0
     assert all("vs_equal" in c for c in default["combiner"]["candidates"])
+    # each held-out set's own hF is kept (what agreement: every_set reads; stop 62)
+    assert all(set(c["per_set"]) == {"cross_platform:alpha", "cross_platform:beta", "in_platform"}
+               for c in default["combiner"]["candidates"])
     # cross-fitted: with three held-out sets, the fitted weights were tested out of sample
     assert default["combiner"]["crossfit"] is True
     assert all(c["out_of_sample"] for c in default["combiner"]["candidates"])

@@ -252,6 +252,12 @@ def test_every_set_agreement_keeps_the_base_when_one_held_out_set_argues_against
     candidates[1]["per_set"]["cross_platform:a"] = 0.90                          # level there
     assert pick(candidates, counts, groups, "paired", agreement="every_set")["candidate"] == "fitted"
     assert candidates[1]["every_set"] is True
+    # another prior correction is held to it too
+    candidates[0]["prior"] = "once"
+    candidates[1].update(candidate="equal", prior="uniform", per_set={"cross_platform:a": 0.89, "in_platform": 0.99})
+    assert pick(candidates, counts, groups, "paired", prior_base="once")["prior"] == "uniform"
+    assert pick(candidates, counts, groups, "paired", prior_base="once", agreement="every_set")["prior"] == "once"
+    assert candidates[1]["every_set"] is False
 
 
 def test_crossfit_scores_each_held_out_set_with_weights_fitted_on_the_others():
