@@ -148,10 +148,11 @@ class DecisionSettings(StrictModel):
     agreement: Literal["pooled", "every_set"] = Field(
         "pooled", description="with choice: paired, what a candidate must show to replace the base "
         "(equal weights; with prior_base, with that correction): pooled, a real difference on the "
-        "held-out products pooled over every held-out set; every_set, for fitted weights and another "
-        "prior correction that and an hF not below the base's on each held-out set by itself (no "
-        "training platform's set, nor the validation split, argues against leaving the base; a "
-        "component alone needs the pooled difference only; stop 62)")
+        "held-out products pooled over every held-out set; every_set, the base is left only if a "
+        "candidate with that difference is a component alone or has an hF not below the base's on "
+        "each held-out set by itself (no training platform's set, nor the validation split, argues "
+        "against it), and then the choice is the pooled rule's: always the pooled rule's or the base "
+        "(stop 62)")
     heldout: list[Literal["cross_platform", "in_platform"]] = Field(
         ["cross_platform", "in_platform"], min_length=1, description="what choices are made on: "
         "cross_platform: each training platform predicted by components fitted on the others "

@@ -20,9 +20,9 @@ to ``data.max_train_products``), :func:`train_decision`:
    default) equal weights unless another candidate beats them on the held-out products by a real
    difference (paired bootstrap over near-duplicate groups), then the best of those (with
    ``prior_base``, equal weights with that prior correction are the base, and another correction
-   must beat them by a real difference too; with ``agreement: every_set`` fitted weights and
-   another correction must also be level or ahead on each held-out set); ``max`` the best mean
-   held-out hF. With
+   must beat them by a real difference too; with ``agreement: every_set`` the base is kept
+   unless one of those is a component alone or is level or ahead on each held-out set); ``max``
+   the best mean held-out hF. With
    ``crossfit`` (the default) the fitted weights are scored out of sample: each held-out set by
    weights fitted on the other sets; the kept weights are those fitted on all of them. Either way,
    on held-out products the model is never below its best component by a real difference;
@@ -512,14 +512,15 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
     candidate with another correction must beat it by a real difference too, as fitted weights
     must; where no equal-weights candidate has that correction (``distinct_priors`` dropped it as
     a repeat), every one is the base's, as without it. With ``agreement`` ``every_set``
-    (``DecisionSettings.agreement``, stop 62), fitted weights or another prior correction ahead
-    on the pooled products must also have an hF not below the base's on each held-out set by
-    itself (``per_set``: the validation split, or a few hundred products of another shop read by
-    models fitted on a few hundred, can each argue against them); each such candidate gets
-    ``every_set`` True or False (another decoding of the base's weights and correction is not
-    checked). A component alone needs only the pooled difference, so the model
-    is still never below its best component on the pooled held-out products by a real
-    difference. With one held-out set (one training platform) this is the pooled rule.
+    (``DecisionSettings.agreement``, stop 62), the base is left only if one of those winners
+    agrees: a component alone (the pooled difference is enough, so the model is still never
+    below its best component on the pooled held-out products by a real difference), another
+    decoding of the base's weights and correction, or fitted weights or another prior correction
+    whose hF is not below the base's on each held-out set by itself (``per_set``: the validation
+    split, or a few hundred products of another shop read by models fitted on a few hundred, can
+    each argue against them; each such candidate gets ``every_set`` True or False). When it is
+    left, the choice is the pooled rule's (the best winner), so the choice is always the pooled
+    rule's or the base. With one held-out set (one training platform) this is the pooled rule.
 
     Args:
         counts: per candidate, hierarchical counts ``[B, 3]`` of every held-out product (the sets
@@ -548,9 +549,11 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
         if agreement == "every_set" and leaves_base:
             mine, theirs = c.get("per_set", {}), candidates[base].get("per_set", {})
             agrees = c["every_set"] = all(mine[k] >= theirs[k] for k in theirs)
-        if diff.low > 0 and agrees and (c.get("out_of_sample", True) or not out_of_sample_only):
-            winners.append(c)
-    return max(winners, key=lambda c: c["hF"]) if winners else candidates[base]
+        if diff.low > 0 and (c.get("out_of_sample", True) or not out_of_sample_only):
+            winners.append((c, agrees))
+    if not any(agrees for _, agrees in winners):       # (none, or none every set agrees on)
+        return candidates[base]
+    return max((c for c, _ in winners), key=lambda c: c["hF"])
 
 
 @dataclass
