@@ -551,7 +551,7 @@ def pick(candidates: list[dict], counts: list[np.ndarray], groups: np.ndarray, r
             agrees = c["every_set"] = all(mine[k] >= theirs[k] for k in theirs)
         if diff.low > 0 and (c.get("out_of_sample", True) or not out_of_sample_only):
             winners.append((c, agrees))
-    if not any(agrees for _, agrees in winners):       # (none, or none every set agrees on)
+    if not any(ok for _, ok in winners):       # (none, or none every set agrees on)
         return candidates[base]
     return max((c for c, _ in winners), key=lambda c: c["hF"])
 

@@ -261,6 +261,27 @@ def test_every_set_agreement_keeps_the_base_when_one_held_out_set_argues_against
     assert candidates[1]["every_set"] is False
 
 
+@pytest.mark.parametrize("margin", [0.005, 0.05, 0.15])
+def test_every_set_is_the_pooled_rule_with_one_held_out_set(margin):
+    """With one held-out set (a model trained on one platform: a transfer_val pair), each
+    candidate's per-set hF is its pooled hF, so ``every_set`` chooses what ``pooled`` chooses."""
+    from prodcat.core.metrics import prf_from_counts
+
+    rng = np.random.default_rng(1)
+    n = 600
+    groups = np.arange(n) // 2
+    base = rng.random(n) < 0.7
+    pairs = [_candidate("equal", base), _candidate("fitted", base | (rng.random(n) < margin)),
+             _candidate("equal", (rng.random(n) < 0.72))]
+    candidates, counts = [c for c, _ in pairs], [x for _, x in pairs]
+    candidates[0]["prior"], candidates[2]["prior"] = "once", "uniform"
+    for c, x in zip(candidates, counts):
+        c["hF"] = prf_from_counts(*x.sum(axis=0))["hF"]
+        c["per_set"] = {"in_platform": c["hF"]}
+    pooled = pick(candidates, counts, groups, "paired", prior_base="once")
+    assert pick(candidates, counts, groups, "paired", prior_base="once", agreement="every_set") is pooled
+
+
 def test_crossfit_scores_each_held_out_set_with_weights_fitted_on_the_others():
     """Two held-out sets that disagree (component a informative on the first, b on the second):
     weights fitted on both look good on both; cross-fitted, each set gets the other's weights,
