@@ -32,7 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "instead of stopping (sets train.data.skip_unreadable)")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--merge", nargs="+", metavar="FOLDER",
-                        help="merge these evaluation folders' results into --output instead of running")
+                        help="merge these evaluation folders' results into --output instead of running; a row "
+                             "present twice keeps the later folder's, and a paired comparison measured "
+                             "against a row a later folder replaced is left out (counted)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.output:
             raise SystemExit("--merge needs --output")
         merged = merge_results(args.merge, args.output)
-        console.say(f"[evaluate] merged {len(merged['results'])} results → {args.output}/report.md")
+        left = len(merged["left_out_pairs"])
+        console.say(f"[evaluate] merged {len(merged['results'])} results → {args.output}/report.md"
+                    + (f"; {left} paired comparison(s) left out: measured against a row a later folder "
+                       "replaced (left_out_pairs in results.json)" if left else ""))
         return 0
 
     extra = {"train.data.products": args.products, "train.data.embeddings": args.embeddings,

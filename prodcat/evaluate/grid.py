@@ -395,6 +395,29 @@ def load_results(output: str) -> dict:
     return json.loads(storage.read_text(storage.join(output, "results.json")))
 
 
+def current_pairs(parts: list[dict], key: str) -> tuple[list[dict], list[dict]]:
+    """The paired comparisons ``key`` (``comparisons`` or ``against_default``) of the evaluation
+    results ``parts`` (in merge order) that still compare the rows a merge keeps, and those left out.
+
+    A comparison (fold, model, reference, seed) from part ``i`` is current when, for that fold and
+    seed, the last part holding a row of ``model`` and the last holding a row of ``reference`` are
+    both ``i`` (a name with no row anywhere, e.g. a reference not scored as a row, does not count
+    against it); of current ones the later part's wins, as rows do. Left out: each (fold, model,
+    reference, seed) for which no part has a current comparison, once, from the last part holding it.
+    """
+    owner = {(r["fold"], r["model"], r.get("seed", 0)): i for i, p in enumerate(parts) for r in p["results"]}
+
+    def ident(c: dict) -> tuple:
+        return c["fold"], c["model"], c["reference"], c.get("seed", 0)
+
+    def is_current(i: int, c: dict) -> bool:
+        return all(owner.get((c["fold"], m, c.get("seed", 0)), i) == i for m in (c["model"], c["reference"]))
+
+    kept = {ident(c): c for i, p in enumerate(parts) for c in p.get(key) or [] if is_current(i, c)}
+    stale = {ident(c): c for i, p in enumerate(parts) for c in p.get(key) or [] if ident(c) not in kept}
+    return list(kept.values()), list(stale.values())
+
+
 def merge_results(outputs: list[str], output: str) -> dict:
     """Merge the ``results.json`` of several evaluation folders (e.g. in-platform and LOPO run
     separately, or two grids on the same folds) into ``output``: ``results.json``, ``report.md``,
@@ -402,7 +425,10 @@ def merge_results(outputs: list[str], output: str) -> dict:
     (per-fold plots stay in the source folders). Rows and paired comparisons are unioned; a (fold,
     model, seed) present twice keeps the later folder's row, so seeds run apart (``--set
     seeds=[1, 2]``) merge with seed 0 into one report with an interval and a verdict per seed. A
-    fold present twice keeps the later folder's description.
+    fold present twice keeps the later folder's description. A paired comparison (``comparisons``,
+    ``against_default``) is kept only from the folder whose rows of both its models the merge
+    keeps (:func:`current_pairs`): one measured against a row a later folder replaced (a default
+    rerun apart on some folds) is left out, counted in ``left_out_pairs`` and the report.
 
     Raises:
         FileNotFoundError: when a folder has no ``results.json``.
@@ -411,19 +437,22 @@ def merge_results(outputs: list[str], output: str) -> dict:
     parts = [load_results(o) for o in outputs]
     folds = {f["fold"]: f for p in parts for f in p["folds"]}
     rows = list({(r["fold"], r["model"], r.get("seed", 0)): r for p in parts for r in p["results"]}.values())
-    comparisons, against_default = ([*{(c["fold"], c["model"], c["reference"], c.get("seed", 0)): c
-                                       for p in parts for c in p.get(key) or []}.values()]
-                                     for key in ("comparisons", "against_default"))
+    (comparisons, left_c), (against_default, left_a) = (current_pairs(parts, key)
+                                                        for key in ("comparisons", "against_default"))
     seeds = sorted({r.get("seed", 0) for r in rows})
     dataset = dict(parts[-1]["dataset"])
     merged = {"config": [p["config"] for p in parts], "folds": list(folds.values()), "results": rows,
               "comparisons": comparisons, "against_default": against_default, "seeds": seeds,
-              "dataset": dataset, "seconds": sum(p["seconds"] for p in parts), "merged_from": outputs}
+              "dataset": dataset, "seconds": sum(p["seconds"] for p in parts), "merged_from": outputs,
+              "left_out_pairs": left_c + left_a}
     storage.write_text(storage.join(output, "results.json"), json.dumps(merged, indent=2, default=float))
     storage.write_text(storage.join(output, "results.csv"), results_csv(rows))
     storage.write_text(storage.join(output, "comparisons.csv"), comparisons_csv(comparisons))
     storage.write_text(storage.join(output, "against_default.csv"), comparisons_csv(against_default))
     md = results_markdown(merged) + "\nMerged from: " + ", ".join(outputs) + "\n"
+    if left_c or left_a:
+        md += (f"\nLeft out: {len(left_c) + len(left_a)} paired comparison(s) measured against a row a "
+               "later folder replaced (`left_out_pairs` in results.json).\n")
     if rows:
         plot_hf(merged, storage.join(output, "hf_by_model.png"))
         md += "\n![hf_by_model.png](hf_by_model.png)\n"
