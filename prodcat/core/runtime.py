@@ -91,6 +91,28 @@ def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
     raise RuntimeError(f"no free TCP port in {FREE_PORT_FLOOR}-{low - 1} after {tries} draws")
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free TCP ports (:func:`free_port` each), for servers started together (a
+    Ray node's GCS, dashboard, agents and raylet). Each :func:`free_port` draws at random and
+    nothing is bound until the servers start, so two separate draws can name the same port, and a
+    Ray node given one port for two components refuses to start ("trying to use a port number ...
+    that is used by other components").
+
+    Raises:
+        RuntimeError: as :func:`free_port`, or when ``count`` distinct ports are not found in
+            ``20 * count`` draws.
+    """
+    ports: list[int] = []
+    for _ in range(20 * count):
+        if len(ports) == count:
+            break
+        if (port := free_port(host)) not in ports:
+            ports.append(port)
+    if len(ports) < count:
+        raise RuntimeError(f"found {len(ports)} distinct free TCP ports of the {count} asked for")
+    return ports
+
+
 def _session_logs() -> str:
     """Where a local Ray instance keeps its logs (Ray's documented ``session_latest`` link)."""
     return str(Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from prodcat.core.runtime import free_port
+from prodcat.core.runtime import free_port, free_ports
 
 #: logical resources of each worker node (the machine has 2 cores: these are shares, not cores)
 WORKER = {"num_cpus": 2, "object_store_memory": 200 * 1024**2}
@@ -131,9 +131,9 @@ def cluster(s3_server):
     from ray.cluster_utils import Cluster
 
     os.environ.update(FAST_SERVE_METRICS)             # inherited by every node started below
-    head_port = free_port()
+    head_port, dashboard_port = free_ports(2)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port(),
+        "num_cpus": 0, "include_dashboard": True, "dashboard_port": dashboard_port,
         "metrics_export_port": head_port, "object_store_memory": 200 * 1024**2,
         # metrics reach the endpoints each second; a dead node is noticed after ~5 s (default ~15 s)
         "_system_config": {"metrics_report_interval_ms": 1000, "health_check_period_ms": 1000,

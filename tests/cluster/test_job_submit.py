@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prodcat.core import storage
-from tests.cluster.conftest import free_port
+from prodcat.core.runtime import free_ports
 from tests.fixtures.store import write_synthetic_store
 from tests.fixtures.synthetic import synthetic_products
 
@@ -47,10 +47,12 @@ def ray(*args: str, timeout: float = 300, check: bool = True) -> subprocess.Comp
     return done
 
 
-def _node_ports() -> list[str]:
-    names = ("metrics-export-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-             "runtime-env-agent-port", "node-manager-port", "object-manager-port")
-    return [f"--{name}={free_port()}" for name in names]
+NODE_PORTS = ("metrics-export-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+              "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+
+
+def _node_ports(ports: list[int]) -> list[str]:
+    return [f"--{name}={port}" for name, port in zip(NODE_PORTS, ports, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +61,15 @@ def ray_start_cluster():
     port chosen free, their own temp dir; yields the job server's address. Ends exactly the
     processes of this cluster (found by the temp dir in their command line), by pid."""
     temp = tempfile.mkdtemp(prefix="rj", dir=os.environ.get("TMPDIR", "/tmp"))
-    gcs, dashboard = free_port(), free_port()
+    # every port of both nodes drawn at once, all distinct (two separate draws can coincide)
+    gcs, dashboard, client, *nodes = free_ports(3 + 2 * len(NODE_PORTS))
     try:
         ray("start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
             "--dashboard-host=127.0.0.1", "--num-cpus=0", f"--temp-dir={temp}",
-            f"--ray-client-server-port={free_port()}", "--disable-usage-stats", *_node_ports())
+            f"--ray-client-server-port={client}", "--disable-usage-stats",
+            *_node_ports(nodes[:len(NODE_PORTS)]))
         ray("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2", f"--temp-dir={temp}",
-            "--disable-usage-stats", *_node_ports())
+            "--disable-usage-stats", *_node_ports(nodes[len(NODE_PORTS):]))
         yield f"http://127.0.0.1:{dashboard}"
     finally:
         end_processes_of(temp)

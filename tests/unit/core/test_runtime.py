@@ -110,3 +110,26 @@ def test_precision_note_says_what_runs(monkeypatch):
     assert runtime.precision_note("cuda", "fp16") == "fp16"
     monkeypatch.setattr(runtime, "cpu_computes_bf16", lambda: True)
     assert runtime.precision_note("cpu", "bf16") == "bf16"
+
+
+def test_free_ports_are_distinct_even_when_draws_repeat(monkeypatch):
+    """Two draws of free_port can name the same port (stop 63: a Ray node started with one port for
+    its metrics exporter and its agent's gRPC server refused to start); free_ports draws again."""
+    draws = iter([20001, 20002, 20001, 20002, 20003])
+    monkeypatch.setattr(runtime, "free_port", lambda host="127.0.0.1": next(draws))
+    assert runtime.free_ports(3) == [20001, 20002, 20003]
+    monkeypatch.setattr(runtime, "free_port", lambda host="127.0.0.1": 20001)
+    with pytest.raises(RuntimeError, match="1 distinct free TCP ports of the 2"):
+        runtime.free_ports(2)
+
+
+def test_free_ports_can_be_bound_together():
+    ports = runtime.free_ports(12)
+    assert len(set(ports)) == 12
+    sockets = [socket.socket() for _ in ports]
+    try:
+        for s, port in zip(sockets, ports):
+            s.bind(("127.0.0.1", port))
+    finally:
+        for s in sockets:
+            s.close()
